@@ -1,0 +1,3 @@
+from gatewright.cli import main
+
+main()

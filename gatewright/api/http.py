@@ -1,0 +1,153 @@
+"""Small HTTP helpers shared by the dialects: JSON responses, bodies, request ids, headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatewright.core.errors import InvalidRequest
+from gatewright.core.ids import request_id as new_request_id
+from gatewright.core.platform import LimitState
+
+log = logging.getLogger("gatewright.access")
+
+M = TypeVar("M", bound=BaseModel)
+
+# Names pydantic puts into error locations that are not fields: union members and tags.
+_NOT_FIELDS = frozenset(
+    {"str", "int", "float", "bool", "none", "system", "developer", "user", "assistant", "tool",
+     "text", "image_url", "input_audio", "file", "refusal", "json_object", "json_schema", "function",
+     "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document", "enabled",
+     "disabled", "auto", "any", "search", "codeInterpreter", "base64", "url", "adaptive"}
+)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def param_of(loc: tuple[int | str, ...]) -> str | None:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _NOT_FIELDS or "[" in part or "-" in part:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or None
+
+
+def invalid_from(error: ValidationError) -> InvalidRequest:
+    first = error.errors(include_url=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return InvalidRequest(
+            "We could not parse the JSON body of your request: " + str(first.get("ctx", {}).get("error", "")),
+            code="invalid_json",
+        )
+    loc = tuple(first["loc"])
+    if kind == "model_type" and not loc:
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_body")
+    param = param_of(loc)
+    message = first["msg"]
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Unrecognized request argument supplied: '{param}'.", param=param)
+    got = first.get("input")
+    suffix = f" (got {orjson.dumps(got).decode()[:80]})" if isinstance(got, (int, float, str, bool)) else ""
+    return InvalidRequest(f"Invalid '{param}': {message}{suffix}.", param=param, code="invalid_value")
+
+
+def parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_from(error) from None
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def request_id(request: Request) -> str:
+    return request.scope.get("gatewright.request_id") or new_request_id()
+
+
+def _reset(seconds: float) -> str:
+    # Go-duration style, as OpenAI sends it ("1s", "6m0s").
+    if seconds < 60:
+        return f"{max(seconds, 0):.3g}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def limit_headers(state: LimitState | None) -> dict[str, str]:
+    if state is None:
+        return {}
+    headers: dict[str, str] = {}
+    if state.requests_limit is not None:
+        headers["x-ratelimit-limit-requests"] = str(state.requests_limit)
+        headers["x-ratelimit-remaining-requests"] = str(state.requests_remaining)
+        headers["x-ratelimit-reset-requests"] = _reset(state.requests_reset)
+    if state.tokens_limit is not None:
+        headers["x-ratelimit-limit-tokens"] = str(state.tokens_limit)
+        headers["x-ratelimit-remaining-tokens"] = str(state.tokens_remaining)
+        headers["x-ratelimit-reset-tokens"] = _reset(state.tokens_reset)
+    return headers
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (``x-request-id``) and logs one access line with it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = new_request_id()
+        scope["gatewright.request_id"] = rid
+        started = time.perf_counter()
+        status = 0
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s %s %.1fms request_id=%s",
+                    scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, rid,
+                )
+
+
+def merge_headers(*parts: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in parts:
+        out.update(part)
+    return out

@@ -1,0 +1,111 @@
+"""Thin HTTP handlers: parse → to_core → gateway.start → render."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gatewright.api.deps import authenticate, gateway
+from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
+from gatewright.api.openai import schemas
+from gatewright.api.openai.errors import error_body
+from gatewright.api.openai.stream import ChunkRenderer, render
+from gatewright.api.openai.translate import from_core, to_core
+from gatewright.core.accumulate import collect
+from gatewright.core.errors import GatewrightError, RateLimited
+from gatewright.core.ids import now, random_hex
+from gatewright.core.types import CoreResponse
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def error_response(error: GatewrightError, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if isinstance(error, RateLimited):
+        headers["retry-after"] = str(max(1, round(error.retry_after)))
+    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+
+
+async def chat_completions(request: Request) -> Response:
+    try:
+        principal = await authenticate(request, bearer(request))
+        wire = parse(schemas.ChatCompletionRequest, await request.body())
+        core_request = to_core(wire)
+        call = await gateway(request).start(core_request, principal, request_id(request))
+    except GatewrightError as error:
+        return error_response(error, limit_headers(getattr(error, "limits", None)))
+    headers = {**limit_headers(call.limits), "x-gatewright-deployment": call.deployment, **call.notes}
+    completion_id = "chatcmpl-" + random_hex(12)
+    created = now()
+    if core_request.stream:
+        include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
+        renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage)
+        return StreamingResponse(
+            render(call.events, renderer),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **headers},
+        )
+    try:
+        acc = await collect(call.events, core_request.n)
+    except GatewrightError as error:
+        return error_response(error, headers)
+    response = CoreResponse(
+        id=completion_id,
+        model=call.entry.id,
+        created=created,
+        choices=acc.choices,
+        usage=acc.usage,
+        cost=acc.cost,
+        deployment=call.deployment,
+    )
+    return JSONResponse(from_core(response), headers=headers)
+
+
+async def list_models(request: Request) -> Response:
+    catalog = gateway(request).catalog
+    data = [
+        {
+            "id": entry.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": entry.developer or "gatewright",
+            "active": entry.active,
+            "aliases": list(entry.aliases),
+            "context_window": entry.context_window,
+            "max_output_tokens": entry.max_output,
+            "capabilities": entry.capabilities.model_dump(),
+            "pricing": {
+                "input_usd_per_million": entry.prices.input,
+                "cached_input_usd_per_million": entry.prices.cached,
+                "output_usd_per_million": entry.prices.output,
+            },
+            "features": _features(entry),
+            "endpoints": ["/v1/chat/completions", "/v1/messages", "/v1/tasks"],
+        }
+        for entry in catalog
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _features(entry: object) -> list[str]:
+    # The reference's feature strings (003 L34500-34516), derived from capabilities.
+    caps = entry.capabilities  # type: ignore[attr-defined]
+    base = "openai/chat-completion"
+    features = [base, f"{base}.stream", f"{base}.message.system", f"{base}.message.developer",
+                f"{base}.message.assistant", f"{base}.max-completion-tokens", f"{base}.stop", f"{base}.seed"]
+    if caps.tools:
+        features.append(f"{base}.function")
+    if caps.reasoning:
+        features.append(f"{base}.reasoning")
+    if caps.json_schema:
+        features.append(f"{base}.response-format")
+    return features
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/models", list_models, methods=["GET"]),
+]

@@ -1,0 +1,114 @@
+"""Render core events as OpenAI ``chat.completion.chunk`` SSE frames, byte-exact to OpenAI's order:
+a role chunk per choice, deltas, a finish chunk per choice, the optional usage chunk
+(``choices: []``), then ``data: [DONE]``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gatewright.api.openai.errors import error_body
+from gatewright.api.openai.translate import logprobs_dict, usage_dict
+from gatewright.api.sse import DONE, data_frame
+from gatewright.core.errors import GatewrightError
+from gatewright.core.events import (
+    ChoiceEnd,
+    Event,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UsageReport,
+)
+
+
+class ChunkRenderer:
+    __slots__ = ("_base", "_include_usage", "_started", "_held")
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        self._base: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+        }
+        self._include_usage = include_usage
+        self._started: set[int] = set()
+        self._held: dict[str, Any] | None = None  # last finish chunk, waiting for the cost
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        chunk = dict(self._base)
+        chunk["choices"] = choices
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    @staticmethod
+    def _choice(index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None) -> dict[str, Any]:
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+
+    def render(self, event: Event) -> list[bytes]:
+        frames: list[bytes] = []
+        if self._held is not None and not isinstance(event, UsageReport):
+            frames.append(data_frame(self._held))
+            self._held = None
+        choice = getattr(event, "choice", None)
+        if choice is not None and choice not in self._started:
+            self._started.add(choice)
+            frames.append(data_frame(self._chunk([self._choice(choice, {"role": "assistant", "content": "", "refusal": None})])))
+        match event:
+            case TextDelta(choice=i, text=text, logprobs=lps):
+                lp = logprobs_dict(lps) if lps is not None else None
+                frames.append(data_frame(self._chunk([self._choice(i, {"content": text}, lp)])))
+            case ReasoningDelta(choice=i, text=text):
+                frames.append(data_frame(self._chunk([self._choice(i, {"reasoning_content": text})])))
+            case ToolCallStart(choice=i, index=k, id=call_id, name=name):
+                call = {"index": k, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+                frames.append(data_frame(self._chunk([self._choice(i, {"tool_calls": [call]})])))
+            case ToolCallDelta(choice=i, index=k, arguments=fragment):
+                call = {"index": k, "function": {"arguments": fragment}}
+                frames.append(data_frame(self._chunk([self._choice(i, {"tool_calls": [call]})])))
+            case ChoiceEnd(choice=i, finish_reason=reason):
+                self._held = self._chunk([self._choice(i, {}, None, reason)])
+            case UsageReport(usage=usage, cost=cost):
+                meta = {"usage": {"credits_used": cost.credits, "usd_spent": cost.usd}} if cost else None
+                if self._include_usage:
+                    if self._held is not None:
+                        frames.append(data_frame(self._held))
+                        self._held = None
+                    chunk = dict(self._base)
+                    chunk["choices"] = []
+                    chunk["usage"] = usage_dict(usage)
+                    if meta is not None:
+                        chunk["meta"] = meta
+                    frames.append(data_frame(chunk))
+                elif self._held is not None:
+                    if meta is not None:
+                        self._held["meta"] = meta
+                    frames.append(data_frame(self._held))
+                    self._held = None
+        return frames
+
+    def close(self) -> list[bytes]:
+        frames = [data_frame(self._held)] if self._held is not None else []
+        self._held = None
+        return frames
+
+
+async def render(events: AsyncIterator[Event], renderer: ChunkRenderer) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            for frame in renderer.render(event):
+                yield frame
+    except GatewrightError as error:
+        # After the first byte an error can only travel in-stream; the SDK raises on an `error` key.
+        for frame in renderer.close():
+            yield frame
+        yield data_frame(error_body(error))
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    for frame in renderer.close():
+        yield frame
+    yield DONE

@@ -1,0 +1,297 @@
+"""OpenAI Chat Completions ⇄ core: pure functions, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gatewright.api.openai import schemas as w
+from gatewright.core.errors import InvalidRequest
+from gatewright.core.types import (
+    TEXT_FORMAT,
+    TOOL_CHOICE_AUTO,
+    TOOL_CHOICE_NONE,
+    Choice,
+    CoreRequest,
+    CoreResponse,
+    ImagePart,
+    Message,
+    Part,
+    Reasoning,
+    ReasoningEffort,
+    ResponseFormat,
+    Sampling,
+    TextPart,
+    ThinkingPart,
+    TokenLogprob,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    ToolSpec,
+    Usage,
+)
+
+MAX_STOP = 4
+
+# OpenAI's effort names → the neutral scale (the neutral scale has no "minimal"/"xhigh").
+EFFORT: dict[str, ReasoningEffort] = {
+    "none": "none",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+}
+
+
+def _text_of(content: str | list[w.TextContent]) -> str:
+    return content if isinstance(content, str) else "".join(p.text for p in content)
+
+
+def _user_parts(content: str | list[Any], index: int) -> tuple[Part, ...]:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    parts: list[Part] = []
+    for k, part in enumerate(content):
+        if isinstance(part, w.TextContent):
+            parts.append(TextPart(part.text))
+        elif isinstance(part, w.ImageContent):
+            parts.append(ImagePart(part.image_url.url))
+        else:
+            raise InvalidRequest(
+                f"Content parts of type `{part.type}` are not supported by gatewright.",
+                param=f"messages[{index}].content[{k}].type",
+                code="unsupported_content_type",
+            )
+    return tuple(parts)
+
+
+def _assistant_parts(message: w.AssistantMessage) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    if message.reasoning_content:
+        parts.append(ThinkingPart(message.reasoning_content))
+    content = message.content
+    if isinstance(content, str):
+        if content:
+            parts.append(TextPart(content))
+    elif content:
+        text = "".join(p.text for p in content if isinstance(p, w.TextContent))
+        if text:
+            parts.append(TextPart(text))
+    for call in message.tool_calls or ():
+        parts.append(ToolCallPart(call.id, call.function.name, call.function.arguments))
+    return tuple(parts)
+
+
+def _messages(messages: list[Any]) -> tuple[Message, ...]:
+    out: list[Message] = []
+    known_calls: set[str] = set()
+    for i, m in enumerate(messages):
+        if isinstance(m, (w.SystemMessage, w.DeveloperMessage)):
+            out.append(Message("system", (TextPart(_text_of(m.content)),), m.name))
+        elif isinstance(m, w.UserMessage):
+            out.append(Message("user", _user_parts(m.content, i), m.name))
+        elif isinstance(m, w.AssistantMessage):
+            known_calls.update(c.id for c in m.tool_calls or ())
+            out.append(Message("assistant", _assistant_parts(m), m.name))
+        else:
+            if m.tool_call_id not in known_calls:
+                raise InvalidRequest(
+                    f"Invalid 'messages[{i}].tool_call_id': no earlier assistant message has a "
+                    f"tool call with id '{m.tool_call_id}'.",
+                    param=f"messages[{i}].tool_call_id",
+                )
+            out.append(Message("tool", (ToolResultPart(m.tool_call_id, _text_of(m.content)),), m.name))
+    return tuple(out)
+
+
+def _stop(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if len(items) > MAX_STOP:
+        raise InvalidRequest(
+            f"Invalid 'stop': at most {MAX_STOP} sequences are allowed, got {len(items)}.", param="stop"
+        )
+    if any(not s for s in items):
+        raise InvalidRequest("Invalid 'stop': sequences must not be empty.", param="stop")
+    return tuple(items)
+
+
+def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
+    tools = tuple(
+        ToolSpec(
+            t.function.name,
+            t.function.description,
+            t.function.parameters if t.function.parameters is not None else {"type": "object", "properties": {}},
+            bool(t.function.strict),
+        )
+        for t in req.tools or ()
+    )
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("Invalid 'tools': function names must be unique.", param="tools")
+    choice = req.tool_choice
+    if choice is None:
+        return tools, TOOL_CHOICE_AUTO if tools else TOOL_CHOICE_NONE
+    if isinstance(choice, w.NamedToolChoice):
+        if choice.function.name not in names:
+            raise InvalidRequest(
+                f"Invalid 'tool_choice': function '{choice.function.name}' is not in 'tools'.",
+                param="tool_choice",
+            )
+        return tools, ToolChoice("named", choice.function.name)
+    if choice != "none" and not tools:
+        raise InvalidRequest(
+            f"Invalid 'tool_choice': '{choice}' needs 'tools' to be specified.", param="tool_choice"
+        )
+    return tools, ToolChoice(choice)
+
+
+def _response_format(fmt: Any) -> ResponseFormat:
+    if fmt is None or isinstance(fmt, w.TextFormat):
+        return TEXT_FORMAT
+    if isinstance(fmt, w.JsonObjectFormat):
+        return ResponseFormat("json_object")
+    spec = fmt.json_schema
+    if spec.schema_ is None:
+        raise InvalidRequest(
+            "Invalid 'response_format.json_schema': 'schema' is required.",
+            param="response_format.json_schema.schema",
+        )
+    return ResponseFormat("json_schema", spec.schema_, spec.name, bool(spec.strict))
+
+
+def _reasoning(req: w.ChatCompletionRequest) -> Reasoning | None:
+    if req.thinking is not None:
+        if req.thinking.type == "disabled":
+            return Reasoning("none")
+        return Reasoning("medium", req.thinking.budget_tokens, required=True)
+    if req.reasoning is not None:
+        r = req.reasoning
+        if r.enabled is False:
+            return Reasoning("none")
+        effort = EFFORT[r.effort] if r.effort else "medium"
+        return Reasoning(effort, r.max_tokens, required=bool(r.enabled))
+    if req.enable_thinking is not None:
+        return Reasoning("medium", req.thinking_budget) if req.enable_thinking else Reasoning("none")
+    if req.reasoning_effort is not None:
+        return Reasoning(EFFORT[req.reasoning_effort])
+    return None
+
+
+def to_core(req: w.ChatCompletionRequest) -> CoreRequest:
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest(
+            "Invalid 'stream_options': only allowed when 'stream' is true.", param="stream_options"
+        )
+    if req.top_logprobs is not None and not req.logprobs:
+        raise InvalidRequest(
+            "Invalid 'top_logprobs': 'logprobs' must be true to use it.", param="top_logprobs"
+        )
+    tools, tool_choice = _tools(req)
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    return CoreRequest(
+        model=req.model,
+        messages=_messages(req.messages),
+        sampling=Sampling(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            frequency_penalty=req.frequency_penalty,
+            presence_penalty=req.presence_penalty,
+            seed=req.seed,
+            max_tokens=max_tokens,
+            stop=_stop(req.stop),
+        ),
+        n=req.n or 1,
+        logprobs=bool(req.logprobs),
+        top_logprobs=req.top_logprobs or 0,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        response_format=_response_format(req.response_format),
+        reasoning=_reasoning(req),
+        stream=bool(req.stream),
+        user=req.user,
+    )
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": usage.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def logprobs_dict(items: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.bytes),
+                "top_logprobs": [
+                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top
+                ],
+            }
+            for lp in items
+        ],
+        "refusal": None,
+    }
+
+
+def _choice_dict(choice: Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": choice.text if (choice.text or not choice.tool_calls) else None,
+        "refusal": None,
+    }
+    if choice.reasoning:
+        message["reasoning_content"] = choice.reasoning
+    if choice.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in choice.tool_calls
+        ]
+    return {
+        "index": choice.index,
+        "message": message,
+        "logprobs": logprobs_dict(choice.logprobs) if choice.logprobs is not None else None,
+        "finish_reason": choice.finish_reason,
+    }
+
+
+def meta_dict(response: CoreResponse) -> dict[str, Any] | None:
+    if response.cost is None:
+        return None
+    return {"usage": {"credits_used": response.cost.credits, "usd_spent": response.cost.usd}}
+
+
+def from_core(response: CoreResponse) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": response.id,
+        "object": "chat.completion",
+        "created": response.created,
+        "model": response.model,
+        "choices": [_choice_dict(c) for c in response.choices],
+        "usage": usage_dict(response.usage),
+        "system_fingerprint": None,
+    }
+    meta = meta_dict(response)
+    if meta is not None:
+        body["meta"] = meta
+    return body
+
+
+def dumps(body: Any) -> bytes:
+    return orjson.dumps(body)

@@ -1,0 +1,89 @@
+"""The application factory: everything is built here, from settings, and put on ``app.state``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gatewright.api.http import JSONResponse, RequestIdMiddleware
+from gatewright.api.openai.routes import routes as openai_routes
+from gatewright.backends.registry import BackendEnv, build_backends
+from gatewright.core.backend import Backend
+from gatewright.core.catalog import Catalog, load_catalog
+from gatewright.core.pipeline import Gateway
+from gatewright.core.platform import Platform
+from gatewright.core.routing import Router
+from gatewright.settings import Settings
+
+log = logging.getLogger("gatewright")
+
+
+@dataclass
+class Services:
+    """What the lifespan starts and stops, besides the backends."""
+
+    closers: list[Any] = field(default_factory=list)
+
+
+async def health(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    models = {entry.id: ("active" if entry.active else "inactive") for entry in gateway.catalog}
+    return JSONResponse({"status": "ok", "models": models})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    catalog: Catalog | None = None,
+    platform_factory: Any = None,
+    extra_routes: list[BaseRoute] | None = None,
+) -> Starlette:
+    settings = settings or Settings()
+    catalog = catalog or load_catalog(settings.catalog)
+    backends: dict[str, Backend] = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
+    router = Router(catalog, backends)
+    gateway = Gateway(catalog, router)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        closers: list[Any] = []
+        try:
+            for backend in backends.values():
+                if settings.load_models_at_start:
+                    await backend.start()
+            if settings.platform:
+                factory = platform_factory or _default_platform
+                platform, platform_closers = await factory(settings, catalog)
+                gateway.platform = platform
+                closers.extend(platform_closers)
+            yield
+        finally:
+            for close in reversed(closers):
+                await close()
+            for backend in backends.values():
+                await backend.close()
+
+    routes: list[BaseRoute] = [
+        *openai_routes,
+        Route("/health", health, methods=["GET"]),
+        *(extra_routes or []),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+    app.state.gateway = gateway
+    app.state.settings = settings
+    return app
+
+
+async def _default_platform(settings: Settings, catalog: Catalog) -> tuple[Platform | None, list[Any]]:
+    from gatewright.store.platform import open_platform
+
+    return await open_platform(settings)

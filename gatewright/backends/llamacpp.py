@@ -1,0 +1,213 @@
+"""The embedded engine: llama-cpp-python running a GGUF in this process.
+
+One worker thread owns each model (a ``Llama`` is single-threaded); requests wait in a fair queue
+(round-robin across API keys, FIFO within a key) and stream their events back to the event loop.
+A caller that goes away sets its job's ``cancelled`` flag; the worker stops at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_cpp import Llama
+
+from gatewright.backends.chat_template import CHATML, ChatTemplate
+from gatewright.backends.llamacpp_engine import ChoicePlan, Engine
+from gatewright.backends.registry import BackendEnv
+from gatewright.backends.shaping import TextShaper
+from gatewright.backends.weights import resolve_model_path
+from gatewright.core.backend import CallContext
+from gatewright.core.catalog import Deployment, ModelEntry
+from gatewright.core.errors import InternalError, Overloaded, UnsupportedFeature
+from gatewright.core.events import Event, UsageReport
+from gatewright.core.types import CoreRequest, Usage
+
+_END = object()
+
+
+@dataclass(eq=False)
+class Job:
+    request: CoreRequest
+    tokens: list[int]
+    loop: asyncio.AbstractEventLoop
+    usage: Usage
+    plans: Callable[[int], ChoicePlan]
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+
+    def emit(self, events: list[Event]) -> None:
+        if events:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, events)
+
+    def end(self, error: BaseException | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, error if error is not None else _END)
+
+
+class FairQueue:
+    """Round-robin across owners, FIFO within one; bounded so overload is refused, not hidden."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._queues: OrderedDict[str, deque[Job | None]] = OrderedDict()
+        self._size = 0
+        self._cond = threading.Condition()
+
+    def put(self, owner: str, job: Job | None) -> None:
+        with self._cond:
+            if job is not None and self._size >= self.limit:
+                raise Overloaded(
+                    f"The local engine has {self._size} requests waiting; try again shortly.",
+                    code="engine_queue_full",
+                )
+            self._queues.setdefault(owner, deque()).append(job)
+            self._size += 1
+            self._cond.notify()
+
+    def take(self) -> Job | None:
+        with self._cond:
+            while self._size == 0:
+                self._cond.wait()
+            owner, queue = next(iter(self._queues.items()))
+            job = queue.popleft()
+            if queue:
+                self._queues.move_to_end(owner)
+            else:
+                del self._queues[owner]
+            self._size -= 1
+            return job
+
+    def __len__(self) -> int:
+        return self._size
+
+
+class LlamaCppBackend:
+    def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv) -> None:
+        self.deployment = deployment
+        self.entry = entry
+        self.env = env
+        options = deployment.options
+        self.n_ctx = int(options.get("n_ctx", entry.context_window))
+        self.n_threads = int(options.get("n_threads", os.cpu_count() or 2))
+        self.n_batch = int(options.get("n_batch", 512))
+        self.align = int(options.get("prefill_chunk", 64))
+        self.queue = FairQueue(int(options.get("max_queue", 512)))
+        self.template_override: str | None = options.get("chat_template")
+        self.template_kwargs: dict[str, Any] = dict(options.get("template_kwargs", {}))
+        self.engine: Engine | None = None
+        self.template: ChatTemplate | None = None
+        self._thread: threading.Thread | None = None
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def start(self) -> None:
+        if self.engine is not None:
+            return
+        if not self.deployment.path:
+            raise InternalError(f"deployment {self.deployment.name} needs a 'path' to a GGUF file")
+        path = await asyncio.to_thread(resolve_model_path, self.deployment.path, self.env.model_cache)
+        llm = await asyncio.to_thread(
+            Llama,
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            n_batch=max(self.n_batch, self.align),
+            verbose=False,
+        )
+        self.template = self._template_for(llm)
+        self.engine = Engine(llm, self.align)
+        self._thread = threading.Thread(target=self._work, name=f"llamacpp:{self.entry.id}", daemon=True)
+        self._thread.start()
+
+    def _template_for(self, llm: Llama) -> ChatTemplate:
+        template = self.template_override or llm.metadata.get("tokenizer.chat_template") or CHATML
+        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+        return ChatTemplate(template, bos, eos, self.template_kwargs)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self.queue.put("", None)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+        if self.engine is not None:
+            self.engine.llm.close()
+            self.engine = None
+
+    def tokenize(self, request: CoreRequest) -> list[int]:
+        if self.engine is None or self.template is None:
+            raise InternalError(f"the model {self.entry.id} is not loaded")
+        prompt = self.template.render(request)
+        return self.engine.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    async def count_prompt_tokens(self, request: CoreRequest) -> int:
+        return len(self.tokenize(request))
+
+    def plans_for(self, request: CoreRequest) -> Callable[[int], ChoicePlan]:
+        if request.tools and request.tool_choice.mode != "none":
+            raise UnsupportedFeature("tools are not supported by the embedded engine yet", param="tools")
+        if request.response_format.kind != "text":
+            raise UnsupportedFeature(
+                "response_format is not supported by the embedded engine yet", param="response_format"
+            )
+        return lambda choice: ChoicePlan(TextShaper(choice))
+
+    async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
+        plans = self.plans_for(request)
+        tokens = self.tokenize(request)
+        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans)
+        self.queue.put(ctx.owner, job)
+        self._in_flight += 1
+        try:
+            while True:
+                item = await job.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                for event in item:
+                    yield event
+        finally:
+            job.cancelled = True
+            self._in_flight -= 1
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.take()
+            if job is None:
+                return
+            if job.cancelled:
+                continue
+            try:
+                self._serve(job)
+            except Exception as error:  # reported to the caller, the worker lives on
+                job.end(InternalError(f"local engine failed: {error!r}"))
+            else:
+                job.end()
+
+    def _serve(self, job: Job) -> None:
+        engine = self.engine
+        assert engine is not None
+        request = job.request
+        job.usage.input_tokens = len(job.tokens)
+        base_seed = request.sampling.seed if request.sampling.seed is not None else random.getrandbits(32)
+        for choice in range(request.n):
+            reused = engine.prefill(job.tokens, job)
+            if choice == 0:
+                job.usage.cached_tokens = reused
+            if job.cancelled:
+                return
+            engine.generate(job, request, choice, job.tokens, base_seed + choice, job.plans(choice))
+            if job.cancelled:
+                return
+        job.emit([UsageReport(job.usage)])

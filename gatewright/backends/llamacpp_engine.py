@@ -1,0 +1,242 @@
+"""The thread that owns one ``llama_cpp.Llama``: prompt prefill with prefix reuse, token
+generation, stop sequences, logprobs. Nothing here touches the event loop except through a job.
+
+Prefix reuse is made deterministic: the prompt is always evaluated in chunks that end at absolute
+positions that are multiples of ``align`` and its last token alone, and only whole chunks of the
+previous sequence are reused. So a prompt's logits come out bit-identical whether or not part of
+it was cached, and the same seed gives the same text either way.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from llama_cpp import Llama, LogitsProcessorList, llama_token_to_piece, llama_vocab_is_eog
+
+from gatewright.backends.shaping import Shaper
+from gatewright.core.events import ChoiceEnd, Event
+from gatewright.core.types import CoreRequest, FinishReason, TokenLogprob, TopLogprob, Usage
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+
+class Constraint(Protocol):
+    """Constrained decoding for one choice (grammar masks; see ``constrain``)."""
+
+    def mask(self, input_ids: npt.NDArray[np.intc], logits: npt.NDArray[np.single]) -> npt.NDArray[np.single]: ...
+
+    def consume(self, token: int) -> None: ...
+
+    def done(self) -> bool: ...
+
+
+class JobSink(Protocol):
+    cancelled: bool
+    usage: Usage
+
+    def emit(self, events: list[Event]) -> None: ...
+
+
+@dataclass(slots=True)
+class ChoicePlan:
+    """What one choice needs besides the prompt: how to read and constrain the output."""
+
+    shaper: Shaper
+    constraint: Constraint | None = None
+
+
+class StopScanner:
+    """Cuts generated text at the first stop sequence, holding back possible partial matches."""
+
+    __slots__ = ("stops", "_pending")
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self._pending = ""
+
+    def push(self, text: str) -> tuple[str, str | None]:
+        if not self.stops:
+            return text, None
+        buffer = self._pending + text
+        hit: tuple[int, str] | None = None
+        for stop in self.stops:
+            at = buffer.find(stop)
+            if at >= 0 and (hit is None or at < hit[0]):
+                hit = (at, stop)
+        if hit is not None:
+            self._pending = ""
+            return buffer[: hit[0]], hit[1]
+        keep = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(buffer)), keep, -1):
+                if stop.startswith(buffer[-size:]):
+                    keep = size
+                    break
+        self._pending = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep], None
+
+    def flush(self) -> str:
+        pending, self._pending = self._pending, ""
+        return pending
+
+
+class LogprobRecorder:
+    """A logits processor that notes the model's own distribution before any sampling step."""
+
+    __slots__ = ("top_n", "piece", "_row")
+
+    def __init__(self, top_n: int, piece: Callable[[int], bytes]) -> None:
+        self.top_n = top_n
+        self.piece = piece
+        self._row: npt.NDArray[np.single] | None = None
+
+    def __call__(self, input_ids: Any, logits: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+        top = float(logits.max())
+        self._row = logits - (top + np.log(np.exp(logits - top).sum()))
+        return logits
+
+    def entry(self, token: int, piece: bytes) -> TokenLogprob:
+        row = self._row
+        assert row is not None
+        top: tuple[TopLogprob, ...] = ()
+        if self.top_n:
+            best = np.argpartition(-row, self.top_n)[: self.top_n]
+            best = best[np.argsort(-row[best])]
+            top = tuple(_top(int(i), float(row[i]), self.piece(int(i))) for i in best)
+        return TokenLogprob(piece.decode("utf-8", "replace"), float(row[token]), tuple(piece), top)
+
+
+def _top(token: int, logprob: float, piece: bytes) -> TopLogprob:
+    return TopLogprob(piece.decode("utf-8", "replace"), logprob, tuple(piece))
+
+
+class Engine:
+    """Owns the model; every method runs on the backend's worker thread."""
+
+    def __init__(self, llm: Llama, align: int) -> None:
+        self.llm = llm
+        self.align = align
+        self.vocab = llm._model.vocab
+        self.n_ctx = llm.n_ctx()
+        self._pieces: dict[int, bytes] = {}
+        self._buffer = ctypes.create_string_buffer(256)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (cached; llama_cpp's own helper pads them with NULs)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            size = llama_token_to_piece(self.vocab, token, self._buffer, len(self._buffer), 0, False)
+            piece = self._pieces[token] = self._buffer.raw[: max(size, 0)]
+        return piece
+
+    def _common_prefix(self, head: Sequence[int]) -> int:
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        size = min(len(cached), len(head))
+        if size == 0:
+            return 0
+        differ = np.nonzero(cached[:size] != np.asarray(head[:size], dtype=cached.dtype))[0]
+        return int(differ[0]) if differ.size else size
+
+    def prefill(self, tokens: Sequence[int], job: JobSink) -> int:
+        """Evaluate the prompt, reusing whole aligned chunks; returns the reused token count."""
+        llm, align = self.llm, self.align
+        last = len(tokens) - 1
+        reuse = (self._common_prefix(tokens[:last]) // align) * align
+        llm.n_tokens = reuse
+        position = reuse
+        while position < last:
+            if job.cancelled:
+                return reuse
+            end = min((position // align + 1) * align, last)
+            llm.eval(tokens[position:end])
+            position = end
+        llm.eval(tokens[last:])
+        return reuse
+
+    def generate(
+        self, job: JobSink, request: CoreRequest, choice: int, tokens: Sequence[int], seed: int, plan: ChoicePlan
+    ) -> None:
+        sampling = request.sampling
+        budget = min(sampling.max_tokens or self.n_ctx, self.n_ctx - len(tokens))
+        recorder = LogprobRecorder(request.top_logprobs, self.piece) if request.logprobs else None
+        processors: list[Any] = []
+        if recorder is not None:
+            processors.append(recorder)
+        if plan.constraint is not None:
+            processors.append(plan.constraint.mask)
+        self.llm.set_seed(seed & 0xFFFFFFFF)
+        temperature = 1.0 if sampling.temperature is None else sampling.temperature
+        stream = self.llm.generate(
+            tokens,
+            top_k=sampling.top_k or 0,
+            top_p=1.0 if sampling.top_p is None else sampling.top_p,
+            min_p=0.0,
+            typical_p=1.0,
+            temp=temperature,
+            repeat_penalty=1.0,
+            frequency_penalty=sampling.frequency_penalty or 0.0,
+            presence_penalty=sampling.presence_penalty or 0.0,
+            logits_processor=LogitsProcessorList(processors) if processors else None,
+        )
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stops = StopScanner(sampling.stop)
+        waiting: deque[tuple[TokenLogprob, int]] = deque()  # logprobs whose text is held back
+        decoded = emitted = produced = 0
+        finish: FinishReason | None = "length"
+        matched: str | None = None
+        try:
+            for token in stream:
+                if job.cancelled:
+                    finish = None
+                    break
+                if llama_vocab_is_eog(self.vocab, token):
+                    finish = "stop"
+                    break
+                produced += 1
+                job.usage.output_tokens += 1
+                if plan.constraint is not None:
+                    plan.constraint.consume(token)
+                piece = self.piece(token)
+                text = decoder.decode(piece)
+                decoded += len(text)
+                if recorder is not None:
+                    waiting.append((recorder.entry(token, piece), decoded))
+                out, matched = stops.push(text)
+                emitted += len(out)
+                job.emit(plan.shaper.feed(out, _release(waiting, emitted, recorder is not None)))
+                if matched is not None:
+                    finish = "stop"
+                    break
+                if plan.constraint is not None and plan.constraint.done():
+                    finish = "stop"
+                    break
+                if produced >= budget:
+                    break
+        finally:
+            stream.close()
+        if finish is None:
+            return
+        if matched is None:
+            tail = stops.flush() + decoder.decode(b"", final=True)
+            if tail or waiting:
+                job.emit(plan.shaper.feed(tail, _release(waiting, emitted + len(tail), recorder is not None)))
+        events, reason = plan.shaper.finish(finish)
+        job.emit([*events, ChoiceEnd(choice, reason, matched)])
+
+
+def _release(
+    waiting: deque[tuple[TokenLogprob, int]], emitted: int, wanted: bool
+) -> tuple[TokenLogprob, ...] | None:
+    if not wanted:
+        return None
+    out = []
+    while waiting and waiting[0][1] <= emitted:
+        out.append(waiting.popleft()[0])
+    return tuple(out)

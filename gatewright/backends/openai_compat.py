@@ -1,0 +1,325 @@
+"""Any OpenAI-compatible server as an upstream: vLLM, SGLang, llama.cpp, GLM's own API, ...
+
+Non-streaming requests are sent non-streaming (one JSON answer, cheapest for both sides) and turned
+into the neutral event stream; streaming requests ask for ``include_usage`` so billing uses the
+upstream's own counts. Tool-call deltas are re-framed: whatever the upstream repeats, the caller
+sees one start per call and then argument fragments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from gatewright.backends.registry import BackendEnv
+from gatewright.backends.upstream import (
+    bearer_headers,
+    client_for,
+    estimate_prompt,
+    estimate_tokens,
+    mapped_errors,
+    sse_data,
+    status_error,
+)
+from gatewright.backends.usage import openai_usage
+from gatewright.core.backend import CallContext
+from gatewright.core.catalog import Deployment, ModelEntry
+from gatewright.core.errors import UpstreamError
+from gatewright.core.events import (
+    ChoiceEnd,
+    Event,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UsageReport,
+)
+from gatewright.core.ids import tool_call_id
+from gatewright.core.types import (
+    CoreRequest,
+    FinishReason,
+    ImagePart,
+    Message,
+    Reasoning,
+    TextPart,
+    TokenLogprob,
+    ToolCallPart,
+    ToolResultPart,
+    TopLogprob,
+    Usage,
+)
+
+FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "eos": "stop",
+    "end_turn": "stop",
+    "max_tokens": "length",
+}
+
+# Where an upstream expects the reasoning switch (deployment option ``reasoning_style``).
+REASONING_STYLES: dict[str, Callable[[Reasoning], dict[str, Any]]] = {
+    "reasoning_effort": lambda r: {"reasoning_effort": r.effort} if r.effort != "none" else {},
+    "thinking": lambda r: {"thinking": {"type": "disabled" if r.effort == "none" else "enabled"}},
+    "chat_template_kwargs": lambda r: {"chat_template_kwargs": {"enable_thinking": r.effort != "none"}},
+    "none": lambda r: {},
+}
+
+# Upstream field names carrying reasoning text, in order of preference.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    if not any(isinstance(p, ImagePart) for p in message.parts):
+        return message.text
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            parts.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            parts.append({"type": "image_url", "image_url": {"url": part.url}})
+    return parts
+
+
+def wire_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            for part in message.parts:
+                if isinstance(part, ToolResultPart):
+                    out.append({"role": "tool", "tool_call_id": part.call_id, "content": part.content})
+            continue
+        item: dict[str, Any] = {"role": message.role, "content": _content(message)}
+        calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
+        if calls:
+            item["content"] = message.text or None
+            item["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+            ]
+        if message.name:
+            item["name"] = message.name
+        out.append(item)
+    return out
+
+
+def wire_request(request: CoreRequest, upstream_model: str, reasoning_style: str) -> dict[str, Any]:
+    s = request.sampling
+    body: dict[str, Any] = {"model": upstream_model, "messages": wire_messages(request.messages)}
+    optional = {
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "frequency_penalty": s.frequency_penalty,
+        "presence_penalty": s.presence_penalty,
+        "seed": s.seed,
+        "max_tokens": s.max_tokens,
+        "stop": list(s.stop) or None,
+        "n": request.n if request.n != 1 else None,
+        "user": request.user,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if s.top_k:
+        body["top_k"] = s.top_k
+    if request.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description or "",
+                    "parameters": t.parameters,
+                    **({"strict": True} if t.strict else {}),
+                },
+            }
+            for t in request.tools
+        ]
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}} if choice.mode == "named" else choice.mode
+        )
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    fmt = request.response_format
+    if fmt.kind == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif fmt.kind == "json_schema":
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": fmt.name or "response", "schema": fmt.schema, "strict": fmt.strict},
+        }
+    if request.reasoning is not None:
+        body.update(REASONING_STYLES[reasoning_style](request.reasoning))
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        return None
+    out = []
+    for item in data["content"]:
+        token = str(item.get("token", ""))
+        raw = item.get("bytes") or list(token.encode())
+        top = tuple(
+            TopLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), tuple(t.get("bytes") or str(t.get("token", "")).encode()))
+            for t in item.get("top_logprobs") or ()
+        )
+        out.append(TokenLogprob(token, float(item.get("logprob", 0.0)), tuple(raw), top))
+    return tuple(out)
+
+
+class _Reframer:
+    """Turns OpenAI message deltas (streamed or whole) into neutral events."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.calls: dict[tuple[int, int], int] = {}  # (choice, upstream index) → our dense index
+        self.ended: set[int] = set()
+
+    def delta(self, choice: int, delta: dict[str, Any], logprobs: Any = None) -> list[Event]:
+        events: list[Event] = []
+        for field in REASONING_FIELDS:
+            reasoning = delta.get(field)
+            if isinstance(reasoning, str) and reasoning:
+                events.append(ReasoningDelta(choice, reasoning))
+                break
+        content = delta.get("content")
+        lps = _logprobs(logprobs)
+        if (isinstance(content, str) and content) or lps:
+            events.append(TextDelta(choice, content or "", lps))
+        for position, call in enumerate(delta.get("tool_calls") or ()):
+            upstream_index = call.get("index", position)
+            function = call.get("function") or {}
+            key = (choice, upstream_index)
+            if key not in self.calls:
+                self.calls[key] = dense = sum(1 for c, _ in self.calls if c == choice)
+                events.append(ToolCallStart(choice, dense, call.get("id") or tool_call_id(), function.get("name", "")))
+            arguments = function.get("arguments")
+            if isinstance(arguments, dict):
+                arguments = orjson.dumps(arguments).decode()
+            if arguments:
+                events.append(ToolCallDelta(choice, self.calls[key], arguments))
+        self.ctx.usage.output_tokens += sum(1 for e in events if not isinstance(e, ToolCallStart))
+        return events
+
+    def finish(self, choice: int, reason: str | None) -> list[Event]:
+        if choice in self.ended:
+            return []
+        self.ended.add(choice)
+        mapped = FINISH.get(reason or "stop", "stop")
+        if any(c == choice for c, _ in self.calls) and mapped == "stop":
+            mapped = "tool_calls"
+        return [ChoiceEnd(choice, mapped)]
+
+
+class OpenAICompatBackend:
+    def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
+        if not deployment.base_url:
+            raise ValueError(f"deployment {deployment.name}: an openai backend needs base_url")
+        self.deployment = deployment
+        self.entry = entry
+        self.url = deployment.base_url.rstrip("/") + "/chat/completions"
+        self.upstream_model = deployment.upstream_model or entry.id
+        self.reasoning_style = str(deployment.options.get("reasoning_style", "reasoning_effort"))
+        if self.reasoning_style not in REASONING_STYLES:
+            raise ValueError(
+                f"deployment {deployment.name}: reasoning_style must be one of {', '.join(REASONING_STYLES)}"
+            )
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        from gatewright.backends.upstream import close_clients
+
+        await close_clients()
+
+    async def count_prompt_tokens(self, request: CoreRequest) -> int:
+        return estimate_prompt(request)
+
+    async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
+        body = orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
+        client = client_for(self.deployment)
+        headers = bearer_headers(self.deployment)
+        ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        self._in_flight += 1
+        try:
+            with mapped_errors(self.deployment):
+                if not request.stream:
+                    response = await client.post(self.url, content=body, headers=headers)
+                    if response.status_code >= 400:
+                        raise status_error(self.deployment, response, response.content)
+                    for event in self._whole(response.content, ctx):
+                        yield event
+                    return
+                async with client.stream("POST", self.url, content=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        raise status_error(self.deployment, response, await response.aread())
+                    async for event in self._streamed(response, ctx):
+                        yield event
+        finally:
+            self._in_flight -= 1
+
+    def _whole(self, raw: bytes, ctx: CallContext) -> list[Event]:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"upstream {self.deployment.name} sent a body that is not JSON") from None
+        framer = _Reframer(ctx)
+        events: list[Event] = []
+        for choice in data.get("choices") or ():
+            index = int(choice.get("index", 0))
+            events.extend(framer.delta(index, choice.get("message") or {}, choice.get("logprobs")))
+            events.extend(framer.finish(index, choice.get("finish_reason")))
+        events.append(UsageReport(self._usage(data.get("usage"), ctx, events)))
+        return events
+
+    async def _streamed(self, response: Any, ctx: CallContext) -> AsyncIterator[Event]:
+        framer = _Reframer(ctx)
+        reported: dict[str, Any] | None = None
+        produced: list[Event] = []
+        async for _, data in sse_data(response):
+            if data == b"[DONE]":
+                break
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if "error" in chunk and not chunk.get("choices"):
+                raise UpstreamError(f"upstream {self.deployment.name} failed mid-stream: {chunk['error']}")
+            if chunk.get("usage"):
+                reported = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                index = int(choice.get("index", 0))
+                events = framer.delta(index, choice.get("delta") or {}, choice.get("logprobs"))
+                if choice.get("finish_reason"):
+                    events.extend(framer.finish(index, choice["finish_reason"]))
+                produced.extend(e for e in events if isinstance(e, (TextDelta, ReasoningDelta, ToolCallDelta)))
+                for event in events:
+                    yield event
+        for choice in {e.choice for e in produced} - framer.ended:
+            for event in framer.finish(choice, "stop"):
+                yield event
+        yield UsageReport(self._usage(reported, ctx, produced))
+
+    def _usage(self, reported: dict[str, Any] | None, ctx: CallContext, events: list[Event]) -> Usage:
+        usage = openai_usage(reported)
+        if usage is None:
+            # The upstream reported nothing (llama_cpp.server streaming): bill our estimate.
+            text = "".join(getattr(e, "text", "") or getattr(e, "arguments", "") for e in events)
+            usage = Usage(input_tokens=ctx.usage.input_tokens, output_tokens=estimate_tokens(text), estimated=True)
+        ctx.usage = usage
+        return usage

@@ -1,0 +1,232 @@
+"""One request's way through the gateway, whatever dialect it came in.
+
+    resolve model → check capabilities → count prompt → rate limit → reserve credits
+    → route (retries, fallbacks; first event awaited) → stream events → price → settle once
+
+Dialects call ``Gateway.start`` and render what it returns; they never see a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from gatewright.core.backend import CallContext
+from gatewright.core.billing import price, worst_case
+from gatewright.core.catalog import Catalog, ModelEntry
+from gatewright.core.errors import (
+    ContextWindowExceeded,
+    GatewrightError,
+    PermissionDenied,
+    UnsupportedFeature,
+)
+from gatewright.core.events import Event, UsageReport
+from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
+from gatewright.core.reasoning import split_reasoning
+from gatewright.core.routing import Router
+from gatewright.core.types import CoreRequest, Cost, ImagePart, Usage
+
+log = logging.getLogger("gatewright.pipeline")
+
+CHAT_SCOPE = "model:chat"
+
+
+@dataclass(slots=True)
+class Call:
+    """A started generation: headers to send and the events to render."""
+
+    request_id: str
+    entry: ModelEntry
+    deployment: str
+    events: AsyncIterator[Event]
+    limits: LimitState | None = None
+    prompt_tokens: int = 0
+    notes: dict[str, str] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        await self.events.aclose()  # type: ignore[attr-defined]
+
+
+def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
+    """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
+    caps = entry.capabilities
+    if not caps.vision:
+        for i, message in enumerate(request.messages):
+            if any(isinstance(p, ImagePart) for p in message.parts):
+                raise UnsupportedFeature(
+                    f"The model `{entry.id}` does not accept images (it has no vision); "
+                    "send text content only.",
+                    param=f"messages[{i}].content",
+                    code="image_input_not_supported",
+                )
+    if request.tools and not caps.tools:
+        raise UnsupportedFeature(
+            f"The model `{entry.id}` does not support tools.", param="tools", code="tools_not_supported"
+        )
+    if request.response_format.kind == "json_schema" and not caps.json_schema:
+        raise UnsupportedFeature(
+            f"The model `{entry.id}` does not support response_format json_schema.",
+            param="response_format",
+            code="json_schema_not_supported",
+        )
+    if request.logprobs and not caps.logprobs:
+        raise UnsupportedFeature(
+            f"The model `{entry.id}` does not return logprobs.", param="logprobs", code="logprobs_not_supported"
+        )
+    reasoning = request.reasoning
+    if reasoning is not None and reasoning.effort != "none" and not caps.reasoning:
+        if reasoning.required:
+            raise UnsupportedFeature(
+                f"The model `{entry.id}` does not reason; remove the thinking/reasoning setting "
+                "or pick a reasoning model.",
+                param="thinking",
+                code="reasoning_not_supported",
+            )
+        # A hint (reasoning_effort, thinkingLevel) on a model that cannot reason is ignored;
+        # the response says so in the x-gatewright-reasoning header.
+        request = replace(request, reasoning=None)
+    return request
+
+
+def apply_defaults(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
+    sampling = request.sampling
+    defaults = entry.defaults
+    if (
+        (sampling.temperature is None and defaults.temperature is not None)
+        or (sampling.top_p is None and defaults.top_p is not None)
+        or (sampling.top_k is None and defaults.top_k is not None)
+    ):
+        sampling = replace(
+            sampling,
+            temperature=sampling.temperature if sampling.temperature is not None else defaults.temperature,
+            top_p=sampling.top_p if sampling.top_p is not None else defaults.top_p,
+            top_k=sampling.top_k if sampling.top_k is not None else defaults.top_k,
+        )
+    return replace(request, sampling=sampling, model=entry.id)
+
+
+def fit_context(entry: ModelEntry, request: CoreRequest, prompt_tokens: int) -> CoreRequest:
+    """Check the prompt against the window and settle on the output budget."""
+    window = entry.context_window
+    room = window - prompt_tokens
+    if room <= 0:
+        raise ContextWindowExceeded(
+            f"This model's maximum context length is {window} tokens. However, your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    asked = request.sampling.max_tokens
+    if asked is not None and asked > room:
+        raise ContextWindowExceeded(
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    budget = min(asked if asked is not None else entry.max_output, entry.max_output, room)
+    if budget == asked:
+        return request
+    return replace(request, sampling=replace(request.sampling, max_tokens=budget))
+
+
+@dataclass
+class Gateway:
+    catalog: Catalog
+    router: Router
+    platform: Platform | None = None
+
+    async def start(
+        self, request: CoreRequest, principal: Principal | None, request_id: str
+    ) -> Call:
+        entry = self.catalog.resolve(request.model)
+        if principal is not None and not principal.allows(CHAT_SCOPE):
+            raise PermissionDenied(
+                f"This API key lacks the scope `{CHAT_SCOPE}` needed to call models.",
+                code="missing_scope",
+            )
+        notes: dict[str, str] = {}
+        checked = check_capabilities(entry, request)
+        if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":
+            notes["x-gatewright-reasoning"] = "ignored: model does not reason"
+        request = apply_defaults(entry, checked)
+        prompt_tokens = await self.router.count_prompt_tokens(entry, request)
+        request = fit_context(entry, request, prompt_tokens)
+
+        limits: LimitState | None = None
+        hold: Hold | None = None
+        platform = self.platform if principal is not None else None
+        if platform is not None and principal is not None:
+            limits = await platform.limiter.acquire(principal, prompt_tokens)
+            max_out = (request.sampling.max_tokens or entry.max_output) * request.n
+            credits = max(
+                worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry)
+            )
+            hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
+
+        ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
+        try:
+            opened = await self.router.open(entry, request, ctx)
+        except BaseException:
+            if platform is not None and hold is not None:
+                platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)
+            raise
+        events = opened.events
+        if opened.entry.reasoning_tags is not None:
+            events = split_reasoning(events, opened.entry.reasoning_tags)
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold)
+        return Call(
+            request_id=request_id,
+            entry=opened.entry,
+            deployment=opened.deployment.name,
+            events=metered,
+            limits=limits,
+            prompt_tokens=prompt_tokens,
+            notes=notes,
+        )
+
+    async def count_tokens(self, request: CoreRequest) -> int:
+        entry = self.catalog.resolve(request.model)
+        return await self.router.count_prompt_tokens(entry, apply_defaults(entry, request))
+
+
+_ZERO = Cost(credits=0, usd=0.0)
+
+
+async def _metered(
+    events: AsyncIterator[Event],
+    ctx: CallContext,
+    entry: ModelEntry,
+    platform: Platform | None,
+    principal: Principal | None,
+    hold: Hold | None,
+) -> AsyncIterator[Event]:
+    """Pass events through; price the usage report; settle the hold exactly once."""
+    settled = False
+    status: SettleStatus = "aborted"
+    try:
+        async for event in events:
+            if isinstance(event, UsageReport):
+                cost = price(event.usage, entry.prices)
+                if platform is not None and hold is not None and principal is not None:
+                    settled = True
+                    await platform.ledger.settle(hold, event.usage, cost, "ok", entry.id)
+                    await platform.limiter.record_tokens(principal, event.usage.output_tokens)
+                event = UsageReport(event.usage, cost)
+            yield event
+        status = "ok"
+    except GatewrightError:
+        status = "error"  # an upstream or engine failure mid-stream: never billed
+        raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        if not settled and platform is not None and hold is not None:
+            # Abandoned by the client (bill what was generated) or failed (bill nothing).
+            usage = ctx.usage if status != "error" else Usage()
+            cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
+            platform.ledger.settle(hold, usage, cost, status, entry.id)
+            if usage.output_tokens and principal is not None:
+                asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))

@@ -1,0 +1,89 @@
+"""Who is calling and what they may spend: the seams between the pipeline and the platform layer.
+
+The pipeline only sees these protocols; ``core.keys``, ``core.limits`` and ``core.ledger`` implement
+them over ``store``. A gateway run as a bare proxy has none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gatewright.core.types import Cost, Usage
+
+KeyKind = Literal["api", "management"]
+SettleStatus = Literal["ok", "aborted", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated key: the account it bills and the rules it runs under."""
+
+    account_id: int
+    key_id: int
+    prefix: str
+    kind: KeyKind
+    scopes: frozenset[str]
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    def allows(self, scope: str) -> bool:
+        return not self.scopes or scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Credits reserved for one request before it runs; settled exactly once."""
+
+    request_id: str
+    account_id: int
+    key_id: int
+    key_prefix: str
+    credits: int
+    model: str
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, token: str | None) -> Principal: ...
+
+
+class Ledger(Protocol):
+    async def reserve(self, principal: Principal, credits: int, request_id: str, model: str) -> Hold:
+        """Hold ``credits`` or raise ``InsufficientCredits`` (balance or the key's spend limit)."""
+        ...
+
+    def settle(
+        self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
+    ) -> asyncio.Future[None]:
+        """Charge ``cost`` against ``hold`` and record the usage; safe to call without awaiting."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """What the rate-limit headers report; ``None`` fields mean no limit of that kind."""
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset: float = 0.0
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset: float = 0.0
+
+
+class Limiter(Protocol):
+    async def acquire(self, principal: Principal, estimated_tokens: int) -> LimitState:
+        """Count one request against the key's limits, or raise ``RateLimited``."""
+        ...
+
+    async def record_tokens(self, principal: Principal, tokens: int) -> None:
+        """Charge the tokens a finished request actually used (beyond the estimate)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    authenticator: Authenticator
+    ledger: Ledger
+    limiter: Limiter

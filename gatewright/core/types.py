@@ -1,0 +1,201 @@
+"""The neutral request and response model every dialect translates to and from.
+
+Plain frozen dataclasses with slots: they are built once per request on the hot path, so they
+stay cheap, and they belong to no wire format (see aesthetics.md §8.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+ReasoningEffort = Literal["none", "low", "medium", "high"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    url: str  # http(s) URL or data: URL
+    media_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultPart:
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingPart:
+    text: str
+    signature: str | None = None
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    parts: tuple[Part, ...]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: Literal["none", "auto", "required", "named"]
+    name: str | None = None
+
+
+TOOL_CHOICE_AUTO = ToolChoice("auto")
+TOOL_CHOICE_NONE = ToolChoice("none")
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    kind: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool = False
+
+
+TEXT_FORMAT = ResponseFormat("text")
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """One neutral reasoning setting, mapped from every dialect's own switch."""
+
+    effort: ReasoningEffort
+    budget_tokens: int | None = None
+    # True when the caller insists (an explicit thinking object rather than a hint):
+    # a model that cannot reason then answers 400 instead of ignoring it.
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRequest:
+    model: str
+    messages: tuple[Message, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = TOOL_CHOICE_NONE
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = TEXT_FORMAT
+    reasoning: Reasoning | None = None
+    stream: bool = False
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one request, all choices together.
+
+    ``input_tokens`` is the whole prompt (OpenAI's ``prompt_tokens``); ``cached_tokens`` is the part
+    of it read from a cache. ``output_tokens`` includes ``reasoning_tokens``. ``estimated`` marks
+    counts the gateway had to guess (an upstream that reported none).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a request cost: integer credits (2,000,000 = 1 USD) and the same in USD."""
+
+    credits: int
+    usd: float
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Choice:
+    index: int
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass(slots=True)
+class CoreResponse:
+    id: str
+    model: str
+    created: int
+    choices: list[Choice]
+    usage: Usage
+    cost: Cost | None = None
+    deployment: str | None = None

@@ -1,0 +1,132 @@
+"""The schema. Money is whole credits in BIGINT columns (2,000,000 credits = 1 USD)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# BIGINT ids on PostgreSQL, but SQLite only autoincrements a column declared INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("balance", BigInteger, nullable=False, default=0),
+    # Credits held by requests in flight; the spendable balance is balance - reserved.
+    Column("reserved", BigInteger, nullable=False, default=0),
+    Column("low_balance_threshold", BigInteger, nullable=False, default=10_000),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("prefix", String(8), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex; keys are random
+    Column("kind", String(16), nullable=False),  # "api" | "management"
+    Column("name", String(200), nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("scopes", JSON, nullable=False, default=list),
+    Column("limit_retention", String(16), nullable=True),  # day | week | month | no_reset
+    Column("limit_threshold", BigInteger, nullable=True),  # credits per period
+    Column("period_start", DateTime(timezone=True), nullable=True),
+    Column("period_spent", BigInteger, nullable=False, default=0),
+    Column("period_reserved", BigInteger, nullable=False, default=0),
+    Column("month_start", DateTime(timezone=True), nullable=True),
+    Column("month_spent", BigInteger, nullable=False, default=0),
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("tokens_per_minute", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Id, ForeignKey("api_keys.id"), nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # held | settled | released
+    Column("owner", String(64), nullable=False),  # the gateway process that holds it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_holds_status_created", "status", "created_at"),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Id, nullable=True),
+    Column("request_id", String(64), nullable=True, unique=True),
+    Column("kind", String(16), nullable=False),  # charge | grant | adjust
+    Column("credits", BigInteger, nullable=False),  # signed change of balance
+    Column("balance_after", BigInteger, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_account_created", "account_id", "created_at"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Id, nullable=False),
+    Column("key_prefix", String(8), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("reasoning_tokens", Integer, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("usd", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # ok | aborted | error
+    Column("estimated", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_usage_account_created", "account_id", "created_at"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_uuid", String(36), primary_key=True),
+    Column("account_id", Id, nullable=True),
+    Column("key_id", Id, nullable=True),
+    Column("task_type", String(32), nullable=False),
+    Column("request", JSON, nullable=False),  # the task object as received
+    Column("fingerprint", String(64), nullable=False),  # sha256 of the canonical request
+    Column("delivery", String(8), nullable=False),
+    Column("status", String(16), nullable=False),  # processing | success | error
+    Column("results", JSON, nullable=False, default=list),
+    Column("error", JSON, nullable=True),
+    Column("webhook_url", Text, nullable=True),
+    Column("webhook_attempts", JSON, nullable=False, default=list),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_tasks_status", "status"),
+)
