@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,18 +18,11 @@ from gatewright.backends.registry import BackendEnv, build_backends
 from gatewright.core.backend import Backend
 from gatewright.core.catalog import Catalog, load_catalog
 from gatewright.core.pipeline import Gateway
-from gatewright.core.platform import Platform
 from gatewright.core.routing import Router
+from gatewright.platform_setup import open_platform
 from gatewright.settings import Settings
 
 log = logging.getLogger("gatewright")
-
-
-@dataclass
-class Services:
-    """What the lifespan starts and stops, besides the backends."""
-
-    closers: list[Any] = field(default_factory=list)
 
 
 async def health(request: Request) -> Response:
@@ -43,7 +35,6 @@ def create_app(
     settings: Settings | None = None,
     *,
     catalog: Catalog | None = None,
-    platform_factory: Any = None,
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
     settings = settings or Settings()
@@ -60,10 +51,11 @@ def create_app(
                 if settings.load_models_at_start:
                     await backend.start()
             if settings.platform:
-                factory = platform_factory or _default_platform
-                platform, platform_closers = await factory(settings, catalog)
-                gateway.platform = platform
-                closers.extend(platform_closers)
+                bundle = await open_platform(settings)
+                gateway.platform = bundle.platform
+                app.state.accounts = bundle.accounts
+                app.state.settings = settings
+                closers.append(bundle.close)
             yield
         finally:
             for close in reversed(closers):
@@ -81,9 +73,3 @@ def create_app(
     app.state.gateway = gateway
     app.state.settings = settings
     return app
-
-
-async def _default_platform(settings: Settings, catalog: Catalog) -> tuple[Platform | None, list[Any]]:
-    from gatewright.store.platform import open_platform
-
-    return await open_platform(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -9,6 +10,36 @@ import typer
 import uvicorn
 
 from gatewright.settings import Settings
+
+
+def _banner(settings: Settings, api_key: str | None, management_key: str | None) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    key = api_key or "$GATEWRIGHT_API_KEY"
+    lines = [""]
+    if api_key and management_key:
+        lines += [
+            "A new store: created an account with starting credits and two keys. They are shown",
+            "only now (the store keeps hashes); copy them somewhere safe.",
+            f"  API key (calls models):          {api_key}",
+            f"  management key (keys, billing):  {management_key}",
+            "",
+        ]
+    elif settings.platform:
+        lines += ["Use an API key made on first start, or make one: gatewright keys create", ""]
+    auth = f' -H "Authorization: Bearer {key}"' if settings.platform else ""
+    lines += [
+        "Try it:",
+        f"  curl {base}/v1/chat/completions{auth} -H 'content-type: application/json' \\",
+        "    -d '{\"model\": \"local\", \"messages\": [{\"role\": \"user\", \"content\": \"Say hello\"}]}'",
+        "",
+        "From Python (pip install openai):",
+        "  from openai import OpenAI",
+        f"  client = OpenAI(base_url=\"{base}/v1\", api_key=\"{key if settings.platform else 'unused'}\")",
+        "  print(client.chat.completions.create(model=\"local\",",
+        "        messages=[{\"role\": \"user\", \"content\": \"Say hello\"}]).choices[0].message.content)",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def serve(
@@ -28,9 +59,18 @@ def serve(
         overrides["platform"] = False
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from gatewright.app import create_app
 
+    api_key = management_key = None
+    if settings.platform:
+        from gatewright.platform_setup import bootstrap
+
+        first = asyncio.run(bootstrap(settings))
+        if first is not None:
+            api_key, management_key = first.api_key.key, first.management_key.key
     app = create_app(settings)
+    typer.echo(_banner(settings, api_key, management_key))
     uvicorn.run(
         app,
         host=settings.host,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from gatewright.core.backend import CallContext
-from gatewright.core.billing import price, worst_case
+from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
 from gatewright.core.errors import (
     ContextWindowExceeded,
@@ -213,7 +213,8 @@ async def _metered(
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
-                    await platform.ledger.settle(hold, event.usage, cost, "ok", entry.id)
+                    charged = await platform.ledger.settle(hold, event.usage, cost, "ok", entry.id)
+                    cost = Cost(charged, credits_to_usd(charged))
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
             yield event

@@ -55,8 +55,9 @@ class Ledger(Protocol):
 
     def settle(
         self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
-    ) -> asyncio.Future[None]:
-        """Charge ``cost`` against ``hold`` and record the usage; safe to call without awaiting."""
+    ) -> asyncio.Future[int]:
+        """Charge ``cost`` against ``hold`` and record the usage; resolves to the credits actually
+        charged (never more than the account has). Safe to call without awaiting."""
         ...
 
 

@@ -59,6 +59,8 @@ api_keys = Table(
     Column("tokens_per_minute", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Deleted keys stay as rows (usage and holds refer to them) but never authenticate again.
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )
 
 holds = Table(

@@ -1,0 +1,114 @@
+"""API keys and management keys: made random, shown once, stored as a hash and a prefix.
+
+``Authenticator`` turns a bearer token into a ``Principal`` with one dict lookup on the hot path:
+lookups are cached for ``ttl`` seconds, and this process's own changes to a key drop its cache
+entry at once (other replicas see them within ``ttl``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatewright.core.errors import PermissionDenied, Unauthorized
+from gatewright.core.platform import KeyKind, Principal
+from gatewright.store.tables import api_keys
+
+KEY_BYTES = 16  # 32 hex characters, like the reference platform's keys
+PREFIX_LENGTH = 8
+
+
+def new_key() -> str:
+    return secrets.token_hex(KEY_BYTES)
+
+
+def hash_key(key: str) -> str:
+    # Keys are 128 random bits, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal | None
+    disabled: bool
+    expires: float
+
+
+def principal_of(row: Any) -> Principal:
+    return Principal(
+        account_id=row.account_id,
+        key_id=row.id,
+        prefix=row.prefix,
+        kind=row.kind,
+        scopes=frozenset(row.scopes or ()),
+        requests_per_minute=row.requests_per_minute,
+        tokens_per_minute=row.tokens_per_minute,
+    )
+
+
+class Authenticator:
+    def __init__(self, engine: AsyncEngine, ttl: float = 5.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._cache: dict[str, _Cached] = {}
+
+    def forget(self, prefix: str | None = None) -> None:
+        """Drop cached lookups (of one key, or all) after a change made in this process."""
+        if prefix is None:
+            self._cache.clear()
+            return
+        for digest, cached in list(self._cache.items()):
+            if cached.principal is not None and cached.principal.prefix == prefix:
+                del self._cache[digest]
+
+    async def authenticate(self, token: str | None) -> Principal:
+        return await self.authenticate_as(token, "api")
+
+    async def authenticate_as(self, token: str | None, kind: KeyKind | None) -> Principal:
+        """The key behind ``token``; ``kind`` restricts which kind of key is accepted."""
+        if not token:
+            raise Unauthorized(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+                code="missing_api_key",
+            )
+        digest = hash_key(token)
+        cached = self._cache.get(digest)
+        if cached is None or cached.expires < time.monotonic():
+            cached = await self._lookup(digest)
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = cached
+        if cached.principal is None:
+            raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
+        if cached.disabled:
+            raise PermissionDenied(
+                f"The API key {cached.principal.prefix}… is disabled; enable it or use another key.",
+                code="key_disabled",
+            )
+        principal = cached.principal
+        if kind is not None and principal.kind != kind:
+            if kind == "management":
+                raise PermissionDenied(
+                    "This endpoint needs a management key; API keys can only call models.",
+                    code="management_key_required",
+                )
+            raise PermissionDenied(
+                "Management keys manage keys and billing; call models with an API key.",
+                code="api_key_required",
+            )
+        return principal
+
+    async def _lookup(self, digest: str) -> _Cached:
+        query = select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.deleted_at.is_(None))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        expires = time.monotonic() + self.ttl
+        if row is None:
+            return _Cached(None, False, expires)
+        return _Cached(principal_of(row), bool(row.disabled), expires)

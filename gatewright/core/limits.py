@@ -1,0 +1,181 @@
+"""Per-key rate limits: requests and tokens per minute, as token buckets.
+
+A bucket holds up to one minute's allowance and refills continuously. A request needs one request
+token and a tokens bucket that is not empty; its prompt is charged up front and its output when it
+ends (a bucket may go into debt, which the next requests wait out). ``MemoryLimiter`` keeps the
+buckets in this process; ``RedisLimiter`` keeps them in Redis so replicas share one limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gatewright.core.errors import RateLimited
+from gatewright.core.platform import LimitState, Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+
+
+def limits_of(principal: Principal, defaults: Defaults) -> tuple[int | None, int | None]:
+    rpm = principal.requests_per_minute if principal.requests_per_minute is not None else defaults.requests_per_minute
+    tpm = principal.tokens_per_minute if principal.tokens_per_minute is not None else defaults.tokens_per_minute
+    return rpm, tpm
+
+
+@dataclass(slots=True)
+class Bucket:
+    capacity: float
+    level: float
+    stamp: float
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / 60.0
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def reset_in(self) -> float:
+        return max(0.0, (self.capacity - self.level) / self.rate)
+
+
+def _state(requests: Bucket | None, tokens: Bucket | None) -> LimitState:
+    return LimitState(
+        requests_limit=int(requests.capacity) if requests else None,
+        requests_remaining=max(0, math.floor(requests.level)) if requests else None,
+        requests_reset=requests.reset_in() if requests else 0.0,
+        tokens_limit=int(tokens.capacity) if tokens else None,
+        tokens_remaining=max(0, math.floor(tokens.level)) if tokens else None,
+        tokens_reset=tokens.reset_in() if tokens else 0.0,
+    )
+
+
+def _refuse(what: str, limit: int, wait: float, state: LimitState) -> RateLimited:
+    error = RateLimited(
+        f"Rate limit reached for {what} per minute (limit {limit}) on this API key. "
+        f"Try again in {wait:.2f}s.",
+        retry_after=wait,
+        code=f"rate_limit_{what}",
+    )
+    error.limits = state  # type: ignore[attr-defined]
+    return error
+
+
+class MemoryLimiter:
+    def __init__(self, defaults: Defaults) -> None:
+        self.defaults = defaults
+        self._buckets: dict[tuple[int, str], Bucket] = {}
+
+    def _bucket(self, key_id: int, kind: str, capacity: int | None, now: float) -> Bucket | None:
+        if capacity is None:
+            return None
+        bucket = self._buckets.get((key_id, kind))
+        if bucket is None or bucket.capacity != capacity:
+            bucket = self._buckets[(key_id, kind)] = Bucket(float(capacity), float(capacity), now)
+        else:
+            bucket.refill(now)
+        return bucket
+
+    async def acquire(self, principal: Principal, estimated_tokens: int) -> LimitState:
+        rpm, tpm = limits_of(principal, self.defaults)
+        now = time.monotonic()
+        requests = self._bucket(principal.key_id, "requests", rpm, now)
+        tokens = self._bucket(principal.key_id, "tokens", tpm, now)
+        if requests is not None and requests.level < 1:
+            raise _refuse("requests", int(requests.capacity), (1 - requests.level) / requests.rate, _state(requests, tokens))
+        if tokens is not None and tokens.level <= 0:
+            raise _refuse("tokens", int(tokens.capacity), (1 - tokens.level) / tokens.rate, _state(requests, tokens))
+        if requests is not None:
+            requests.level -= 1
+        if tokens is not None:
+            tokens.level -= estimated_tokens
+        return _state(requests, tokens)
+
+    async def record_tokens(self, principal: Principal, tokens: int) -> None:
+        bucket = self._buckets.get((principal.key_id, "tokens"))
+        if bucket is not None:
+            bucket.refill(time.monotonic())
+            bucket.level -= tokens
+
+
+# One round trip: refill both buckets, check, take. Returns
+# {allowed(1/0/2 = requests/tokens refused), req_level, tok_level} with -1 for "no limit".
+_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local function refill(key, capacity)
+  if capacity <= 0 then return nil end
+  local level = tonumber(redis.call('HGET', key, 'level') or capacity)
+  local stamp = tonumber(redis.call('HGET', key, 'stamp') or now)
+  local cap = tonumber(redis.call('HGET', key, 'cap') or capacity)
+  if cap ~= capacity then level = capacity end
+  level = math.min(capacity, level + (now - stamp) * capacity / 60.0)
+  return level
+end
+local function save(key, capacity, level)
+  redis.call('HSET', key, 'level', level, 'stamp', now, 'cap', capacity)
+  redis.call('EXPIRE', key, 120)
+end
+local rpm = tonumber(ARGV[2]); local tpm = tonumber(ARGV[3]); local cost = tonumber(ARGV[4])
+local r = refill(KEYS[1], rpm); local t = refill(KEYS[2], tpm)
+local verdict = 1
+if r and r < 1 then verdict = 0 elseif t and t <= 0 then verdict = 2 end
+if verdict == 1 then
+  if r then r = r - 1 end
+  if t then t = t - cost end
+end
+if r then save(KEYS[1], rpm, r) end
+if t then save(KEYS[2], tpm, t) end
+return {verdict, tostring(r or -1), tostring(t or -1)}
+"""
+
+_CHARGE = """
+local now = tonumber(ARGV[1]); local capacity = tonumber(ARGV[2]); local cost = tonumber(ARGV[3])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or capacity)
+local stamp = tonumber(redis.call('HGET', KEYS[1], 'stamp') or now)
+level = math.min(capacity, level + (now - stamp) * capacity / 60.0) - cost
+redis.call('HSET', KEYS[1], 'level', level, 'stamp', now, 'cap', capacity)
+redis.call('EXPIRE', KEYS[1], 120)
+return tostring(level)
+"""
+
+
+class RedisLimiter:
+    """The same buckets in Redis, updated atomically by Lua scripts; shared by every replica."""
+
+    def __init__(self, client: Any, defaults: Defaults, namespace: str = "gatewright:rl") -> None:
+        self.client = client
+        self.defaults = defaults
+        self.namespace = namespace
+        self._acquire = client.register_script(_ACQUIRE)
+        self._charge = client.register_script(_CHARGE)
+
+    def _keys(self, principal: Principal) -> list[str]:
+        return [f"{self.namespace}:{principal.key_id}:requests", f"{self.namespace}:{principal.key_id}:tokens"]
+
+    async def acquire(self, principal: Principal, estimated_tokens: int) -> LimitState:
+        rpm, tpm = limits_of(principal, self.defaults)
+        now = time.time()
+        verdict, req_level, tok_level = await self._acquire(
+            keys=self._keys(principal), args=[now, rpm or 0, tpm or 0, estimated_tokens]
+        )
+        requests = Bucket(float(rpm), float(req_level), now) if rpm else None
+        tokens = Bucket(float(tpm), float(tok_level), now) if tpm else None
+        state = _state(requests, tokens)
+        if int(verdict) == 0 and requests is not None:
+            raise _refuse("requests", int(requests.capacity), (1 - requests.level) / requests.rate, state)
+        if int(verdict) == 2 and tokens is not None:
+            raise _refuse("tokens", int(tokens.capacity), (1 - tokens.level) / tokens.rate, state)
+        return state
+
+    async def record_tokens(self, principal: Principal, tokens: int) -> None:
+        _, tpm = limits_of(principal, self.defaults)
+        if tpm:
+            await self._charge(keys=self._keys(principal)[1:], args=[time.time(), tpm, tokens])
