@@ -12,8 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gatewright.api.anthropic.routes import routes as anthropic_routes
 from gatewright.api.http import JSONResponse, RequestIdMiddleware
 from gatewright.api.openai.routes import routes as openai_routes
+from gatewright.api.platform.routes import routes as platform_routes
+from gatewright.api.tasks.routes import routes as task_routes
 from gatewright.backends.registry import BackendEnv, build_backends
 from gatewright.core.backend import Backend
 from gatewright.core.catalog import Catalog, load_catalog
@@ -65,6 +68,9 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *openai_routes,
+        *anthropic_routes,
+        *task_routes,
+        *platform_routes,
         Route("/health", health, methods=["GET"]),
         *(extra_routes or []),
     ]

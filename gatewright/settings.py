@@ -23,12 +23,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # rate limits shared by replicas when set
     # Off: a bare proxy with no keys, billing or limits (benchmarks, trusted networks).
     platform: bool = True
-    starting_credits: int = Field(20_000_000, ge=0)  # 10 USD, for the account made on first start
-    low_balance_threshold: int = Field(10_000, ge=0)
-    default_requests_per_minute: int | None = Field(600, ge=1)
-    default_tokens_per_minute: int | None = Field(2_000_000, ge=1)
+    starting_credits: int = Field(default=20_000_000, ge=0)  # 10 USD, for the account made on first start
+    low_balance_threshold: int = Field(default=10_000, ge=0)
+    default_requests_per_minute: int | None = Field(default=600, ge=1)
+    default_tokens_per_minute: int | None = Field(default=2_000_000, ge=1)
     # Key lookups are cached this long; a key disabled on another replica stops working within it.
-    auth_cache_seconds: float = Field(5.0, ge=0)
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
     # A job's webhook signing secret (task API); generated into data_dir when unset.
     webhook_secret: str | None = None
     log_level: str = "info"

@@ -23,10 +23,41 @@ M = TypeVar("M", bound=BaseModel)
 
 # Names pydantic puts into error locations that are not fields: union members and tags.
 _NOT_FIELDS = frozenset(
-    {"str", "int", "float", "bool", "none", "system", "developer", "user", "assistant", "tool",
-     "text", "image_url", "input_audio", "file", "refusal", "json_object", "json_schema", "function",
-     "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document", "enabled",
-     "disabled", "auto", "any", "search", "codeInterpreter", "base64", "url", "adaptive"}
+    {
+        "str",
+        "int",
+        "float",
+        "bool",
+        "none",
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "text",
+        "image_url",
+        "input_audio",
+        "file",
+        "refusal",
+        "json_object",
+        "json_schema",
+        "function",
+        "image",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "document",
+        "enabled",
+        "disabled",
+        "auto",
+        "any",
+        "search",
+        "codeInterpreter",
+        "base64",
+        "url",
+        "adaptive",
+    }
 )
 
 
@@ -142,7 +173,11 @@ class RequestIdMiddleware:
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s %s %s %.1fms request_id=%s",
-                    scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, rid,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    rid,
                 )
 
 

@@ -88,5 +88,5 @@ class ChatTemplate:
         if request.reasoning is not None:
             # Templates with a thinking switch (Qwen3, GLM) read this; others ignore it.
             kwargs["enable_thinking"] = request.reasoning.effort != "none"
-        result = self._formatter(messages=messages, **kwargs)
+        result = self._formatter(messages=messages, **kwargs)  # type: ignore[arg-type]
         return result.prompt

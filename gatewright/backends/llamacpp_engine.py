@@ -55,7 +55,7 @@ class ChoicePlan:
 class StopScanner:
     """Cuts generated text at the first stop sequence, holding back possible partial matches."""
 
-    __slots__ = ("stops", "_pending")
+    __slots__ = ("_pending", "stops")
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = tuple(stops)
@@ -90,7 +90,7 @@ class StopScanner:
 class LogprobRecorder:
     """A logits processor that notes the model's own distribution before any sampling step."""
 
-    __slots__ = ("top_n", "piece", "_row")
+    __slots__ = ("_row", "piece", "top_n")
 
     def __init__(self, top_n: int, piece: Callable[[int], bytes]) -> None:
         self.top_n = top_n
@@ -231,9 +231,7 @@ class Engine:
         job.emit([*events, ChoiceEnd(choice, reason, matched)])
 
 
-def _release(
-    waiting: deque[tuple[TokenLogprob, int]], emitted: int, wanted: bool
-) -> tuple[TokenLogprob, ...] | None:
+def _release(waiting: deque[tuple[TokenLogprob, int]], emitted: int, wanted: bool) -> tuple[TokenLogprob, ...] | None:
     if not wanted:
         return None
     out = []

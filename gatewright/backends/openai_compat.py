@@ -169,7 +169,11 @@ def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
         token = str(item.get("token", ""))
         raw = item.get("bytes") or list(token.encode())
         top = tuple(
-            TopLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), tuple(t.get("bytes") or str(t.get("token", "")).encode()))
+            TopLogprob(
+                str(t.get("token", "")),
+                float(t.get("logprob", 0.0)),
+                tuple(t.get("bytes") or str(t.get("token", "")).encode()),
+            )
             for t in item.get("top_logprobs") or ()
         )
         out.append(TokenLogprob(token, float(item.get("logprob", 0.0)), tuple(raw), top))
@@ -310,7 +314,7 @@ class OpenAICompatBackend:
                 produced.extend(e for e in events if isinstance(e, (TextDelta, ReasoningDelta, ToolCallDelta)))
                 for event in events:
                     yield event
-        for choice in {e.choice for e in produced} - framer.ended:
+        for choice in {getattr(e, "choice", 0) for e in produced} - framer.ended:
             for event in framer.finish(choice, "stop"):
                 yield event
         yield UsageReport(self._usage(reported, ctx, produced))

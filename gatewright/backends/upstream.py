@@ -115,7 +115,9 @@ def estimate_prompt(request: CoreRequest) -> int:
     for message in request.messages:
         size += 4
         for part in message.parts:
-            size += estimate_tokens(getattr(part, "text", "") or getattr(part, "content", "") or getattr(part, "arguments", ""))
+            size += estimate_tokens(
+                getattr(part, "text", "") or getattr(part, "content", "") or getattr(part, "arguments", "")
+            )
     for tool in request.tools:
         size += estimate_tokens(orjson.dumps(tool.parameters).decode()) + estimate_tokens(tool.description or "")
     return size

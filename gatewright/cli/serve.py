@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
@@ -30,13 +31,13 @@ def _banner(settings: Settings, api_key: str | None, management_key: str | None)
     lines += [
         "Try it:",
         f"  curl {base}/v1/chat/completions{auth} -H 'content-type: application/json' \\",
-        "    -d '{\"model\": \"local\", \"messages\": [{\"role\": \"user\", \"content\": \"Say hello\"}]}'",
+        '    -d \'{"model": "local", "messages": [{"role": "user", "content": "Say hello"}]}\'',
         "",
         "From Python (pip install openai):",
         "  from openai import OpenAI",
-        f"  client = OpenAI(base_url=\"{base}/v1\", api_key=\"{key if settings.platform else 'unused'}\")",
-        "  print(client.chat.completions.create(model=\"local\",",
-        "        messages=[{\"role\": \"user\", \"content\": \"Say hello\"}]).choices[0].message.content)",
+        f'  client = OpenAI(base_url="{base}/v1", api_key="{key if settings.platform else "unused"}")',
+        '  print(client.chat.completions.create(model="local",',
+        '        messages=[{"role": "user", "content": "Say hello"}]).choices[0].message.content)',
         "",
     ]
     return "\n".join(lines)
@@ -50,7 +51,7 @@ def serve(
     log_level: str = typer.Option(None, help="debug, info, warning, error."),
 ) -> None:
     """Start the gateway."""
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in {"host": host, "port": port, "catalog": catalog, "log_level": log_level}.items()
         if v is not None

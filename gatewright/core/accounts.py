@@ -74,8 +74,12 @@ class Accounts:
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 insert(accounts).values(
-                    name=name, balance=0, reserved=0, low_balance_threshold=low_balance_threshold,
-                    created_at=now, updated_at=now,
+                    name=name,
+                    balance=0,
+                    reserved=0,
+                    low_balance_threshold=low_balance_threshold,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             account_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -96,11 +100,17 @@ class Accounts:
             balance = row.balance + credits
             if balance < 0:
                 raise InvalidRequest(f"Removing {-credits} credits would leave a negative balance ({row.balance}).")
-            await conn.execute(update(accounts).where(accounts.c.id == account_id).values(balance=balance, updated_at=now))
+            await conn.execute(
+                update(accounts).where(accounts.c.id == account_id).values(balance=balance, updated_at=now)
+            )
             await conn.execute(
                 insert(ledger).values(
-                    account_id=account_id, kind="grant" if credits >= 0 else "adjust", credits=credits,
-                    balance_after=balance, note=note, created_at=now,
+                    account_id=account_id,
+                    kind="grant" if credits >= 0 else "adjust",
+                    credits=credits,
+                    balance_after=balance,
+                    note=note,
+                    created_at=now,
                 )
             )
         return int(balance)
@@ -132,20 +142,29 @@ class Accounts:
         for _ in range(5):  # a prefix collision is astronomically rare; retry anyway
             key = new_key()
             values = {
-                "account_id": account_id, "prefix": key[:PREFIX_LENGTH], "key_hash": hash_key(key), "kind": kind,
-                "name": name, "disabled": False, "scopes": list(scopes) if scopes is not None else ["model:chat"],
+                "account_id": account_id,
+                "prefix": key[:PREFIX_LENGTH],
+                "key_hash": hash_key(key),
+                "kind": kind,
+                "name": name,
+                "disabled": False,
+                "scopes": list(scopes) if scopes is not None else ["model:chat"],
                 "limit_retention": limit.retention if limit else None,
                 "limit_threshold": usd_to_credits(limit.threshold_usd) if limit else None,
-                "period_spent": 0, "period_reserved": 0, "month_spent": 0,
-                "requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute,
-                "created_at": now, "updated_at": now,
+                "period_spent": 0,
+                "period_reserved": 0,
+                "month_spent": 0,
+                "requests_per_minute": requests_per_minute,
+                "tokens_per_minute": tokens_per_minute,
+                "created_at": now,
+                "updated_at": now,
             }
             try:
                 async with self.engine.begin() as conn:
                     await conn.execute(insert(api_keys).values(**values))
             except IntegrityError:
                 continue
-            return NewKey(await self.key(values["prefix"], account_id), key)
+            return NewKey(await self.key(str(values["prefix"]), account_id), key)
         raise RuntimeError("could not find a free key prefix")
 
     async def key(self, prefix: str, account_id: int | None = None) -> Any:

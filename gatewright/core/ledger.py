@@ -72,10 +72,12 @@ class _Key:
 
     def roll(self, now: datetime) -> None:
         start = period_start(self.retention, now)
-        if self.period_start is None or aware(self.period_start) < start:
+        current = aware(self.period_start)
+        if current is None or current < start:
             self.period_start, self.period_spent, self.touched = start, 0, True
         month = month_start(now)
-        if self.month_start is None or aware(self.month_start) < month:
+        current_month = aware(self.month_start)
+        if current_month is None or current_month < month:
             self.month_start, self.month_spent, self.touched = month, 0, True
 
 
@@ -180,19 +182,34 @@ class SqlLedger:
                 account_ids.add(op.hold.account_id)
                 key_ids.add(op.hold.key_id)
                 request_ids.append(op.hold.request_id)
-        q_accounts = select(accounts.c.id, accounts.c.balance, accounts.c.reserved).where(accounts.c.id.in_(account_ids))
+        q_accounts = select(accounts.c.id, accounts.c.balance, accounts.c.reserved).where(
+            accounts.c.id.in_(account_ids)
+        )
         k = api_keys.c
         q_keys = select(
-            k.id, k.limit_retention, k.limit_threshold, k.period_start, k.period_spent, k.period_reserved,
-            k.month_start, k.month_spent,
+            k.id,
+            k.limit_retention,
+            k.limit_threshold,
+            k.period_start,
+            k.period_spent,
+            k.period_reserved,
+            k.month_start,
+            k.month_spent,
         ).where(k.id.in_(key_ids))
         if self._lock_rows:
             q_accounts = q_accounts.with_for_update()
             q_keys = q_keys.with_for_update()
         account_rows = {r.id: _Account(r.balance, r.reserved) for r in await conn.execute(q_accounts)}
         key_rows = {
-            r.id: _Key(r.limit_retention, r.limit_threshold, r.period_start, r.period_spent, r.period_reserved,
-                       r.month_start, r.month_spent)
+            r.id: _Key(
+                r.limit_retention,
+                r.limit_threshold,
+                r.period_start,
+                r.period_spent,
+                r.period_reserved,
+                r.month_start,
+                r.month_spent,
+            )
             for r in await conn.execute(q_keys)
         }
         hold_rows: dict[str, dict[str, Any]] = {}
@@ -249,12 +266,20 @@ class SqlLedger:
         key.period_reserved += op.credits
         key.touched = True
         row = {
-            "request_id": op.request_id, "account_id": op.principal.account_id, "key_id": op.principal.key_id,
-            "credits": op.credits, "model": op.model, "status": "held", "owner": self.owner, "created_at": rows.now,
+            "request_id": op.request_id,
+            "account_id": op.principal.account_id,
+            "key_id": op.principal.key_id,
+            "credits": op.credits,
+            "model": op.model,
+            "status": "held",
+            "owner": self.owner,
+            "created_at": rows.now,
         }
         rows.new_holds.append(row)
         hold_rows[op.request_id] = row
-        return Hold(op.request_id, op.principal.account_id, op.principal.key_id, op.principal.prefix, op.credits, op.model)
+        return Hold(
+            op.request_id, op.principal.account_id, op.principal.key_id, op.principal.prefix, op.credits, op.model
+        )
 
 
 def _decide_settle(
@@ -284,44 +309,76 @@ def _decide_settle(
     held["status"] = "settled"
     rows.closed_holds.append({"rid": op.hold.request_id, "new_status": "settled"})
     if charge:
-        rows.ledger_rows.append({
-            "account_id": held["account_id"], "key_id": held["key_id"], "request_id": op.hold.request_id,
-            "kind": "charge", "credits": -charge, "balance_after": account.balance, "note": op.model,
-            "created_at": rows.now,
-        })
+        rows.ledger_rows.append(
+            {
+                "account_id": held["account_id"],
+                "key_id": held["key_id"],
+                "request_id": op.hold.request_id,
+                "kind": "charge",
+                "credits": -charge,
+                "balance_after": account.balance,
+                "note": op.model,
+                "created_at": rows.now,
+            }
+        )
     usage = op.usage
-    rows.usage_rows.append({
-        "request_id": op.hold.request_id, "account_id": held["account_id"], "key_id": held["key_id"],
-        "key_prefix": op.hold.key_prefix, "model": op.model, "input_tokens": usage.input_tokens,
-        "cached_tokens": usage.cached_tokens, "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens, "credits": charge, "usd": credits_to_usd(charge),
-        "status": op.status, "estimated": usage.estimated, "created_at": rows.now,
-    })
+    rows.usage_rows.append(
+        {
+            "request_id": op.hold.request_id,
+            "account_id": held["account_id"],
+            "key_id": held["key_id"],
+            "key_prefix": op.hold.key_prefix,
+            "model": op.model,
+            "input_tokens": usage.input_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "output_tokens": usage.output_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "credits": charge,
+            "usd": credits_to_usd(charge),
+            "status": op.status,
+            "estimated": usage.estimated,
+            "created_at": rows.now,
+        }
+    )
     return charge
 
 
-async def _write(conn: AsyncConnection, account_rows: dict[int, _Account], key_rows: dict[int, _Key], rows: _Batch) -> None:
+async def _write(
+    conn: AsyncConnection, account_rows: dict[int, _Account], key_rows: dict[int, _Key], rows: _Batch
+) -> None:
     touched_accounts = [
         {"aid": i, "new_balance": a.balance, "new_reserved": a.reserved, "now": rows.now}
-        for i, a in account_rows.items() if a.touched
+        for i, a in account_rows.items()
+        if a.touched
     ]
     if touched_accounts:
         await conn.execute(
-            update(accounts).where(accounts.c.id == bindparam("aid")).values(
-                balance=bindparam("new_balance"), reserved=bindparam("new_reserved"), updated_at=bindparam("now")
-            ),
+            update(accounts)
+            .where(accounts.c.id == bindparam("aid"))
+            .values(balance=bindparam("new_balance"), reserved=bindparam("new_reserved"), updated_at=bindparam("now")),
             touched_accounts,
         )
     touched_keys = [
-        {"kid": i, "p_start": k.period_start, "p_spent": k.period_spent, "p_reserved": k.period_reserved,
-         "m_start": k.month_start, "m_spent": k.month_spent}
-        for i, k in key_rows.items() if k.touched
+        {
+            "kid": i,
+            "p_start": k.period_start,
+            "p_spent": k.period_spent,
+            "p_reserved": k.period_reserved,
+            "m_start": k.month_start,
+            "m_spent": k.month_spent,
+        }
+        for i, k in key_rows.items()
+        if k.touched
     ]
     if touched_keys:
         await conn.execute(
-            update(api_keys).where(api_keys.c.id == bindparam("kid")).values(
-                period_start=bindparam("p_start"), period_spent=bindparam("p_spent"),
-                period_reserved=bindparam("p_reserved"), month_start=bindparam("m_start"),
+            update(api_keys)
+            .where(api_keys.c.id == bindparam("kid"))
+            .values(
+                period_start=bindparam("p_start"),
+                period_spent=bindparam("p_spent"),
+                period_reserved=bindparam("p_reserved"),
+                month_start=bindparam("m_start"),
                 month_spent=bindparam("m_spent"),
             ),
             touched_keys,
@@ -357,18 +414,16 @@ async def release_stale_holds(engine: AsyncEngine, older_than: timedelta | None)
         now = utcnow()
         for row in stale:
             await conn.execute(
-                update(accounts).where(accounts.c.id == row["account_id"]).values(
-                    reserved=accounts.c.reserved - row["credits"], updated_at=now
-                )
+                update(accounts)
+                .where(accounts.c.id == row["account_id"])
+                .values(reserved=accounts.c.reserved - row["credits"], updated_at=now)
             )
             await conn.execute(
-                update(api_keys).where(api_keys.c.id == row["key_id"]).values(
-                    period_reserved=api_keys.c.period_reserved - row["credits"]
-                )
+                update(api_keys)
+                .where(api_keys.c.id == row["key_id"])
+                .values(period_reserved=api_keys.c.period_reserved - row["credits"])
             )
-            await conn.execute(
-                update(holds).where(holds.c.request_id == row["request_id"]).values(status="released")
-            )
+            await conn.execute(update(holds).where(holds.c.request_id == row["request_id"]).values(status="released"))
     if stale:
         log.warning("released %d holds of requests interrupted by a restart (not billed)", len(stale))
     return len(stale)

@@ -60,8 +60,7 @@ def _state(requests: Bucket | None, tokens: Bucket | None) -> LimitState:
 
 def _refuse(what: str, limit: int, wait: float, state: LimitState) -> RateLimited:
     error = RateLimited(
-        f"Rate limit reached for {what} per minute (limit {limit}) on this API key. "
-        f"Try again in {wait:.2f}s.",
+        f"Rate limit reached for {what} per minute (limit {limit}) on this API key. Try again in {wait:.2f}s.",
         retry_after=wait,
         code=f"rate_limit_{what}",
     )
@@ -90,7 +89,9 @@ class MemoryLimiter:
         requests = self._bucket(principal.key_id, "requests", rpm, now)
         tokens = self._bucket(principal.key_id, "tokens", tpm, now)
         if requests is not None and requests.level < 1:
-            raise _refuse("requests", int(requests.capacity), (1 - requests.level) / requests.rate, _state(requests, tokens))
+            raise _refuse(
+                "requests", int(requests.capacity), (1 - requests.level) / requests.rate, _state(requests, tokens)
+            )
         if tokens is not None and tokens.level <= 0:
             raise _refuse("tokens", int(tokens.capacity), (1 - tokens.level) / tokens.rate, _state(requests, tokens))
         if requests is not None:

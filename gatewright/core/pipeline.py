@@ -56,8 +56,7 @@ def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
         for i, message in enumerate(request.messages):
             if any(isinstance(p, ImagePart) for p in message.parts):
                 raise UnsupportedFeature(
-                    f"The model `{entry.id}` does not accept images (it has no vision); "
-                    "send text content only.",
+                    f"The model `{entry.id}` does not accept images (it has no vision); send text content only.",
                     param=f"messages[{i}].content",
                     code="image_input_not_supported",
                 )
@@ -139,9 +138,7 @@ class Gateway:
     router: Router
     platform: Platform | None = None
 
-    async def start(
-        self, request: CoreRequest, principal: Principal | None, request_id: str
-    ) -> Call:
+    async def start(self, request: CoreRequest, principal: Principal | None, request_id: str) -> Call:
         entry = self.catalog.resolve(request.model)
         if principal is not None and not principal.allows(CHAT_SCOPE):
             raise PermissionDenied(
@@ -162,9 +159,7 @@ class Gateway:
         if platform is not None and principal is not None:
             limits = await platform.limiter.acquire(principal, prompt_tokens)
             max_out = (request.sampling.max_tokens or entry.max_output) * request.n
-            credits = max(
-                worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry)
-            )
+            credits = max(worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry))
             hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
 
         ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
@@ -194,6 +189,7 @@ class Gateway:
 
 
 _ZERO = Cost(credits=0, usd=0.0)
+_background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks referenced
 
 
 async def _metered(
@@ -230,4 +226,6 @@ async def _metered(
             cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
             platform.ledger.settle(hold, usage, cost, status, entry.id)
             if usage.output_tokens and principal is not None:
-                asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
+                task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
+                _background.add(task)
+                task.add_done_callback(_background.discard)

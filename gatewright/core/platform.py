@@ -53,9 +53,7 @@ class Ledger(Protocol):
         """Hold ``credits`` or raise ``InsufficientCredits`` (balance or the key's spend limit)."""
         ...
 
-    def settle(
-        self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
-    ) -> asyncio.Future[int]:
+    def settle(self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str) -> asyncio.Future[int]:
         """Charge ``cost`` against ``hold`` and record the usage; resolves to the credits actually
         charged (never more than the account has). Safe to call without awaiting."""
         ...

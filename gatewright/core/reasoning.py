@@ -14,7 +14,7 @@ from gatewright.core.events import ChoiceEnd, Event, ReasoningDelta, TextDelta
 class TagSplitter:
     """Incremental splitter for one choice: feed text, get (is_reasoning, text) segments."""
 
-    __slots__ = ("open_tag", "close_tag", "inside", "_pending")
+    __slots__ = ("_pending", "close_tag", "inside", "open_tag")
 
     def __init__(self, open_tag: str, close_tag: str, inside: bool = False) -> None:
         self.open_tag = open_tag

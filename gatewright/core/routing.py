@@ -74,7 +74,8 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
-        return min(self.base_delay * 2**attempt, self.max_delay) * (0.5 + random.random() / 2)
+        delay: float = min(self.base_delay * 2**attempt, self.max_delay)
+        return delay * (0.5 + random.random() / 2)
 
 
 @dataclass
@@ -135,9 +136,7 @@ class Router:
             raise last_error
         raise UpstreamUnavailable(f"no deployment of `{entry.id}` is available")
 
-    async def _attempts(
-        self, deployment: Deployment, request: CoreRequest, ctx: CallContext
-    ) -> AsyncIterator[Event]:
+    async def _attempts(self, deployment: Deployment, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         backend = self.backend_for(deployment)
         breaker = self._breaker(deployment)
         attempt = 0
@@ -150,7 +149,7 @@ class Router:
                 breaker.record_success()
                 return _empty()
             except GatewrightError as error:
-                await stream.aclose()
+                await stream.aclose()  # type: ignore[attr-defined]
                 if not is_retryable(error):
                     raise
                 breaker.record_failure(time.monotonic())
@@ -160,7 +159,7 @@ class Router:
                 attempt += 1
                 continue
             except Exception as error:  # a backend bug must not look like a client error
-                await stream.aclose()
+                await stream.aclose()  # type: ignore[attr-defined]
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
             return _prepend(first, stream)

@@ -92,8 +92,16 @@ def _features(entry: object) -> list[str]:
     # The reference's feature strings (003 L34500-34516), derived from capabilities.
     caps = entry.capabilities  # type: ignore[attr-defined]
     base = "openai/chat-completion"
-    features = [base, f"{base}.stream", f"{base}.message.system", f"{base}.message.developer",
-                f"{base}.message.assistant", f"{base}.max-completion-tokens", f"{base}.stop", f"{base}.seed"]
+    features = [
+        base,
+        f"{base}.stream",
+        f"{base}.message.system",
+        f"{base}.message.developer",
+        f"{base}.message.assistant",
+        f"{base}.max-completion-tokens",
+        f"{base}.stop",
+        f"{base}.seed",
+    ]
     if caps.tools:
         features.append(f"{base}.function")
     if caps.reasoning:

@@ -53,9 +53,7 @@ class RefusalContent(Wire):
     refusal: str
 
 
-UserPart = Annotated[
-    TextContent | ImageContent | AudioContent | FileContent, Field(discriminator="type")
-]
+UserPart = Annotated[TextContent | ImageContent | AudioContent | FileContent, Field(discriminator="type")]
 AssistantPart = Annotated[TextContent | RefusalContent, Field(discriminator="type")]
 
 
@@ -152,9 +150,7 @@ class JsonSchemaResponseFormat(Wire):
     json_schema: JsonSchemaFormat
 
 
-ResponseFormat = Annotated[
-    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
-]
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")]
 
 
 class StreamOptions(Wire):

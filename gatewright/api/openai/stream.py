@@ -23,7 +23,7 @@ from gatewright.core.events import (
 
 
 class ChunkRenderer:
-    __slots__ = ("_base", "_include_usage", "_started", "_held")
+    __slots__ = ("_base", "_held", "_include_usage", "_started")
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self._base: dict[str, Any] = {
@@ -56,7 +56,9 @@ class ChunkRenderer:
         choice = getattr(event, "choice", None)
         if choice is not None and choice not in self._started:
             self._started.add(choice)
-            frames.append(data_frame(self._chunk([self._choice(choice, {"role": "assistant", "content": "", "refusal": None})])))
+            frames.append(
+                data_frame(self._chunk([self._choice(choice, {"role": "assistant", "content": "", "refusal": None})]))
+            )
         match event:
             case TextDelta(choice=i, text=text, logprobs=lps):
                 lp = logprobs_dict(lps) if lps is not None else None

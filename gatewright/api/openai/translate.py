@@ -143,9 +143,7 @@ def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoi
             )
         return tools, ToolChoice("named", choice.function.name)
     if choice != "none" and not tools:
-        raise InvalidRequest(
-            f"Invalid 'tool_choice': '{choice}' needs 'tools' to be specified.", param="tool_choice"
-        )
+        raise InvalidRequest(f"Invalid 'tool_choice': '{choice}' needs 'tools' to be specified.", param="tool_choice")
     return tools, ToolChoice(choice)
 
 
@@ -183,13 +181,9 @@ def _reasoning(req: w.ChatCompletionRequest) -> Reasoning | None:
 
 def to_core(req: w.ChatCompletionRequest) -> CoreRequest:
     if req.stream_options is not None and not req.stream:
-        raise InvalidRequest(
-            "Invalid 'stream_options': only allowed when 'stream' is true.", param="stream_options"
-        )
+        raise InvalidRequest("Invalid 'stream_options': only allowed when 'stream' is true.", param="stream_options")
     if req.top_logprobs is not None and not req.logprobs:
-        raise InvalidRequest(
-            "Invalid 'top_logprobs': 'logprobs' must be true to use it.", param="top_logprobs"
-        )
+        raise InvalidRequest("Invalid 'top_logprobs': 'logprobs' must be true to use it.", param="top_logprobs")
     tools, tool_choice = _tools(req)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     return CoreRequest(
@@ -240,9 +234,7 @@ def logprobs_dict(items: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[
                 "token": lp.token,
                 "logprob": lp.logprob,
                 "bytes": list(lp.bytes),
-                "top_logprobs": [
-                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top
-                ],
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top],
             }
             for lp in items
         ],

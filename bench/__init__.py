@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): gateway overhead against LiteLLM, engine against raw llama.cpp."""

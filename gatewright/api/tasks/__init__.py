@@ -1,0 +1,1 @@
+"""The task API: ``POST /v1`` and ``/v1/tasks`` with ``taskType: textInference``."""

