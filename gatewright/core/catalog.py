@@ -93,6 +93,8 @@ class ModelEntry(_Strict):
     defaults: SamplingDefaults = SamplingDefaults()
     # Models that think inside tags in their text: split into reasoning by this pair.
     reasoning_tags: tuple[str, str] | None = None
+    # True for templates that open the reasoning block in the prompt (output starts inside it).
+    reasoning_starts_inside: bool = False
     fallbacks: tuple[str, ...] = ()
     routing: Literal["weighted", "least-busy"] = "weighted"
     deployments: tuple[Deployment, ...] = ()

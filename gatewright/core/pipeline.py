@@ -171,7 +171,7 @@ class Gateway:
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
-            events = split_reasoning(events, opened.entry.reasoning_tags)
+            events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         metered = _metered(events, ctx, opened.entry, platform, principal, hold)
         return Call(
             request_id=request_id,

@@ -1,14 +1,17 @@
 """Split reasoning a model writes inside tags (``<think>…</think>``) out of its text.
 
 Works on the event stream, so tags cut across chunks are handled: text that might be the start of
-a tag is held back until the next chunk decides it.
+a tag is held back until the next chunk decides it. A backend that cannot tell reasoning tokens
+from the rest gets them estimated from the split (output tokens in proportion to characters),
+and the usage is then marked ``estimated``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
-from gatewright.core.events import ChoiceEnd, Event, ReasoningDelta, TextDelta
+from gatewright.core.events import ChoiceEnd, Event, ReasoningDelta, TextDelta, UsageReport
 
 
 class TagSplitter:
@@ -55,7 +58,7 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-def _emit(choice: int, segments: list[tuple[bool, str]]) -> list[Event]:
+def _emit(choice: int, segments: list[tuple[bool, str]]) -> list[TextDelta | ReasoningDelta]:
     return [ReasoningDelta(choice, t) if r else TextDelta(choice, t) for r, t in segments if t]
 
 
@@ -63,6 +66,7 @@ async def split_reasoning(
     events: AsyncIterator[Event], tags: tuple[str, str], starts_inside: bool = False
 ) -> AsyncIterator[Event]:
     splitters: dict[int, TagSplitter] = {}
+    chars = [0, 0]  # reasoning, text
     try:
         async for event in events:
             if isinstance(event, TextDelta):
@@ -70,11 +74,17 @@ async def split_reasoning(
                 if splitter is None:
                     splitter = splitters[event.choice] = TagSplitter(*tags, inside=starts_inside)
                 for out in _emit(event.choice, splitter.feed(event.text)):
+                    chars[isinstance(out, TextDelta)] += len(out.text)
                     yield out
                 continue
             if isinstance(event, ChoiceEnd) and event.choice in splitters:
                 for out in _emit(event.choice, splitters[event.choice].flush()):
+                    chars[isinstance(out, TextDelta)] += len(out.text)
                     yield out
+            if isinstance(event, UsageReport) and not event.usage.reasoning_tokens and chars[0]:
+                share = chars[0] / (chars[0] + chars[1])
+                usage = replace(event.usage, reasoning_tokens=round(event.usage.output_tokens * share), estimated=True)
+                event = UsageReport(usage, event.cost)
             yield event
     finally:
         await events.aclose()  # type: ignore[attr-defined]
