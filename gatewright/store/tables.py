@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -129,6 +130,10 @@ tasks = Table(
     Column("webhook_url", Text, nullable=True),
     Column("webhook_attempts", JSON, nullable=False, default=list),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),  # also the owner's heartbeat
+    # Migration 0002: who runs the task, how many runs it has had, whether webhooks are owed.
+    Column("owner", String(64), nullable=True),
+    Column("attempt", Integer, nullable=False, default=0, server_default="0"),
+    Column("webhook_pending", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_tasks_status", "status"),
 )
