@@ -68,12 +68,21 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+def _is_field(loc: tuple[int | str, ...], at: int) -> bool:
+    part = loc[at]
+    if at == 0 or loc[at - 1] == part:
+        # A body's top-level key is always a field; so is a name right after the same name used
+        # as a union tag (``{"type": "text", "text": …}`` → ``…, 'text', 'text'``).
+        return True
+    return not (part in _NOT_FIELDS or "[" in str(part) or "-" in str(part))
+
+
 def param_of(loc: tuple[int | str, ...]) -> str | None:
     out = ""
-    for part in loc:
+    for at, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _NOT_FIELDS or "[" in part or "-" in part:
+        elif not _is_field(loc, at):
             continue
         else:
             out += f".{part}" if out else part
