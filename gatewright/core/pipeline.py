@@ -9,6 +9,7 @@ Dialects call ``Gateway.start`` and render what it returns; they never see a bac
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from gatewright.core.events import Event, UsageReport
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.routing import Router
-from gatewright.core.types import CoreRequest, Cost, ImagePart, Usage
+from gatewright.core.types import CoreRequest, Cost, ImagePart, Sampling, Usage
 
 log = logging.getLogger("gatewright.pipeline")
 
@@ -89,25 +90,10 @@ def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     return request
 
 
-def apply_defaults(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
-    sampling = request.sampling
-    defaults = entry.defaults
-    if (
-        (sampling.temperature is None and defaults.temperature is not None)
-        or (sampling.top_p is None and defaults.top_p is not None)
-        or (sampling.top_k is None and defaults.top_k is not None)
-    ):
-        sampling = replace(
-            sampling,
-            temperature=sampling.temperature if sampling.temperature is not None else defaults.temperature,
-            top_p=sampling.top_p if sampling.top_p is not None else defaults.top_p,
-            top_k=sampling.top_k if sampling.top_k is not None else defaults.top_k,
-        )
-    return replace(request, sampling=sampling, model=entry.id)
-
-
-def fit_context(entry: ModelEntry, request: CoreRequest, prompt_tokens: int) -> CoreRequest:
-    """Check the prompt against the window and settle on the output budget."""
+def prepare(entry: ModelEntry, request: CoreRequest, prompt_tokens: int) -> CoreRequest:
+    """The request as the backend gets it: canonical model id, the model's sampling defaults for
+    knobs left unset, and an output budget that fits the context window (or an error saying why
+    it cannot). Builds at most one new object: this runs on every request."""
     window = entry.context_window
     room = window - prompt_tokens
     if room <= 0:
@@ -117,7 +103,8 @@ def fit_context(entry: ModelEntry, request: CoreRequest, prompt_tokens: int) -> 
             param="messages",
             code="context_length_exceeded",
         )
-    asked = request.sampling.max_tokens
+    s = request.sampling
+    asked = s.max_tokens
     if asked is not None and asked > room:
         raise ContextWindowExceeded(
             f"This model's maximum context length is {window} tokens. However, you requested "
@@ -127,9 +114,23 @@ def fit_context(entry: ModelEntry, request: CoreRequest, prompt_tokens: int) -> 
             code="context_length_exceeded",
         )
     budget = min(asked if asked is not None else entry.max_output, entry.max_output, room)
-    if budget == asked:
-        return request
-    return replace(request, sampling=replace(request.sampling, max_tokens=budget))
+    d = entry.defaults
+    sampling = Sampling(
+        temperature=s.temperature if s.temperature is not None else d.temperature,
+        top_p=s.top_p if s.top_p is not None else d.top_p,
+        top_k=s.top_k if s.top_k is not None else d.top_k,
+        frequency_penalty=s.frequency_penalty,
+        presence_penalty=s.presence_penalty,
+        seed=s.seed,
+        max_tokens=budget,
+        stop=s.stop,
+    )
+    # A shallow copy with two fields swapped: cheaper than dataclasses.replace, and it keeps
+    # every other field whatever CoreRequest grows to carry.
+    prepared = copy.copy(request)
+    object.__setattr__(prepared, "model", entry.id)
+    object.__setattr__(prepared, "sampling", sampling)
+    return prepared
 
 
 @dataclass
@@ -149,9 +150,8 @@ class Gateway:
         checked = check_capabilities(entry, request)
         if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":
             notes["x-gatewright-reasoning"] = "ignored: model does not reason"
-        request = apply_defaults(entry, checked)
-        prompt_tokens = await self.router.count_prompt_tokens(entry, request)
-        request = fit_context(entry, request, prompt_tokens)
+        prompt_tokens = await self.router.count_prompt_tokens(entry, checked)
+        request = prepare(entry, checked, prompt_tokens)
 
         limits: LimitState | None = None
         hold: Hold | None = None
@@ -185,7 +185,7 @@ class Gateway:
 
     async def count_tokens(self, request: CoreRequest) -> int:
         entry = self.catalog.resolve(request.model)
-        return await self.router.count_prompt_tokens(entry, apply_defaults(entry, request))
+        return await self.router.count_prompt_tokens(entry, request)
 
 
 _ZERO = Cost(credits=0, usd=0.0)
