@@ -18,7 +18,9 @@ from gatewright.core.keys import PREFIX_LENGTH, Authenticator, hash_key, new_key
 from gatewright.core.platform import KeyKind
 from gatewright.store.tables import accounts, api_keys, ledger, usage_records
 
-SCOPES = ("model:chat", "model:responses", "model:tasks", "billing:read")
+# What an API key may call. Billing is readable by every key of the account (the reference reads
+# the balance with an ordinary API key), so it needs no scope.
+SCOPES = ("model:chat", "model:responses", "model:tasks")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,12 @@ class Accounts:
         return account_id
 
     async def add_credits(self, account_id: int, credits: int, note: str = "top-up") -> int:
-        """Add (or, negative, remove) credits; returns the new balance. One ledger row."""
+        """Add (or, negative, remove) credits; returns the new balance. One ledger row.
+
+        Removal is limited to what requests in flight have not reserved, so their settlements
+        still find the credits they were promised."""
+        if credits == 0:
+            raise InvalidRequest("Invalid 'credits': must not be 0.", param="credits")
         now = utcnow()
         async with self.engine.begin() as conn:
             query = select(accounts.c.balance, accounts.c.reserved).where(accounts.c.id == account_id)
@@ -98,8 +105,13 @@ class Accounts:
             if row is None:
                 raise NotFound(f"No account {account_id}.")
             balance = row.balance + credits
-            if balance < 0:
-                raise InvalidRequest(f"Removing {-credits} credits would leave a negative balance ({row.balance}).")
+            if balance - row.reserved < 0:
+                available = row.balance - row.reserved
+                raise InvalidRequest(
+                    f"Cannot remove {-credits} credits: the account has {available} available "
+                    f"({row.balance} balance, {row.reserved} reserved by requests in flight).",
+                    param="credits",
+                )
             await conn.execute(
                 update(accounts).where(accounts.c.id == account_id).values(balance=balance, updated_at=now)
             )
@@ -199,8 +211,10 @@ class Accounts:
             _check_limit(limit)
             values["limit_retention"] = limit.retention if limit else None
             values["limit_threshold"] = usd_to_credits(limit.threshold_usd) if limit else None
-            values["period_start"] = None  # a new limit starts a new period
-            values["period_spent"] = 0
+            if values["limit_retention"] != row.limit_retention:
+                # A new period kind starts a new period; a new threshold keeps what was spent in it.
+                values["period_start"] = None
+                values["period_spent"] = 0
         if values:
             values["updated_at"] = utcnow()
             async with self.engine.begin() as conn:

@@ -1,0 +1,201 @@
+"""The ledger's decisions, without I/O: given the rows one group commit has locked, decide each
+reservation and settlement in order and collect the rows to write.
+
+Kept apart from the writer (``core.ledger``) so the money rules read in one place: a reservation
+needs the account's available credits (balance minus what is held) and room under the key's spend
+limit for its period; a settlement closes a hold exactly once and charges at most what the account
+has, so the balance never goes below zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gatewright.core.billing import credits_to_usd
+from gatewright.core.clock import aware, month_start, period_start
+from gatewright.core.errors import GatewrightError, InsufficientCredits
+from gatewright.core.platform import Hold, Principal, SettleStatus
+from gatewright.core.types import Cost, Usage
+
+PERIOD_NAMES = {"day": "per day", "week": "per week", "month": "per month", "no_reset": "in total"}
+
+
+def usd_text(credits: int) -> str:
+    """USD with every significant digit a credit has (1 credit = 0.0000005 USD), no trailing zeros."""
+    return f"{credits_to_usd(credits):.7f}".rstrip("0").rstrip(".")
+
+
+@dataclass(slots=True)
+class Reservation:
+    principal: Principal
+    credits: int
+    request_id: str
+    model: str
+
+
+@dataclass(slots=True)
+class Settlement:
+    hold: Hold
+    usage: Usage
+    cost: Cost
+    status: SettleStatus
+    model: str
+
+
+@dataclass(slots=True)
+class AccountRow:
+    balance: int
+    reserved: int
+    touched: bool = False
+
+
+@dataclass(slots=True)
+class KeyRow:
+    retention: str | None
+    threshold: int | None
+    period_start: datetime | None
+    period_spent: int
+    period_reserved: int
+    month_start: datetime | None
+    month_spent: int
+    touched: bool = False
+
+    def roll(self, now: datetime) -> None:
+        """Start a new spending period (and month) when ``now`` is past the current one."""
+        start = period_start(self.retention, now)
+        current = aware(self.period_start)
+        if current is None or current < start:
+            self.period_start, self.period_spent, self.touched = start, 0, True
+        month = month_start(now)
+        current_month = aware(self.month_start)
+        if current_month is None or current_month < month:
+            self.month_start, self.month_spent, self.touched = month, 0, True
+
+
+@dataclass
+class Locked:
+    """What one group commit read (and, on PostgreSQL, locked) before deciding."""
+
+    accounts: dict[int, AccountRow]
+    keys: dict[int, KeyRow]
+    holds: dict[str, dict[str, Any]]  # request_id → hold row
+
+
+@dataclass
+class Changes:
+    """Rows one group commit writes, collected while deciding each operation in order."""
+
+    now: datetime
+    owner: str
+    new_holds: list[dict[str, Any]] = field(default_factory=list)
+    closed_holds: list[dict[str, Any]] = field(default_factory=list)
+    ledger_rows: list[dict[str, Any]] = field(default_factory=list)
+    usage_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _hold_of(row: dict[str, Any], prefix: str) -> Hold:
+    return Hold(row["request_id"], row["account_id"], row["key_id"], prefix, int(row["credits"]), row["model"])
+
+
+def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | GatewrightError:
+    existing = locked.holds.get(op.request_id)
+    if existing is not None and existing["key_id"] == op.principal.key_id:
+        # An earlier attempt of this batch committed although its outcome was lost: same hold.
+        return _hold_of(existing, op.principal.prefix)
+    account = locked.accounts.get(op.principal.account_id)
+    key = locked.keys.get(op.principal.key_id)
+    if account is None or key is None:
+        return InsufficientCredits("This API key's account no longer exists.", code="account_missing")
+    key.roll(changes.now)
+    available = account.balance - account.reserved
+    if op.credits > available:
+        return InsufficientCredits(
+            f"Insufficient credits: this request may cost up to {op.credits} credits "
+            f"({usd_text(op.credits)} USD) and the account has {max(available, 0)} available. "
+            "Add credits, or lower max_tokens.",
+            code="insufficient_credits",
+        )
+    if key.threshold is not None and key.period_spent + key.period_reserved + op.credits > key.threshold:
+        left = max(key.threshold - key.period_spent - key.period_reserved, 0)
+        period = PERIOD_NAMES.get(key.retention or "", "per period")
+        return InsufficientCredits(
+            f"This API key's spending limit of {usd_text(key.threshold)} USD {period} leaves "
+            f"{usd_text(left)} USD; this request may cost up to {usd_text(op.credits)} USD. "
+            "Raise the key's limit, or lower max_tokens.",
+            code="key_limit_exceeded",
+        )
+    account.reserved += op.credits
+    account.touched = True
+    key.period_reserved += op.credits
+    key.touched = True
+    row = {
+        "request_id": op.request_id,
+        "account_id": op.principal.account_id,
+        "key_id": op.principal.key_id,
+        "credits": op.credits,
+        "model": op.model,
+        "status": "held",
+        "owner": changes.owner,
+        "created_at": changes.now,
+    }
+    changes.new_holds.append(row)
+    locked.holds[op.request_id] = row
+    return _hold_of(row, op.principal.prefix)
+
+
+def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
+    """Close the hold and charge; returns the credits charged (0 when it was already closed)."""
+    held = locked.holds.get(op.hold.request_id)
+    if held is None or held["status"] != "held":
+        return 0  # settled, released or never written: nothing more to charge
+    account = locked.accounts[held["account_id"]]
+    key = locked.keys[held["key_id"]]
+    key.roll(changes.now)
+    hold_credits = int(held["credits"])
+    # Never below zero: an upstream that counted more than estimated is charged what is left.
+    spendable = account.balance - (account.reserved - hold_credits)
+    charge = max(0, min(op.cost.credits, spendable))
+    account.reserved -= hold_credits
+    account.balance -= charge
+    account.touched = True
+    key.period_reserved -= hold_credits
+    key.period_spent += charge
+    key.month_spent += charge
+    key.touched = True
+    held["status"] = "settled"
+    changes.closed_holds.append({"rid": op.hold.request_id, "new_status": "settled"})
+    if charge:
+        changes.ledger_rows.append(
+            {
+                "account_id": held["account_id"],
+                "key_id": held["key_id"],
+                "request_id": op.hold.request_id,
+                "kind": "charge",
+                "credits": -charge,
+                "balance_after": account.balance,
+                "note": op.model,
+                "created_at": changes.now,
+            }
+        )
+    usage = op.usage
+    changes.usage_rows.append(
+        {
+            "request_id": op.hold.request_id,
+            "account_id": held["account_id"],
+            "key_id": held["key_id"],
+            "key_prefix": op.hold.key_prefix,
+            "model": op.model,
+            "input_tokens": usage.input_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "output_tokens": usage.output_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "credits": charge,
+            "usd": credits_to_usd(charge),
+            "status": op.status,
+            "estimated": usage.estimated,
+            "created_at": changes.now,
+        }
+    )
+    return charge

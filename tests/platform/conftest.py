@@ -1,0 +1,139 @@
+"""Fixtures of the platform tests: real PostgreSQL and Redis servers, stores on both databases,
+and real gateway processes serving the deterministic ``fake`` backend (billing is what is under
+test there, not generation)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatewright.core.accounts import Accounts
+from gatewright.core.keys import Authenticator
+from gatewright.store.db import create_engine, migrate
+from tests.support.procs import Gateway, running_gateway
+from tests.support.services import Postgres, Redis, ServiceUnavailable, in_ci, running_postgres, running_redis
+
+T = TypeVar("T")
+
+# Fake-model prices chosen so every credit amount is a whole number: 2 credits per prompt token,
+# 1 per cached prompt token, 4 per output token (1 USD = 2,000,000 credits).
+PRICES = {"input": 1.0, "cached_input": 0.5, "output": 2.0}
+IN_CREDITS, OUT_CREDITS = 2, 4
+
+FAKE_CATALOG = """
+default_model = "fake"
+
+[[models]]
+id = "fake"
+aliases = ["fake-alias"]
+context_window = 4096
+max_output = 64
+prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
+deployments = [{{ name = "fake", backend = "fake", max_retries = 0 }}]
+
+[[models]]
+id = "fake-slow"
+context_window = 4096
+max_output = 64
+prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
+deployments = [{{ name = "fake-slow", backend = "fake", max_retries = 0, options = {{ delay = 0.02 }} }}]
+
+[[models]]
+id = "fake-500"
+context_window = 4096
+max_output = 64
+prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
+deployments = [{{ name = "fake-500", backend = "fake", max_retries = 0, options = {{ fail_status = 500 }} }}]
+
+[[models]]
+id = "fake-midstream-error"
+context_window = 4096
+max_output = 64
+prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
+deployments = [{{ name = "fake-midstream-error", backend = "fake", max_retries = 0, options = {{ fail_after = 2 }} }}]
+""".format(**PRICES)
+
+# Generous per-key defaults so only the tests about rate limits ever meet one.
+UNLIMITED = {"GATEWRIGHT_DEFAULT_REQUESTS_PER_MINUTE": "1000000", "GATEWRIGHT_DEFAULT_TOKENS_PER_MINUTE": "100000000"}
+
+
+def worst_case(prompt_tokens: int, max_tokens: int) -> int:
+    return prompt_tokens * IN_CREDITS + max_tokens * OUT_CREDITS
+
+
+def fake_prompt_tokens(*texts: str) -> int:
+    # The fake backend counts one token per word plus 3 per message.
+    return sum(len(text.split()) + 3 for text in texts)
+
+
+def _enter(stack: ExitStack, manager: AbstractContextManager[T], what: str) -> T:
+    try:
+        return stack.enter_context(manager)
+    except ServiceUnavailable as error:
+        message = f"{what} is not available here, so its tests cannot run: {error}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with ExitStack() as stack:
+        yield _enter(stack, running_postgres(), "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Redis]:
+    with ExitStack() as stack:
+        yield _enter(stack, running_redis(), "redis-server")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store: a SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def accounts(engine: AsyncEngine) -> Accounts:
+    return Accounts(engine, Authenticator(engine, ttl=60.0))
+
+
+@pytest.fixture(scope="session")
+def fake_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("catalog") / "fake.toml"
+    path.write_text(FAKE_CATALOG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def platform_gateway(tmp_path_factory: pytest.TempPathFactory, fake_catalog: Path) -> Iterator[Gateway]:
+    """A real `gatewright serve` process with the platform on, a SQLite store, the fake models and
+    1 USD of starting credits."""
+    data_dir = tmp_path_factory.mktemp("platform-gateway")
+    env = {**UNLIMITED, "GATEWRIGHT_STARTING_CREDITS": "2000000"}
+    with running_gateway(data_dir, catalog=fake_catalog, env=env) as gw:
+        assert gw.api_key and gw.management_key, gw.log()
+        yield gw
+
+
+def sqlite_url(gateway: Gateway) -> str:
+    return f"sqlite+aiosqlite:///{gateway.data_dir / 'gatewright.db'}"

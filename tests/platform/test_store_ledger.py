@@ -1,0 +1,307 @@
+"""The group-commit ledger on a real store (SQLite and PostgreSQL): reserve, settle once, never
+below zero, key spend limits, stale holds, and concurrency with one and with two writers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatewright.core.accounts import Accounts, KeyLimit
+from gatewright.core.clock import utcnow
+from gatewright.core.errors import InsufficientCredits, InternalError
+from gatewright.core.keys import principal_of
+from gatewright.core.ledger import SqlLedger, release_stale_holds
+from gatewright.core.ledger_rules import AccountRow, Changes, Locked, Reservation, decide_reserve
+from gatewright.core.platform import Hold, Principal
+from gatewright.core.types import Cost, Usage
+from gatewright.store.db import create_engine
+from gatewright.store.tables import api_keys, holds
+from tests.platform.audit import assert_consistent, audit, wait_settled
+
+
+@pytest.fixture
+async def ledger(engine: AsyncEngine) -> AsyncIterator[SqlLedger]:
+    writer = SqlLedger(engine, owner="test")
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+
+
+async def _principal(accounts: Accounts, credits: int, limit: KeyLimit | None = None) -> Principal:
+    account_id = await accounts.create_account("acme", credits)
+    made = await accounts.create_key(account_id, "api", limit=limit)
+    return principal_of(made.row)
+
+
+def _cost(credits: int) -> Cost:
+    return Cost(credits, credits / 2_000_000)
+
+
+async def test_reserve_then_settle_moves_money_once(accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine) -> None:
+    who = await _principal(accounts, 1_000)
+    hold = await ledger.reserve(who, 300, "req-1", "fake")
+    account = await accounts.account(who.account_id)
+    assert (account.balance, account.reserved) == (1_000, 300)
+
+    usage = Usage(input_tokens=10, output_tokens=5, cached_tokens=4)
+    assert await ledger.settle(hold, usage, _cost(120), "ok", "fake") == 120
+    assert await ledger.settle(hold, usage, _cost(120), "ok", "fake") == 0  # a second settle is a no-op
+
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 1_000)
+    assert result.balance == 880 and result.charge_rows == {"req-1": 120}
+    record = result.usage["req-1"]
+    assert (record.input_tokens, record.output_tokens, record.cached_tokens, record.status) == (10, 5, 4, "ok")
+    assert record.key_prefix == who.prefix and record.model == "fake"
+    key = await accounts.key(who.prefix)
+    assert (key.period_spent, key.period_reserved, key.month_spent) == (120, 0, 120)
+
+
+async def test_free_or_failed_requests_write_usage_but_no_charge(
+    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+) -> None:
+    who = await _principal(accounts, 1_000)
+    failed = await ledger.reserve(who, 500, "failed", "fake")
+    assert await ledger.settle(failed, Usage(), _cost(0), "error", "fake") == 0
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 1_000)
+    assert result.balance == 1_000 and result.charge_rows == {}
+    assert result.usage["failed"].status == "error" and result.usage["failed"].credits == 0
+
+
+async def test_reserve_refuses_what_the_balance_cannot_cover(accounts: Accounts, ledger: SqlLedger) -> None:
+    who = await _principal(accounts, 1_000)
+    await ledger.reserve(who, 700, "a", "fake")
+    with pytest.raises(InsufficientCredits) as refused:
+        await ledger.reserve(who, 301, "b", "fake")  # 300 left once 700 are held
+    assert refused.value.code == "insufficient_credits" and "300 available" in refused.value.message
+    assert (await accounts.account(who.account_id)).reserved == 700
+
+
+async def test_key_spend_limit_counts_spent_and_held(accounts: Accounts, ledger: SqlLedger) -> None:
+    # 0.0005 USD = 1,000 credits per day for this key; the account has far more.
+    who = await _principal(accounts, 1_000_000, KeyLimit("day", 0.0005))
+    first = await ledger.reserve(who, 600, "a", "fake")
+    with pytest.raises(InsufficientCredits) as held_too_much:
+        await ledger.reserve(who, 401, "b", "fake")
+    assert held_too_much.value.code == "key_limit_exceeded"
+    await ledger.settle(first, Usage(output_tokens=1), _cost(550), "ok", "fake")
+    await ledger.reserve(who, 450, "c", "fake")  # 550 spent + 450 held = the limit exactly
+    with pytest.raises(InsufficientCredits) as spent_too_much:
+        await ledger.reserve(who, 1, "d", "fake")
+    assert "0.00 USD" not in spent_too_much.value.message and "per day" in spent_too_much.value.message
+
+
+async def test_key_spend_limit_resets_with_its_period(
+    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+) -> None:
+    who = await _principal(accounts, 1_000_000, KeyLimit("day", 0.0005))
+    hold = await ledger.reserve(who, 1_000, "a", "fake")
+    await ledger.settle(hold, Usage(output_tokens=1), _cost(1_000), "ok", "fake")
+    with pytest.raises(InsufficientCredits):
+        await ledger.reserve(who, 1, "b", "fake")
+    yesterday = utcnow() - timedelta(days=1, hours=1)
+    async with engine.begin() as conn:
+        await conn.execute(update(api_keys).where(api_keys.c.id == who.key_id).values(period_start=yesterday))
+    await ledger.reserve(who, 1_000, "c", "fake")  # a new day: the whole limit again
+    key = await accounts.key(who.prefix)
+    assert (key.period_spent, key.period_reserved, key.month_spent) == (0, 1_000, 1_000)
+
+
+async def test_no_reset_limit_never_rolls_over(accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine) -> None:
+    who = await _principal(accounts, 1_000_000, KeyLimit("no_reset", 0.0005))
+    hold = await ledger.reserve(who, 1_000, "a", "fake")
+    await ledger.settle(hold, Usage(output_tokens=1), _cost(1_000), "ok", "fake")
+    with pytest.raises(InsufficientCredits):
+        await ledger.reserve(who, 1, "b", "fake")
+
+
+async def test_charge_above_the_hold_is_capped_at_zero_balance(
+    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+) -> None:
+    # An upstream may report more tokens than the worst case estimated; the balance still stops at 0.
+    who = await _principal(accounts, 1_000)
+    other = await ledger.reserve(who, 400, "other", "fake")
+    hold = await ledger.reserve(who, 500, "big", "fake")
+    assert await ledger.settle(hold, Usage(output_tokens=99), _cost(5_000), "ok", "fake") == 600
+    assert await ledger.settle(other, Usage(output_tokens=1), _cost(400), "ok", "fake") == 400
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 1_000)
+    assert result.balance == 0
+
+
+async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine) -> None:
+    who = await _principal(accounts, 1_000)
+    old = await ledger.reserve(who, 300, "old", "fake")
+    await ledger.reserve(who, 200, "young", "fake")
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(holds).where(holds.c.request_id == "old").values(created_at=utcnow() - timedelta(hours=2))
+        )
+    assert await release_stale_holds(engine, timedelta(hours=1)) == 1
+    assert (await accounts.account(who.account_id)).reserved == 200
+    assert await ledger.settle(old, Usage(output_tokens=3), _cost(50), "ok", "fake") == 0  # released: never billed
+    assert await release_stale_holds(engine, None) == 1  # start-up of a single-node store: all of them
+    account = await accounts.account(who.account_id)
+    assert (account.balance, account.reserved) == (1_000, 0)
+    key = await accounts.key(who.prefix)
+    assert key.period_reserved == 0
+    async with engine.connect() as conn:
+        statuses = {r.request_id: r.status for r in await conn.execute(select(holds))}
+    assert statuses == {"old": "released", "young": "released"}
+
+
+async def test_a_caller_that_leaves_during_reserve_leaves_no_hold(accounts: Accounts, ledger: SqlLedger) -> None:
+    who = await _principal(accounts, 1_000)
+    task = asyncio.create_task(ledger.reserve(who, 300, "gone", "fake"))
+    await asyncio.sleep(0)  # queued, not yet written
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):  # the orphaned hold is released by the writer right after it commits
+        account = await accounts.account(who.account_id)
+        if account.reserved == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (account.balance, account.reserved) == (1_000, 0)
+
+
+async def _spend(ledger: SqlLedger, who: Principal, request_id: str, rng: random.Random) -> tuple[str, int]:
+    """One request's money: reserve a worst case, then settle at most that (or fail: nothing)."""
+    worst = rng.randint(10, 200)
+    try:
+        hold = await ledger.reserve(who, worst, request_id, "fake")
+    except InsufficientCredits:
+        return "refused", 0
+    await asyncio.sleep(rng.random() / 100)
+    if rng.random() < 0.1:
+        return "failed", await ledger.settle(hold, Usage(), _cost(0), "error", "fake")
+    actual = rng.randint(1, worst)
+    return "ok", await ledger.settle(hold, Usage(input_tokens=1, output_tokens=actual), _cost(actual), "ok", "fake")
+
+
+async def test_concurrent_requests_against_a_small_balance(
+    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+) -> None:
+    start = 20_000  # enough for roughly a fifth of the 600 worst cases at once
+    who = await _principal(accounts, start)
+    rng = random.Random(3)
+    commits = 0
+
+    def count(_: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(engine.sync_engine, "commit", count)
+    try:
+        outcomes = await asyncio.gather(*(_spend(ledger, who, f"r{i}", rng) for i in range(600)))
+    finally:
+        event.remove(engine.sync_engine, "commit", count)
+    kinds = [kind for kind, _ in outcomes]
+    assert kinds.count("refused") > 0 and kinds.count("ok") > 0, kinds
+    assert commits < len(outcomes), "reservations and settlements share group commits"
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, start)
+    assert result.charges == sum(charged for _, charged in outcomes)
+    assert len(result.usage) == len(outcomes) - kinds.count("refused")
+
+
+async def test_three_writers_on_one_store_keep_the_books(
+    store_url: str, accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+) -> None:
+    # Three gateway replicas (separate engines and writer tasks, one database) spending from four
+    # accounts at once: batches overlap on the same rows in every order.
+    start = 8_000
+    payers = [await _principal(accounts, start) for _ in range(4)]
+    others = [create_engine(store_url) for _ in range(2)]
+    writers = [ledger, *(SqlLedger(e, owner=f"replica-{i}") for i, e in enumerate(others))]
+    for writer in writers[1:]:
+        await writer.start()
+    rng = random.Random(5)
+    try:
+        outcomes = await asyncio.gather(
+            *(_spend(writers[i % 3], payers[rng.randrange(4)], f"r{i}", rng) for i in range(600)),
+        )
+    finally:
+        for writer in writers[1:]:
+            await writer.close()
+        for other in others:
+            await other.dispose()
+    charged = 0
+    for payer in payers:
+        result = await audit(engine, payer.account_id)
+        assert_consistent(result, start)
+        charged += result.charges
+    assert charged == sum(credits for _, credits in outcomes)
+    assert {kind for kind, _ in outcomes} >= {"ok", "refused"}
+
+
+class _Outage:
+    """Fault injection: statements touching ``table`` fail while ``failures`` is above zero."""
+
+    def __init__(self, engine: AsyncEngine, table: str, failures: int) -> None:
+        self.table, self.failures, self.engine = table, failures, engine
+        event.listen(engine.sync_engine, "before_cursor_execute", self._maybe_fail)
+
+    def _maybe_fail(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if self.failures > 0 and f"INSERT INTO {self.table}" in statement:
+            self.failures -= 1
+            raise ConnectionResetError("injected: connection to the store lost")
+
+    def end(self) -> None:
+        self.failures = 0
+        if event.contains(self.engine.sync_engine, "before_cursor_execute", self._maybe_fail):
+            event.remove(self.engine.sync_engine, "before_cursor_execute", self._maybe_fail)
+
+
+async def test_a_failed_batch_is_retried_and_applied_once(accounts: Accounts, engine: AsyncEngine) -> None:
+    who = await _principal(accounts, 1_000)
+    writer = SqlLedger(engine, owner="test", retry_delays=(0.01, 0.01, 0.01))
+    await writer.start()
+    outage = _Outage(engine, "usage_records", failures=2)
+    try:
+        hold = await writer.reserve(who, 100, "req", "fake")
+        assert await writer.settle(hold, Usage(output_tokens=2), _cost(80), "ok", "fake") == 80
+    finally:
+        outage.end()
+        await writer.close()
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 1_000)
+    assert result.charge_rows == {"req": 80}
+
+
+async def test_a_settlement_outlives_a_long_outage(accounts: Accounts, engine: AsyncEngine) -> None:
+    who = await _principal(accounts, 1_000)
+    writer = SqlLedger(engine, owner="test", retry_delays=(0.01,), background_retry=0.05)
+    await writer.start()
+    outage = _Outage(engine, "usage_records", failures=10**6)
+    try:
+        hold = await writer.reserve(who, 100, "req", "fake")
+        with pytest.raises(InternalError):
+            await writer.settle(hold, Usage(output_tokens=2), _cost(80), "ok", "fake")
+        assert (await accounts.account(who.account_id)).reserved == 100  # not written yet
+        outage.end()
+        result = await wait_settled(engine, who.account_id, within=10)
+    finally:
+        outage.end()
+        await writer.close()
+    assert_consistent(result, 1_000)
+    assert result.charge_rows == {"req": 80}
+
+
+def test_a_reservation_retried_after_a_lost_commit_returns_the_same_hold() -> None:
+    who = Principal(account_id=1, key_id=7, prefix="abcd1234", kind="api", scopes=frozenset())
+    existing = {"request_id": "req", "account_id": 1, "key_id": 7, "credits": 50, "model": "fake", "status": "held"}
+    locked = Locked(accounts={1: AccountRow(1_000, 50)}, keys={}, holds={"req": existing})
+    changes = Changes(now=utcnow(), owner="test")
+    hold = decide_reserve(Reservation(who, 50, "req", "fake"), locked, changes)
+    assert hold == Hold("req", 1, 7, "abcd1234", 50, "fake")
+    assert changes.new_holds == [] and locked.accounts[1].reserved == 50  # nothing held twice
