@@ -17,7 +17,7 @@ from gatewright.api.http import JSONResponse, RequestIdMiddleware
 from gatewright.api.openai.routes import routes as openai_routes
 from gatewright.api.platform.routes import routes as platform_routes
 from gatewright.api.tasks.routes import routes as task_routes
-from gatewright.backends.registry import BackendEnv, build_backends
+from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
 from gatewright.core.backend import Backend
 from gatewright.core.catalog import Catalog, load_catalog
 from gatewright.core.pipeline import Gateway
@@ -41,7 +41,7 @@ def create_app(
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
     settings = settings or Settings()
-    catalog = catalog or load_catalog(settings.catalog)
+    catalog = catalog or load_catalog(settings.catalog, REQUIRED_FIELDS)
     backends: dict[str, Backend] = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
     router = Router(catalog, backends)
     gateway = Gateway(catalog, router)

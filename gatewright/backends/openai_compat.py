@@ -15,13 +15,13 @@ import orjson
 
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
-    bearer_headers,
     client_for,
+    close_clients,
     estimate_prompt,
-    estimate_tokens,
     mapped_errors,
     sse_data,
     status_error,
+    stream_error,
 )
 from gatewright.backends.usage import openai_usage
 from gatewright.core.backend import CallContext
@@ -181,24 +181,38 @@ def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
 
 
 class _Reframer:
-    """Turns OpenAI message deltas (streamed or whole) into neutral events."""
+    """Turns OpenAI message deltas (streamed or whole) into neutral events.
+
+    Whatever the upstream repeats on later fragments of a tool call (``llama_cpp.server`` resends
+    id, type and name every time), the caller sees one ``ToolCallStart`` per call, with a dense
+    index, then argument fragments only.
+    """
+
+    __slots__ = ("calls", "chars", "ctx", "ended", "pieces", "seen")
 
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
         self.calls: dict[tuple[int, int], int] = {}  # (choice, upstream index) → our dense index
         self.ended: set[int] = set()
+        self.seen: set[int] = set()
+        self.chars = 0  # generated characters, for an estimate when the upstream reports no usage
+        self.pieces = 0  # deltas with content: at least one token each
 
     def delta(self, choice: int, delta: dict[str, Any], logprobs: Any = None) -> list[Event]:
         events: list[Event] = []
+        self.seen.add(choice)
         for field in REASONING_FIELDS:
             reasoning = delta.get(field)
             if isinstance(reasoning, str) and reasoning:
                 events.append(ReasoningDelta(choice, reasoning))
+                self.chars += len(reasoning)
                 break
         content = delta.get("content")
-        lps = _logprobs(logprobs)
+        lps = _logprobs(logprobs) if logprobs else None
         if (isinstance(content, str) and content) or lps:
-            events.append(TextDelta(choice, content or "", lps))
+            text = content if isinstance(content, str) else ""
+            events.append(TextDelta(choice, text, lps))
+            self.chars += len(text)
         for position, call in enumerate(delta.get("tool_calls") or ()):
             upstream_index = call.get("index", position)
             function = call.get("function") or {}
@@ -211,7 +225,10 @@ class _Reframer:
                 arguments = orjson.dumps(arguments).decode()
             if arguments:
                 events.append(ToolCallDelta(choice, self.calls[key], arguments))
-        self.ctx.usage.output_tokens += sum(1 for e in events if not isinstance(e, ToolCallStart))
+                self.chars += len(arguments)
+        if events:
+            self.pieces += 1
+            self.ctx.usage.output_tokens += 1
         return events
 
     def finish(self, choice: int, reason: str | None) -> list[Event]:
@@ -222,6 +239,10 @@ class _Reframer:
         if any(c == choice for c, _ in self.calls) and mapped == "stop":
             mapped = "tool_calls"
         return [ChoiceEnd(choice, mapped)]
+
+    def estimate(self) -> int:
+        # Every content delta holds at least one token; ~4 characters a token otherwise.
+        return max(self.pieces, (self.chars + 3) // 4)
 
 
 class OpenAICompatBackend:
@@ -237,6 +258,9 @@ class OpenAICompatBackend:
             raise ValueError(
                 f"deployment {deployment.name}: reasoning_style must be one of {', '.join(REASONING_STYLES)}"
             )
+        self.headers = {"content-type": "application/json", **deployment.headers}
+        if deployment.api_key:
+            self.headers["authorization"] = f"Bearer {deployment.api_key}"
         self._in_flight = 0
 
     @property
@@ -247,8 +271,6 @@ class OpenAICompatBackend:
         return None
 
     async def close(self) -> None:
-        from gatewright.backends.upstream import close_clients
-
         await close_clients()
 
     async def count_prompt_tokens(self, request: CoreRequest) -> int:
@@ -257,21 +279,21 @@ class OpenAICompatBackend:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         body = orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
         client = client_for(self.deployment)
-        headers = bearer_headers(self.deployment)
         ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):
                 if not request.stream:
-                    response = await client.post(self.url, content=body, headers=headers)
+                    response = await client.post(self.url, content=body, headers=self.headers)
                     if response.status_code >= 400:
-                        raise status_error(self.deployment, response, response.content)
+                        raise status_error(self.deployment, response.status_code, response.headers, response.content)
                     for event in self._whole(response.content, ctx):
                         yield event
                     return
-                async with client.stream("POST", self.url, content=body, headers=headers) as response:
+                async with client.stream("POST", self.url, content=body, headers=self.headers) as response:
                     if response.status_code >= 400:
-                        raise status_error(self.deployment, response, await response.aread())
+                        body = await response.aread()
+                        raise status_error(self.deployment, response.status_code, response.headers, body)
                     async for event in self._streamed(response, ctx):
                         yield event
         finally:
@@ -282,28 +304,33 @@ class OpenAICompatBackend:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"upstream {self.deployment.name} sent a body that is not JSON") from None
+        if isinstance(data, dict) and "error" in data:
+            raise stream_error(self.deployment, data)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise UpstreamError(f"upstream {self.deployment.name} sent an answer without choices")
         framer = _Reframer(ctx)
         events: list[Event] = []
-        for choice in data.get("choices") or ():
+        for choice in data["choices"]:
             index = int(choice.get("index", 0))
             events.extend(framer.delta(index, choice.get("message") or {}, choice.get("logprobs")))
             events.extend(framer.finish(index, choice.get("finish_reason")))
-        events.append(UsageReport(self._usage(data.get("usage"), ctx, events)))
+        events.append(UsageReport(self._usage(data.get("usage"), ctx, framer)))
         return events
 
     async def _streamed(self, response: Any, ctx: CallContext) -> AsyncIterator[Event]:
         framer = _Reframer(ctx)
         reported: dict[str, Any] | None = None
-        produced: list[Event] = []
+        done = False
         async for _, data in sse_data(response):
-            if data == b"[DONE]":
+            if data == "[DONE]":
+                done = True
                 break
             try:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
             if "error" in chunk and not chunk.get("choices"):
-                raise UpstreamError(f"upstream {self.deployment.name} failed mid-stream: {chunk['error']}")
+                raise stream_error(self.deployment, chunk)
             if chunk.get("usage"):
                 reported = chunk["usage"]
             for choice in chunk.get("choices") or ():
@@ -311,19 +338,20 @@ class OpenAICompatBackend:
                 events = framer.delta(index, choice.get("delta") or {}, choice.get("logprobs"))
                 if choice.get("finish_reason"):
                     events.extend(framer.finish(index, choice["finish_reason"]))
-                produced.extend(e for e in events if isinstance(e, (TextDelta, ReasoningDelta, ToolCallDelta)))
                 for event in events:
                     yield event
-        for choice in {getattr(e, "choice", 0) for e in produced} - framer.ended:
+        if not done and not framer.ended:
+            # The connection closed cleanly but the answer never finished: do not pass it off as whole.
+            raise UpstreamError(f"upstream {self.deployment.name} ended its stream before the answer finished")
+        for choice in sorted(framer.seen - framer.ended) or ([] if framer.ended else [0]):
             for event in framer.finish(choice, "stop"):
                 yield event
-        yield UsageReport(self._usage(reported, ctx, produced))
+        yield UsageReport(self._usage(reported, ctx, framer))
 
-    def _usage(self, reported: dict[str, Any] | None, ctx: CallContext, events: list[Event]) -> Usage:
+    def _usage(self, reported: dict[str, Any] | None, ctx: CallContext, framer: _Reframer) -> Usage:
         usage = openai_usage(reported)
         if usage is None:
-            # The upstream reported nothing (llama_cpp.server streaming): bill our estimate.
-            text = "".join(getattr(e, "text", "") or getattr(e, "arguments", "") for e in events)
-            usage = Usage(input_tokens=ctx.usage.input_tokens, output_tokens=estimate_tokens(text), estimated=True)
+            # The upstream reported nothing (llama_cpp.server streaming): bill our estimate, marked.
+            usage = Usage(input_tokens=ctx.usage.input_tokens, output_tokens=framer.estimate(), estimated=True)
         ctx.usage = usage
         return usage

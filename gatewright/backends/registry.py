@@ -26,6 +26,15 @@ BACKENDS: dict[str, str] = {
 }
 
 
+# The deployment fields each backend cannot work without: checked when the catalog is loaded.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "llamacpp": ("path",),
+    "openai": ("base_url",),
+    "anthropic": ("base_url",),
+    "fake": (),
+}
+
+
 def backend_class(name: str) -> type:
     target = BACKENDS.get(name)
     if target is None:

@@ -18,6 +18,15 @@ from gatewright.core.types import CoreRequest
 
 _CLIENTS: dict[tuple[str, float, float], httpx.AsyncClient] = {}
 
+# An upstream's error ``code`` (or ``type``) that means a specific caller error: rendered as ours.
+UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
+    "context_length_exceeded": errors.ContextWindowExceeded,
+    "model_context_window_exceeded": errors.ContextWindowExceeded,
+}
+
+# Upstream statuses that mean the request itself is wrong: the caller gets a 400 with the message.
+CALLER_STATUSES = frozenset({400, 413, 422})
+
 
 def client_for(deployment: Deployment) -> httpx.AsyncClient:
     """One pooled client per (base URL, timeouts), shared by deployments that agree on them."""
@@ -39,41 +48,58 @@ async def close_clients() -> None:
         await client.aclose()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after-ms")
+def retry_after(headers: httpx.Headers) -> float | None:
+    """``retry-after-ms``, else ``retry-after`` in seconds or as an HTTP date."""
+    value = headers.get("retry-after-ms")
     if value:
         with contextlib.suppress(ValueError):
-            return float(value) / 1000
-    value = response.headers.get("retry-after")
+            return max(float(value) / 1000, 0.0)
+    value = headers.get("retry-after")
     if not value:
         return None
     with contextlib.suppress(ValueError):
-        return float(value)
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+        return max(float(value), 0.0)
+    with contextlib.suppress(TypeError, ValueError):
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(parsed.timestamp() - time.time(), 0.0)
+    return None
 
 
-def _message_of(body: bytes) -> str:
-    with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
+def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, param, code) of an upstream error body: OpenAI's, Anthropic's, or plain text."""
+    with contextlib.suppress(orjson.JSONDecodeError, TypeError):
         data = orjson.loads(body)
         error = data.get("error", data) if isinstance(data, dict) else data
         if isinstance(error, dict):
-            return str(error.get("message") or error.get("detail") or error)
-        return str(error)
-    return body.decode("utf-8", "replace")[:500] or "no body"
+            message = error.get("message") or error.get("detail") or orjson.dumps(error).decode()
+            param, code = error.get("param"), error.get("code") or error.get("type")
+            return str(message), param if isinstance(param, str) else None, code if isinstance(code, str) else None
+        return str(error), None, None
+    return body.decode("utf-8", "replace")[:500] or "no body", None, None
 
 
-def status_error(deployment: Deployment, response: httpx.Response, body: bytes) -> errors.GatewrightError:
+def status_error(deployment: Deployment, status: int, headers: httpx.Headers, body: bytes) -> errors.GatewrightError:
     """An upstream's error answer, as the error our caller should see (message preserved)."""
-    status = response.status_code
-    message = f"upstream {deployment.name} answered {status}: {_message_of(body)}"
-    if status in (400, 413, 422):
-        return errors.InvalidRequest(message, code="upstream_rejected_request")
+    message, param, code = error_fields(body)
+    text = f"upstream {deployment.name} answered {status}: {message}"
+    if status in CALLER_STATUSES:
+        cls = UPSTREAM_CODES.get(code or "", errors.InvalidRequest)
+        return cls(text, param=param, code=code or "upstream_rejected_request")
+    wait = retry_after(headers)
     if status == 429:
         return errors.UpstreamError(
-            message, status=429, upstream_status=429, retry_after=_retry_after(response), code="upstream_rate_limited"
+            text, status=429, upstream_status=429, retry_after=wait, code="upstream_rate_limited"
         )
-    return errors.UpstreamError(message, status=502, upstream_status=status, retry_after=_retry_after(response))
+    # The gateway's own credentials or configuration failed upstream: not the caller's doing.
+    return errors.UpstreamError(text, status=502, upstream_status=status, retry_after=wait, code=code)
+
+
+def stream_error(deployment: Deployment, payload: Any, status: int = 502) -> errors.UpstreamError:
+    """An error an upstream sent inside its stream (``{"error": ...}`` or the error object itself)."""
+    message, _, code = error_fields(orjson.dumps(payload))
+    return errors.UpstreamError(
+        f"upstream {deployment.name} failed mid-stream: {message}", upstream_status=status, code=code
+    )
 
 
 @contextlib.contextmanager
@@ -83,24 +109,24 @@ def mapped_errors(deployment: Deployment) -> Iterator[None]:
         yield
     except httpx.TimeoutException as error:
         raise errors.UpstreamTimeout(
-            f"upstream {deployment.name} timed out ({type(error).__name__})", upstream_status=504
+            f"upstream {deployment.name} timed out after {deployment.timeout:g}s ({type(error).__name__})",
+            upstream_status=504,
         ) from None
-    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
+    except httpx.TransportError as error:
         raise errors.UpstreamUnavailable(
             f"upstream {deployment.name} unreachable or dropped the connection ({type(error).__name__})",
             upstream_status=503,
         ) from None
 
 
-async def sse_data(response: httpx.Response) -> AsyncIterator[tuple[str | None, bytes]]:
+async def sse_data(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
     """(event name, data) pairs of an SSE body; comments and blank lines skipped."""
     event: str | None = None
     async for line in response.aiter_lines():
         if not line:
             event = None
-            continue
-        if line.startswith("data:"):
-            yield event, line[5:].lstrip().encode()
+        elif line.startswith("data:"):
+            yield event, line[5:].lstrip()
         elif line.startswith("event:"):
             event = line[6:].strip()
 
@@ -121,11 +147,3 @@ def estimate_prompt(request: CoreRequest) -> int:
     for tool in request.tools:
         size += estimate_tokens(orjson.dumps(tool.parameters).decode()) + estimate_tokens(tool.description or "")
     return size
-
-
-def bearer_headers(deployment: Deployment) -> dict[str, Any]:
-    headers = {"content-type": "application/json", **deployment.headers}
-    key = deployment.api_key
-    if key:
-        headers["authorization"] = f"Bearer {key}"
-    return headers

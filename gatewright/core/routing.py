@@ -3,15 +3,21 @@
 The router opens a backend stream and waits for its first event before answering, so every failure
 that can be retried or routed around happens before the caller has seen a byte. Failed attempts
 leave no usage behind: each attempt starts with a fresh meter.
+
+Order of attempts for one request: every deployment whose breaker is closed, of the model and then
+of each fallback (weighted shuffle or least busy within a model), each retried with backoff on
+429/5xx/connection errors; then, as a last resort, the deployments whose breaker is open, once each
+and without retries (a probe that closes the breaker when the upstream has recovered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gatewright.core.backend import Backend, CallContext
 from gatewright.core.catalog import Catalog, Deployment, ModelEntry
@@ -25,22 +31,35 @@ from gatewright.core.errors import (
 from gatewright.core.events import Event
 from gatewright.core.types import CoreRequest, Usage
 
-# Upstream statuses worth another attempt (the same deployment or the next one).
+log = logging.getLogger("gatewright.routing")
+
+# Upstream statuses worth another attempt at the same deployment.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
 def is_retryable(error: GatewrightError) -> bool:
+    """Worth trying the same deployment again after a pause."""
     return isinstance(error, UpstreamError) and error.upstream_status in RETRYABLE_STATUS
+
+
+def can_fail_over(error: GatewrightError) -> bool:
+    """Not the caller's fault, so another deployment or model may well answer."""
+    return isinstance(error, ServerError)
 
 
 @dataclass(slots=True)
 class Breaker:
-    """Skip a deployment for ``cooldown`` seconds after ``threshold`` consecutive failures."""
+    """Skip a deployment for ``cooldown`` seconds after ``threshold`` consecutive failures.
+
+    After the cooldown the deployment is tried again (half-open): one success closes the breaker,
+    one failure opens it for another cooldown.
+    """
 
     threshold: int = 3
     cooldown: float = 30.0
     failures: int = 0
     open_until: float = 0.0
+    tripped: bool = False
 
     def available(self, now: float) -> bool:
         return now >= self.open_until
@@ -48,12 +67,14 @@ class Breaker:
     def record_success(self) -> None:
         self.failures = 0
         self.open_until = 0.0
+        self.tripped = False
 
     def record_failure(self, now: float) -> None:
         self.failures += 1
-        if self.failures >= self.threshold:
+        if self.tripped or self.failures >= self.threshold:
             self.open_until = now + self.cooldown
             self.failures = 0
+            self.tripped = True
 
 
 @dataclass(slots=True)
@@ -69,13 +90,15 @@ class Opened:
 class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 8.0
-    max_retry_after: float = 30.0
+    # An upstream asking for a longer pause is not waited for: the next deployment is tried instead.
+    max_retry_after: float = 20.0
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry ``attempt`` (0-based), or ``None`` for "do not retry here"."""
         if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
+            return retry_after if retry_after <= self.max_retry_after else None
         delay: float = min(self.base_delay * 2**attempt, self.max_delay)
-        return delay * (0.5 + random.random() / 2)
+        return delay * (0.5 + random.random() / 2)  # jitter, so callers retrying together spread out
 
 
 @dataclass
@@ -97,48 +120,66 @@ class Router:
                 models.append(fallback)
         return models
 
-    def _breaker(self, deployment: Deployment) -> Breaker:
+    def breaker(self, deployment: Deployment) -> Breaker:
         breaker = self.breakers.get(deployment.name)
         if breaker is None:
-            breaker = self.breakers[deployment.name] = Breaker()
+            breaker = Breaker(deployment.breaker_failures, deployment.breaker_cooldown)
+            self.breakers[deployment.name] = breaker
         return breaker
 
+    def _split(self, entry: ModelEntry, now: float) -> tuple[list[Deployment], list[Deployment]]:
+        """(deployments to try in order, deployments whose breaker is open)."""
+        ready: list[Deployment] = []
+        broken: list[Deployment] = []
+        for deployment in entry.deployments:
+            if deployment.active:
+                (ready if self.breaker(deployment).available(now) else broken).append(deployment)
+        if len(ready) > 1:
+            if entry.routing == "least-busy":
+                # Stable: ties go to the deployment listed first.
+                ready.sort(key=lambda d: self.backends[d.name].in_flight)
+            else:
+                ready = _weighted_shuffle(ready)
+        return ready, broken
+
     def order(self, entry: ModelEntry) -> list[Deployment]:
-        """Deployments to try: available ones first (weighted or least busy), broken ones last."""
-        now = time.monotonic()
-        active = [d for d in entry.deployments if d.active]
-        ready = [d for d in active if self._breaker(d).available(now)]
-        broken = [d for d in active if d not in ready]
-        if entry.routing == "least-busy":
-            ready.sort(key=lambda d: self.backend_for(d).in_flight)
-        elif len(ready) > 1:
-            ready = _weighted_shuffle(ready)
+        """Deployments of one model to try: available ones first, broken ones last."""
+        ready, broken = self._split(entry, time.monotonic())
         return ready + broken
 
     async def count_prompt_tokens(self, entry: ModelEntry, request: CoreRequest) -> int:
-        deployment = self.order(entry)[0]
-        return await self.backend_for(deployment).count_prompt_tokens(request)
+        deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
+        return await self.backends[deployment.name].count_prompt_tokens(request)
 
     async def open(self, entry: ModelEntry, request: CoreRequest, ctx: CallContext) -> Opened:
-        last_error: GatewrightError | None = None
+        now = time.monotonic()
+        first: list[tuple[ModelEntry, Deployment, int]] = []
+        last: list[tuple[ModelEntry, Deployment, int]] = []
         for model in self.chain(entry):
+            ready, broken = self._split(model, now)
+            first += [(model, d, d.max_retries) for d in ready]
+            last += [(model, d, 0) for d in broken]
+        last_error: GatewrightError | None = None
+        for model, deployment, retries in first + last:
             routed = request if model is entry else _retarget(request, model)
-            for deployment in self.order(model):
-                try:
-                    events = await self._attempts(deployment, routed, ctx)
-                except GatewrightError as error:
-                    if not is_retryable(error):
-                        raise
-                    last_error = error
-                    continue
-                return Opened(model, deployment, events)
+            try:
+                events = await self._attempts(deployment, routed, ctx, retries)
+            except GatewrightError as error:
+                if not can_fail_over(error):
+                    raise
+                log.warning("deployment %s failed, trying the next one: %s", deployment.name, error.message)
+                last_error = error
+                continue
+            return Opened(model, deployment, events)
         if last_error is not None:
             raise last_error
         raise UpstreamUnavailable(f"no deployment of `{entry.id}` is available")
 
-    async def _attempts(self, deployment: Deployment, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
-        backend = self.backend_for(deployment)
-        breaker = self._breaker(deployment)
+    async def _attempts(
+        self, deployment: Deployment, request: CoreRequest, ctx: CallContext, retries: int
+    ) -> AsyncIterator[Event]:
+        backend = self.backends[deployment.name]
+        breaker = self.breaker(deployment)
         attempt = 0
         while True:
             ctx.usage = Usage()  # failed attempts are never billed
@@ -150,30 +191,40 @@ class Router:
                 return _empty()
             except GatewrightError as error:
                 await stream.aclose()  # type: ignore[attr-defined]
-                if not is_retryable(error):
-                    raise
+                if not can_fail_over(error):
+                    raise  # the request itself is at fault: no health signal
                 breaker.record_failure(time.monotonic())
-                if attempt >= deployment.max_retries or not breaker.available(time.monotonic()):
+                delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
+                if (
+                    not is_retryable(error)
+                    or attempt >= retries
+                    or delay is None
+                    or not breaker.available(time.monotonic())
+                ):
                     raise
-                await asyncio.sleep(self.policy.delay(attempt, getattr(error, "retry_after", None)))
+                log.warning("deployment %s failed, retry in %.2fs: %s", deployment.name, delay, error.message)
+                await asyncio.sleep(delay)
                 attempt += 1
                 continue
             except Exception as error:  # a backend bug must not look like a client error
                 await stream.aclose()  # type: ignore[attr-defined]
+                breaker.record_failure(time.monotonic())
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
             return _prepend(first, stream)
 
 
+def _retarget(request: CoreRequest, model: ModelEntry) -> CoreRequest:
+    """The request as a fallback model gets it: its id, and an output budget it can give."""
+    budget = request.sampling.max_tokens
+    if budget is not None and budget > model.max_output:
+        return replace(request, model=model.id, sampling=replace(request.sampling, max_tokens=model.max_output))
+    return replace(request, model=model.id)
+
+
 def _weighted_shuffle(deployments: Sequence[Deployment]) -> list[Deployment]:
-    # Efraimidis–Spirakis: sort by u^(1/w); heavier deployments tend to come first.
+    # Efraimidis–Spirakis: sort by u^(1/w); each deployment comes first with probability w / Σw.
     return sorted(deployments, key=lambda d: random.random() ** (1.0 / d.weight), reverse=True)
-
-
-def _retarget(request: CoreRequest, entry: ModelEntry) -> CoreRequest:
-    from dataclasses import replace
-
-    return replace(request, model=entry.id)
 
 
 async def _prepend(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
@@ -190,4 +241,4 @@ async def _empty() -> AsyncIterator[Event]:
     yield  # pragma: no cover
 
 
-__all__ = ["Breaker", "Opened", "RetryPolicy", "Router", "ServerError", "is_retryable"]
+__all__ = ["Breaker", "Opened", "RetryPolicy", "Router", "can_fail_over", "is_retryable"]

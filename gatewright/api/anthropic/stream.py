@@ -134,6 +134,8 @@ class MessageRenderer:
             case UsageReport(usage=usage, cost=cost):
                 self._close(frames)
                 extra = {"meta": {"usage": {"credits_used": cost.credits, "usd_spent": cost.usd}}} if cost else {}
+                if extra and usage.estimated:
+                    extra["meta"]["usage"]["estimated"] = True  # the token counts are the gateway's guess
                 frames.extend(self._end(usage_dict(usage), extra))
         return frames
 

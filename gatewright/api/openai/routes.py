@@ -13,7 +13,7 @@ from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
 from gatewright.core.accumulate import collect
-from gatewright.core.errors import GatewrightError, RateLimited
+from gatewright.core.errors import GatewrightError
 from gatewright.core.ids import now, random_hex
 from gatewright.core.types import CoreResponse
 
@@ -22,8 +22,9 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 def error_response(error: GatewrightError, headers: dict[str, str] | None = None) -> Response:
     headers = dict(headers or {})
-    if isinstance(error, RateLimited):
-        headers["retry-after"] = str(max(1, round(error.retry_after)))
+    retry_after = getattr(error, "retry_after", None)  # ours (RateLimited) or an upstream's 429
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, round(retry_after)))
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 
@@ -59,6 +60,8 @@ async def chat_completions(request: Request) -> Response:
         cost=acc.cost,
         deployment=call.deployment,
     )
+    if acc.usage.estimated:
+        headers["x-gatewright-usage"] = "estimated"
     return JSONResponse(from_core(response), headers=headers)
 
 

@@ -75,6 +75,8 @@ class ChunkRenderer:
                 self._held = self._chunk([self._choice(i, {}, None, reason)])
             case UsageReport(usage=usage, cost=cost):
                 meta = {"usage": {"credits_used": cost.credits, "usd_spent": cost.usd}} if cost else None
+                if meta is not None and usage.estimated:
+                    meta["usage"]["estimated"] = True  # the token counts are the gateway's guess
                 if self._include_usage:
                     if self._held is not None:
                         frames.append(data_frame(self._held))

@@ -266,7 +266,10 @@ def _choice_dict(choice: Choice) -> dict[str, Any]:
 def meta_dict(response: CoreResponse) -> dict[str, Any] | None:
     if response.cost is None:
         return None
-    return {"usage": {"credits_used": response.cost.credits, "usd_spent": response.cost.usd}}
+    usage: dict[str, Any] = {"credits_used": response.cost.credits, "usd_spent": response.cost.usd}
+    if response.usage.estimated:
+        usage["estimated"] = True  # the token counts are the gateway's guess (the upstream reported none)
+    return {"usage": usage}
 
 
 def from_core(response: CoreResponse) -> dict[str, Any]:

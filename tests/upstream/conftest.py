@@ -1,0 +1,229 @@
+"""Upstream providers under test: real gateway processes whose catalogs point at (a) the faulty
+loopback server, scripted per test, and (b) a real ``llama_cpp.server`` process serving the local
+GGUF. Billing is checked in the gateway's own SQLite store."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from gatewright.backends.weights import resolve_model_path
+from gatewright.settings import Settings
+from tests.support.faulty_upstream import FaultyUpstream, running_faulty_upstream
+from tests.support.procs import Gateway, free_port, running_gateway, wait_http
+
+PRICES = {"input": 1.0, "output": 2.0}
+BACKUP_PRICES = {"input": 3.0, "output": 5.0}
+UPSTREAM_KEY = "sk-upstream-test-key"
+EMBEDDED_WEIGHTS = "package:qwen2.5-coder-0.5b-instruct"
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def catalog_toml(models: list[dict[str, Any]]) -> str:
+    """``[[models]]`` tables, one key per line (inline tables for nested values)."""
+    out = []
+    for entry in models:
+        out.append("[[models]]")
+        out += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def model(model_id: str, prices: dict[str, float] = PRICES, **fields: Any) -> dict[str, Any]:
+    return {"id": model_id, "context_window": 4096, "max_output": 512, "prices": prices, **fields}
+
+
+@dataclass
+class Store:
+    """Read-only view of a gateway's SQLite store: what was charged, and the usage rows."""
+
+    path: Path
+
+    def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10) as db:
+            db.row_factory = sqlite3.Row
+            return list(db.execute(sql, args))
+
+    def balance(self) -> int:
+        return int(self._query("SELECT balance FROM accounts ORDER BY id LIMIT 1")[0]["balance"])
+
+    def reserved(self) -> int:
+        return int(self._query("SELECT reserved FROM accounts ORDER BY id LIMIT 1")[0]["reserved"])
+
+    def usage(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The usage row of a request, waiting for the ledger's writer to commit it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self._query("SELECT * FROM usage_records WHERE request_id = ?", request_id)
+            if rows:
+                return dict(rows[0])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage record for {request_id}")
+            time.sleep(0.05)
+
+    def charges(self, request_id: str) -> list[int]:
+        return [int(r["credits"]) for r in self._query("SELECT credits FROM ledger WHERE request_id = ?", request_id)]
+
+
+@pytest.fixture(scope="session")
+def faulty() -> Iterator[FaultyUpstream]:
+    with running_faulty_upstream() as server:
+        yield server
+
+
+def fault_catalog(up: FaultyUpstream) -> list[dict[str, Any]]:
+    def openai_at(route: str, **extra: Any) -> dict[str, Any]:
+        return {"backend": "openai", "base_url": up.base_url(route), "upstream_model": f"{route}-model", **extra}
+
+    def deployment(route: str, **extra: Any) -> dict[str, Any]:
+        return {"name": route, **openai_at(route), "max_retries": 0, **extra}
+
+    return [
+        model("retry-ok", **openai_at("retry-ok", max_retries=2)),
+        model("rate-limited", **openai_at("rate-limited", max_retries=1)),
+        model("hang", fallbacks=["backup"], **openai_at("hang", timeout=0.5, max_retries=0)),
+        model("resets", **openai_at("resets", max_retries=1)),
+        model("fails-over", fallbacks=["backup"], **openai_at("fails-over", max_retries=1)),
+        model("always-fails", **openai_at("always-fails", max_retries=1, breaker_failures=100)),
+        model("tiny-window", context_window=64, max_output=16, **openai_at("tiny-window")),
+        model("rejects", **openai_at("rejects")),
+        model("no-usage", **openai_at("no-usage")),
+        model("backup", prices=BACKUP_PRICES, **openai_at("backup")),
+        model(
+            "breaker",
+            routing="least-busy",
+            deployments=[
+                deployment("breaker-a", breaker_failures=1, breaker_cooldown=1.5),
+                deployment("breaker-b", breaker_failures=1, breaker_cooldown=1.5),
+            ],
+        ),
+        model("weighted", deployments=[deployment("heavy", weight=3.0), deployment("light", weight=1.0)]),
+        model("least-busy", routing="least-busy", deployments=[deployment("busy-a"), deployment("busy-b")]),
+        model("keyed", **openai_at("keyed", api_key_env="GW_TEST_UPSTREAM_KEY")),
+        model("unkeyed", **openai_at("unkeyed", api_key_env="GW_TEST_UNSET_UPSTREAM_KEY")),
+        model(
+            "anthropic-flaky",
+            capabilities={"tools": True, "reasoning": True},
+            backend="anthropic",
+            base_url=up.base_url("anthropic-flaky"),
+            upstream_model="claude-test",
+            max_retries=1,
+            api_key_env="GW_TEST_UPSTREAM_KEY",
+        ),
+    ]
+
+
+@pytest.fixture(scope="session")
+def fault_gateway(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyUpstream) -> Iterator[Gateway]:
+    data_dir = tmp_path_factory.mktemp("fault-gateway")
+    catalog = data_dir / "catalog.toml"
+    catalog.write_text(catalog_toml(fault_catalog(faulty)))
+    env = {"GW_TEST_UPSTREAM_KEY": UPSTREAM_KEY, "GATEWRIGHT_DEFAULT_REQUESTS_PER_MINUTE": "100000"}
+    with running_gateway(data_dir, catalog=catalog, env=env) as gw:
+        assert gw.api_key, gw.log()
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def fault_client(fault_gateway: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{fault_gateway.url}/v1", api_key=fault_gateway.api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def fault_store(fault_gateway: Gateway) -> Store:
+    return Store(fault_gateway.data_dir / "gatewright.db")
+
+
+# -- a real OpenAI-compatible server: llama_cpp.server on the local GGUF ----------------------
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    gguf = resolve_model_path(EMBEDDED_WEIGHTS, Settings().model_cache)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    # One thread: it shares two cores with the gateway, the tests and other engineers' runs.
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--interrupt_requests", "false"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/v1/models", 180, process)
+    except Exception:
+        process.kill()
+        raise RuntimeError(f"llama_cpp.server did not start:\n{log_path.read_text()}") from None
+    try:
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+LLAMA_PRICES = {"input": 2.0, "cached_input": 1.0, "output": 6.0}
+
+
+@pytest.fixture(scope="session")
+def llama_gateway(tmp_path_factory: pytest.TempPathFactory, llama_server: str) -> Iterator[Gateway]:
+    def served(model_id: str, **extra: Any) -> dict[str, Any]:
+        fields = {
+            "context_window": 2048,
+            "max_output": 256,
+            "prices": LLAMA_PRICES,
+            "capabilities": {"tools": True},
+            "backend": "openai",
+            "base_url": f"{llama_server}/v1",
+            "upstream_model": "qwen2.5-coder-0.5b-instruct",
+            **extra,
+        }
+        return {"id": model_id, **fields}
+
+    models = [
+        served("served-qwen", aliases=["served"]),
+        # Claims a larger window than the server has: the upstream itself refuses long prompts.
+        served("served-qwen-wide", context_window=32768, max_retries=0),
+        # json_schema is claimed, but llama_cpp.server answers it with a 500: the upstream's own error.
+        served("served-qwen-schema", capabilities={"json_schema": True}, max_retries=0),
+    ]
+    data_dir = tmp_path_factory.mktemp("llama-gateway")
+    catalog = data_dir / "catalog.toml"
+    catalog.write_text(catalog_toml(models))
+    with running_gateway(data_dir, catalog=catalog) as gw:
+        assert gw.api_key, gw.log()
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def llama_client(llama_gateway: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{llama_gateway.url}/v1", api_key=llama_gateway.api_key, max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def llama_store(llama_gateway: Gateway) -> Store:
+    return Store(llama_gateway.data_dir / "gatewright.db")
