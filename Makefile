@@ -41,8 +41,10 @@ $(VENV)/.model: $(VENV)/.installed $(MODEL_REQ)
 	$(BIN)/gatewright models prepare
 	touch $@
 
+# The full benchmark (about 50 minutes; needs a quiet machine): docs/benchmarks.md + bench/results/*.json.
+# `make bench BENCH_ARGS=--quick` checks the harness in a few minutes.
 bench: model
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .gatewright .pytest_cache .mypy_cache .ruff_cache
