@@ -18,10 +18,9 @@ from gatewright.core.types import CoreRequest
 
 _CLIENTS: dict[tuple[str, float, float], httpx.AsyncClient] = {}
 
-# An upstream's error ``code`` (or ``type``) that means a specific caller error: rendered as ours.
+# An upstream's error ``code`` that means a specific caller error: rendered as ours.
 UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
     "context_length_exceeded": errors.ContextWindowExceeded,
-    "model_context_window_exceeded": errors.ContextWindowExceeded,
 }
 
 # Upstream statuses that mean the request itself is wrong: the caller gets a 400 with the message.
@@ -72,7 +71,7 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
         error = data.get("error", data) if isinstance(data, dict) else data
         if isinstance(error, dict):
             message = error.get("message") or error.get("detail") or orjson.dumps(error).decode()
-            param, code = error.get("param"), error.get("code") or error.get("type")
+            param, code = error.get("param"), error.get("code")
             return str(message), param if isinstance(param, str) else None, code if isinstance(code, str) else None
         return str(error), None, None
     return body.decode("utf-8", "replace")[:500] or "no body", None, None

@@ -317,6 +317,8 @@ def _pydantic_problems(error: ValidationError) -> list[Problem]:
         why = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             why = "unknown field (a typo?)"
+        elif item["type"] == "missing" and loc[-1:] == ("deployments",):
+            why = "missing: give 'backend' (one deployment) or a 'deployments' list"
         got = item.get("input")
         if isinstance(got, (int, float, str)) and item["type"] not in ("missing", "extra_forbidden"):
             why += f" (got {got!r})"

@@ -320,6 +320,8 @@ def stream_frames(answer: Answer, model: str, include_usage: bool) -> list[bytes
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     frames = [frame({"role": "assistant", "content": ""})]
+    if answer.reasoning:
+        frames.append(frame({"reasoning_content": answer.reasoning}))
     frames += [frame({"content": word}) for word in answer.words()]
     frames.append(frame({}, "stop"))
     usage = _usage(answer)
