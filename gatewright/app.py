@@ -17,6 +17,7 @@ from gatewright.api.http import JSONResponse, RequestIdMiddleware
 from gatewright.api.openai.routes import routes as openai_routes
 from gatewright.api.platform.routes import routes as platform_routes
 from gatewright.api.tasks.routes import routes as task_routes
+from gatewright.api.tasks.service import open_jobs
 from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
 from gatewright.core.backend import Backend
 from gatewright.core.catalog import Catalog, load_catalog
@@ -53,12 +54,17 @@ def create_app(
             for backend in backends.values():
                 if settings.load_models_at_start:
                     await backend.start()
+            store = None
             if settings.platform:
                 bundle = await open_platform(settings)
                 gateway.platform = bundle.platform
                 app.state.accounts = bundle.accounts
                 app.state.settings = settings
                 closers.append(bundle.close)
+                store = bundle.engine
+            # Task API jobs: after the platform (resumed tasks bill), closed before it (their holds settle).
+            app.state.jobs = await open_jobs(settings, gateway, store)
+            closers.append(app.state.jobs.close)
             yield
         finally:
             for close in reversed(closers):
