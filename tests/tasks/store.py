@@ -1,0 +1,41 @@
+"""Reading a gateway's SQLite store from a test (the gateway keeps running: WAL allows readers)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tests.support.procs import Gateway
+
+
+def query(gw: Gateway | Path, sql: str, *args: Any) -> list[sqlite3.Row]:
+    data_dir = gw.data_dir if isinstance(gw, Gateway) else gw
+    with sqlite3.connect(f"file:{data_dir / 'gatewright.db'}?mode=ro", uri=True, timeout=30) as conn:
+        conn.row_factory = sqlite3.Row
+        return list(conn.execute(sql, args))
+
+
+def task_row(gw: Gateway | Path, task_uuid: str) -> dict[str, Any]:
+    rows = query(gw, "SELECT * FROM tasks WHERE task_uuid = ?", task_uuid.lower())
+    assert len(rows) == 1, f"no row for task {task_uuid}"
+    row = dict(rows[0])
+    for key in ("request", "results", "webhook_attempts"):
+        row[key] = json.loads(row[key])
+    return row
+
+
+def usage_of(gw: Gateway | Path, task_uuid: str) -> list[sqlite3.Row]:
+    """The usage records of every run of every result of a task (request ids task_<uuid>_<i>_<run>)."""
+    return query(
+        gw, "SELECT * FROM usage_records WHERE request_id LIKE ? ORDER BY request_id", f"task_{task_uuid.lower()}_%"
+    )
+
+
+def charges_of(gw: Gateway | Path, task_uuid: str) -> list[sqlite3.Row]:
+    return query(
+        gw,
+        "SELECT * FROM ledger WHERE kind = 'charge' AND request_id LIKE ? ORDER BY request_id",
+        f"task_{task_uuid.lower()}_%",
+    )
