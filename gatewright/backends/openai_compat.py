@@ -279,7 +279,8 @@ class OpenAICompatBackend:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         body = orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
         client = client_for(self.deployment)
-        ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        if request.stream:  # a stream the caller abandons is billed from this meter
+            ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):
@@ -287,19 +288,19 @@ class OpenAICompatBackend:
                     response = await client.post(self.url, content=body, headers=self.headers)
                     if response.status_code >= 400:
                         raise status_error(self.deployment, response.status_code, response.headers, response.content)
-                    for event in self._whole(response.content, ctx):
+                    for event in self._whole(response.content, ctx, request):
                         yield event
                     return
                 async with client.stream("POST", self.url, content=body, headers=self.headers) as response:
                     if response.status_code >= 400:
                         body = await response.aread()
                         raise status_error(self.deployment, response.status_code, response.headers, body)
-                    async for event in self._streamed(response, ctx):
+                    async for event in self._streamed(response, ctx, request):
                         yield event
         finally:
             self._in_flight -= 1
 
-    def _whole(self, raw: bytes, ctx: CallContext) -> list[Event]:
+    def _whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -314,10 +315,10 @@ class OpenAICompatBackend:
             index = int(choice.get("index", 0))
             events.extend(framer.delta(index, choice.get("message") or {}, choice.get("logprobs")))
             events.extend(framer.finish(index, choice.get("finish_reason")))
-        events.append(UsageReport(self._usage(data.get("usage"), ctx, framer)))
+        events.append(UsageReport(self._usage(data.get("usage"), ctx, framer, request)))
         return events
 
-    async def _streamed(self, response: Any, ctx: CallContext) -> AsyncIterator[Event]:
+    async def _streamed(self, response: Any, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         framer = _Reframer(ctx)
         reported: dict[str, Any] | None = None
         done = False
@@ -346,12 +347,15 @@ class OpenAICompatBackend:
         for choice in sorted(framer.seen - framer.ended) or ([] if framer.ended else [0]):
             for event in framer.finish(choice, "stop"):
                 yield event
-        yield UsageReport(self._usage(reported, ctx, framer))
+        yield UsageReport(self._usage(reported, ctx, framer, request))
 
-    def _usage(self, reported: dict[str, Any] | None, ctx: CallContext, framer: _Reframer) -> Usage:
+    def _usage(
+        self, reported: dict[str, Any] | None, ctx: CallContext, framer: _Reframer, request: CoreRequest
+    ) -> Usage:
         usage = openai_usage(reported)
         if usage is None:
             # The upstream reported nothing (llama_cpp.server streaming): bill our estimate, marked.
-            usage = Usage(input_tokens=ctx.usage.input_tokens, output_tokens=framer.estimate(), estimated=True)
+            prompt = ctx.usage.input_tokens or estimate_prompt(request)
+            usage = Usage(input_tokens=prompt, output_tokens=framer.estimate(), estimated=True)
         ctx.usage = usage
         return usage

@@ -15,10 +15,11 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gatewright.core.errors import ModelInactive, ModelNotFound
 
@@ -85,8 +86,6 @@ class Deployment(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)  # engine-specific (n_ctx, n_threads, ...)
 
-    _key: str | None = PrivateAttr(default=None)
-
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -102,16 +101,16 @@ class Deployment(_Strict):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
-        # Read once: the hot path must not consult the environment on every request.
-        self._key = os.environ.get(self.api_key_env) or None if self.api_key_env else None
+        self.active  # noqa: B018  read the environment now, at load, not on a request
 
-    @property
-    def active(self) -> bool:
-        return self.api_key_env is None or self._key is not None
-
-    @property
+    # Cached: the hot path reads these on every request, and the environment only counts at load.
+    @cached_property
     def api_key(self) -> str | None:
-        return self._key
+        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
+
+    @cached_property
+    def active(self) -> bool:
+        return self.api_key_env is None or self.api_key is not None
 
 
 # Fields a model entry may give directly when it has a single deployment (the shorthand).
@@ -166,7 +165,7 @@ class ModelEntry(_Strict):
         object.__setattr__(self, "deployments", named)
         return self
 
-    @property
+    @cached_property
     def active(self) -> bool:
         return any(d.active for d in self.deployments)
 
