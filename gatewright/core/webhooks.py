@@ -101,10 +101,21 @@ Recorder = Callable[[Attempt], Awaitable[None]]
 
 
 class WebhookSender:
-    def __init__(self, secret: bytes, backoff: Backoff | None = None, timeout: float = 10.0) -> None:
-        self.secret = secret
+    """``secret`` is the key itself or how to get it, asked for on the first delivery (so a gateway
+    whose tasks never use webhooks writes no secret file)."""
+
+    def __init__(
+        self, secret: bytes | Callable[[], bytes], backoff: Backoff | None = None, timeout: float = 10.0
+    ) -> None:
+        self._secret = secret
         self.backoff = backoff or Backoff()
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    @property
+    def secret(self) -> bytes:
+        if callable(self._secret):
+            self._secret = self._secret()
+        return self._secret
 
     async def close(self) -> None:
         await self._client.aclose()

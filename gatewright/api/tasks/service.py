@@ -15,7 +15,7 @@ from gatewright.settings import Settings
 async def open_jobs(settings: Settings, gateway: Gateway, engine: AsyncEngine | None) -> Jobs:
     """Tasks are durable in the store when there is one (platform on), in memory otherwise;
     starting claims and resumes what an earlier process left unfinished."""
-    secret = load_or_create_secret(settings.webhook_secret, settings.data_dir)
-    jobs = Jobs(gateway, TaskApiCodec(), owner=random_hex(8), engine=engine, sender=WebhookSender(secret))
+    sender = WebhookSender(lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir))
+    jobs = Jobs(gateway, TaskApiCodec(), owner=random_hex(8), engine=engine, sender=sender)
     await jobs.start()
     return jobs
