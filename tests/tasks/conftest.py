@@ -76,9 +76,15 @@ def text_task(**fields: Any) -> dict[str, Any]:
     return task
 
 
-def post(gw: Gateway, tasks: Any, key: str | None = "default", path: str = "/v1", **kwargs: Any) -> httpx.Response:
+def post(
+    gw: Gateway, tasks: Any, key: str | None = "default", path: str = "/v1", timeout: float = 120
+) -> httpx.Response:
     headers = {"authorization": f"Bearer {gw.api_key if key == 'default' else key}"} if key else {}
-    return httpx.post(f"{gw.url}{path}", json=tasks, headers=headers, timeout=120, **kwargs)
+    return httpx.post(f"{gw.url}{path}", json=tasks, headers=headers, timeout=timeout)
+
+
+# The real model on this 2-core machine is slow, and slower still while other suites run beside it.
+REAL_MODEL_TIMEOUT = 900.0
 
 
 @pytest.fixture(scope="session")

@@ -58,12 +58,13 @@ def test_killed_process_resumes_pending_tasks_on_the_real_model(tmp_path: Path) 
     gw = start_gateway(tmp_path)
     try:
         # The engine serves one key's requests in order: the short task ends while the long one runs.
-        short = text_task(model=MODEL, deliveryMethod="async", seed=1, settings={"maxTokens": 3})
-        long = text_task(model=MODEL, deliveryMethod="async", seed=2, settings={"maxTokens": 40, "temperature": 0})
+        short = text_task(model=MODEL, deliveryMethod="async", seed=1, settings={"maxTokens": 2})
+        long = text_task(model=MODEL, deliveryMethod="async", seed=2, settings={"maxTokens": 16, "temperature": 0})
         long["messages"] = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
-        assert post(gw, [short, long]).status_code == 200
+        assert post(gw, [short]).status_code == 200
+        assert post(gw, [long]).status_code == 200
         uuids = [short["taskUUID"], long["taskUUID"]]
-        wait(gw, uuids, lambda s: statuses(s[uuids[0]]) == ["success"], timeout=300)
+        wait(gw, uuids, lambda s: statuses(s[uuids[0]]) == ["success"], timeout=600)
         assert statuses(states(gw, uuids[1])) == ["processing"]
         gw.stop(signal.SIGKILL)  # a crash: no shutdown code runs
     finally:
@@ -71,7 +72,7 @@ def test_killed_process_resumes_pending_tasks_on_the_real_model(tmp_path: Path) 
 
     gw = restarted(gw)
     try:
-        seen = wait(gw, uuids, lambda s: all(statuses(v) == ["success"] for v in s.values()), timeout=300)
+        seen = wait(gw, uuids, lambda s: all(statuses(v) == ["success"] for v in s.values()), timeout=600)
     finally:
         gw.stop()
     assert seen[uuids[1]][0]["finishReason"] == "length" and seen[uuids[1]][0]["text"].startswith("1")
@@ -134,3 +135,34 @@ def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
         headers = delivery.headers
         assert verify(secret, headers["x-gatewright-timestamp"], delivery.body, headers["x-gatewright-signature"])
         assert orjson.loads(delivery.body)["data"][0]["text"] == words
+
+
+def test_webhook_deliveries_continue_after_a_restart(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(FAKE_CATALOG)
+    with running_receiver(fail_first=1_000) as receiver:
+        gw = start_gateway(tmp_path, catalog=catalog)
+        try:
+            task = text_task(webhookURL=receiver.url)
+            assert post(gw, [task]).status_code == 200
+            deadline = time.monotonic() + 30
+            while len(receiver.posts) < 2 and time.monotonic() < deadline:  # attempts at 0 s and 1 s
+                time.sleep(0.05)
+        finally:
+            gw.stop(signal.SIGTERM)
+        row = task_row(tmp_path, task["taskUUID"])
+        assert (row["status"], row["webhook_pending"]) == ("success", 1)
+        before = row["webhook_attempts"][0]["attempts"]
+        assert len(before) >= 2 and {a["status"] for a in before} == {500}
+
+        receiver.fail_first = 0
+        gw = restarted(gw, catalog=catalog)
+        try:
+            (delivered,) = receiver.wait_for(1)
+            (item,) = states(gw, task["taskUUID"])
+        finally:
+            gw.stop()
+    assert delivered.headers["x-gatewright-attempt"] == str(len(before) + 1)
+    assert item["webhook"]["state"] == "delivered"
+    assert [a["attempt"] for a in item["webhook"]["attempts"]] == list(range(1, len(before) + 2))
+    assert task_row(tmp_path, task["taskUUID"])["webhook_pending"] == 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.conftest import MODEL
 from tests.support.procs import Gateway
-from tests.tasks.conftest import new_uuid, post
+from tests.tasks.conftest import REAL_MODEL_TIMEOUT, new_uuid, post
 
 # Full distribution (no top-k / top-p cut) over digits: four seeds give four different numbers.
 RANDOM_NUMBER: dict[str, Any] = {
@@ -22,7 +22,7 @@ RANDOM_NUMBER: dict[str, Any] = {
 
 def test_four_results_then_one(gateway: Gateway) -> None:
     four = {**RANDOM_NUMBER, "taskUUID": new_uuid(), "seed": 100, "numberResults": 4}
-    response = post(gateway, [four])
+    response = post(gateway, [four], timeout=REAL_MODEL_TIMEOUT)
     assert response.status_code == 200, response.text
     items = response.json()["data"]
     assert [i["resultIndex"] for i in items] == [0, 1, 2, 3]
@@ -34,12 +34,8 @@ def test_four_results_then_one(gateway: Gateway) -> None:
         assert 0 < item["usage"]["completionTokens"] <= 5
 
     one = {**RANDOM_NUMBER, "taskUUID": new_uuid(), "seed": 102}
-    response = post(gateway, [one])
+    response = post(gateway, [one], timeout=REAL_MODEL_TIMEOUT)
     assert response.status_code == 200 and list(response.json()) == ["data"]
     (single,) = response.json()["data"]
     assert (single["resultIndex"], single["seed"]) == (0, 102)
-    assert single["text"] == items[2]["text"]
-    assert (
-        single["usage"] == items[2]["usage"]
-        or single["usage"]["completionTokens"] == items[2]["usage"]["completionTokens"]
-    )
+    assert (single["text"], single["usage"]) == (items[2]["text"], items[2]["usage"])

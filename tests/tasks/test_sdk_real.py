@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from runware import Runware
@@ -15,16 +16,20 @@ from tests.support.procs import Gateway
 PROMPT = [{"role": "user", "content": "Say hello in three words."}]
 
 
+def client_for(gateway: Gateway, key: str | None = None) -> Runware:
+    return Runware(api_key=key or gateway.api_key, transport="rest", http_base_url=f"{gateway.url}/v1", max_retries=0)
+
+
 @pytest.fixture
 async def sdk(gateway: Gateway) -> AsyncIterator[Runware]:
-    client = Runware(api_key=gateway.api_key, transport="rest", http_base_url=f"{gateway.url}/v1", max_retries=0)
+    client = client_for(gateway)
     try:
         yield client
     finally:
         await client.close()
 
 
-def task(**fields: object) -> dict[str, object]:
+def task(**fields: Any) -> dict[str, Any]:
     return {
         "taskType": "textInference",
         "model": MODEL,
@@ -36,35 +41,33 @@ def task(**fields: object) -> dict[str, object]:
     }
 
 
-def check_result(result: dict[str, object], max_tokens: int = 6) -> None:
-    assert result["taskType"] == "textInference"
+def check_result(result: dict[str, Any], max_tokens: int) -> None:
+    assert result["taskType"] == "textInference" and result["status"] == "success"
     assert isinstance(result["text"], str) and result["text"]
     assert result["finishReason"] in ("stop", "length")
     usage = result["usage"]
-    assert isinstance(usage, dict)
     assert usage["promptTokens"] > 5 and 0 < usage["completionTokens"] <= max_tokens
     assert usage["totalTokens"] == usage["promptTokens"] + usage["completionTokens"]
     assert usage["thinkingTokens"] == 0
     assert isinstance(result["cost"], float) and result["cost"] > 0
 
 
-async def test_sync_run(sdk: Runware) -> None:
-    results = await sdk.run(task(deliveryMethod="sync", seed=3))
-    assert len(results) == 1
-    check_result(results[0])
-    assert results[0]["seed"] == 3 and results[0]["resultIndex"] == 0
+async def test_sync_then_stream_of_the_same_seed(sdk: Runware) -> None:
+    (synced,) = await sdk.run(task(deliveryMethod="sync", seed=3))
+    check_result(synced, 6)
+    assert synced["seed"] == 3 and synced["resultIndex"] == 0
+
+    stream = await sdk.stream(task(seed=3))
+    pieces = [piece async for piece in stream.text_stream]
+    result = await stream.result()
+    assert len(pieces) >= 2 and "".join(pieces) == result.text == synced["text"]
+    assert result.finish_reason == synced["finishReason"]
+    assert result.usage is not None and result.usage["completionTokens"] == synced["usage"]["completionTokens"]
+    assert result.cost is not None and result.cost > 0
 
 
-async def test_async_run_polls_until_done(sdk: Runware) -> None:
-    progress: list[dict[str, object]] = []
-    # No deliveryMethod: the SDK's own default is async with getResponse polling.
-    results = await sdk.run(task(seed=5))
-    assert len(results) == 1
-    check_result(results[0])
-    assert results[0]["status"] == "success" and not progress
-
-
-async def test_async_run_with_two_results(sdk: Runware) -> None:
+async def test_async_default_polls_every_result(sdk: Runware) -> None:
+    # No deliveryMethod: the SDK's own default is async, then getResponse polling.
     results = await sdk.run(task(numberResults=2, seed=11, settings={"maxTokens": 4}))
     assert [r["resultIndex"] for r in results] == [0, 1]
     assert [r["seed"] for r in results] == [11, 12]
@@ -72,43 +75,48 @@ async def test_async_run_with_two_results(sdk: Runware) -> None:
         check_result(result, 4)
 
 
-async def test_stream_text_and_final_result(sdk: Runware) -> None:
-    stream = await sdk.stream(task(seed=9))
-    pieces = [piece async for piece in stream.text_stream]
-    result = await stream.result()
-    assert len(pieces) >= 2 and "".join(pieces) == result.text
-    assert result.finish_reason in ("stop", "length")
-    assert result.usage is not None and 0 < result.usage["completionTokens"] <= 6
-    assert result.cost is not None and result.cost > 0
+@pytest.mark.xfail(reason="the embedded engine answers 400 for tools until issue 4 lands", strict=True)
+async def test_tool_call_on_the_embedded_model(sdk: Runware) -> None:
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Get the weather of a city.",
+        "schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    forced = task(
+        deliveryMethod="sync",
+        messages=[{"role": "user", "content": "What is the weather in Tokyo?"}],
+        tools=[weather],
+        toolChoice={"type": "tool", "name": "get_weather"},
+        settings={"maxTokens": 40},
+    )
+    (result,) = await sdk.run(forced)
+    assert result["finishReason"] == "tool_calls"
+    (call,) = result["tools"]
+    assert call["name"] == "get_weather" and isinstance(call["input"]["city"], str) and call["id"]
 
 
-async def test_stream_matches_sync_for_the_same_seed(sdk: Runware) -> None:
-    stream = await sdk.stream(task(seed=21))
-    streamed = await stream.text()
-    synced = await sdk.run(task(seed=21, deliveryMethod="sync"))
-    assert streamed == synced[0]["text"]
-
-
-async def test_sdk_raises_validation_errors_with_parameter(sdk: Runware) -> None:
+async def test_sdk_raises_validation_errors_with_their_parameter(sdk: Runware) -> None:
     with pytest.raises(RunwareError) as raised:
         await sdk.run(task(deliveryMethod="sync", settings={"maxTokens": 6, "temperature": 1.5}))
-    assert raised.value.code == "validation"
-    assert raised.value.parameter == "settings.temperature"
-    assert raised.value.status_code == 400
+    assert (raised.value.code, raised.value.parameter, raised.value.status_code) == (
+        "validation",
+        "settings.temperature",
+        400,
+    )
 
 
 async def test_sdk_unknown_model_is_not_found(sdk: Runware) -> None:
     with pytest.raises(RunwareError) as raised:
         await sdk.run(task(deliveryMethod="sync", model="nobody:nothing@1"))
-    assert raised.value.code == "notFound"
-    assert raised.value.parameter == "model"
+    assert (raised.value.code, raised.value.parameter) == ("notFound", "model")
 
 
 async def test_sdk_bad_key_is_auth(gateway: Gateway) -> None:
-    client = Runware(api_key="0" * 32, transport="rest", http_base_url=f"{gateway.url}/v1", max_retries=0)
+    client = client_for(gateway, key="0" * 32)
     try:
         with pytest.raises(RunwareError) as raised:
             await client.run(task(deliveryMethod="sync"))
     finally:
         await client.close()
-    assert raised.value.code == "auth" and raised.value.status_code == 401
+    assert (raised.value.code, raised.value.status_code) == ("auth", 401)

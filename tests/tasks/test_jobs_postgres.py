@@ -1,0 +1,118 @@
+"""Two gateway nodes sharing one PostgreSQL store, in process (each with its own ledger writer and
+job runner, the fake backend generating): a live node's heartbeat keeps its tasks its own; the tasks
+of a node that died are taken over once its heartbeat is older than the lease, and a result that
+node had already billed is not billed again."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gatewright.api.tasks.codec import TaskApiCodec, spec_of
+from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
+from gatewright.core.catalog import parse_catalog
+from gatewright.core.jobs import Jobs
+from gatewright.core.pipeline import Gateway
+from gatewright.core.platform import Principal
+from gatewright.core.routing import Router
+from gatewright.platform_setup import PlatformBundle, bootstrap, open_platform
+from gatewright.settings import Settings
+from gatewright.store.tables import ledger, tasks, usage_records
+from tests.support.services import Postgres, ServiceUnavailable, in_ci, running_postgres
+from tests.tasks.conftest import FAKE_CATALOG, text_task
+
+pytestmark = pytest.mark.postgres
+
+LEASE = timedelta(seconds=1)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except ServiceUnavailable as error:
+            message = f"PostgreSQL is not available here: {error}"
+            if in_ci():
+                pytest.fail(message)
+            pytest.skip(message)
+        yield server
+
+
+@dataclass
+class Node:
+    """One gateway process: its own platform (ledger writer) and job runner on the shared store."""
+
+    jobs: Jobs
+    bundle: PlatformBundle
+
+    async def stop(self) -> None:
+        await self.jobs.close()
+        await self.bundle.close()
+
+
+async def start_node(settings: Settings, owner: str) -> Node:
+    catalog = parse_catalog(tomllib.loads(FAKE_CATALOG), "test", REQUIRED_FIELDS)
+    bundle = await open_platform(settings)
+    backends = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
+    gateway = Gateway(catalog, Router(catalog, backends), bundle.platform)
+    jobs = Jobs(gateway, TaskApiCodec(), owner, engine=bundle.engine, lease=LEASE)
+    await jobs.start()
+    return Node(jobs, bundle)
+
+
+@pytest.fixture
+async def cluster(postgres: Postgres, tmp_path: Path) -> AsyncIterator[tuple[Settings, Principal]]:
+    settings = Settings(database_url=postgres.create_database(), data_dir=tmp_path, model_cache=tmp_path)
+    first = await bootstrap(settings)
+    assert first is not None
+    probe = await open_platform(settings)
+    try:
+        principal = await probe.platform.authenticator.authenticate(first.api_key.key)
+    finally:
+        await probe.close()
+    yield settings, principal
+
+
+async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[Settings, Principal]) -> None:
+    settings, principal = cluster
+    a, b = await start_node(settings, "node-a"), await start_node(settings, "node-b")
+    try:
+        words = " ".join(f"w{i}" for i in range(12))  # 12 tokens at 0.2 s each
+        spec = spec_of(text_task(model="slow", messages=[{"role": "user", "content": words}], deliveryMethod="async"))
+        _, started = await a.jobs.submit(spec, principal)
+        assert started
+        await asyncio.sleep(1.5)  # longer than the lease: only a's heartbeat keeps the row fresh
+        assert await b.jobs.claim_orphans() == 0
+        joined, started = await b.jobs.submit(spec, principal)  # a retry reaching the other node
+        assert not started and joined.status == "processing"
+
+        await a.jobs.close()  # a dies mid-generation; its row stays processing, owned by a
+        await a.bundle.close()
+        assert await b.jobs.claim_orphans() == 0  # its heartbeat is still fresh
+        # b's own heartbeat loop (every lease/4) takes the row over once a's heartbeat is stale.
+        for _ in range(100):
+            job = await b.jobs.find(spec.key, principal)
+            if job is not None and job.finished:
+                break
+            await asyncio.sleep(0.1)
+        assert job is not None and job.status == "success" and job.items[0] is not None
+        assert job.items[0]["text"] == words
+        async with b.bundle.engine.connect() as conn:
+            row = (await conn.execute(select(tasks).where(tasks.c.task_uuid == spec.key))).one()
+            charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]
+            usage = {r.request_id: r.status for r in await conn.execute(select(usage_records))}
+        assert (row.owner, row.attempt, row.status) == ("node-b", 2, "success")
+        # a's interrupted run was billed for its tokens; b's rerun of the same result is free.
+        assert charged == [f"task_{spec.key}_0_1"]
+        assert usage == {f"task_{spec.key}_0_1": "aborted"}
+    finally:
+        await b.stop()
