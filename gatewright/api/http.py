@@ -41,7 +41,6 @@ _NOT_FIELDS = frozenset(
         "refusal",
         "json_object",
         "json_schema",
-        "function",
         "image",
         "tool_use",
         "tool_result",

@@ -17,19 +17,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_cpp import Llama
+from llguidance.llamacpp import lltokenizer_from_vocab
 
 from gatewright.backends.chat_template import CHATML, ChatTemplate
-from gatewright.backends.llamacpp_engine import ChoicePlan, Engine
+from gatewright.backends.constrain import GrammarConstraint, GrammarError, Guide, inline_json, unsupported_schema
+from gatewright.backends.llamacpp_engine import ChoicePlan, Engine, StopScanner
 from gatewright.backends.registry import BackendEnv
-from gatewright.backends.shaping import TextShaper
+from gatewright.backends.shaping import TextShaper, ToolCallShaper
+from gatewright.backends.toolcalls import (
+    CALL_SYNTAXES,
+    DEFAULT_SYNTAX,
+    arguments_schema,
+    call_grammar,
+    parameters_param,
+)
 from gatewright.backends.weights import resolve_model_path
 from gatewright.core.backend import CallContext
-from gatewright.core.catalog import Deployment, ModelEntry
+from gatewright.core.catalog import CatalogError, Deployment, ModelEntry
 from gatewright.core.errors import InternalError, Overloaded, UnsupportedFeature
 from gatewright.core.events import Event, UsageReport
-from gatewright.core.types import CoreRequest, Usage
+from gatewright.core.types import CoreRequest, ResponseFormat, Usage
 
 _END = object()
+SCHEMA_PARAM = "response_format.json_schema.schema"
+
+
+def answer_schema(fmt: ResponseFormat) -> dict[str, Any] | None:
+    """The JSON Schema a response_format asks the answer to follow; None for free text."""
+    if fmt.kind == "json_object":
+        return {"type": "object"}
+    return fmt.schema if fmt.kind == "json_schema" else None
+
+
+def is_constrained(request: CoreRequest) -> bool:
+    return (bool(request.tools) and request.tool_choice.mode != "none") or request.response_format.kind != "text"
 
 
 @dataclass(eq=False)
@@ -100,7 +121,13 @@ class LlamaCppBackend:
         self.queue = FairQueue(int(options.get("max_queue", 512)))
         self.template_override: str | None = options.get("chat_template")
         self.template_kwargs: dict[str, Any] = dict(options.get("template_kwargs", {}))
+        syntax = options.get("tool_syntax", DEFAULT_SYNTAX)
+        if syntax not in CALL_SYNTAXES:
+            known = ", ".join(sorted(CALL_SYNTAXES))
+            raise CatalogError(f"deployment {deployment.name}: unknown tool_syntax {syntax!r} (known: {known})")
+        self.call_syntax = CALL_SYNTAXES[syntax]
         self.engine: Engine | None = None
+        self.guide: Guide | None = None
         self.template: ChatTemplate | None = None
         self._thread: threading.Thread | None = None
         self._in_flight = 0
@@ -126,6 +153,7 @@ class LlamaCppBackend:
         )
         self.template = self._template_for(llm)
         self.engine = Engine(llm, self.align)
+        self.guide = Guide(lambda: lltokenizer_from_vocab(llm._model.vocab))
         self._thread = threading.Thread(target=self._work, name=f"llamacpp:{self.entry.id}", daemon=True)
         self._thread.start()
 
@@ -154,16 +182,50 @@ class LlamaCppBackend:
         return len(self.tokenize(request))
 
     def plans_for(self, request: CoreRequest) -> Callable[[int], ChoicePlan]:
-        if request.tools and request.tool_choice.mode != "none":
-            raise UnsupportedFeature("tools are not supported by the embedded engine yet", param="tools")
-        if request.response_format.kind != "text":
-            raise UnsupportedFeature(
-                "response_format is not supported by the embedded engine yet", param="response_format"
-            )
-        return lambda choice: ChoicePlan(TextShaper(choice))
+        """How each choice is read and constrained. Compiles a grammar when the request has tools or
+        a JSON response_format (seconds the first time: run it off the event loop); a schema the
+        engine cannot enforce is a 400 naming the parameter."""
+        answer = answer_schema(request.response_format)
+        tools = bool(request.tools) and request.tool_choice.mode != "none"
+        if not tools and answer is None:
+            return lambda choice: ChoicePlan(TextShaper(choice))
+        if self.guide is None or self.engine is None:
+            raise InternalError(f"the model {self.entry.id} is not loaded")
+        guide, n_vocab = self.guide, self.engine.llm.n_vocab()
+        if not tools:
+            assert answer is not None
+            try:
+                matcher = guide.compile("start: " + inline_json(answer))
+            except GrammarError as error:
+                raise unsupported_schema(str(error), SCHEMA_PARAM) from None
+            return lambda choice: ChoicePlan(TextShaper(choice), GrammarConstraint(matcher.deep_copy(), n_vocab), ())
+        syntax = self.call_syntax
+        grammar = call_grammar(request, syntax, guide.is_special(syntax.open_tag), answer)
+        try:
+            matcher = guide.compile(grammar.lark)
+        except GrammarError as error:
+            raise self._culprit(request, answer, str(error)) from None
+        answer_stops = request.sampling.stop if answer is None else ()
+        return lambda choice: ChoicePlan(
+            ToolCallShaper(choice, grammar.openers, grammar.answer_allowed, StopScanner(answer_stops)),
+            GrammarConstraint(matcher.deep_copy(), n_vocab),
+            (),
+        )
+
+    def _culprit(self, request: CoreRequest, answer: dict[str, Any] | None, reason: str) -> UnsupportedFeature:
+        """The schema a refused grammar came from, as a 400 with its parameter."""
+        assert self.guide is not None
+        try:
+            if answer is not None:
+                self.guide.check_schema(answer, SCHEMA_PARAM)
+            for i, tool in enumerate(request.tools):
+                self.guide.check_schema(arguments_schema(tool, i), parameters_param(i))
+        except UnsupportedFeature as error:
+            return error
+        return unsupported_schema(reason, "tools")
 
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
-        plans = self.plans_for(request)
+        plans = await asyncio.to_thread(self.plans_for, request) if is_constrained(request) else self.plans_for(request)
         tokens = self.tokenize(request)
         job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans)
         self.queue.put(ctx.owner, job)

@@ -50,6 +50,9 @@ class ChoicePlan:
 
     shaper: Shaper
     constraint: Constraint | None = None
+    # Stop sequences the engine cuts at; None means the request's. Constrained plans pass () so a
+    # stop string can never cut a JSON value short (their shaper may apply them to free text).
+    stops: tuple[str, ...] | None = None
 
 
 class StopScanner:
@@ -186,7 +189,7 @@ class Engine:
             logits_processor=LogitsProcessorList(processors) if processors else None,
         )
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        stops = StopScanner(sampling.stop)
+        stops = StopScanner(sampling.stop if plan.stops is None else plan.stops)
         waiting: deque[tuple[TokenLogprob, int]] = deque()  # logprobs whose text is held back
         decoded = emitted = produced = 0
         finish: FinishReason | None = "length"
@@ -211,6 +214,7 @@ class Engine:
                 out, matched = stops.push(text)
                 emitted += len(out)
                 job.emit(plan.shaper.feed(out, _release(waiting, emitted, recorder is not None)))
+                matched = matched or plan.shaper.stopped_by
                 if matched is not None:
                     finish = "stop"
                     break

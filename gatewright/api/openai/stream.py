@@ -56,6 +56,11 @@ class ChunkRenderer:
         choice = getattr(event, "choice", None)
         if choice is not None and choice not in self._started:
             self._started.add(choice)
+            if isinstance(event, ToolCallStart):
+                # As OpenAI: a choice that opens with a tool call has it in its role chunk, content null.
+                delta = {"role": "assistant", "content": None, "tool_calls": [_call_start(event)], "refusal": None}
+                frames.append(data_frame(self._chunk([self._choice(choice, delta)])))
+                return frames
             frames.append(
                 data_frame(self._chunk([self._choice(choice, {"role": "assistant", "content": "", "refusal": None})]))
             )
@@ -65,9 +70,8 @@ class ChunkRenderer:
                 frames.append(data_frame(self._chunk([self._choice(i, {"content": text}, lp)])))
             case ReasoningDelta(choice=i, text=text):
                 frames.append(data_frame(self._chunk([self._choice(i, {"reasoning_content": text})])))
-            case ToolCallStart(choice=i, index=k, id=call_id, name=name):
-                call = {"index": k, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-                frames.append(data_frame(self._chunk([self._choice(i, {"tool_calls": [call]})])))
+            case ToolCallStart(choice=i):
+                frames.append(data_frame(self._chunk([self._choice(i, {"tool_calls": [_call_start(event)]})])))
             case ToolCallDelta(choice=i, index=k, arguments=fragment):
                 call = {"index": k, "function": {"arguments": fragment}}
                 frames.append(data_frame(self._chunk([self._choice(i, {"tool_calls": [call]})])))
@@ -98,6 +102,16 @@ class ChunkRenderer:
         frames = [data_frame(self._held)] if self._held is not None else []
         self._held = None
         return frames
+
+
+def _call_start(event: ToolCallStart) -> dict[str, Any]:
+    """A call's first fragment: index, id, type and name; the arguments follow on the same index."""
+    return {
+        "index": event.index,
+        "id": event.id,
+        "type": "function",
+        "function": {"name": event.name, "arguments": ""},
+    }
 
 
 async def render(events: AsyncIterator[Event], renderer: ChunkRenderer) -> AsyncIterator[bytes]:

@@ -84,25 +84,40 @@ def _assistant_parts(message: w.AssistantMessage) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def _check_answered(pending: dict[str, int]) -> None:
+    """As OpenAI: every tool call of an assistant message is answered before the conversation goes on."""
+    if pending:
+        at = next(iter(pending.values()))
+        missing = ", ".join(pending)
+        raise InvalidRequest(
+            f"Invalid 'messages[{at}].tool_calls': an assistant message with 'tool_calls' must be followed "
+            f"by tool messages responding to each 'tool_call_id'; no response for: {missing}.",
+            param=f"messages[{at}].tool_calls",
+        )
+
+
 def _messages(messages: list[Any]) -> tuple[Message, ...]:
     out: list[Message] = []
-    known_calls: set[str] = set()
+    pending: dict[str, int] = {}  # tool call id → index of the assistant message that made it
     for i, m in enumerate(messages):
+        if isinstance(m, w.ToolMessage):
+            if pending.pop(m.tool_call_id, None) is None:
+                raise InvalidRequest(
+                    f"Invalid 'messages[{i}].tool_call_id': a tool message must answer a tool call of the "
+                    f"assistant message just before it, and none has the id '{m.tool_call_id}'.",
+                    param=f"messages[{i}].tool_call_id",
+                )
+            out.append(Message("tool", (ToolResultPart(m.tool_call_id, _text_of(m.content)),), m.name))
+            continue
+        _check_answered(pending)
         if isinstance(m, (w.SystemMessage, w.DeveloperMessage)):
             out.append(Message("system", (TextPart(_text_of(m.content)),), m.name))
         elif isinstance(m, w.UserMessage):
             out.append(Message("user", _user_parts(m.content, i), m.name))
-        elif isinstance(m, w.AssistantMessage):
-            known_calls.update(c.id for c in m.tool_calls or ())
-            out.append(Message("assistant", _assistant_parts(m), m.name))
         else:
-            if m.tool_call_id not in known_calls:
-                raise InvalidRequest(
-                    f"Invalid 'messages[{i}].tool_call_id': no earlier assistant message has a "
-                    f"tool call with id '{m.tool_call_id}'.",
-                    param=f"messages[{i}].tool_call_id",
-                )
-            out.append(Message("tool", (ToolResultPart(m.tool_call_id, _text_of(m.content)),), m.name))
+            pending = {c.id: i for c in m.tool_calls or ()}
+            out.append(Message("assistant", _assistant_parts(m), m.name))
+    _check_answered(pending)
     return tuple(out)
 
 
@@ -119,27 +134,49 @@ def _stop(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _parameters(function: w.FunctionDef, index: int) -> dict[str, Any]:
+    """A function's parameters: a JSON Schema for an object (as OpenAI requires), or none at all."""
+    parameters = function.parameters
+    if parameters is None:
+        return {"type": "object", "properties": {}}
+    kind = parameters.get("type", "object")
+    if kind != "object":
+        raise InvalidRequest(
+            f"Invalid schema for function '{function.name}': schema must be a JSON Schema of "
+            f"'type: \"object\"', got 'type: {orjson.dumps(kind).decode()}'.",
+            param=f"tools[{index}].function.parameters",
+            code="invalid_function_parameters",
+        )
+    return parameters
+
+
 def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
     tools = tuple(
-        ToolSpec(
-            t.function.name,
-            t.function.description,
-            t.function.parameters if t.function.parameters is not None else {"type": "object", "properties": {}},
-            bool(t.function.strict),
-        )
-        for t in req.tools or ()
+        ToolSpec(t.function.name, t.function.description, _parameters(t.function, i), bool(t.function.strict))
+        for i, t in enumerate(req.tools or ())
     )
     names = [t.name for t in tools]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("Invalid 'tools': function names must be unique.", param="tools")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InvalidRequest(
+                f"Invalid 'tools[{i}].function.name': the function name '{name}' is already used by "
+                f"'tools[{names.index(name)}]'; function names must be unique.",
+                param=f"tools[{i}].function.name",
+            )
+    if req.parallel_tool_calls is not None and not tools:
+        raise InvalidRequest(
+            "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when "
+            "'tools' are specified.",
+            param="parallel_tool_calls",
+        )
     choice = req.tool_choice
     if choice is None:
         return tools, TOOL_CHOICE_AUTO if tools else TOOL_CHOICE_NONE
     if isinstance(choice, w.NamedToolChoice):
         if choice.function.name not in names:
             raise InvalidRequest(
-                f"Invalid 'tool_choice': function '{choice.function.name}' is not in 'tools'.",
-                param="tool_choice",
+                f"Invalid 'tool_choice.function.name': function '{choice.function.name}' is not in 'tools'.",
+                param="tool_choice.function.name",
             )
         return tools, ToolChoice("named", choice.function.name)
     if choice != "none" and not tools:
