@@ -281,7 +281,7 @@ class AnthropicBackend:
         return self._in_flight
 
     async def start(self) -> None:
-        return None
+        client_for(self.deployment)  # the pool and its TLS setup now, not on the first request
 
     async def close(self) -> None:
         await close_clients()

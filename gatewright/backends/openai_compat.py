@@ -268,7 +268,7 @@ class OpenAICompatBackend:
         return self._in_flight
 
     async def start(self) -> None:
-        return None
+        client_for(self.deployment)  # the pool and its TLS setup now, not on the first request
 
     async def close(self) -> None:
         await close_clients()

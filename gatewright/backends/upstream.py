@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,14 +29,23 @@ UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
 CALLER_STATUSES = frozenset({400, 413, 422})
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # Loading the CA bundle takes a quarter of a second here: once per process, not per client.
+    return httpx.create_ssl_context()
+
+
 def client_for(deployment: Deployment) -> httpx.AsyncClient:
-    """One pooled client per (base URL, timeouts), shared by deployments that agree on them."""
+    """One pooled client per (base URL, timeouts), shared by deployments that agree on them.
+
+    Backends make theirs in ``start()``, so the first request does not pay for it."""
     key = (deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
     client = _CLIENTS.get(key)
     if client is None or client.is_closed:
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(deployment.timeout, connect=deployment.connect_timeout),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            verify=_tls(),
         )
         _CLIENTS[key] = client
     return client
