@@ -24,6 +24,8 @@ from tests.support.procs import Gateway, free_port, running_gateway, wait_http
 PRICES = {"input": 1.0, "output": 2.0}
 BACKUP_PRICES = {"input": 3.0, "output": 5.0}
 UPSTREAM_KEY = "sk-upstream-test-key"
+# Long enough that a slow, busy machine still sends the next requests inside it.
+BREAKER_COOLDOWN = 3.0
 EMBEDDED_WEIGHTS = "package:qwen2.5-coder-0.5b-instruct"
 
 
@@ -115,8 +117,8 @@ def fault_catalog(up: FaultyUpstream) -> list[dict[str, Any]]:
             "breaker",
             routing="least-busy",
             deployments=[
-                deployment("breaker-a", breaker_failures=1, breaker_cooldown=1.5),
-                deployment("breaker-b", breaker_failures=1, breaker_cooldown=1.5),
+                deployment("breaker-a", breaker_failures=1, breaker_cooldown=BREAKER_COOLDOWN),
+                deployment("breaker-b", breaker_failures=1, breaker_cooldown=BREAKER_COOLDOWN),
             ],
         ),
         model("weighted", deployments=[deployment("heavy", weight=3.0), deployment("light", weight=1.0)]),

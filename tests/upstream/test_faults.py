@@ -17,7 +17,7 @@ from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Raw, Reset, sse
-from tests.upstream.conftest import BACKUP_PRICES, PRICES, UPSTREAM_KEY, Store
+from tests.upstream.conftest import BACKUP_PRICES, BREAKER_COOLDOWN, PRICES, UPSTREAM_KEY, Store
 
 HI = [{"role": "user", "content": "Say hi"}]
 
@@ -193,7 +193,7 @@ def test_circuit_breaker_skips_a_failing_deployment_then_probes_it(
         assert headers["x-gatewright-deployment"] == "breaker-b"
     assert len(faulty.seen("breaker-a")) == 1  # skipped while the breaker is open
     faulty.script("breaker-a", default=Answer("a is back"))
-    time.sleep(1.6)  # the cooldown
+    time.sleep(BREAKER_COOLDOWN + 0.1)
     completion, headers = ask(fault_client, "breaker")
     assert headers["x-gatewright-deployment"] == "breaker-a"
     assert completion.choices[0].message.content == "a is back"
@@ -211,8 +211,9 @@ def test_weighted_balancing_follows_the_weights(fault_client: openai.OpenAI, fau
 
 
 def test_least_busy_spreads_concurrent_requests(fault_client: openai.OpenAI, faulty: FaultyUpstream) -> None:
-    faulty.script("busy-a", default=Answer("a", delay=1.5))
-    faulty.script("busy-b", default=Answer("b", delay=1.5))
+    # Answers slow enough that all four requests are in flight together, even on a busy machine.
+    faulty.script("busy-a", default=Answer("a", delay=3))
+    faulty.script("busy-b", default=Answer("b", delay=3))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: ask(fault_client, "least-busy")[1]["x-gatewright-deployment"], range(4)))
     assert Counter(results) == {"busy-a": 2, "busy-b": 2}
