@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -17,6 +18,7 @@ from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Raw, Reset, sse
+from tests.support.procs import Gateway
 from tests.upstream.conftest import BACKUP_PRICES, BREAKER_COOLDOWN, PRICES, UPSTREAM_KEY, Store
 
 HI = [{"role": "user", "content": "Say hi"}]
@@ -284,3 +286,20 @@ def test_anthropic_upstream_overloaded_is_retried(fault_client: openai.OpenAI, f
     assert second.path.endswith("/v1/messages")
     assert second.headers["x-api-key"] == UPSTREAM_KEY and second.headers["anthropic-version"] == "2023-06-01"
     assert second.body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]
+
+
+def test_upstream_errors_reach_an_anthropic_caller_in_its_dialect(
+    fault_gateway: Gateway, faulty: FaultyUpstream
+) -> None:
+    client = anthropic.Anthropic(base_url=fault_gateway.url, api_key=fault_gateway.api_key, max_retries=0)
+    hello: Any = [{"role": "user", "content": "Say hi"}]
+    faulty.script("rejects", Fail(400, "temperature is out of range"))
+    with pytest.raises(anthropic.BadRequestError) as rejected:
+        client.messages.create(model="rejects", max_tokens=10, messages=hello)
+    assert "temperature is out of range" in rejected.value.message
+    assert rejected.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    faulty.script("always-fails", default=Fail(503, "engine is warming up"))
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        client.messages.create(model="always-fails", max_tokens=10, messages=hello)
+    assert "engine is warming up" in failed.value.message
+    assert failed.value.body["type"] == "error"  # type: ignore[index]
