@@ -68,10 +68,21 @@ class Store:
             db.row_factory = sqlite3.Row
             return list(db.execute(sql, args))
 
+    def settled(self, timeout: float = 10.0) -> None:
+        """Wait until no request holds credits: settlements commit after the response is sent."""
+        deadline = time.monotonic() + timeout
+        while self._query("SELECT 1 FROM holds WHERE status = 'held' LIMIT 1"):
+            if time.monotonic() > deadline:
+                raise AssertionError("holds still open")
+            time.sleep(0.05)
+
     def balance(self) -> int:
+        """The account's balance once every request so far is settled."""
+        self.settled()
         return int(self._query("SELECT balance FROM accounts ORDER BY id LIMIT 1")[0]["balance"])
 
     def reserved(self) -> int:
+        self.settled()
         return int(self._query("SELECT reserved FROM accounts ORDER BY id LIMIT 1")[0]["reserved"])
 
     def usage(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
