@@ -41,8 +41,18 @@ class UsageFilter:
     until: datetime | None = None
     model: str | None = None
     key_prefix: str | None = None
+    status: str | None = None
     limit: int = 100
-    after_id: int | None = None
+    after_id: int | None = None  # page on: records older than this id
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    credits: int
 
 
 def _check_limit(limit: KeyLimit | None) -> None:
@@ -179,26 +189,32 @@ class Accounts:
             return NewKey(await self.key(str(values["prefix"]), account_id), key)
         raise RuntimeError("could not find a free key prefix")
 
-    async def key(self, prefix: str, account_id: int | None = None) -> Any:
+    async def key(self, prefix: str, account_id: int | None = None, kind: KeyKind | None = None) -> Any:
         query = select(api_keys).where(api_keys.c.prefix == prefix, api_keys.c.deleted_at.is_(None))
         if account_id is not None:
             query = query.where(api_keys.c.account_id == account_id)
+        if kind is not None:
+            query = query.where(api_keys.c.kind == kind)
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             raise NotFound(f"No API key with prefix '{prefix}'.", param="prefix", code="key_not_found")
         return row
 
-    async def keys(self, account_id: int | None = None) -> list[Any]:
+    async def keys(self, account_id: int | None = None, kind: KeyKind | None = None) -> list[Any]:
         query = select(api_keys).where(api_keys.c.deleted_at.is_(None)).order_by(api_keys.c.created_at, api_keys.c.id)
         if account_id is not None:
             query = query.where(api_keys.c.account_id == account_id)
+        if kind is not None:
+            query = query.where(api_keys.c.kind == kind)
         async with self.engine.connect() as conn:
             return list(await conn.execute(query))
 
-    async def update_key(self, prefix: str, account_id: int | None, changes: dict[str, Any]) -> Any:
+    async def update_key(
+        self, prefix: str, account_id: int | None, changes: dict[str, Any], kind: KeyKind | None = None
+    ) -> Any:
         """Apply ``name``, ``disabled``, ``limit`` (KeyLimit or None), ``scopes``, rate limits."""
-        row = await self.key(prefix, account_id)
+        row = await self.key(prefix, account_id, kind)
         values: dict[str, Any] = {}
         for field in ("name", "disabled", "requests_per_minute", "tokens_per_minute"):
             if field in changes:
@@ -223,8 +239,8 @@ class Accounts:
                 self.authenticator.forget(prefix)
         return await self.key(prefix, account_id)
 
-    async def delete_key(self, prefix: str, account_id: int | None) -> None:
-        row = await self.key(prefix, account_id)
+    async def delete_key(self, prefix: str, account_id: int | None, kind: KeyKind | None = None) -> None:
+        row = await self.key(prefix, account_id, kind)
         now = utcnow()
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -233,9 +249,8 @@ class Accounts:
         if self.authenticator is not None:
             self.authenticator.forget(prefix)
 
-    async def usage(self, account_id: int | None, flt: UsageFilter) -> list[Any]:
+    def _usage_where(self, query: Any, account_id: int | None, flt: UsageFilter) -> Any:
         u = usage_records.c
-        query = select(usage_records).order_by(u.id.desc()).limit(flt.limit)
         if account_id is not None:
             query = query.where(u.account_id == account_id)
         if flt.since is not None:
@@ -246,10 +261,32 @@ class Accounts:
             query = query.where(u.model == flt.model)
         if flt.key_prefix:
             query = query.where(u.key_prefix == flt.key_prefix)
+        if flt.status:
+            query = query.where(u.status == flt.status)
+        return query
+
+    async def usage(self, account_id: int | None, flt: UsageFilter) -> list[Any]:
+        """Usage records matching ``flt``, newest first, at most ``flt.limit``."""
+        u = usage_records.c
+        query = self._usage_where(select(usage_records), account_id, flt).order_by(u.id.desc()).limit(flt.limit)
         if flt.after_id is not None:
             query = query.where(u.id < flt.after_id)
         async with self.engine.connect() as conn:
             return list(await conn.execute(query))
+
+    async def usage_totals(self, account_id: int | None, flt: UsageFilter) -> UsageTotals:
+        """Sums over every record matching ``flt`` (all pages)."""
+        u = usage_records.c
+        sums = select(
+            func.count(),
+            func.coalesce(func.sum(u.input_tokens), 0),
+            func.coalesce(func.sum(u.cached_tokens), 0),
+            func.coalesce(func.sum(u.output_tokens), 0),
+            func.coalesce(func.sum(u.credits), 0),
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(self._usage_where(sums, account_id, flt))).one()
+        return UsageTotals(*(int(value) for value in row))
 
     async def ledger(self, account_id: int, limit: int = 100) -> list[Any]:
         query = select(ledger).where(ledger.c.account_id == account_id).order_by(ledger.c.id.desc()).limit(limit)

@@ -95,7 +95,7 @@ class Authenticator:
         if kind is not None and principal.kind != kind:
             if kind == "management":
                 raise PermissionDenied(
-                    "This endpoint needs a management key; API keys can only call models.",
+                    "This endpoint needs a management key; API keys call models and read billing.",
                     code="management_key_required",
                 )
             raise PermissionDenied(

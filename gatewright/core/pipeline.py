@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
@@ -160,24 +161,35 @@ class Gateway:
             limits = await platform.limiter.acquire(principal, prompt_tokens)
             max_out = (request.sampling.max_tokens or entry.max_output) * request.n
             credits = max(worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry))
-            hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
+            try:
+                hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
+            except GatewrightError as error:
+                raise _with_limits(error, limits) from None
 
         ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
         try:
             opened = await self.router.open(entry, request, ctx)
+        except GatewrightError as error:
+            if platform is not None and hold is not None:
+                platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+            raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
-                platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)
+                # The caller left before the first token: bill what the backend did (its prompt).
+                platform.ledger.settle(hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         metered = _metered(events, ctx, opened.entry, platform, principal, hold)
+        # Run it to its first (empty) yield: from now on its settling `finally` runs however the
+        # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
+        await anext(metered)
         return Call(
             request_id=request_id,
             entry=opened.entry,
             deployment=opened.deployment.name,
-            events=metered,
+            events=cast(AsyncIterator[Event], metered),
             limits=limits,
             prompt_tokens=prompt_tokens,
             notes=notes,
@@ -192,6 +204,29 @@ _ZERO = Cost(credits=0, usd=0.0)
 _background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks referenced
 
 
+def _with_limits(error: GatewrightError, limits: LimitState | None) -> GatewrightError:
+    """A request refused after the rate limiter counted it still reports the limit headers."""
+    if limits is not None and getattr(error, "limits", None) is None:
+        error.limits = limits  # type: ignore[attr-defined]
+    return error
+
+
+async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
+    """Settle a finished request; the cost the client is told is what was actually charged."""
+    settlement = platform.ledger.settle(hold, usage, cost, "ok", model)
+    if cost.credits <= hold.credits:
+        # Within its hold a charge is never capped (the account keeps balance >= reserved), so the
+        # answer is known: the response need not wait for the commit, which runs behind it.
+        return cost
+    try:
+        charged = await settlement
+    except GatewrightError as error:
+        # The store is unreachable: the ledger keeps retrying this settlement in the background.
+        log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
+        return cost
+    return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
+
+
 async def _metered(
     events: AsyncIterator[Event],
     ctx: CallContext,
@@ -199,18 +234,20 @@ async def _metered(
     platform: Platform | None,
     principal: Principal | None,
     hold: Hold | None,
-) -> AsyncIterator[Event]:
-    """Pass events through; price the usage report; settle the hold exactly once."""
+) -> AsyncGenerator[Event | None, None]:
+    """Pass events through; price the usage report; settle the hold exactly once.
+
+    The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
     settled = False
     status: SettleStatus = "aborted"
     try:
+        yield None
         async for event in events:
             if isinstance(event, UsageReport):
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
-                    charged = await platform.ledger.settle(hold, event.usage, cost, "ok", entry.id)
-                    cost = Cost(charged, credits_to_usd(charged))
+                    cost = await _charge(platform, hold, event.usage, cost, entry.id)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
             yield event
@@ -219,13 +256,15 @@ async def _metered(
         status = "error"  # an upstream or engine failure mid-stream: never billed
         raise
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        if not settled and platform is not None and hold is not None:
-            # Abandoned by the client (bill what was generated) or failed (bill nothing).
-            usage = ctx.usage if status != "error" else Usage()
-            cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
-            platform.ledger.settle(hold, usage, cost, status, entry.id)
-            if usage.output_tokens and principal is not None:
-                task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+        try:
+            await events.aclose()  # type: ignore[attr-defined]
+        finally:  # settle even if closing the backend was interrupted (a cancelled request)
+            if not settled and platform is not None and hold is not None:
+                # Abandoned by the client (bill what was generated) or failed (bill nothing).
+                usage = ctx.usage if status != "error" else Usage()
+                cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
+                platform.ledger.settle(hold, usage, cost, status, entry.id)
+                if usage.output_tokens and principal is not None:
+                    task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
+                    _background.add(task)
+                    task.add_done_callback(_background.discard)

@@ -58,6 +58,10 @@ class Ledger(Protocol):
         charged (never more than the account has). Safe to call without awaiting."""
         ...
 
+    async def flush(self) -> None:
+        """Wait until every reservation and settlement queued so far is written."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class LimitState:

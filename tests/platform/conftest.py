@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,6 +43,13 @@ context_window = 4096
 max_output = 64
 prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
 deployments = [{{ name = "fake-slow", backend = "fake", max_retries = 0, options = {{ delay = 0.02 }} }}]
+
+[[models]]
+id = "fake-slower"
+context_window = 4096
+max_output = 64
+prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
+deployments = [{{ name = "fake-slower", backend = "fake", max_retries = 0, options = {{ delay = 0.1 }} }}]
 
 [[models]]
 id = "fake-500"
@@ -124,7 +132,7 @@ def fake_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def platform_gateway(tmp_path_factory: pytest.TempPathFactory, fake_catalog: Path) -> Iterator[Gateway]:
     """A real `gatewright serve` process with the platform on, a SQLite store, the fake models and
     1 USD of starting credits."""
@@ -137,3 +145,19 @@ def platform_gateway(tmp_path_factory: pytest.TempPathFactory, fake_catalog: Pat
 
 def sqlite_url(gateway: Gateway) -> str:
     return f"sqlite+aiosqlite:///{gateway.data_dir / 'gatewright.db'}"
+
+
+@pytest.fixture
+async def http(platform_gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=platform_gateway.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+async def store(platform_gateway: Gateway) -> AsyncIterator[AsyncEngine]:
+    """The gateway's own SQLite store, opened beside it (WAL: readers and writers coexist)."""
+    engine = create_engine(sqlite_url(platform_gateway))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

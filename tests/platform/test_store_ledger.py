@@ -16,8 +16,8 @@ from gatewright.core.accounts import Accounts, KeyLimit
 from gatewright.core.clock import utcnow
 from gatewright.core.errors import InsufficientCredits, InternalError
 from gatewright.core.keys import principal_of
-from gatewright.core.ledger import SqlLedger, release_stale_holds
-from gatewright.core.ledger_rules import AccountRow, Changes, Locked, Reservation, decide_reserve
+from gatewright.core.ledger import SqlLedger, apply_batch, release_stale_holds
+from gatewright.core.ledger_rules import AccountRow, Changes, Locked, Reservation, Settlement, decide_reserve
 from gatewright.core.platform import Hold, Principal
 from gatewright.core.types import Cost, Usage
 from gatewright.store.db import create_engine
@@ -200,11 +200,11 @@ async def test_concurrent_requests_against_a_small_balance(
         nonlocal commits
         commits += 1
 
-    event.listen(engine.sync_engine, "commit", count)
+    event.listen(ledger.sql_engine, "commit", count)
     try:
         outcomes = await asyncio.gather(*(_spend(ledger, who, f"r{i}", rng) for i in range(600)))
     finally:
-        event.remove(engine.sync_engine, "commit", count)
+        event.remove(ledger.sql_engine, "commit", count)
     kinds = [kind for kind, _ in outcomes]
     assert kinds.count("refused") > 0 and kinds.count("ok") > 0, kinds
     assert commits < len(outcomes), "reservations and settlements share group commits"
@@ -245,11 +245,11 @@ async def test_three_writers_on_one_store_keep_the_books(
 
 
 class _Outage:
-    """Fault injection: statements touching ``table`` fail while ``failures`` is above zero."""
+    """Fault injection: the ledger's inserts into ``table`` fail while ``failures`` is above zero."""
 
-    def __init__(self, engine: AsyncEngine, table: str, failures: int) -> None:
-        self.table, self.failures, self.engine = table, failures, engine
-        event.listen(engine.sync_engine, "before_cursor_execute", self._maybe_fail)
+    def __init__(self, writer: SqlLedger, table: str, failures: int) -> None:
+        self.table, self.failures, self.engine = table, failures, writer.sql_engine
+        event.listen(self.engine, "before_cursor_execute", self._maybe_fail)
 
     def _maybe_fail(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
         if self.failures > 0 and f"INSERT INTO {self.table}" in statement:
@@ -258,15 +258,15 @@ class _Outage:
 
     def end(self) -> None:
         self.failures = 0
-        if event.contains(self.engine.sync_engine, "before_cursor_execute", self._maybe_fail):
-            event.remove(self.engine.sync_engine, "before_cursor_execute", self._maybe_fail)
+        if event.contains(self.engine, "before_cursor_execute", self._maybe_fail):
+            event.remove(self.engine, "before_cursor_execute", self._maybe_fail)
 
 
 async def test_a_failed_batch_is_retried_and_applied_once(accounts: Accounts, engine: AsyncEngine) -> None:
     who = await _principal(accounts, 1_000)
     writer = SqlLedger(engine, owner="test", retry_delays=(0.01, 0.01, 0.01))
     await writer.start()
-    outage = _Outage(engine, "usage_records", failures=2)
+    outage = _Outage(writer, "usage_records", failures=2)
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
         assert await writer.settle(hold, Usage(output_tokens=2), _cost(80), "ok", "fake") == 80
@@ -282,7 +282,7 @@ async def test_a_settlement_outlives_a_long_outage(accounts: Accounts, engine: A
     who = await _principal(accounts, 1_000)
     writer = SqlLedger(engine, owner="test", retry_delays=(0.01,), background_retry=0.05)
     await writer.start()
-    outage = _Outage(engine, "usage_records", failures=10**6)
+    outage = _Outage(writer, "usage_records", failures=10**6)
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
         with pytest.raises(InternalError):
@@ -305,3 +305,25 @@ def test_a_reservation_retried_after_a_lost_commit_returns_the_same_hold() -> No
     hold = decide_reserve(Reservation(who, 50, "req", "fake"), locked, changes)
     assert hold == Hold("req", 1, 7, "abcd1234", 50, "fake")
     assert changes.new_holds == [] and locked.accounts[1].reserved == 50  # nothing held twice
+
+
+async def test_a_batch_replayed_after_a_lost_commit_changes_nothing_twice(
+    accounts: Accounts, engine: AsyncEngine
+) -> None:
+    # The commit went through but its answer was lost: the writer replays the batch as a retry.
+    who = await _principal(accounts, 1_000)
+    batch = [Reservation(who, 300, "req", "fake")]
+    async with engine.begin() as conn:
+        first = await conn.run_sync(apply_batch, batch, "test", False, False)
+    async with engine.begin() as conn:
+        replayed = await conn.run_sync(apply_batch, batch, "test", False, True)
+    assert first == replayed and isinstance(first[0], Hold)
+    account = await accounts.account(who.account_id)
+    assert (account.balance, account.reserved) == (1_000, 300)
+    settle = [Settlement(first[0], Usage(output_tokens=1), _cost(200), "ok", "fake")]
+    for retry in (False, True):
+        async with engine.begin() as conn:
+            await conn.run_sync(apply_batch, settle, "test", False, retry)
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 1_000)
+    assert result.charge_rows == {"req": 200}

@@ -1,7 +1,261 @@
-"""HTTP routes of this dialect (filled in by its issue)."""
+"""The key and billing APIs (003 L1338-1393, L10338-10511, L32956-33156, L33567-33684, L43357-43428).
+
+Who may call what:
+
+- a **management key** manages the account's API keys (``/v1/keys``, ``/v1/keys/{prefix}``), adds
+  credits (``POST /v1/billing/credits``) and reads everything;
+- **any key** of the account reads the balance (``/v1/billing/balance``, ``/v2/billing``,
+  ``/v2/billing/detail``), as in the reference, and ``GET /v1/key`` (the calling key itself);
+- ``GET /v1/billing/usage`` lists the account's requests for a management key, and only the
+  calling key's own requests for an API key.
+
+Errors use OpenAI's error object; with the platform off (``--bare``) these paths answer 404.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
-routes: list[BaseRoute] = []
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gatewright.api.http import JSONResponse, bearer, invalid_from, parse
+from gatewright.api.openai.errors import error_body
+from gatewright.api.platform import schemas, views
+from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
+from gatewright.core.billing import usd_to_credits
+from gatewright.core.clock import utcnow
+from gatewright.core.errors import GatewrightError, InvalidRequest, NotFound, PermissionDenied
+from gatewright.core.platform import KeyKind, Principal
+
+Handler = Callable[[Request], Awaitable[Response]]
+_PREFIX = re.compile(r"[0-9a-f]{8}")
+
+
+def _accounts(request: Request) -> Accounts:
+    accounts: Accounts | None = getattr(request.app.state, "accounts", None)
+    if accounts is None or accounts.authenticator is None:
+        raise NotFound(
+            "The platform layer is off (the gateway runs with --bare): there are no keys or billing.",
+            code="platform_disabled",
+        )
+    return accounts
+
+
+async def _caller(request: Request, kind: KeyKind | None) -> tuple[Accounts, Principal]:
+    accounts = _accounts(request)
+    assert accounts.authenticator is not None  # checked by _accounts
+    return accounts, await accounts.authenticator.authenticate_as(bearer(request), kind)
+
+
+async def _settled(request: Request) -> None:
+    """Let this process's queued charges land first, so a read after a response includes it."""
+    platform = request.app.state.gateway.platform
+    if platform is not None:
+        await platform.ledger.flush()
+
+
+def _endpoint(handler: Handler) -> Handler:
+    """Render a GatewrightError the handler raises as OpenAI's error object."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewrightError as error:
+            return JSONResponse(error_body(error), status_code=error.status)
+
+    return endpoint
+
+
+async def _body(request: Request) -> bytes:
+    body = await request.body()
+    return body if body.strip() else b"{}"  # every field of these bodies is optional
+
+
+def _prefix(request: Request) -> str:
+    prefix: str = request.path_params["prefix"]
+    if not _PREFIX.fullmatch(prefix):
+        raise InvalidRequest(
+            f"Invalid key prefix '{prefix[:40]}': a prefix is the first 8 characters of a key (hex).",
+            param="prefix",
+            code="invalid_prefix",
+        )
+    return prefix
+
+
+def _limit(body: schemas.KeyLimitBody | None) -> KeyLimit | None:
+    return KeyLimit(body.retention, body.threshold) if body is not None else None
+
+
+def _scopes(scopes: list[str] | None) -> list[str]:
+    # An API key's scopes say what it may call: an empty list would be read as "everything".
+    if not scopes:
+        raise InvalidRequest("Invalid 'scopes': name at least one scope, e.g. [\"model:chat\"].", param="scopes")
+    return list(dict.fromkeys(scopes))
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+async def create_key(request: Request) -> Response:
+    accounts, caller = await _caller(request, "management")
+    body = parse(schemas.KeyCreate, await _body(request))
+    rate = body.rate_limit or schemas.RateLimitBody()
+    made = await accounts.create_key(
+        caller.account_id,
+        "api",
+        name=body.name,
+        scopes=_scopes(body.scopes) if "scopes" in body.model_fields_set else None,
+        limit=_limit(body.limit),
+        requests_per_minute=rate.requests_per_minute,
+        tokens_per_minute=rate.tokens_per_minute,
+    )
+    return JSONResponse({"data": views.key_object(made.row, utcnow(), key=made.key)})
+
+
+async def list_keys(request: Request) -> Response:
+    accounts, caller = await _caller(request, "management")
+    await _settled(request)
+    now = utcnow()
+    rows = await accounts.keys(caller.account_id, kind="api")
+    return JSONResponse({"data": [views.key_object(row, now) for row in rows]})
+
+
+async def current_key(request: Request) -> Response:
+    accounts, caller = await _caller(request, None)
+    await _settled(request)
+    row = await accounts.key(caller.prefix, caller.account_id)
+    return JSONResponse({"data": views.key_object(row, utcnow())})
+
+
+async def update_key(request: Request) -> Response:
+    accounts, caller = await _caller(request, "management")
+    prefix = _prefix(request)
+    body = parse(schemas.KeyUpdate, await _body(request))
+    changes: dict[str, Any] = {}
+    for field in ("name", "disabled"):
+        if field in body.model_fields_set:
+            changes[field] = getattr(body, field)
+    if changes.get("disabled", False) is None:
+        raise InvalidRequest("Invalid 'disabled': must be true or false.", param="disabled")
+    if "scopes" in body.model_fields_set:
+        changes["scopes"] = _scopes(body.scopes)
+    if "limit" in body.model_fields_set:
+        changes["limit"] = _limit(body.limit)
+    if body.rate_limit is not None:
+        for field in body.rate_limit.model_fields_set:
+            changes[field] = getattr(body.rate_limit, field)
+    row = await accounts.update_key(prefix, caller.account_id, changes, kind="api")
+    return JSONResponse({"data": views.key_object(row, utcnow())})
+
+
+async def delete_key(request: Request) -> Response:
+    accounts, caller = await _caller(request, "management")
+    prefix = _prefix(request)
+    await accounts.delete_key(prefix, caller.account_id, kind="api")
+    return JSONResponse({"data": {"prefix": prefix, "deleted": True}})
+
+
+# -- billing -------------------------------------------------------------------------------------
+
+
+async def balance(request: Request) -> Response:
+    accounts, caller = await _caller(request, None)
+    await _settled(request)
+    return JSONResponse(views.balance_object(await accounts.account(caller.account_id), utcnow()))
+
+
+async def billing(request: Request) -> Response:
+    accounts, caller = await _caller(request, None)
+    await _settled(request)
+    return JSONResponse(views.billing_object(await accounts.account(caller.account_id)))
+
+
+async def billing_detail(request: Request) -> Response:
+    accounts, caller = await _caller(request, None)
+    await _settled(request)
+    return JSONResponse(views.billing_detail_object(await accounts.account(caller.account_id)))
+
+
+async def add_credits(request: Request) -> Response:
+    accounts, caller = await _caller(request, "management")
+    body = parse(schemas.CreditsBody, await _body(request))
+    if (body.credits is None) == (body.usd is None):
+        raise InvalidRequest("Give exactly one of 'credits' or 'usd'.", param="credits", code="invalid_value")
+    credits = body.credits if body.credits is not None else usd_to_credits(body.usd or 0.0)
+    await accounts.add_credits(caller.account_id, credits, body.note or "added through the API")
+    account = await accounts.account(caller.account_id)
+    return JSONResponse({"credits_added": credits, **views.balance_object(account, utcnow())})
+
+
+def _usage_query(request: Request) -> schemas.UsageQuery:
+    try:
+        return schemas.UsageQuery.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise invalid_from(error) from None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def usage(request: Request) -> Response:
+    accounts, caller = await _caller(request, None)
+    await _settled(request)
+    query = _usage_query(request)
+    key = query.key
+    if caller.kind == "api":
+        if key is not None and key != caller.prefix:
+            raise PermissionDenied(
+                "An API key can list only its own usage; use the management key for other keys.",
+                param="key",
+                code="management_key_required",
+            )
+        key = caller.prefix
+    model = query.model
+    if model is not None:
+        entry = request.app.state.gateway.catalog.find(model)
+        model = entry.id if entry is not None else model  # aliases list the canonical id's records
+    flt = UsageFilter(
+        since=_utc(query.since),
+        until=_utc(query.until),
+        model=model,
+        key_prefix=key,
+        status=query.status,
+        limit=query.limit + 1,  # one more tells whether another page follows
+        after_id=query.after,
+    )
+    rows = await accounts.usage(caller.account_id, flt)
+    page = rows[: query.limit]
+    totals = await accounts.usage_totals(caller.account_id, flt)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [views.usage_object(row) for row in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(rows) > query.limit,
+            "totals": views.totals_object(totals),  # over every page of this filter
+        }
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/keys", _endpoint(create_key), methods=["POST"]),
+    Route("/v1/keys", _endpoint(list_keys), methods=["GET"]),
+    Route("/v1/key", _endpoint(current_key), methods=["GET"]),
+    Route("/v1/keys/{prefix}", _endpoint(update_key), methods=["PATCH"]),
+    Route("/v1/keys/{prefix}", _endpoint(delete_key), methods=["DELETE"]),
+    Route("/v1/billing/balance", _endpoint(balance), methods=["GET"]),
+    Route("/v2/billing", _endpoint(billing), methods=["GET"]),
+    Route("/v2/billing/detail", _endpoint(billing_detail), methods=["GET"]),
+    Route("/v1/billing/credits", _endpoint(add_credits), methods=["POST"]),
+    Route("/v1/billing/usage", _endpoint(usage), methods=["GET"]),
+]
