@@ -104,8 +104,8 @@ class Job:
     webhooks: list[dict[str, Any] | None]  # per result: {"state", "attempts"}
     owner: str | None = None
     heartbeat: datetime | None = None
-    # HTTP status of each failed result, known for results finished by this process.
-    error_status: dict[int, int] = field(default_factory=dict)
+    # The core error of each failed result finished by this process (its status, retry-after).
+    errors: dict[int, GatewrightError] = field(default_factory=dict)
     running: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -244,7 +244,7 @@ class Jobs:
         async with job.lock:
             job.items[index] = item
             if outcome.error is not None:
-                job.error_status[index] = outcome.error.status
+                job.errors[index] = outcome.error
             if job.spec.webhook_url and self.sender is not None:
                 job.webhooks[index] = {"state": "pending", "attempts": []}
             await self._save(job)
@@ -376,10 +376,16 @@ class Jobs:
         return True
 
     async def _save(self, job: Job) -> None:
+        """Write the whole row. A failed write is logged, not raised: the job goes on from memory
+        and its next write (every result and webhook attempt writes one) catches the row up."""
         if self.engine is None:
             return
-        async with self.engine.begin() as conn:
-            await conn.execute(update(tasks).where(tasks.c.task_uuid == job.spec.key).values(**self._values(job)))
+        try:
+            async with self.engine.begin() as conn:
+                statement = update(tasks).where(tasks.c.task_uuid == job.spec.key).values(**self._values(job))
+                await conn.execute(statement)
+        except Exception:
+            log.exception("saving task %s failed; it is written again with its next change", job.spec.key)
 
     async def _load(self, key: str) -> Job | None:
         if self.engine is None:

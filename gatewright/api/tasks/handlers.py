@@ -37,8 +37,9 @@ class Batch:
             if item is None:
                 self.data.append(processing_item(job.spec.uuid, index))
             elif item.get("status") == "error":
-                status = job.error_status.get(index) or status_for(item["error"]["code"])
-                self.errors.append((status, item["error"]))
+                error = job.errors.get(index)
+                self.errors.append((error.status if error else status_for(item["error"]["code"]), item["error"]))
+                self.retry_after = getattr(error, "retry_after", None) or self.retry_after
             else:
                 self.data.append(item)
 

@@ -166,7 +166,8 @@ async def open_stream(gateway: Gateway, jobs: Jobs, principal: Principal | None,
         item = await jobs.complete(job, pending[0], outcome)
         if len(pending) == 1:
             jobs.release(job)
-            status = job.error_status.get(pending[0]) or status_for(item["error"]["code"])
+            core_error = job.errors.get(pending[0])
+            status = core_error.status if core_error else status_for(item["error"]["code"])
             return errors_response([(status, item["error"])], getattr(error, "retry_after", None))
         lead.append(error_frame(item["error"]))
     headers = dict(SSE_HEADERS)
