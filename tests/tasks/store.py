@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,14 @@ def charges_of(gw: Gateway | Path, task_uuid: str) -> list[sqlite3.Row]:
         "SELECT * FROM ledger WHERE kind = 'charge' AND request_id LIKE ? ORDER BY request_id",
         f"task_{task_uuid.lower()}_%",
     )
+
+
+def billed(gw: Gateway | Path, task_uuid: str, runs: int, timeout: float = 15.0) -> list[sqlite3.Row]:
+    """The task's usage records once ``runs`` of them are written: the ledger commits a settlement
+    right after the answer, not before it."""
+    deadline = time.monotonic() + timeout
+    rows = usage_of(gw, task_uuid)
+    while len(rows) < runs and time.monotonic() < deadline:
+        time.sleep(0.02)
+        rows = usage_of(gw, task_uuid)
+    return rows

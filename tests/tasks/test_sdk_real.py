@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -75,7 +76,6 @@ async def test_async_default_polls_every_result(sdk: Runware) -> None:
         check_result(result, 4)
 
 
-@pytest.mark.xfail(reason="the embedded engine answers 400 for tools until issue 4 lands", strict=True)
 async def test_tool_call_on_the_embedded_model(sdk: Runware) -> None:
     weather = {
         "type": "function",
@@ -90,10 +90,16 @@ async def test_tool_call_on_the_embedded_model(sdk: Runware) -> None:
         toolChoice={"type": "tool", "name": "get_weather"},
         settings={"maxTokens": 40},
     )
-    (result,) = await sdk.run(forced)
+    try:
+        (result,) = await sdk.run(forced)
+    except RunwareError as error:
+        if error.parameter == "tools" and error.code == "validation":
+            pytest.skip(f"this engine build refuses tools (issue 4 not in it yet): {error}")
+        raise
     assert result["finishReason"] == "tool_calls"
     (call,) = result["tools"]
     assert call["name"] == "get_weather" and isinstance(call["input"]["city"], str) and call["id"]
+    assert set(result["usage"]) == {"promptTokens", "completionTokens", "totalTokens", "thinkingTokens"}
 
 
 async def test_sdk_raises_validation_errors_with_their_parameter(sdk: Runware) -> None:
@@ -120,3 +126,12 @@ async def test_sdk_bad_key_is_auth(gateway: Gateway) -> None:
     finally:
         await client.close()
     assert (raised.value.code, raised.value.status_code) == ("auth", 401)
+
+
+@pytest.mark.skipif(bool(os.environ.get("ZAI_API_KEY")), reason="with a Z.ai key the model is active")
+async def test_air_model_id_resolves_through_the_catalog(sdk: Runware) -> None:
+    # The SDK sends AIR ids as they are; `zai:glm@5.1` is the GLM-5.1 entry's alias, inactive here.
+    with pytest.raises(RunwareError) as raised:
+        await sdk.run(task(deliveryMethod="sync", model="zai:glm@5.1"))
+    assert (raised.value.code, raised.value.parameter, raised.value.status_code) == ("validation", "model", 400)
+    assert "ZAI_API_KEY" in str(raised.value)

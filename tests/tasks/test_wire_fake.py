@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.procs import Gateway
 from tests.tasks.conftest import new_uuid, post, text_task
-from tests.tasks.store import charges_of, task_row, usage_of
+from tests.tasks.store import billed, charges_of, task_row
 
 CREDITS_PER_USD = 2_000_000
 
@@ -59,7 +59,7 @@ def test_sync_result_shape_cost_and_usage(fake_gateway: Gateway) -> None:
         "cost": item["cost"],
         "usage": {"promptTokens": 6, "completionTokens": 3, "totalTokens": 9, "thinkingTokens": 0},
     }
-    (usage,) = usage_of(fake_gateway, task["taskUUID"])
+    (usage,) = billed(fake_gateway, task["taskUUID"], 1)
     assert usage["request_id"] == f"task_{task['taskUUID']}_0_1" and usage["status"] == "ok"
     assert item["cost"] == pytest.approx(usage["credits"] / CREDITS_PER_USD) and usage["credits"] > 0
 
@@ -302,7 +302,7 @@ def test_identical_retry_returns_the_stored_result_without_running_again(fake_ga
     as_async = post(fake_gateway, [{**task, "deliveryMethod": "async"}]).json()
     assert again == first
     assert as_async == {"data": [{"taskType": "textInference", "taskUUID": task["taskUUID"]}]}
-    assert len(usage_of(fake_gateway, task["taskUUID"])) == 2  # one run per result, billed once
+    assert len(billed(fake_gateway, task["taskUUID"], 2)) == 2  # one run per result, billed once
     assert len(charges_of(fake_gateway, task["taskUUID"])) == 2
     assert task_row(fake_gateway, task["taskUUID"])["attempt"] == 1
 
@@ -333,6 +333,7 @@ def test_failed_task_retried_runs_again_and_bills_once(fake_gateway: Gateway) ->
     assert again.status_code == 500
     row = task_row(fake_gateway, task["taskUUID"])
     assert row["attempt"] == 2 and row["status"] == "error"
+    assert [u["status"] for u in billed(fake_gateway, task["taskUUID"], 2)] == ["error", "error"]
     assert charges_of(fake_gateway, task["taskUUID"]) == []
 
 
@@ -362,7 +363,7 @@ def test_sync_retry_of_an_async_task_waits_for_its_results(fake_gateway: Gateway
     post(fake_gateway, [task])
     (item,) = post(fake_gateway, [{**task, "deliveryMethod": "sync"}]).json()["data"]
     assert item["text"] == "a b c d"
-    assert len(usage_of(fake_gateway, task["taskUUID"])) == 1
+    assert len(billed(fake_gateway, task["taskUUID"], 1)) == 1
 
 
 def test_async_failure_shows_as_an_error_item(fake_gateway: Gateway) -> None:
@@ -457,7 +458,7 @@ def test_stream_retry_replays_the_stored_result(fake_gateway: Gateway) -> None:
     replayed = sse(post(fake_gateway, [task]))
     assert "".join(f["delta"].get("text", "") for f in replayed) == "one two three"
     assert replayed[-1]["finishReason"] == first[-1]["finishReason"] == "stop"
-    assert len(usage_of(fake_gateway, task["taskUUID"])) == 1
+    assert len(billed(fake_gateway, task["taskUUID"], 1)) == 1
 
 
 def test_stream_error_before_the_first_frame_is_a_plain_error(fake_gateway: Gateway) -> None:
@@ -474,6 +475,7 @@ def test_stream_error_after_the_first_frame_is_an_error_frame(fake_gateway: Gate
     assert (error["code"], error["taskUUID"]) == ("providerError", task["taskUUID"])
     (item,) = post(fake_gateway, [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]).json()["data"]
     assert item["status"] == "error"
+    assert [u["status"] for u in billed(fake_gateway, task["taskUUID"], 1)] == ["error"]
     assert charges_of(fake_gateway, task["taskUUID"]) == []  # a failed generation is not billed
 
 
