@@ -22,6 +22,7 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 from gatewright.backends.chat_template import CHATML, ChatTemplate
 from gatewright.backends.constrain import GrammarConstraint, GrammarError, Guide, inline_json, unsupported_schema
 from gatewright.backends.llamacpp_engine import ChoicePlan, Engine, StopScanner
+from gatewright.backends.prefix_cache import PrefixCache
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.shaping import TextShaper, ToolCallShaper
 from gatewright.backends.toolcalls import (
@@ -118,6 +119,9 @@ class LlamaCppBackend:
         self.n_threads = int(options.get("n_threads", os.cpu_count() or 2))
         self.n_batch = int(options.get("n_batch", 512))
         self.align = int(options.get("prefill_chunk", 64))
+        # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
+        self.prefix_cache_bytes = int(float(options.get("prefix_cache_mb", 256)) * 2**20)
+        self.prefix_cache_min_tokens = int(options.get("prefix_cache_min_tokens", 256))
         self.queue = FairQueue(int(options.get("max_queue", 512)))
         self.template_override: str | None = options.get("chat_template")
         self.template_kwargs: dict[str, Any] = dict(options.get("template_kwargs", {}))
@@ -152,7 +156,8 @@ class LlamaCppBackend:
             verbose=False,
         )
         self.template = self._template_for(llm)
-        self.engine = Engine(llm, self.align)
+        cache = PrefixCache(self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.align))
+        self.engine = Engine(llm, self.align, cache)
         self.guide = Guide(lambda: lltokenizer_from_vocab(llm._model.vocab))
         self._thread = threading.Thread(target=self._work, name=f"llamacpp:{self.entry.id}", daemon=True)
         self._thread.start()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList, llama_token_to_piece, llama_vocab_is_eog
 
+from gatewright.backends.prefix_cache import PrefixCache, common_prefix
 from gatewright.backends.shaping import Shaper
 from gatewright.core.events import ChoiceEnd, Event
 from gatewright.core.types import CoreRequest, FinishReason, TokenLogprob, TopLogprob, Usage
@@ -123,9 +124,10 @@ def _top(token: int, logprob: float, piece: bytes) -> TopLogprob:
 class Engine:
     """Owns the model; every method runs on the backend's worker thread."""
 
-    def __init__(self, llm: Llama, align: int) -> None:
+    def __init__(self, llm: Llama, align: int, cache: PrefixCache | None = None) -> None:
         self.llm = llm
         self.align = align
+        self.cache = cache
         self.vocab = llm._model.vocab
         self.n_ctx = llm.n_ctx()
         self._pieces: dict[int, bytes] = {}
@@ -139,27 +141,42 @@ class Engine:
             piece = self._pieces[token] = self._buffer.raw[: max(size, 0)]
         return piece
 
-    def _common_prefix(self, head: Sequence[int]) -> int:
-        cached = self.llm.input_ids[: self.llm.n_tokens]
-        size = min(len(cached), len(head))
-        if size == 0:
+    def _restore_longer(self, head: Sequence[int], live: int) -> int:
+        """Swap in a cached snapshot when it shares more whole chunks with ``head`` than the
+        live context does; returns the prefix length now shared."""
+        if self.cache is None:
+            return live
+        snapshot, shared = self.cache.best(head)
+        align = self.align
+        if snapshot is None or shared // align <= live // align:
+            return live
+        llm = self.llm
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        if not self.cache.restore(llm.ctx, snapshot):
+            llm.n_tokens = 0
             return 0
-        differ = np.nonzero(cached[:size] != np.asarray(head[:size], dtype=cached.dtype))[0]
-        return int(differ[0]) if differ.size else size
+        llm.input_ids[: len(snapshot.tokens)] = snapshot.tokens
+        llm.n_tokens = len(snapshot.tokens)
+        return shared
 
     def prefill(self, tokens: Sequence[int], job: JobSink) -> int:
         """Evaluate the prompt, reusing whole aligned chunks; returns the reused token count."""
-        llm, align = self.llm, self.align
+        llm, align, cache = self.llm, self.align, self.cache
         last = len(tokens) - 1
-        reuse = (self._common_prefix(tokens[:last]) // align) * align
+        head = tokens[:last]
+        live = common_prefix(llm.input_ids[: llm.n_tokens], head)
+        reuse = (self._restore_longer(head, live) // align) * align
         llm.n_tokens = reuse
         position = reuse
+        boundary = (last // align) * align  # the last whole chunk of the prompt ends here
         while position < last:
             if job.cancelled:
                 return reuse
             end = min((position // align + 1) * align, last)
             llm.eval(tokens[position:end])
             position = end
+            if position == boundary > reuse and cache is not None and cache.wants(tokens[:boundary]):
+                cache.save(llm.ctx, tokens[:boundary])  # the context holds exactly this prefix now
         llm.eval(tokens[last:])
         return reuse
 
