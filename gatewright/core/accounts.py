@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.billing import usd_to_credits
-from gatewright.core.clock import RETENTIONS, utcnow
+from gatewright.core.clock import RETENTIONS, aware, month_start, utcnow
 from gatewright.core.errors import InvalidRequest, NotFound
 from gatewright.core.keys import PREFIX_LENGTH, Authenticator, hash_key, new_key
 from gatewright.core.platform import KeyKind
@@ -53,6 +53,13 @@ class UsageTotals:
     cached_tokens: int
     output_tokens: int
     credits: int
+
+
+def month_spent(key_row: Any, now: datetime) -> int:
+    """Credits the key has spent this calendar month (UTC); the stored counter rolls over only on
+    the key's next charge, so a counter from an earlier month reads as nothing spent."""
+    started = aware(key_row.month_start)
+    return int(key_row.month_spent) if started is not None and started >= month_start(now) else 0
 
 
 def _check_limit(limit: KeyLimit | None) -> None:

@@ -6,21 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gatewright.core.accounts import UsageTotals
+from gatewright.core.accounts import UsageTotals, month_spent
 from gatewright.core.billing import credits_to_usd
-from gatewright.core.clock import aware, iso, month_start
+from gatewright.core.clock import iso
 
 # Balance status, by the first rule that matches: (status, explanation).
 _DEPLETED = ("depleted", "No credits are left: model calls are refused with 402 until credits are added")
 _LOW = ("low", "Balance is below the low-balance threshold")
 _CURRENT = ("current", "Balance is current and up to date")
-
-
-def _monthly_usage(row: Any, now: datetime) -> float:
-    started = aware(row.month_start)
-    if started is None or started < month_start(now):
-        return 0.0  # nothing spent yet this month (the counter rolls on the next charge)
-    return credits_to_usd(row.month_spent)
 
 
 def key_object(row: Any, now: datetime, key: str | None = None) -> dict[str, Any]:
@@ -37,7 +30,7 @@ def key_object(row: Any, now: datetime, key: str | None = None) -> dict[str, Any
         ),
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
-        "monthly_usage": _monthly_usage(row, now),  # USD spent this calendar month (UTC)
+        "monthly_usage": credits_to_usd(month_spent(row, now)),  # USD spent this calendar month (UTC)
         # gatewright extensions: the key's kind and its own rate limits (null: the gateway default).
         "kind": row.kind,
         "rate_limit": {"requests_per_minute": row.requests_per_minute, "tokens_per_minute": row.tokens_per_minute},

@@ -1,0 +1,91 @@
+"""Two gateway processes sharing one PostgreSQL store and one redis-server: one rate limit, one
+balance, and key changes made on one replica seen by the other within the auth cache's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gatewright.store.db import create_engine
+from tests.platform.audit import assert_consistent, wait_settled
+from tests.platform.conftest import UNLIMITED
+from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.procs import Gateway, running_gateway
+from tests.support.services import Postgres, Redis
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+START = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, fake_catalog: Path, postgres: Postgres, redis_server: Redis
+) -> Iterator[tuple[Gateway, Gateway, str]]:
+    url = postgres.create_database()
+    env = {
+        **UNLIMITED,
+        "GATEWRIGHT_DATABASE_URL": url,
+        "GATEWRIGHT_REDIS_URL": redis_server.url,
+        "GATEWRIGHT_STARTING_CREDITS": str(START),
+        "GATEWRIGHT_AUTH_CACHE_SECONDS": "0.5",
+    }
+    with running_gateway(tmp_path_factory.mktemp("replica-a"), catalog=fake_catalog, env=env) as first:
+        assert first.api_key and first.management_key, first.log()
+        with running_gateway(tmp_path_factory.mktemp("replica-b"), catalog=fake_catalog, env=env) as second:
+            second.api_key, second.management_key = first.api_key, first.management_key  # one store
+            yield first, second, url
+
+
+async def test_replicas_share_one_rate_limit_and_one_balance(replicas: tuple[Gateway, Gateway, str]) -> None:
+    first, second, url = replicas
+    async with httpx.AsyncClient(timeout=60) as http:
+        made = await http.post(
+            f"{first.url}/v1/keys",
+            json={"rate_limit": {"requests_per_minute": 10}},
+            headers=auth(first.management_key),
+        )
+        key = made.json()["data"]["key"]
+        responses = await asyncio.gather(
+            *(
+                http.post(f"{(first, second)[i % 2].url}/v1/chat/completions", json=chat_body(), headers=auth(key))
+                for i in range(16)
+            )
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 10 + [429] * 6  # ten a minute for the key, not ten per replica
+    served_by = {r.url.port for r in responses if r.status_code == 200}
+    assert served_by == {first.port, second.port}
+    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200)
+    assert remaining == list(range(10))
+    for refused in (r for r in responses if r.status_code == 429):
+        assert_error(refused, 429, "rate_limit_requests")
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["x-ratelimit-limit-requests"] == "10"
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+    engine = create_engine(url)
+    try:
+        books = await wait_settled(engine, account_id=1)
+    finally:
+        await engine.dispose()
+    assert_consistent(books, START)
+    ok_ids = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
+    assert set(books.usage) == ok_ids
+    assert sum(r.json()["meta"]["usage"]["credits_used"] for r in responses if r.status_code == 200) == books.charges
+
+
+async def test_a_key_disabled_on_one_replica_stops_on_the_other(replicas: tuple[Gateway, Gateway, str]) -> None:
+    first, second, _ = replicas
+    async with httpx.AsyncClient(timeout=60) as http:
+        made = await http.post(f"{first.url}/v1/keys", json={}, headers=auth(first.management_key))
+        key, prefix = made.json()["data"]["key"], made.json()["data"]["prefix"]
+        ok = await http.post(f"{second.url}/v1/chat/completions", json=chat_body(), headers=auth(key))
+        assert ok.status_code == 200
+        await http.patch(f"{first.url}/v1/keys/{prefix}", json={"disabled": True}, headers=auth(first.management_key))
+        await asyncio.sleep(0.6)  # the other replica's cached lookup has expired
+        refused = await http.post(f"{second.url}/v1/chat/completions", json=chat_body(), headers=auth(key))
+        assert_error(refused, 403, "key_disabled")
