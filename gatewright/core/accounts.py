@@ -21,6 +21,7 @@ from gatewright.store.tables import accounts, api_keys, ledger, usage_records
 # What an API key may call. Billing is readable by every key of the account (the reference reads
 # the balance with an ordinary API key), so it needs no scope.
 SCOPES = ("model:chat", "model:responses", "model:tasks")
+MAX_BALANCE = 2 * 10**15  # 1,000,000,000 USD: far from a BIGINT's limit, so sums never overflow
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,10 @@ class Accounts:
             if row is None:
                 raise NotFound(f"No account {account_id}.")
             balance = row.balance + credits
+            if balance > MAX_BALANCE:
+                raise InvalidRequest(
+                    f"Adding {credits} credits would take the balance past {MAX_BALANCE:,} credits.", param="credits"
+                )
             if balance - row.reserved < 0:
                 available = row.balance - row.reserved
                 raise InvalidRequest(

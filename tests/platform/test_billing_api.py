@@ -84,6 +84,8 @@ async def test_adding_credits_is_a_management_extension(
         ({"credits": 0}, "credits"),
         ({"credits": 1.5}, "credits"),
         ({"credits": -(10**15)}, "credits"),  # more than the account has
+        ({"credits": 2 * 10**15}, "credits"),  # past the largest balance
+        ({"credits": 10**19}, "credits"),  # not even a BIGINT
         ({"usd": "ten"}, "usd"),
         ({"amount": 5}, "amount"),
     ],

@@ -53,7 +53,7 @@ class KeyUpdate(_Body):
 class CreditsBody(_Body):
     """gatewright extension: add (or, negative, remove) credits; give ``credits`` or ``usd``."""
 
-    credits: StrictInt | None = Field(default=None, ge=-(2**62), le=2**62)
+    credits: StrictInt | None = Field(default=None, ge=-2 * 10**15, le=2 * 10**15)
     usd: float | None = Field(default=None, ge=-MAX_USD, le=MAX_USD)
     note: str | None = Field(default=None, max_length=500)
 
