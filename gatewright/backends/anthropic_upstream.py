@@ -297,16 +297,16 @@ class AnthropicBackend:
         try:
             with mapped_errors(self.deployment):
                 if not request.stream:
-                    response = await client.post(self.url, content=body, headers=self.headers)
-                    if response.status_code >= 400:
-                        raise status_error(self.deployment, response.status_code, response.headers, response.content)
-                    for event in self._whole(response.content, ctx):
+                    response = await client.post(self.url, body, self.headers)
+                    if response.status >= 400:
+                        raise status_error(self.deployment, response.status, response.headers, response.body)
+                    for event in self._whole(response.body, ctx):
                         yield event
                     return
-                async with client.stream("POST", self.url, content=body, headers=self.headers) as response:
-                    if response.status_code >= 400:
-                        raw = await response.aread()
-                        raise status_error(self.deployment, response.status_code, response.headers, raw)
+                async with client.stream(self.url, body, self.headers) as response:
+                    if response.status >= 400:
+                        raw = await response.read()
+                        raise status_error(self.deployment, response.status, response.headers, raw)
                     async for event in self._streamed(response, ctx):
                         yield event
         finally:

@@ -285,16 +285,16 @@ class OpenAICompatBackend:
         try:
             with mapped_errors(self.deployment):
                 if not request.stream:
-                    response = await client.post(self.url, content=body, headers=self.headers)
-                    if response.status_code >= 400:
-                        raise status_error(self.deployment, response.status_code, response.headers, response.content)
-                    for event in self._whole(response.content, ctx, request):
+                    response = await client.post(self.url, body, self.headers)
+                    if response.status >= 400:
+                        raise status_error(self.deployment, response.status, response.headers, response.body)
+                    for event in self._whole(response.body, ctx, request):
                         yield event
                     return
-                async with client.stream("POST", self.url, content=body, headers=self.headers) as response:
-                    if response.status_code >= 400:
-                        body = await response.aread()
-                        raise status_error(self.deployment, response.status_code, response.headers, body)
+                async with client.stream(self.url, body, self.headers) as response:
+                    if response.status >= 400:
+                        body = await response.read()
+                        raise status_error(self.deployment, response.status, response.headers, body)
                     async for event in self._streamed(response, ctx, request):
                         yield event
         finally:

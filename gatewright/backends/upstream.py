@@ -8,17 +8,17 @@ import email.utils
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+import certifi
 import orjson
 
 from gatewright.core import errors
 from gatewright.core.catalog import Deployment
 from gatewright.core.types import CoreRequest
-
-_CLIENTS: dict[tuple[str, float, float], httpx.AsyncClient] = {}
 
 # An upstream's error ``code`` that means a specific caller error: rendered as ours.
 UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
@@ -32,33 +32,101 @@ CALLER_STATUSES = frozenset({400, 413, 422})
 @functools.cache
 def _tls() -> ssl.SSLContext:
     # Loading the CA bundle takes a quarter of a second here: once per process, not per client.
-    return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=certifi.where())
 
 
-def client_for(deployment: Deployment) -> httpx.AsyncClient:
-    """One pooled client per (base URL, timeouts), shared by deployments that agree on them.
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole upstream answer."""
 
-    Backends make theirs in ``start()``, so the first request does not pay for it."""
-    key = (deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
-    client = _CLIENTS.get(key)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(deployment.timeout, connect=deployment.connect_timeout),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            verify=_tls(),
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Streaming:
+    """An upstream answer being received: status and headers now, the body as lines."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+    async def lines(self) -> AsyncIterator[str]:
+        # Our own splitting: aiohttp's line reader refuses lines over 64 KiB, and one SSE event
+        # can carry a whole answer.
+        pending = b""
+        async for block in self._response.content.iter_any():
+            pending += block
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line.rstrip(b"\r").decode()
+        if pending:
+            yield pending.rstrip(b"\r").decode()
+
+
+class Pool:
+    """Pooled keep-alive HTTP/1.1 connections to one upstream (aiohttp).
+
+    aiohttp rather than httpx on this path: measured here, an httpx request cost 2–3 ms of CPU
+    against 0.3–0.5 ms for aiohttp (one socket write per request instead of three or four), and
+    the upstream call is the hot path of every proxied request."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._whole = aiohttp.ClientTimeout(total=deployment.timeout, sock_connect=deployment.connect_timeout)
+        # A stream may last long; what must not last is a silence between two reads.
+        self._stream = aiohttp.ClientTimeout(
+            total=None, sock_connect=deployment.connect_timeout, sock_read=deployment.timeout
         )
-        _CLIENTS[key] = client
-    return client
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ssl=_tls(), keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        async with self.session.post(url, data=body, headers=headers, timeout=self._whole) as response:
+            return Answer(response.status, response.headers, await response.read())
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, body: bytes, headers: Mapping[str, str]) -> AsyncIterator[Streaming]:
+        async with self.session.post(url, data=body, headers=headers, timeout=self._stream) as response:
+            yield Streaming(response)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+_POOLS: dict[tuple[str, float, float], Pool] = {}
+
+
+def client_for(deployment: Deployment) -> Pool:
+    """One pool per (base URL, timeouts), shared by deployments that agree on them.
+
+    Backends make theirs in ``start()`` (inside the event loop the pool belongs to)."""
+    key = (deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = _POOLS[key] = Pool(deployment)
+    return pool
 
 
 async def close_clients() -> None:
-    clients = list(_CLIENTS.values())
-    _CLIENTS.clear()
-    for client in clients:
-        await client.aclose()
+    pools = list(_POOLS.values())
+    _POOLS.clear()
+    for pool in pools:
+        await pool.close()
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms``, else ``retry-after`` in seconds or as an HTTP date."""
     value = headers.get("retry-after-ms")
     if value:
@@ -88,7 +156,9 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
     return body.decode("utf-8", "replace")[:500] or "no body", None, None
 
 
-def status_error(deployment: Deployment, status: int, headers: httpx.Headers, body: bytes) -> errors.GatewrightError:
+def status_error(
+    deployment: Deployment, status: int, headers: Mapping[str, str], body: bytes
+) -> errors.GatewrightError:
     """An upstream's error answer, as the error our caller should see (message preserved)."""
     message, param, code = error_fields(body)
     text = f"upstream {deployment.name} answered {status}: {message}"
@@ -117,22 +187,22 @@ def mapped_errors(deployment: Deployment) -> Iterator[None]:
     """Transport failures → core errors, so the router can retry or fall back."""
     try:
         yield
-    except httpx.TimeoutException as error:
+    except TimeoutError as error:  # aiohttp's timeouts are asyncio's, which are builtin TimeoutError
         raise errors.UpstreamTimeout(
             f"upstream {deployment.name} timed out after {deployment.timeout:g}s ({type(error).__name__})",
             upstream_status=504,
         ) from None
-    except httpx.TransportError as error:
+    except (aiohttp.ClientError, ConnectionError) as error:
         raise errors.UpstreamUnavailable(
             f"upstream {deployment.name} unreachable or dropped the connection ({type(error).__name__})",
             upstream_status=503,
         ) from None
 
 
-async def sse_data(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
+async def sse_data(response: Streaming) -> AsyncIterator[tuple[str | None, str]]:
     """(event name, data) pairs of an SSE body; comments and blank lines skipped."""
     event: str | None = None
-    async for line in response.aiter_lines():
+    async for line in response.lines():
         if not line:
             event = None
         elif line.startswith("data:"):
