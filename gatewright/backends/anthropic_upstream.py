@@ -303,11 +303,11 @@ class AnthropicBackend:
                     for event in self._whole(response.body, ctx):
                         yield event
                     return
-                async with client.stream(self.url, body, self.headers) as response:
-                    if response.status >= 400:
-                        raw = await response.read()
-                        raise status_error(self.deployment, response.status, response.headers, raw)
-                    async for event in self._streamed(response, ctx):
+                async with client.stream(self.url, body, self.headers) as streaming:
+                    if streaming.status >= 400:
+                        raw = await streaming.read()
+                        raise status_error(self.deployment, streaming.status, streaming.headers, raw)
+                    async for event in self._streamed(streaming, ctx):
                         yield event
         finally:
             self._in_flight -= 1

@@ -291,11 +291,11 @@ class OpenAICompatBackend:
                     for event in self._whole(response.body, ctx, request):
                         yield event
                     return
-                async with client.stream(self.url, body, self.headers) as response:
-                    if response.status >= 400:
-                        body = await response.read()
-                        raise status_error(self.deployment, response.status, response.headers, body)
-                    async for event in self._streamed(response, ctx, request):
+                async with client.stream(self.url, body, self.headers) as streaming:
+                    if streaming.status >= 400:
+                        body = await streaming.read()
+                        raise status_error(self.deployment, streaming.status, streaming.headers, body)
+                    async for event in self._streamed(streaming, ctx, request):
                         yield event
         finally:
             self._in_flight -= 1
