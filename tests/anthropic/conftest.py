@@ -71,7 +71,8 @@ def blocks(content: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def client_for(gw: Gateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=gw.api_key, max_retries=0, timeout=120)
+    # Generous: real-model tests share two cores with everything else running on the machine.
+    return anthropic.Anthropic(base_url=gw.url, api_key=gw.api_key, max_retries=0, timeout=600)
 
 
 @pytest.fixture(scope="session")

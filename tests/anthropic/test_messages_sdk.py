@@ -164,18 +164,18 @@ def test_count_tokens_matches_what_a_request_is_billed(messages: anthropic.Anthr
 
 
 def test_bearer_token_and_paths_without_v1(gateway: Gateway) -> None:
-    bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=gateway.api_key, max_retries=0, timeout=120)
+    bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=gateway.api_key, max_retries=0, timeout=600)
     assert bearer.messages.create(model=MODEL, max_tokens=1, messages=HELLO).usage.output_tokens == 1
     headers = {"x-api-key": gateway.api_key or "", "anthropic-version": "2023-06-01"}
     plain = httpx.post(
         f"{gateway.url}/messages",
         json={"model": MODEL, "max_tokens": 1, "messages": HELLO},
         headers=headers,
-        timeout=120,
+        timeout=600,
     )
     assert plain.status_code == 200 and plain.json()["type"] == "message"
     counted = httpx.post(
-        f"{gateway.url}/messages/count_tokens", json={"model": MODEL, "messages": HELLO}, headers=headers
+        f"{gateway.url}/messages/count_tokens", json={"model": MODEL, "messages": HELLO}, headers=headers, timeout=600
     )
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
 
@@ -194,7 +194,8 @@ def test_wrong_or_missing_key_is_authentication_error(gateway: Gateway) -> None:
         wrong.messages.create(model=MODEL, max_tokens=1, messages=HELLO)
     assert raised.value.status_code == 401
     _error(raised, "authentication_error")
-    missing = httpx.post(f"{gateway.url}/v1/messages", json={"model": MODEL, "max_tokens": 1, "messages": HELLO})
+    body = {"model": MODEL, "max_tokens": 1, "messages": HELLO}
+    missing = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=600)
     assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
 
 

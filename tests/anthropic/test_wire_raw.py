@@ -23,7 +23,7 @@ def post(gateway: Gateway, body: Any, *, raw: bytes | None = None, path: str = "
             "anthropic-version": "2023-06-01",
             "content-type": "application/json",
         },
-        timeout=120,
+        timeout=600,
     )
 
 
