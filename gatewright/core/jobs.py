@@ -463,8 +463,9 @@ class Jobs:
             claimed += 1
             try:
                 job = self._job_of(row)
-            except Exception:
-                log.exception("task %s cannot be rebuilt from its stored request", row.task_uuid)
+            except Exception:  # stored by a version whose task shape this one no longer reads
+                log.exception("task %s cannot be rebuilt from its stored request; marked failed", row.task_uuid)
+                await self._give_up(row.task_uuid)
                 continue
             job.owner = self.owner
             job.running = True  # ours now: a retry arriving meanwhile joins instead of running it
@@ -488,6 +489,16 @@ class Jobs:
         async with self.engine.begin() as conn:
             result = await conn.execute(statement)
         return bool(result.rowcount)
+
+    async def _give_up(self, key: str) -> None:
+        assert self.engine is not None
+        error = {"message": "the stored task could not be read back by this gateway version"}
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.task_uuid == key)
+                .values(status="error", error=error, webhook_pending=False, updated_at=utcnow())
+            )
 
     async def _resume(self, job: Job) -> None:
         for index, state in enumerate(job.webhooks):
