@@ -41,7 +41,7 @@ $(VENV)/.model: $(VENV)/.installed $(MODEL_REQ)
 	$(BIN)/gatewright models prepare
 	touch $@
 
-# The full benchmark (about 50 minutes; needs a quiet machine): docs/benchmarks.md + bench/results/*.json.
+# The full benchmark (35-40 minutes on a quiet 2-core machine): docs/benchmarks.md + bench/results/*.json.
 # `make bench BENCH_ARGS=--quick` checks the harness in a few minutes.
 bench: model
 	$(PY) -m bench.run $(BENCH_ARGS)

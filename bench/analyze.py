@@ -72,7 +72,8 @@ def engine_table(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "engine": engine,
                 "concurrency": concurrency,
                 "ttft_s": spread([statistics.fmean(x["ttft_from_batch_s"] for x in reqs) for reqs in firsts]),
-                "prompt_tps": spread([reqs[0]["prompt_tps"] for reqs in firsts]),
+                # Under concurrency TTFT includes queueing, so prompt speed is only read at 1.
+                "prompt_tps": spread([reqs[0]["prompt_tps"] if concurrency == 1 else math.nan for reqs in firsts]),
                 "gen_tps": spread([statistics.fmean(x["gen_tps"] for x in reqs if x["gen_tps"]) for reqs in firsts]),
                 "aggregate_output_tps": spread([r["aggregate_output_tps"] for r in runs]),
                 "prompt_tokens": runs[0]["requests"][0]["prompt_tokens"],

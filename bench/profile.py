@@ -6,7 +6,11 @@ can be told apart)."""
 from __future__ import annotations
 
 import logging
+import pstats
+import re
+import signal
 import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -31,7 +35,12 @@ PACKAGES = (
     ("aiosqlite/", "aiosqlite"),
     ("logging/", "logging"),
     ("asyncio/", "asyncio"),
+    ("aiohttp/", "aiohttp"),
+    ("/lib/python3", "stdlib"),
 )
+
+
+ENTRY = re.compile(r"gatewright/(__main__|cli/)")
 
 
 def package_of(frame: str) -> str:
@@ -64,7 +73,8 @@ def digest(raw: str, top: int = 25) -> dict[str, Any]:
     def share(counter: Counter[str], keep: int) -> list[dict[str, Any]]:
         return [{"frame": f, "pct": round(100 * n / total, 1)} for f, n in counter.most_common(keep)]
 
-    ours = Counter({f: n for f, n in inclusive.items() if "gatewright/" in f})
+    # The entry points hold every sample; they say nothing about where the time goes.
+    ours = Counter({f: n for f, n in inclusive.items() if "gatewright/" in f and not ENTRY.search(f)})
     return {
         "samples": total,
         "self": share(own, top),
@@ -83,12 +93,70 @@ def profile_gateway(py_spy: Path, target: Target, body: Path, seconds: float, co
     driver = threading.Thread(target=drive)
     driver.start()
     record = [str(py_spy), "record", "--pid", str(target.service.process.pid), "--duration", f"{seconds:g}"]
-    record += ["--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out)]
+    # --function: one row per function (line numbers drift as the code changes).
+    record += ["--rate", "250", "--format", "raw", "--function", "--nonblocking", "-o", str(out)]
     done = subprocess.run(record, capture_output=True, text=True)
     driver.join()
     if done.returncode != 0 or not out.exists():
         raise RuntimeError(f"py-spy failed: {done.stderr[-2000:]}")
     return {"load": load, **digest(out.read_text())}
+
+
+def digest_pstats(path: Path, top: int = 25) -> dict[str, Any]:
+    """Self CPU time (tottime) per function and per package from a cProfile dump. Time in C functions
+    (``~`` entries: socket writes, JSON, builtins) is charged to the packages that called them."""
+    stats = pstats.Stats(str(path))
+    table: dict[tuple[str, int, str], Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in table.values())
+    if total <= 0:
+        return {"cpu_s": 0.0, "self": [], "packages": []}
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, function = key
+        short = file.split("site-packages/")[-1].split("/work/main/")[-1].split("/lib/python3.11/")[-1]
+        return function if file == "~" else f"{function} ({short}:{line})"
+
+    packages: Counter[str] = Counter()
+    for key, (_, _, tt, _, callers) in table.items():
+        if key[0] != "~":
+            packages[package_of(key[0])] += tt
+            continue
+        for caller, edge in callers.items():
+            packages[package_of(caller[0])] += edge[2]
+    own = sorted(table.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return {
+        "cpu_s": round(total, 3),
+        "self": [{"frame": name(k), "pct": round(100 * v[2] / total, 1)} for k, v in own],
+        "packages": [{"frame": p, "pct": round(100 * n / total, 1)} for p, n in packages.most_common()],
+    }
+
+
+def cprofile_gateway(name: str, catalog: Path, platform: bool, seconds: float, concurrency: int) -> dict[str, Any]:
+    """gatewright under cProfile (CPU clock of the event-loop thread) while wrk drives it."""
+    port = procs.free_port()
+    out = procs.TMP / f"cprofile-{port}.pstats"
+    env = {
+        "GATEWRIGHT_CATALOG": str(catalog),
+        "GATEWRIGHT_DATA_DIR": str(procs.TMP / f"cprofile-{port}-data"),
+        "GATEWRIGHT_PORT": str(port),
+        **(procs.PLATFORM_ENV if platform else {}),
+    }
+    argv = [sys.executable, "-m", "bench.cprofile_gateway", "--out", str(out), *([] if platform else ["--bare"])]
+    service = procs.spawn(f"cprofile-{name.replace(' ', '-')}", argv, port=port, health="/health", env=env)
+    try:
+        if platform:
+            found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
+            service.api_key = found.group(1) if found else None
+        body = procs.TMP / "body-profile.json"
+        body.write_bytes(request_body(False, 16))
+        target = Target(name, service)
+        run_wrk(target, body, concurrency, 2)  # warm
+        service.process.send_signal(signal.SIGUSR1)
+        load = run_wrk(target, body, concurrency, seconds)
+        service.process.send_signal(signal.SIGUSR2)
+    finally:
+        service.stop()  # SIGTERM: the runner writes its stats on the way out
+    return {"load": load, **digest_pstats(out)}
 
 
 def run_profile(py_spy: Path, seconds: float, concurrency: int) -> dict[str, Any]:
@@ -107,6 +175,8 @@ def run_profile(py_spy: Path, seconds: float, concurrency: int) -> dict[str, Any
             results[name] = profile_gateway(py_spy, target, body, seconds, concurrency)
             log.info("profiled %s: %d samples", name, results[name]["samples"])
             service.stop()
+            results[f"{name} (cProfile, CPU clock)"] = cprofile_gateway(name, catalog, platform, seconds, concurrency)
+            log.info("profiled %s under cProfile", name)
         return results
     finally:
         for service in reversed(services):

@@ -1,4 +1,4 @@
-"""Render ``docs/benchmarks.md`` from a results JSON (``python -m bench.report RESULTS.json``)."""
+"""Render ``docs/benchmarks.md`` from results JSON (``python -m bench.report RESULTS.json [MORE.json ...]``)."""
 
 from __future__ import annotations
 
@@ -273,31 +273,41 @@ def memory_section(overhead: dict[str, Any] | None, engine: dict[str, Any] | Non
 
 def profile_section(profile: dict[str, Any]) -> str:
     parts = [
-        f"py-spy (`--rate 250 --nonblocking`) on the gateway process for {profile['seconds']:g} s while wrk sends "
-        f"non-streaming requests at concurrency {profile['concurrency']} through it to the mock."
+        f"Each gateway is profiled for {profile['seconds']:g} s while wrk sends non-streaming requests at "
+        f"concurrency {profile['concurrency']} through it to the mock, twice: py-spy (`--rate 250 --function "
+        "--nonblocking`, wall-clock samples of every thread) and cProfile with a CPU clock on the event-loop "
+        "thread (`bench/cprofile_gateway.py`; C functions such as socket writes are charged to their "
+        "callers' package). On a saturated machine py-spy over-weights frames that wake another process "
+        "(a socket write to the mock often ends in a preemption), so trust the cProfile package shares for "
+        "where CPU goes and py-spy for threads and waits; cProfile's own per-call cost inflates call-heavy "
+        "Python, and the req/s under either profiler are not the gateway's throughput."
     ]
-    for name in ("gatewright bare", "gatewright platform"):
-        data = profile.get(name)
-        if not data:
+    for name, data in profile.items():
+        if not isinstance(data, dict) or "self" not in data:
             continue
         load = data["load"]
         packages = ", ".join(f"{p['frame']} {p['pct']}%" for p in data["packages"])
+        if "samples" in data:
+            size = f"{data['samples']} samples"
+        else:
+            per_request = 1000 * data["cpu_s"] / (load["rps"] * profile["seconds"]) if load["rps"] else float("nan")
+            size = f"{data['cpu_s']:.2f} s of event-loop CPU, {num(per_request)} ms per request with cProfile on"
         parts += [
             "",
-            f"#### {name} ({num(load['rps'], 0)} req/s under the profiler, {data['samples']} samples)",
+            f"#### {name} ({num(load['rps'], 0)} req/s under the profiler, {size})",
             "",
             f"Self time by package: {packages}.",
             "",
-            table(
-                ["self %", "function"],
-                [[str(x["pct"]), f"`{x['frame']}`"] for x in data["self"][:15]],
-            ),
-            "",
-            table(
-                ["inclusive %", "gatewright function"],
-                [[str(x["pct"]), f"`{x['frame']}`"] for x in data["inclusive_gatewright"][:15]],
-            ),
+            table(["self %", "function"], [[str(x["pct"]), f"`{x['frame']}`"] for x in data["self"][:15]]),
         ]
+        if data.get("inclusive_gatewright"):
+            parts += [
+                "",
+                table(
+                    ["inclusive %", "gatewright function"],
+                    [[str(x["pct"]), f"`{x['frame']}`"] for x in data["inclusive_gatewright"][:12]],
+                ),
+            ]
     return "\n".join(parts)
 
 
@@ -374,20 +384,46 @@ def reproduce_notes() -> str:
     )
 
 
-def write(results_path: Path, doc: Path = DOC) -> None:
-    results = json.loads(results_path.read_text())
+PARTS = ("overhead", "engine", "profile")
+
+
+def merge(paths: Sequence[Path]) -> dict[str, Any]:
+    """Several partial runs as one page: each part from the last file that has it."""
+    merged: dict[str, Any] = {}
+    commands = []
+    for path in paths:
+        results = json.loads(path.read_text())
+        commands.append(results.get("command", ""))
+        if not merged:
+            merged = dict(results)
+        for part in PARTS:
+            if part in results:
+                merged[part] = results[part]
+        end = results["machine"].get("load_average_at_end")
+        if end:
+            merged["machine"]["load_average_at_end"] = end
+    merged["command"] = "\n".join(c for c in commands if c)
+    return merged
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(DOC.parent.parent))
+    except ValueError:
+        return str(path)
+
+
+def write(results_paths: Sequence[Path], doc: Path = DOC) -> None:
+    results = merge(results_paths)
     analysis_path = Path(__file__).resolve().parent / "analysis.md"
     analysis = analysis_path.read_text() if analysis_path.exists() else ""
-    try:
-        shown = str(results_path.resolve().relative_to(DOC.parent.parent))
-    except ValueError:
-        shown = str(results_path)
+    shown = "`, `".join(_shown(p) for p in results_paths)
     doc.write_text(render(results, shown, analysis))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+", help="results JSON files; later ones win per part")
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
     write(args.results, args.doc)

@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in one run, raw JSON under ``bench/results/``, then ``docs/benchmarks.md``.
 
-python -m bench.run                      # the full run (about 50 minutes on 2 cores)
+python -m bench.run                      # the full run (35-40 minutes on a quiet 2-core machine)
 python -m bench.run --quick              # a few seconds per cell: checks the harness, not the numbers
 python -m bench.run --only overhead      # overhead, engine, profile (comma-separated)
 """
@@ -47,6 +47,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--engine-reps", type=int, help="embedded-engine repetitions (default 3; quick 1)")
     parser.add_argument("--max-tokens", type=int, help="tokens generated per engine request (default 64)")
+    parser.add_argument("--code-tokens", type=int, help="code in the speed prompt, in tokens (default 200)")
     parser.add_argument("--prefix-tokens", type=int, help="shared prefix of the cache runs (default 2000)")
     parser.add_argument("--profile-seconds", type=float, help="py-spy sampling time per gateway (default 20)")
     parser.add_argument("--note", default="", help="a line for the page, e.g. 'taken on a busy machine'")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         engine_config = EngineConfig(
             reps=args.engine_reps or (1 if quick else 3),
             max_tokens=args.max_tokens or (8 if quick else 64),
-            code_tokens=40 if quick else 200,
+            code_tokens=args.code_tokens or (40 if quick else 200),
             prefix_tokens=args.prefix_tokens or (128 if quick else 2000),
             cache_reps=1 if quick else 2,
         )
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     path.write_text(json.dumps(results, indent=1, allow_nan=True))
     log.info("results in %s (%.0f s)", path, results["wall_s"])
     if not args.no_doc:
-        write(path, args.doc)
+        write([path], args.doc)
         log.info("wrote %s", args.doc)
 
 
