@@ -166,3 +166,9 @@ async def test_error_after_first_byte_is_an_error_event_and_the_end() -> None:
         "request_id": "req_test",
     }
     assert "message_stop" not in [n for n, _ in events]
+
+
+async def test_estimated_usage_is_marked_in_meta() -> None:
+    guessed = UsageReport(Usage(input_tokens=12, output_tokens=3, estimated=True), Cost(9, 0.0000045))
+    events = await rendered([TextDelta(0, "Hi"), ChoiceEnd(0, "stop"), guessed])
+    assert events[-2][1]["meta"] == {"usage": {"credits_used": 9, "usd_spent": 0.0000045, "estimated": True}}

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gatewright.api.anthropic.errors import error_body
-from gatewright.api.anthropic.translate import StopReason, stop_reason, usage_dict
+from gatewright.api.anthropic.translate import StopReason, meta_dict, stop_reason, usage_dict
 from gatewright.api.sse import event_frame
 from gatewright.core.errors import GatewrightError
 from gatewright.core.events import (
@@ -133,10 +133,8 @@ class MessageRenderer:
                 self._sequence = sequence
             case UsageReport(usage=usage, cost=cost):
                 self._close(frames)
-                extra = {"meta": {"usage": {"credits_used": cost.credits, "usd_spent": cost.usd}}} if cost else {}
-                if extra and usage.estimated:
-                    extra["meta"]["usage"]["estimated"] = True  # the token counts are the gateway's guess
-                frames.extend(self._end(usage_dict(usage), extra))
+                meta = meta_dict(cost, usage)
+                frames.extend(self._end(usage_dict(usage), {"meta": meta} if meta else {}))
         return frames
 
     def _end(self, usage: dict[str, int], extra: dict[str, Any]) -> list[bytes]:

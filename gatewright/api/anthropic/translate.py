@@ -22,6 +22,7 @@ from gatewright.core.types import (
     Choice,
     CoreRequest,
     CoreResponse,
+    Cost,
     FinishReason,
     ImagePart,
     Message,
@@ -275,14 +276,14 @@ def content_blocks(choice: Choice) -> list[dict[str, Any]]:
     return blocks
 
 
-def meta_dict(response: CoreResponse) -> dict[str, Any] | None:
+def meta_dict(cost: Cost | None, usage: Usage) -> dict[str, Any] | None:
     """gatewright extension: the request's cost, as the OpenAI dialect reports it."""
-    if response.cost is None:
+    if cost is None:
         return None
-    usage: dict[str, Any] = {"credits_used": response.cost.credits, "usd_spent": response.cost.usd}
-    if response.usage.estimated:
-        usage["estimated"] = True  # the token counts are the gateway's guess (the upstream reported none)
-    return {"usage": usage}
+    meta: dict[str, Any] = {"credits_used": cost.credits, "usd_spent": cost.usd}
+    if usage.estimated:
+        meta["estimated"] = True  # the token counts are the gateway's guess (the upstream reported none)
+    return {"usage": meta}
 
 
 def from_core(response: CoreResponse) -> dict[str, Any]:
@@ -297,7 +298,7 @@ def from_core(response: CoreResponse) -> dict[str, Any]:
         "stop_sequence": choice.stop_sequence,
         "usage": usage_dict(response.usage),
     }
-    meta = meta_dict(response)
+    meta = meta_dict(response.cost, response.usage)
     if meta is not None:
         body["meta"] = meta
     return body
