@@ -90,12 +90,7 @@ async def test_tool_call_on_the_embedded_model(sdk: Runware) -> None:
         toolChoice={"type": "tool", "name": "get_weather"},
         settings={"maxTokens": 40},
     )
-    try:
-        (result,) = await sdk.run(forced)
-    except RunwareError as error:
-        if error.parameter == "tools" and error.code == "validation":
-            pytest.skip(f"this engine build refuses tools (issue 4 not in it yet): {error}")
-        raise
+    (result,) = await sdk.run(forced)
     assert result["finishReason"] == "tool_calls"
     (call,) = result["tools"]
     assert call["name"] == "get_weather" and isinstance(call["input"]["city"], str) and call["id"]
