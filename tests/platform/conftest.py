@@ -59,6 +59,13 @@ prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
 deployments = [{{ name = "fake-500", backend = "fake", max_retries = 0, options = {{ fail_status = 500 }} }}]
 
 [[models]]
+id = "fake-422"
+context_window = 4096
+max_output = 64
+prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
+deployments = [{{ name = "fake-422", backend = "fake", max_retries = 0, options = {{ fail_status = 422 }} }}]
+
+[[models]]
 id = "fake-midstream-error"
 context_window = 4096
 max_output = 64

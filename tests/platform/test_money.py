@@ -161,6 +161,7 @@ async def test_refused_and_failed_requests_are_never_billed(
         ("no credits", 402, "insufficient_credits", auth(poor), chat_body()),
         ("disabled", 403, "key_disabled", auth(disabled), chat_body()),
         ("no model", 404, "model_not_found", auth(key), chat_body(model="nope")),
+        ("upstream 422", 422, None, auth(key), chat_body(model="fake-422")),
         ("upstream 500", 500, None, auth(key), chat_body(model="fake-500")),
         ("mid-stream failure", 502, None, auth(key), chat_body("a b c d e", model="fake-midstream-error")),
     ]

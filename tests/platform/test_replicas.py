@@ -4,6 +4,7 @@ balance, and key changes made on one replica seen by the other within the auth c
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,18 +50,22 @@ async def test_replicas_share_one_rate_limit_and_one_balance(replicas: tuple[Gat
             headers=auth(first.management_key),
         )
         key = made.json()["data"]["key"]
+        started = time.monotonic()
         responses = await asyncio.gather(
             *(
                 http.post(f"{(first, second)[i % 2].url}/v1/chat/completions", json=chat_body(), headers=auth(key))
                 for i in range(16)
             )
         )
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200] * 10 + [429] * 6  # ten a minute for the key, not ten per replica
-    served_by = {r.url.port for r in responses if r.status_code == 200}
-    assert served_by == {first.port, second.port}
-    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200)
-    assert remaining == list(range(10))
+        elapsed = time.monotonic() - started
+    admitted = [r for r in responses if r.status_code == 200]
+    # Ten a minute for the key, not ten per replica (plus one per 6 s the burst took, refilled).
+    assert 10 <= len(admitted) <= 10 + int(elapsed / 6)
+    assert len(admitted) + sum(r.status_code == 429 for r in responses) == 16
+    assert {r.url.port for r in admitted} == {first.port, second.port}
+    if elapsed < 6:  # no request refilled during the burst: exactly the bucket, counted down once
+        remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in admitted)
+        assert remaining == list(range(10))
     for refused in (r for r in responses if r.status_code == 429):
         assert_error(refused, 429, "rate_limit_requests")
         assert int(refused.headers["retry-after"]) >= 1
