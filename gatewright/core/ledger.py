@@ -289,7 +289,11 @@ _SELECT_KEYS = (
     .where(_k.id.in_(bindparam("ids", expanding=True)))
     .order_by(_k.id)
 )
-_SELECT_HOLDS = select(holds).where(_h.request_id.in_(bindparam("ids", expanding=True))).order_by(_h.request_id)
+_SELECT_HOLDS = (
+    select(_h.request_id, _h.account_id, _h.key_id, _h.credits, _h.model, _h.status)
+    .where(_h.request_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_h.request_id)
+)
 # Rows are locked in one global order (accounts, keys, holds; each by id) so replicas committing
 # overlapping batches queue behind each other instead of deadlocking.
 _LOCKING = {
