@@ -114,12 +114,16 @@ class Guide:
             raise unsupported_schema(str(error), param) from None
 
 
-# llguidance prefixes errors with a position in the grammar it built, which means nothing to a caller.
+# llguidance frames its errors with a position in, and an excerpt of, the grammar it built from the
+# schema: both mean nothing to a caller, so the message keeps only what went wrong.
 _GRAMMAR_POSITION = re.compile(r"^at \d+\(\d+\): (failed to compile JSON schema: )?")
+_GRAMMAR_EXCERPT = re.compile(r"^\s*\d+ \| ")
 
 
 def unsupported_schema(reason: str, param: str) -> UnsupportedFeature:
-    said = _GRAMMAR_POSITION.sub("", " ".join(reason.split()))[:300] or "unknown reason"
+    lines = reason.splitlines()
+    cut = next((i for i, line in enumerate(lines) if _GRAMMAR_EXCERPT.match(line)), len(lines))
+    said = _GRAMMAR_POSITION.sub("", " ".join(" ".join(lines[:cut]).split()))[:300] or "unknown reason"
     return UnsupportedFeature(
         f"Invalid '{param}': the embedded engine cannot enforce this JSON Schema ({said}). "
         "Remove or rewrite that part of the schema.",

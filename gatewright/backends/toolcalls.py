@@ -10,7 +10,7 @@ ones small models fall back to instead (research in local-inference.md §3: a ba
 With ``tool_choice`` ``auto`` the grammar has two branches and the model's first token picks one:
 an answer (free text that does not start like a call, or the ``response_format`` JSON) or calls.
 ``required`` and named choices have the calls branch only. ``parallel_tool_calls`` lets calls
-repeat, one per line.
+repeat: tagged ones one per line, fenced ones inside one fence.
 """
 
 from __future__ import annotations
@@ -121,10 +121,18 @@ def call_grammar(
     # A tag that is one special token is named as such (``<tool_call>``), else written as text.
     opening = syntax.open_tag if tag_is_token else lark_string(syntax.open_tag)
     closing = syntax.close_tag if tag_is_token else lark_string(syntax.close_tag)
-    forms = [f'{opening} "\\n" body "\\n" {closing}']
+    more = request.parallel_tool_calls
+    # Several calls only where the markup around them says when the list ends: tagged calls one per
+    # line (the model writes EOS or the next tag), calls in one fence until it closes. After a bare
+    # call the model would often want a newline for some chatter, and a grammar that took that
+    # newline as "another call follows" would force it to repeat the call.
+    forms = ["tagged" + (' ("\\n" tagged)*' if more else "")]
+    rules = [f'tagged: {opening} "\\n" body "\\n" {closing}']
     openers = [syntax.open_tag]
     if syntax.fence is not None:
-        forms.append(f"{lark_string(syntax.fence + chr(10))} body {lark_string(chr(10) + '```')}")
+        forms.append("fenced")
+        bodies = 'body ("\\n" body)*' if more else "body"
+        rules.append(f"fenced: {lark_string(syntax.fence + chr(10))} {bodies} {lark_string(chr(10) + '```')}")
         openers.append(syntax.fence)
     # A JSON answer starts with "{" too, so a bare call is only told apart from a text answer.
     if syntax.bare and answer_schema is None:
@@ -134,8 +142,8 @@ def call_grammar(
     lines = [
         "%llguidance {}",
         "start: answer | calls" if answer_allowed else "start: calls",
-        'calls: call ("\\n" call)* "\\n"?' if request.parallel_tool_calls else "calls: call",
-        "call: " + " | ".join(forms),
+        "calls: " + " | ".join(forms),
+        *rules,
         "body: " + " | ".join(f"body_{i}" for i, _ in tools),
         *(f"body_{i}: {_body(tool, i)}" for i, tool in tools),
     ]

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 from llama_cpp import Llama
 from llguidance.llamacpp import lltokenizer_from_vocab
@@ -14,6 +15,14 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 from gatewright.backends.constrain import Guide
 from gatewright.backends.weights import resolve_model_path
 from gatewright.settings import Settings
+from tests.support.procs import Gateway
+
+
+@pytest.fixture(scope="session")
+def engine_client(gateway: Gateway) -> openai.OpenAI:
+    """The shared real-model gateway, with room for a slow first constrained request (the grammar
+    tokenizer is built then) on a busy 2-core machine."""
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.api_key, max_retries=0, timeout=600)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,165 @@
+"""What constrained decoding costs on the embedded engine: tokens/s with and without a grammar.
+
+The engine itself (``backends.llamacpp_engine.Engine``) generates from the same prompt, with the
+same sampler settings, in three plans: unconstrained text, a JSON Schema (response_format), and a
+forced tool call. Runs interleave (text, json, tool, text, ...) so that a busy machine slows all
+plans alike. Reported per plan: generated tokens/s (prefill excluded) and the share of each token's
+time spent computing and applying the grammar's mask.
+
+    python -m bench.constrained --rounds 3 --max-tokens 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_cpp import Llama
+from llguidance.llamacpp import lltokenizer_from_vocab
+
+from gatewright.backends.chat_template import ChatTemplate
+from gatewright.backends.constrain import GrammarConstraint, Guide, inline_json
+from gatewright.backends.llamacpp_engine import ChoicePlan, Engine, StopScanner
+from gatewright.backends.shaping import TextShaper, ToolCallShaper
+from gatewright.backends.toolcalls import CALL_SYNTAXES, call_grammar
+from gatewright.backends.weights import resolve_model_path
+from gatewright.core.events import Event
+from gatewright.core.types import (
+    CoreRequest,
+    Message,
+    ResponseFormat,
+    Sampling,
+    TextPart,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+)
+from gatewright.settings import Settings
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 4},
+        "city": {"type": "string", "maxLength": 30},
+    },
+    "required": ["name", "age", "hobbies", "city"],
+    "additionalProperties": False,
+}
+TOOL = ToolSpec("save_person", "Store a person.", SCHEMA)
+PROMPT = "Invent a person: name, age, hobbies and city. Answer in JSON."
+
+
+@dataclass
+class Sink:
+    cancelled: bool = False
+    usage: Usage = field(default_factory=Usage)
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, events: list[Event]) -> None:
+        self.events.extend(events)
+
+
+class TimedConstraint(GrammarConstraint):
+    """The grammar constraint, timing its own mask step."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.seconds = 0.0
+
+    def mask(self, input_ids: Any, logits: Any) -> Any:
+        started = time.perf_counter()
+        out = super().mask(input_ids, logits)
+        self.seconds += time.perf_counter() - started
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    path = resolve_model_path("package:qwen2.5-coder-0.5b-instruct", Settings().model_cache)
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    engine = Engine(llm, 64)
+    template = ChatTemplate(llm.metadata["tokenizer.chat_template"], "", "<|im_end|>")
+    guide = Guide(lambda: lltokenizer_from_vocab(llm._model.vocab))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        started = time.perf_counter()
+        guide.tokenizer  # noqa: B018 - built once per model, as the backend does on first use
+        print(f"llguidance tokenizer built in {time.perf_counter() - started:.2f} s (once per model)")
+
+    sampling = Sampling(temperature=0.7, top_p=0.8, top_k=20, max_tokens=args.max_tokens)
+    messages = (Message("user", (TextPart(PROMPT),)),)
+    text_request = CoreRequest(model="m", messages=messages, sampling=sampling)
+    json_request = CoreRequest(
+        model="m", messages=messages, sampling=sampling, response_format=ResponseFormat("json_schema", SCHEMA)
+    )
+    tool_request = CoreRequest(
+        model="m", messages=messages, sampling=sampling, tools=(TOOL,), tool_choice=ToolChoice("required")
+    )
+    syntax = CALL_SYNTAXES["hermes"]
+    started = time.perf_counter()
+    json_lark = "start: " + inline_json(SCHEMA)
+    tool_grammar = call_grammar(tool_request, syntax, guide.is_special(syntax.open_tag), None)
+    guide.compile(json_lark)
+    guide.compile(tool_grammar.lark)
+    print(f"two grammars compiled in {1000 * (time.perf_counter() - started):.1f} ms")
+    n_vocab = llm.n_vocab()
+
+    plans: dict[str, tuple[CoreRequest, Callable[[], ChoicePlan]]] = {
+        "text": (text_request, lambda: ChoicePlan(TextShaper(0))),
+        "json_schema": (
+            json_request,
+            lambda: ChoicePlan(TextShaper(0), TimedConstraint(guide.compile(json_lark), n_vocab), ()),
+        ),
+        "tool_call": (
+            tool_request,
+            lambda: ChoicePlan(
+                ToolCallShaper(0, tool_grammar.openers, False, StopScanner(())),
+                TimedConstraint(guide.compile(tool_grammar.lark), n_vocab),
+                (),
+            ),
+        ),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in plans}
+    mask_share: dict[str, list[float]] = {name: [] for name in plans}
+    mask_ms: dict[str, list[float]] = {name: [] for name in plans}
+    for round_ in range(args.rounds):
+        for name, (request, plan_for) in plans.items():
+            tokens = llm.tokenize(template.render(request).encode(), add_bos=False, special=True)
+            sink = Sink()
+            engine.prefill(tokens, sink)
+            plan = plan_for()
+            started = time.perf_counter()
+            engine.generate(sink, request, 0, tokens, 1000 + round_, plan)
+            seconds = time.perf_counter() - started
+            produced = sink.usage.output_tokens
+            rates[name].append(produced / seconds)
+            if isinstance(plan.constraint, TimedConstraint):
+                mask_share[name].append(plan.constraint.seconds / seconds)
+                mask_ms[name].append(1000 * plan.constraint.seconds / max(produced, 1))
+            print(f"round {round_} {name:12} {produced:3} tokens in {seconds:5.2f} s = {produced / seconds:5.1f} tok/s")
+
+    print("\nplan          tok/s (median)  vs text   mask ms/token  mask share of time")
+    base = statistics.median(rates["text"])
+    for name in plans:
+        rate = statistics.median(rates[name])
+        share = f"{100 * statistics.median(mask_share[name]):.1f} %" if mask_share[name] else "-"
+        per_token = f"{statistics.median(mask_ms[name]):.2f}" if mask_ms[name] else "-"
+        print(f"{name:12}  {rate:14.1f}  {100 * rate / base:6.0f} %  {per_token:>13}  {share:>10}")
+
+
+if __name__ == "__main__":
+    main()
