@@ -49,6 +49,12 @@ def _command(argv: list[str]) -> str | None:
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else None
 
 
+def _wrk_version() -> str | None:
+    line = _command(["wrk", "--version"])  # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..."
+    match = re.match(r"wrk (\S+)", line or "")
+    return match.group(1) if match else line
+
+
 def describe(litellm_venv: Path, server_venv: Path) -> dict[str, Any]:
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
@@ -69,6 +75,6 @@ def describe(litellm_venv: Path, server_venv: Path) -> dict[str, Any]:
             "uvicorn": _version("uvicorn"),
             "starlette": _version("starlette"),
             "httpx": _version("httpx"),
-            "wrk": _command(["wrk", "--version"]),
+            "wrk": _wrk_version(),
         },
     }

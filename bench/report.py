@@ -347,7 +347,11 @@ def render(results: dict[str, Any], results_path: str, analysis: str = "") -> st
         "",
         "```bash",
         results.get("command", "make bench"),
+        *([f"python -m bench.report {results_path.replace('`, `', ' ')}"] if "`, `" in results_path else []),
         "```",
+        "",
+        "The full run with the default sizes is `make bench` (35–40 minutes on a quiet 2-core machine); "
+        "`make bench BENCH_ARGS=--quick` checks the harness in a few minutes.",
         "",
         reproduce_notes(),
         "",
