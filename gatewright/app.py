@@ -13,7 +13,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gatewright.api.anthropic.routes import routes as anthropic_routes
-from gatewright.api.http import JSONResponse, RequestIdMiddleware
+from gatewright.api.front import Endpoint, GatewayApp
+from gatewright.api.http import JSONResponse
 from gatewright.api.openai.routes import routes as openai_routes
 from gatewright.api.platform.routes import routes as platform_routes
 from gatewright.api.tasks.routes import routes as task_routes
@@ -27,6 +28,16 @@ from gatewright.platform_setup import open_platform
 from gatewright.settings import Settings
 
 log = logging.getLogger("gatewright")
+
+
+def hot_table(routes: list[BaseRoute]) -> dict[tuple[str, str], Endpoint]:
+    """(method, path) → endpoint for the model-call routes, served without Starlette's stack."""
+    table: dict[tuple[str, str], Endpoint] = {}
+    for route in routes:
+        if isinstance(route, Route) and "{" not in route.path:
+            for method in route.methods or ():
+                table[(method, route.path)] = route.endpoint
+    return table
 
 
 async def health(request: Request) -> Response:
@@ -80,8 +91,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         *(extra_routes or []),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(RequestIdMiddleware)
+    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot_table([*openai_routes, *anthropic_routes]))
     app.state.gateway = gateway
     app.state.settings = settings
     return app

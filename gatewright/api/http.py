@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -11,7 +10,6 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatewright.core.errors import InvalidRequest
 from gatewright.core.ids import request_id as new_request_id
@@ -150,43 +148,6 @@ def limit_headers(state: LimitState | None) -> dict[str, str]:
         headers["x-ratelimit-remaining-tokens"] = str(state.tokens_remaining)
         headers["x-ratelimit-reset-tokens"] = _reset(state.tokens_reset)
     return headers
-
-
-class RequestIdMiddleware:
-    """Gives every request an id (``x-request-id``) and logs one access line with it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = new_request_id()
-        scope["gatewright.request_id"] = rid
-        started = time.perf_counter()
-        status = 0
-        header = (b"x-request-id", rid.encode())
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %s %.1fms request_id=%s",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    rid,
-                )
 
 
 def merge_headers(*parts: Mapping[str, str]) -> dict[str, str]:

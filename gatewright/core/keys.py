@@ -7,6 +7,7 @@ entry at once (other replicas see them within ``ttl``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -57,6 +58,8 @@ class Authenticator:
         self.engine = engine
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
+        # One store lookup per key at a time: requests arriving while it runs share its answer.
+        self._pending: dict[str, asyncio.Future[_Cached]] = {}
 
     def forget(self, prefix: str | None = None) -> None:
         """Drop cached lookups (of one key, or all) after a change made in this process."""
@@ -80,10 +83,7 @@ class Authenticator:
         digest = hash_key(token)
         cached = self._cache.get(digest)
         if cached is None or cached.expires < time.monotonic():
-            cached = await self._lookup(digest)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[digest] = cached
+            cached = await self._refresh(digest)
         if cached.principal is None:
             raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
         if cached.disabled:
@@ -103,6 +103,26 @@ class Authenticator:
                 code="api_key_required",
             )
         return principal
+
+    async def _refresh(self, digest: str) -> _Cached:
+        pending = self._pending.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Cached] = asyncio.get_running_loop().create_future()
+        self._pending[digest] = future
+        try:
+            cached = await self._lookup(digest)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved here, so a lookup nobody shared does not warn
+            raise
+        finally:
+            del self._pending[digest]
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[digest] = cached
+        future.set_result(cached)
+        return cached
 
     async def _lookup(self, digest: str) -> _Cached:
         query = select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.deleted_at.is_(None))

@@ -9,10 +9,9 @@ Dialects call ``Gateway.start`` and render what it returns; they never see a bac
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import cast
 
 from gatewright.core.backend import CallContext
@@ -126,12 +125,20 @@ def prepare(entry: ModelEntry, request: CoreRequest, prompt_tokens: int) -> Core
         max_tokens=budget,
         stop=s.stop,
     )
-    # A shallow copy with two fields swapped: cheaper than dataclasses.replace, and it keeps
-    # every other field whatever CoreRequest grows to carry.
-    prepared = copy.copy(request)
-    object.__setattr__(prepared, "model", entry.id)
-    object.__setattr__(prepared, "sampling", sampling)
-    return prepared
+    return _copy_with(request, model=entry.id, sampling=sampling)
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(CoreRequest))
+
+
+def _copy_with(request: CoreRequest, **changes: object) -> CoreRequest:
+    """A copy with some fields swapped. Slot by slot: ``dataclasses.replace`` and ``copy.copy``
+    both walk the field list through ``fields()`` on every call, and this runs on every request;
+    the field names are read once, so the copy keeps whatever CoreRequest grows to carry."""
+    new = object.__new__(CoreRequest)
+    for name in _REQUEST_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(request, name))
+    return new
 
 
 @dataclass
