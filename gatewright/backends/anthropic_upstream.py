@@ -20,12 +20,9 @@ import orjson
 
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
-    client_for,
-    close_clients,
-    estimate_prompt,
-    mapped_errors,
+    HttpUpstream,
+    Streaming,
     sse_data,
-    status_error,
     stream_error,
 )
 from gatewright.backends.usage import anthropic_usage
@@ -254,14 +251,12 @@ def _error(deployment: Deployment, payload: dict[str, Any]) -> UpstreamError:
     return stream_error(deployment, payload, ERROR_STATUS.get(str(kind), 502))
 
 
-class AnthropicBackend:
+class AnthropicBackend(HttpUpstream):
+    path = "/messages"
+    kind = "anthropic"
+
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
-        if not deployment.base_url:
-            raise ValueError(f"deployment {deployment.name}: an anthropic backend needs base_url")
-        self.deployment = deployment
-        self.entry = entry
-        self.url = deployment.base_url.rstrip("/") + "/messages"
-        self.upstream_model = deployment.upstream_model or entry.id
+        super().__init__(deployment, entry)
         options = deployment.options
         self.headers = {
             "content-type": "application/json",
@@ -274,45 +269,11 @@ class AnthropicBackend:
                 self.headers["authorization"] = f"Bearer {key}"
             else:
                 self.headers["x-api-key"] = key
-        self._in_flight = 0
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+    def encode(self, request: CoreRequest) -> bytes:
+        return orjson.dumps(wire_request(request, self.upstream_model, self.entry.max_output))
 
-    async def start(self) -> None:
-        client_for(self.deployment)  # the pool and its TLS setup now, not on the first request
-
-    async def close(self) -> None:
-        await close_clients()
-
-    async def count_prompt_tokens(self, request: CoreRequest) -> int:
-        return estimate_prompt(request)
-
-    async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
-        body = orjson.dumps(wire_request(request, self.upstream_model, self.entry.max_output))
-        client = client_for(self.deployment)
-        ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
-        self._in_flight += 1
-        try:
-            with mapped_errors(self.deployment):
-                if not request.stream:
-                    response = await client.post(self.url, body, self.headers)
-                    if response.status >= 400:
-                        raise status_error(self.deployment, response.status, response.headers, response.body)
-                    for event in self._whole(response.body, ctx):
-                        yield event
-                    return
-                async with client.stream(self.url, body, self.headers) as streaming:
-                    if streaming.status >= 400:
-                        raw = await streaming.read()
-                        raise status_error(self.deployment, streaming.status, streaming.headers, raw)
-                    async for event in self._streamed(streaming, ctx):
-                        yield event
-        finally:
-            self._in_flight -= 1
-
-    def _whole(self, raw: bytes, ctx: CallContext) -> list[Event]:
+    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -329,7 +290,7 @@ class AnthropicBackend:
         events.append(UsageReport(ctx.usage))
         return events
 
-    async def _streamed(self, response: Any, ctx: CallContext) -> AsyncIterator[Event]:
+    async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         blocks = _Blocks(ctx)
         usage: Usage | None = None
         counted = False  # message_start says output_tokens 1; only message_delta has the real count

@@ -15,12 +15,10 @@ import orjson
 
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
-    client_for,
-    close_clients,
+    HttpUpstream,
+    Streaming,
     estimate_prompt,
-    mapped_errors,
     sse_data,
-    status_error,
     stream_error,
 )
 from gatewright.backends.usage import openai_usage
@@ -245,62 +243,24 @@ class _Reframer:
         return max(self.pieces, (self.chars + 3) // 4)
 
 
-class OpenAICompatBackend:
+class OpenAICompatBackend(HttpUpstream):
+    path = "/chat/completions"
+    kind = "openai"
+
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
-        if not deployment.base_url:
-            raise ValueError(f"deployment {deployment.name}: an openai backend needs base_url")
-        self.deployment = deployment
-        self.entry = entry
-        self.url = deployment.base_url.rstrip("/") + "/chat/completions"
-        self.upstream_model = deployment.upstream_model or entry.id
+        super().__init__(deployment, entry)
         self.reasoning_style = str(deployment.options.get("reasoning_style", "reasoning_effort"))
         if self.reasoning_style not in REASONING_STYLES:
             raise ValueError(
                 f"deployment {deployment.name}: reasoning_style must be one of {', '.join(REASONING_STYLES)}"
             )
-        self.headers = {"content-type": "application/json", **deployment.headers}
         if deployment.api_key:
             self.headers["authorization"] = f"Bearer {deployment.api_key}"
-        self._in_flight = 0
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+    def encode(self, request: CoreRequest) -> bytes:
+        return orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
 
-    async def start(self) -> None:
-        client_for(self.deployment)  # the pool and its TLS setup now, not on the first request
-
-    async def close(self) -> None:
-        await close_clients()
-
-    async def count_prompt_tokens(self, request: CoreRequest) -> int:
-        return estimate_prompt(request)
-
-    async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
-        body = orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
-        client = client_for(self.deployment)
-        if request.stream:  # a stream the caller abandons is billed from this meter
-            ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
-        self._in_flight += 1
-        try:
-            with mapped_errors(self.deployment):
-                if not request.stream:
-                    response = await client.post(self.url, body, self.headers)
-                    if response.status >= 400:
-                        raise status_error(self.deployment, response.status, response.headers, response.body)
-                    for event in self._whole(response.body, ctx, request):
-                        yield event
-                    return
-                async with client.stream(self.url, body, self.headers) as streaming:
-                    if streaming.status >= 400:
-                        body = await streaming.read()
-                        raise status_error(self.deployment, streaming.status, streaming.headers, body)
-                    async for event in self._streamed(streaming, ctx, request):
-                        yield event
-        finally:
-            self._in_flight -= 1
-
-    def _whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
+    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -318,7 +278,7 @@ class OpenAICompatBackend:
         events.append(UsageReport(self._usage(data.get("usage"), ctx, framer, request)))
         return events
 
-    async def _streamed(self, response: Any, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
+    async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         framer = _Reframer(ctx)
         reported: dict[str, Any] | None = None
         done = False

@@ -17,8 +17,10 @@ import certifi
 import orjson
 
 from gatewright.core import errors
-from gatewright.core.catalog import Deployment
-from gatewright.core.types import CoreRequest
+from gatewright.core.backend import CallContext
+from gatewright.core.catalog import Deployment, ModelEntry
+from gatewright.core.events import Event
+from gatewright.core.types import CoreRequest, Usage
 
 # An upstream's error ``code`` that means a specific caller error: rendered as ours.
 UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
@@ -227,3 +229,68 @@ def estimate_prompt(request: CoreRequest) -> int:
     for tool in request.tools:
         size += estimate_tokens(orjson.dumps(tool.parameters).decode()) + estimate_tokens(tool.description or "")
     return size
+
+
+class HttpUpstream:
+    """What backends that call an HTTP upstream share: the pooled client, the in-flight count,
+    and one request path (whole or streamed, transport and status errors mapped). Subclasses say
+    where to send, how to encode a request and how to read the two kinds of answer."""
+
+    path = ""  # appended to the deployment's base URL
+    kind = "http"  # named in configuration errors
+
+    def __init__(self, deployment: Deployment, entry: ModelEntry, env: object = None) -> None:
+        if not deployment.base_url:
+            raise ValueError(f"deployment {deployment.name}: an {self.kind} backend needs base_url")
+        self.deployment = deployment
+        self.entry = entry
+        self.url = deployment.base_url.rstrip("/") + self.path
+        self.upstream_model = deployment.upstream_model or entry.id
+        self.headers: dict[str, str] = {"content-type": "application/json", **deployment.headers}
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def start(self) -> None:
+        client_for(self.deployment)  # the pool and its TLS setup now, not on the first request
+
+    async def close(self) -> None:
+        await close_clients()
+
+    async def count_prompt_tokens(self, request: CoreRequest) -> int:
+        return estimate_prompt(request)
+
+    def encode(self, request: CoreRequest) -> bytes:
+        raise NotImplementedError
+
+    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
+        raise NotImplementedError
+
+    def streamed(self, streaming: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
+        raise NotImplementedError
+
+    async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
+        body = self.encode(request)
+        client = client_for(self.deployment)
+        if request.stream:  # a stream the caller abandons is billed from this meter
+            ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        self._in_flight += 1
+        try:
+            with mapped_errors(self.deployment):
+                if not request.stream:
+                    answer = await client.post(self.url, body, self.headers)
+                    if answer.status >= 400:
+                        raise status_error(self.deployment, answer.status, answer.headers, answer.body)
+                    for event in self.whole(answer.body, ctx, request):
+                        yield event
+                    return
+                async with client.stream(self.url, body, self.headers) as streaming:
+                    if streaming.status >= 400:
+                        raw = await streaming.read()
+                        raise status_error(self.deployment, streaming.status, streaming.headers, raw)
+                    async for event in self.streamed(streaming, ctx, request):
+                        yield event
+        finally:
+            self._in_flight -= 1
