@@ -155,12 +155,12 @@ def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoi
         ToolSpec(t.function.name, t.function.description, _parameters(t.function, i), bool(t.function.strict))
         for i, t in enumerate(req.tools or ())
     )
-    names = [t.name for t in tools]
-    for i, name in enumerate(names):
-        if name in names[:i]:
+    first: dict[str, int] = {}
+    for i, tool in enumerate(tools):
+        if first.setdefault(tool.name, i) != i:
             raise InvalidRequest(
-                f"Invalid 'tools[{i}].function.name': the function name '{name}' is already used by "
-                f"'tools[{names.index(name)}]'; function names must be unique.",
+                f"Invalid 'tools[{i}].function.name': the function name '{tool.name}' is already used by "
+                f"'tools[{first[tool.name]}]'; function names must be unique.",
                 param=f"tools[{i}].function.name",
             )
     if req.parallel_tool_calls is not None and not tools:
@@ -173,7 +173,7 @@ def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoi
     if choice is None:
         return tools, TOOL_CHOICE_AUTO if tools else TOOL_CHOICE_NONE
     if isinstance(choice, w.NamedToolChoice):
-        if choice.function.name not in names:
+        if choice.function.name not in first:
             raise InvalidRequest(
                 f"Invalid 'tool_choice.function.name': function '{choice.function.name}' is not in 'tools'.",
                 param="tool_choice.function.name",
