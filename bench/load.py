@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT, Service
+from bench.procs import ROOT, Service, rss_kb
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"
 CHAT_PATH = "/v1/chat/completions"
@@ -89,7 +89,7 @@ def run_stream(target: Target, body_file: Path, concurrency: int, duration: floa
 class PeakRss:
     """Samples a service's resident memory (its whole process tree) while a run goes on."""
 
-    def __init__(self, service: Service, every: float = 0.5) -> None:
+    def __init__(self, service: Service, every: float = 1.0) -> None:
         self.service = service
         self.every = every
         self.peak = 0.0
@@ -97,8 +97,10 @@ class PeakRss:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        # The process tree is read once: scanning /proc every sample would steal CPU from the run.
+        pids = self.service.pids()
         while True:
-            self.peak = max(self.peak, self.service.rss_mb())
+            self.peak = max(self.peak, sum(rss_kb(pid) for pid in pids) / 1024)
             if self._stop.wait(self.every):
                 return
 

@@ -263,7 +263,7 @@ def memory_section(overhead: dict[str, Any] | None, engine: dict[str, Any] | Non
     return "\n".join(
         [
             "Resident memory (RSS, MB) summed over each server's process tree: idle after warm-up, and the "
-            "highest value sampled every 0.5 s under load. The engine rows include the mapped model file "
+            "highest value sampled every second under load. The engine rows include the mapped model file "
             "(491 MB). The two direct rows share one process.",
             "",
             table(["process", "processes", "idle MB", "under load MB"], rows),
