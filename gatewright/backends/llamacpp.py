@@ -118,7 +118,8 @@ class LlamaCppBackend:
         self.n_ctx = int(options.get("n_ctx", entry.context_window))
         self.n_threads = int(options.get("n_threads", os.cpu_count() or 2))
         self.n_batch = int(options.get("n_batch", 512))
-        self.align = int(options.get("prefill_chunk", 64))
+        # Prompt reuse is in multiples of this many tokens (see llamacpp_engine on why).
+        self.granularity = int(options.get("reuse_granularity", 16))
         # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
         self.prefix_cache_bytes = int(float(options.get("prefix_cache_mb", 256)) * 2**20)
         self.prefix_cache_min_tokens = int(options.get("prefix_cache_min_tokens", 256))
@@ -152,12 +153,12 @@ class LlamaCppBackend:
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
-            n_batch=max(self.n_batch, self.align),
+            n_batch=max(self.n_batch, self.granularity),
             verbose=False,
         )
         self.template = self._template_for(llm)
-        cache = PrefixCache(self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.align))
-        self.engine = Engine(llm, self.align, cache)
+        cache = PrefixCache(self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.granularity))
+        self.engine = Engine(llm, self.granularity, cache)
         self.guide = Guide(lambda: lltokenizer_from_vocab(llm._model.vocab))
         self._thread = threading.Thread(target=self._work, name=f"llamacpp:{self.entry.id}", daemon=True)
         self._thread.start()

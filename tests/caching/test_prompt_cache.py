@@ -43,7 +43,7 @@ def test_repeated_prefix_is_cached_billed_less_and_unchanged(client: openai.Open
     cold = ask(client, system, "Which word comes first?")
     warm = ask(client, system, "Which word comes first?")
     assert cached(cold) == 0
-    assert cached(warm) > 0 and cached(warm) % 64 == 0  # whole chunks of the prompt were reused
+    assert cached(warm) > 0 and cached(warm) % 16 == 0  # reused in multiples of the granularity
     assert warm.usage is not None and cold.usage is not None
     assert warm.usage.prompt_tokens == cold.usage.prompt_tokens
     assert warm.choices[0].message.content == cold.choices[0].message.content  # same seed, same text
