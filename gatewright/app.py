@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +23,7 @@ from gatewright.api.tasks.service import open_jobs
 from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
 from gatewright.core.backend import Backend
 from gatewright.core.catalog import Catalog, load_catalog
+from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
 from gatewright.platform_setup import open_platform
@@ -38,6 +40,10 @@ def hot_table(routes: list[BaseRoute]) -> dict[tuple[str, str], Endpoint]:
             for method in route.methods or ():
                 table[(method, route.path)] = route.endpoint
     return table
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 async def health(request: Request) -> Response:
@@ -89,6 +95,7 @@ def create_app(
         *task_routes,
         *platform_routes,
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *(extra_routes or []),
     ]
     app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot_table([*openai_routes, *anthropic_routes]))

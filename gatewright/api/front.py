@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatewright.api.http import JSONResponse
 from gatewright.core.ids import request_id as new_request_id
+from gatewright.core.metrics import record_request
 
 log = logging.getLogger("gatewright.access")
 errors_log = logging.getLogger("gatewright")
@@ -93,7 +94,10 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.access.record(scope["method"], scope["path"], status, time.perf_counter() - started, rid)
+            elapsed = time.perf_counter() - started
+            self.access.record(scope["method"], scope["path"], status, elapsed, rid)
+            route = scope.get("route")
+            record_request(getattr(route, "path", "other"), status, elapsed)
 
 
 class GatewayApp(Starlette):
@@ -129,4 +133,6 @@ class GatewayApp(Starlette):
         try:
             await response(scope, receive, send)
         finally:
-            self.access.record(scope["method"], scope["path"], response.status_code, time.perf_counter() - started, rid)
+            elapsed = time.perf_counter() - started
+            self.access.record(scope["method"], scope["path"], response.status_code, elapsed, rid)
+            record_request(scope["path"], response.status_code, elapsed)

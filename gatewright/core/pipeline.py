@@ -24,6 +24,7 @@ from gatewright.core.errors import (
     UnsupportedFeature,
 )
 from gatewright.core.events import Event, UsageReport
+from gatewright.core.metrics import record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.routing import Router
@@ -257,6 +258,10 @@ async def _metered(
                     cost = await _charge(platform, hold, event.usage, cost, entry.id)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
+                u = event.usage
+                record_usage(
+                    entry.id, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits
+                )
             yield event
         status = "ok"
     except GatewrightError:

@@ -146,3 +146,12 @@ def test_every_response_has_a_request_id(gateway: Gateway) -> None:
 def test_health(gateway: Gateway) -> None:
     body = httpx.get(gateway.url + "/health").json()
     assert body["status"] == "ok" and body["models"][MODEL] == "active"
+
+
+def test_metrics_count_requests_and_tokens(gateway: Gateway) -> None:
+    post(gateway, {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    text = httpx.get(gateway.url + "/metrics").text
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+    assert lines['gatewright_requests_total{route="/v1/chat/completions",status="200"}'] >= 1
+    assert lines[f'gatewright_tokens_total{{kind="output",model="{MODEL}"}}'] >= 2
+    assert lines[f'gatewright_credits_total{{model="{MODEL}"}}'] >= 1
