@@ -27,7 +27,7 @@ from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
 from gatewright.platform_setup import open_platform
-from gatewright.settings import Settings
+from gatewright.settings import Settings, configure_logging
 
 log = logging.getLogger("gatewright")
 
@@ -102,3 +102,10 @@ def create_app(
     app.state.gateway = gateway
     app.state.settings = settings
     return app
+
+
+def create_app_from_env() -> Starlette:
+    """The factory each worker process calls (``gatewright serve --workers N``)."""
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)

@@ -19,7 +19,7 @@ from gatewright.core.ledger import SqlLedger, release_stale_holds
 from gatewright.core.limits import Defaults, MemoryLimiter, RedisLimiter
 from gatewright.core.platform import Limiter, Platform
 from gatewright.settings import Settings
-from gatewright.store.db import create_engine, is_sqlite, migrate
+from gatewright.store.db import create_engine, migrate
 
 log = logging.getLogger("gatewright.platform")
 
@@ -48,7 +48,7 @@ async def open_store(settings: Settings) -> AsyncEngine:
 def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Awaitable[Any]] | None]:
     defaults = Defaults(settings.default_requests_per_minute, settings.default_tokens_per_minute)
     if not settings.redis_url:
-        return MemoryLimiter(defaults), None
+        return MemoryLimiter(defaults, share=settings.workers), None
     import redis.asyncio as redis
 
     client = redis.from_url(settings.redis_url)
@@ -66,8 +66,8 @@ async def _sweep_forever(engine: AsyncEngine) -> None:
 
 async def open_platform(settings: Settings) -> PlatformBundle:
     engine = await open_store(settings)
-    # One SQLite file has one gateway process: every open hold is from a run that ended.
-    await release_stale_holds(engine, None if is_sqlite(engine) else HOLD_TTL)
+    # A store used by this process alone: every open hold is from a run that ended.
+    await release_stale_holds(engine, None if settings.single_process else HOLD_TTL)
     authenticator = Authenticator(engine, settings.auth_cache_seconds)
     ledger = SqlLedger(engine, owner=random_hex(8))
     await ledger.start()
@@ -77,7 +77,7 @@ async def open_platform(settings: Settings) -> PlatformBundle:
     bundle.closers.append(ledger.close)
     if close_limiter is not None:
         bundle.closers.append(close_limiter)
-    if not is_sqlite(engine):
+    if not settings.single_process:
         sweeper = asyncio.create_task(_sweep_forever(engine))
 
         async def stop_sweeper() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import Field
@@ -15,6 +16,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Processes serving the same port. More than one suits a proxy of upstreams (each process
+    # loads its own copy of any embedded model); they share the store, and rate limits are exact
+    # across them only with redis_url (without it each process enforces its share of a limit).
+    workers: int = Field(default=1, ge=1, le=64)
     catalog: Path = DEFAULT_CATALOG
     data_dir: Path = Path(".gatewright")
     # Where assembled model weights are cached (one file per packaged model).
@@ -36,7 +41,18 @@ class Settings(BaseSettings):
     load_models_at_start: bool = True
 
     @property
+    def single_process(self) -> bool:
+        """True when this process is the only one using the store: what an earlier run left
+        open is certainly abandoned. Otherwise only what outlived its lease is."""
+        return self.workers == 1 and (self.database_url is None or self.database_url.startswith("sqlite"))
+
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'gatewright.db').resolve()}"
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)

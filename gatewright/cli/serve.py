@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
 import uvicorn
 
-from gatewright.settings import Settings
+from gatewright.settings import Settings, configure_logging
 
 
 def _banner(settings: Settings, api_key: str | None, management_key: str | None) -> str:
@@ -49,13 +49,11 @@ def serve(
     catalog: Path = typer.Option(None, help="Catalog TOML file (default: the packaged one)."),
     bare: bool = typer.Option(False, "--bare", help="No keys, billing or limits: a plain proxy."),
     log_level: str = typer.Option(None, help="debug, info, warning, error."),
+    workers: int = typer.Option(None, help="Processes on the port (default 1; see Settings.workers)."),
 ) -> None:
     """Start the gateway."""
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in {"host": host, "port": port, "catalog": catalog, "log_level": log_level}.items()
-        if v is not None
-    }
+    given = {"host": host, "port": port, "catalog": catalog, "log_level": log_level, "workers": workers}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if bare:
         overrides["platform"] = False
     settings = Settings(**overrides)
@@ -67,8 +65,7 @@ def serve(
     except CatalogError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings)
     from gatewright.app import create_app
 
     api_key = management_key = None
@@ -78,10 +75,7 @@ def serve(
         first = asyncio.run(bootstrap(settings))
         if first is not None:
             api_key, management_key = first.api_key.key, first.management_key.key
-    app = create_app(settings, catalog=model_catalog)
-    typer.echo(_banner(settings, api_key, management_key))
-    uvicorn.run(
-        app,
+    server = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -89,3 +83,13 @@ def serve(
         log_level=settings.log_level,
         access_log=False,  # gatewright logs its own access line, with the request id
     )
+    if settings.workers == 1:
+        app = create_app(settings, catalog=model_catalog)
+        typer.echo(_banner(settings, api_key, management_key))
+        uvicorn.run(app, **server)  # type: ignore[arg-type]
+        return
+    # Several processes: each builds its app from the environment (the settings travel there).
+    for name, value in overrides.items():
+        os.environ[f"GATEWRIGHT_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    typer.echo(_banner(settings, api_key, management_key))
+    uvicorn.run("gatewright.app:create_app_from_env", factory=True, workers=settings.workers, **server)  # type: ignore[arg-type]

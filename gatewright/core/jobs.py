@@ -142,6 +142,7 @@ class Jobs:
         sender: WebhookSender | None = None,
         lease: timedelta = timedelta(minutes=2),
         keep_finished: int = 10_000,
+        single_node: bool | None = None,
     ) -> None:
         self.gateway = gateway
         self.codec = codec
@@ -153,7 +154,9 @@ class Jobs:
         self._live: dict[str, Job] = {}  # runs or webhooks in flight in this process
         self._recent: OrderedDict[str, Job] = OrderedDict()  # finished jobs, when there is no store
         self._background: set[asyncio.Task[Any]] = set()
-        self._single_node = engine is None or engine.dialect.name == "sqlite"
+        # One process per store: every unfinished row at start is ours to resume. Otherwise rows
+        # are claimed only when their owner's heartbeat is older than the lease.
+        self._single_node = (engine is None or engine.dialect.name == "sqlite") if single_node is None else single_node
 
     # -- life cycle -----------------------------------------------------------------------------
 

@@ -75,13 +75,19 @@ def _refuse(what: str, limit: int, wait: float, state: LimitState) -> RateLimite
 
 
 class MemoryLimiter:
-    def __init__(self, defaults: Defaults) -> None:
+    """Buckets in this process. ``share`` processes serving one port each hold 1/share of every
+    limit (rounded up), so together they never allow more than it; use Redis for exact limits."""
+
+    def __init__(self, defaults: Defaults, share: int = 1) -> None:
         self.defaults = defaults
+        self.share = share
         self._buckets: dict[tuple[int, str], Bucket] = {}
 
     def _bucket(self, key_id: int, kind: str, capacity: int | None, now: float) -> Bucket | None:
         if capacity is None:
             return None
+        if self.share > 1:
+            capacity = -(-capacity // self.share)
         bucket = self._buckets.get((key_id, kind))
         if bucket is None or bucket.capacity != capacity:
             bucket = self._buckets[(key_id, kind)] = Bucket(float(capacity), float(capacity), now)

@@ -16,6 +16,13 @@ async def open_jobs(settings: Settings, gateway: Gateway, engine: AsyncEngine | 
     """Tasks are durable in the store when there is one (platform on), in memory otherwise;
     starting claims and resumes what an earlier process left unfinished."""
     sender = WebhookSender(lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir))
-    jobs = Jobs(gateway, TaskApiCodec(), owner=random_hex(8), engine=engine, sender=sender)
+    jobs = Jobs(
+        gateway,
+        TaskApiCodec(),
+        owner=random_hex(8),
+        engine=engine,
+        sender=sender,
+        single_node=engine is None or settings.single_process,
+    )
     await jobs.start()
     return jobs
