@@ -32,6 +32,8 @@ class OverheadConfig:
     warmup: float = 3.0
     litellm: bool = True
     litellm_workers: int = 2
+    # gatewright process counts to measure (`gatewright serve --workers N`)
+    gatewright_workers: tuple[int, ...] = (1, 2)
     gatewright_log_level: str = "info"  # the default a user gets
 
 
@@ -52,15 +54,15 @@ def start_targets(config: OverheadConfig, litellm_venv: Path) -> list[Target]:
         services.append(mock)
         catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-mock-{mock.port}.toml")
         level = config.gatewright_log_level
-        bare = procs.start_gatewright("gatewright-bare", catalog, platform=False, log_level=level)
-        services.append(bare)
-        platform = procs.start_gatewright("gatewright-platform", catalog, platform=True, log_level=level)
-        services.append(platform)
-        targets = [
-            Target("mock (direct)", mock),
-            Target("gatewright bare", bare),
-            Target("gatewright platform", platform),
-        ]
+        targets = [Target("mock (direct)", mock)]
+        for workers in config.gatewright_workers:
+            suffix = "" if workers == 1 else f" ×{workers}"
+            for kind, platform in (("bare", False), ("platform", True)):
+                service = procs.start_gatewright(
+                    f"gatewright-{kind}-{workers}", catalog, platform=platform, log_level=level, workers=workers
+                )
+                services.append(service)
+                targets.append(Target(f"gatewright {kind}{suffix}", service))
         if config.litellm:
             litellm = procs.start_litellm(litellm_venv, mock.url, config.litellm_workers)
             services.append(litellm)

@@ -215,7 +215,7 @@ PLATFORM_ENV = {
 }
 
 
-def start_gatewright(name: str, catalog: Path, *, platform: bool, log_level: str = "info") -> Service:
+def start_gatewright(name: str, catalog: Path, *, platform: bool, log_level: str = "info", workers: int = 1) -> Service:
     port = free_port()
     data_dir = TMP / f"{name}-{port}-data"
     env = {
@@ -225,7 +225,7 @@ def start_gatewright(name: str, catalog: Path, *, platform: bool, log_level: str
         "GATEWRIGHT_LOG_LEVEL": log_level,
         **(PLATFORM_ENV if platform else {}),
     }
-    argv = [sys.executable, "-m", "gatewright", "serve", *([] if platform else ["--bare"])]
+    argv = [sys.executable, "-m", "gatewright", "serve", "--workers", str(workers), *([] if platform else ["--bare"])]
     service = spawn(name, argv, port=port, health="/health", env=env, timeout=300)
     if platform:
         found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())

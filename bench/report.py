@@ -164,6 +164,17 @@ def overhead_section(result: dict[str, Any]) -> tuple[str, list[tuple[str, str, 
         if mine and litellm64:
             ratio = mine["rps"]["median"] / litellm64["rps"]["median"]
             checks.append((f"≥ 5× LiteLLM's req/s at concurrency 64 ({name})", f"{ratio:.1f}×", ratio >= 5))
+    # The brief's throughput targets, by the best process count measured.
+    for kind, goal in (("bare", 2000), ("platform", 1000)):
+        best = max(
+            (r for r in rows if r["mode"] == "non-streaming" and r["target"].startswith(f"gatewright {kind}")),
+            key=lambda r: r["rps"]["median"],
+            default=None,
+        )
+        if best:
+            got = best["rps"]["median"]
+            where = f"{best['target']}, c={best['concurrency']}"
+            checks.append((f"≥ {goal:,} req/s non-streaming ({kind})", f"{got:,.0f} req/s ({where})", got >= goal))
     for concurrency in (1, 16):
         stream = find(rows, "streaming", concurrency, "gatewright bare")
         if stream:

@@ -44,6 +44,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per overhead cell (default 10; quick 2)")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--litellm-workers", type=int, default=2)
+    parser.add_argument(
+        "--gatewright-workers", default="1,2", help="gatewright process counts to measure (default 1,2)"
+    )
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--engine-reps", type=int, help="embedded-engine repetitions (default 3; quick 1)")
     parser.add_argument("--max-tokens", type=int, help="tokens generated per engine request (default 64)")
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             warmup=1.0 if quick else 3.0,
             litellm=not args.no_litellm,
             litellm_workers=args.litellm_workers,
+            gatewright_workers=tuple(int(n) for n in args.gatewright_workers.split(",")),
         )
         results["overhead"] = run_overhead(config, litellm_venv, procs.TMP / "bodies")
     if "engine" in parts:
