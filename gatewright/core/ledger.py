@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, column, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,6 +49,7 @@ from gatewright.core.ledger_rules import (
 )
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
+from gatewright.store import sqlite_raw
 from gatewright.store.db import create_blocking_twin
 from gatewright.store.tables import accounts, api_keys, holds, ledger, usage_records
 
@@ -300,6 +302,12 @@ _LOCKING = {
     False: (_SELECT_ACCOUNTS, _SELECT_KEYS, _SELECT_HOLDS),
     True: (_SELECT_ACCOUNTS.with_for_update(), _SELECT_KEYS.with_for_update(), _SELECT_HOLDS.with_for_update()),
 }
+# SQLite takes the batch's ids as one JSON array: one SQL text, whatever the batch's size.
+_json_ids = select(column("value")).select_from(func.json_each(bindparam("ids"))).scalar_subquery()
+_SQLITE_SELECTS = tuple(
+    select(*query.selected_columns).where(table_id.in_(_json_ids)).order_by(table_id)
+    for query, table_id in ((_SELECT_ACCOUNTS, _a.id), (_SELECT_KEYS, _k.id), (_SELECT_HOLDS, _h.request_id))
+)
 _UPDATE_ACCOUNT = (
     update(accounts)
     .where(_a.id == bindparam("aid"))
@@ -338,6 +346,8 @@ def _load(conn: Connection, batch: Sequence[Work], lock_rows: bool, retry: bool)
             request_ids.append(work.hold.request_id)
     if not account_ids:
         return Locked({}, {}, {})
+    if sqlite_raw.serves(conn):
+        return _load_sqlite(conn, account_ids, key_ids, request_ids)
     q_accounts, q_keys, q_holds = _LOCKING[lock_rows]
     account_rows = {r.id: AccountRow(r.balance, r.reserved) for r in conn.execute(q_accounts, {"ids": account_ids})}
     key_rows = {
@@ -358,6 +368,34 @@ def _load(conn: Connection, batch: Sequence[Work], lock_rows: bool, retry: bool)
     return Locked(account_rows, key_rows, hold_rows)
 
 
+def _load_sqlite(conn: Connection, account_ids: set[int], key_ids: set[int], request_ids: list[str]) -> Locked:
+    """``_load`` on the raw driver (see ``store.sqlite_raw``); the batch's ids go in as one JSON array."""
+    fetch, stamp = sqlite_raw.fetch, sqlite_raw.to_datetime
+    account_rows = {
+        aid: AccountRow(balance, reserved)
+        for aid, balance, reserved in fetch(conn, _SQLITE_SELECTS[0], {"ids": json.dumps(list(account_ids))})
+    }
+    key_rows = {
+        kid: KeyRow(retention, threshold, stamp(p_start), p_spent, p_reserved, stamp(m_start), m_spent)
+        for kid, retention, threshold, p_start, p_spent, p_reserved, m_start, m_spent in fetch(
+            conn, _SQLITE_SELECTS[1], {"ids": json.dumps(list(key_ids))}
+        )
+    }
+    hold_rows: dict[str, dict[str, Any]] = {}
+    if request_ids:
+        names = [c.name for c in _SELECT_HOLDS.selected_columns]
+        rows = fetch(conn, _SQLITE_SELECTS[2], {"ids": json.dumps(request_ids)})
+        hold_rows = {row[0]: dict(zip(names, row, strict=True)) for row in rows}
+    return Locked(account_rows, key_rows, hold_rows)
+
+
+def _execute(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+    if sqlite_raw.serves(conn):
+        sqlite_raw.execute_many(conn, statement, rows)
+    else:
+        conn.execute(statement, rows)
+
+
 def _write(conn: Connection, locked: Locked, changes: Changes) -> None:
     touched_accounts = [
         {"aid": i, "new_balance": a.balance, "new_reserved": a.reserved, "now": changes.now}
@@ -365,7 +403,7 @@ def _write(conn: Connection, locked: Locked, changes: Changes) -> None:
         if a.touched
     ]
     if touched_accounts:
-        conn.execute(_UPDATE_ACCOUNT, touched_accounts)
+        _execute(conn, _UPDATE_ACCOUNT, touched_accounts)
     touched_keys = [
         {
             "kid": i,
@@ -379,15 +417,15 @@ def _write(conn: Connection, locked: Locked, changes: Changes) -> None:
         if k.touched
     ]
     if touched_keys:
-        conn.execute(_UPDATE_KEY, touched_keys)
+        _execute(conn, _UPDATE_KEY, touched_keys)
     if changes.new_holds:
-        conn.execute(_INSERT_HOLDS, changes.new_holds)
+        _execute(conn, _INSERT_HOLDS, changes.new_holds)
     if changes.closed_holds:
-        conn.execute(_CLOSE_HOLDS, changes.closed_holds)
+        _execute(conn, _CLOSE_HOLDS, changes.closed_holds)
     if changes.ledger_rows:
-        conn.execute(_INSERT_LEDGER, changes.ledger_rows)
+        _execute(conn, _INSERT_LEDGER, changes.ledger_rows)
     if changes.usage_rows:
-        conn.execute(_INSERT_USAGE, changes.usage_rows)
+        _execute(conn, _INSERT_USAGE, changes.usage_rows)
 
 
 async def release_stale_holds(engine: AsyncEngine, older_than: timedelta | None) -> int:

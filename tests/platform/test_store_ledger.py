@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts, KeyLimit
+from gatewright.core import ledger as ledger_module
+from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
 from gatewright.core.clock import utcnow
 from gatewright.core.errors import InsufficientCredits, InternalError
 from gatewright.core.keys import principal_of
@@ -245,28 +249,32 @@ async def test_three_writers_on_one_store_keep_the_books(
 
 
 class _Outage:
-    """Fault injection: the ledger's inserts into ``table`` fail while ``failures`` is above zero."""
+    """Fault injection: the ledger's inserts into ``table`` fail while ``failures`` is above zero.
 
-    def __init__(self, writer: SqlLedger, table: str, failures: int) -> None:
-        self.table, self.failures, self.engine = table, failures, writer.sql_engine
-        event.listen(self.engine, "before_cursor_execute", self._maybe_fail)
+    It wraps the one function every ledger write goes through (SQLAlchemy on PostgreSQL, the raw
+    driver on SQLite), so the transaction dies mid-way exactly as on a lost connection."""
 
-    def _maybe_fail(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if self.failures > 0 and f"INSERT INTO {self.table}" in statement:
+    def __init__(self, table: str, failures: int) -> None:
+        self.table, self.failures = table, failures
+        self._real = ledger_module._execute
+        ledger_module._execute = self._maybe_fail  # type: ignore[assignment]
+
+    def _maybe_fail(self, conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+        if self.failures > 0 and getattr(statement, "table", None) is not None and statement.table.name == self.table:
             self.failures -= 1
             raise ConnectionResetError("injected: connection to the store lost")
+        self._real(conn, statement, rows)
 
     def end(self) -> None:
         self.failures = 0
-        if event.contains(self.engine, "before_cursor_execute", self._maybe_fail):
-            event.remove(self.engine, "before_cursor_execute", self._maybe_fail)
+        ledger_module._execute = self._real  # type: ignore[assignment]
 
 
 async def test_a_failed_batch_is_retried_and_applied_once(accounts: Accounts, engine: AsyncEngine) -> None:
     who = await _principal(accounts, 1_000)
     writer = SqlLedger(engine, owner="test", retry_delays=(0.01, 0.01, 0.01))
     await writer.start()
-    outage = _Outage(writer, "usage_records", failures=2)
+    outage = _Outage("usage_records", failures=2)
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
         assert await writer.settle(hold, Usage(output_tokens=2), _cost(80), "ok", "fake") == 80
@@ -282,7 +290,7 @@ async def test_a_settlement_outlives_a_long_outage(accounts: Accounts, engine: A
     who = await _principal(accounts, 1_000)
     writer = SqlLedger(engine, owner="test", retry_delays=(0.01,), background_retry=0.05)
     await writer.start()
-    outage = _Outage(writer, "usage_records", failures=10**6)
+    outage = _Outage("usage_records", failures=10**6)
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
         with pytest.raises(InternalError):
@@ -327,3 +335,25 @@ async def test_a_batch_replayed_after_a_lost_commit_changes_nothing_twice(
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
     assert result.charge_rows == {"req": 200}
+
+
+async def test_rows_the_ledger_writes_read_back_like_any_other(accounts: Accounts, engine: AsyncEngine) -> None:
+    # On SQLite the ledger writes through the raw driver (store.sqlite_raw): its timestamps must be
+    # stored in the text form SQLAlchemy writes, or date-range queries would compare unlike strings.
+    who = await _principal(accounts, 1_000)
+    writer = SqlLedger(engine, owner="test")
+    await writer.start()
+    try:
+        hold = await writer.reserve(who, 100, "req", "fake")
+        await writer.settle(hold, Usage(output_tokens=2), _cost(80), "ok", "fake")
+    finally:
+        await writer.close()
+    async with engine.connect() as conn:
+        stamps = {
+            table: (await conn.execute(text(f"SELECT CAST({column} AS TEXT) FROM {table}"))).scalars().all()
+            for table, column in (("accounts", "created_at"), ("ledger", "created_at"), ("usage_records", "created_at"))
+        }
+    formats = {re.sub(r"\d", "9", value) for values in stamps.values() for value in values}
+    assert len(formats) == 1, formats
+    around_now = UsageFilter(since=utcnow() - timedelta(minutes=1), until=utcnow() + timedelta(minutes=1))
+    assert [r.request_id for r in await accounts.usage(who.account_id, around_now)] == ["req"]

@@ -45,6 +45,7 @@ async def test_two_workers_bill_exactly_once(two_workers: Gateway) -> None:
         await engine.dispose()
     assert_consistent(result, START)
     assert START - result.balance == told
+    assert two_workers.api_key is not None
     assert len(result.usage) == 120 and first["prefix"] == two_workers.api_key[:8]
     pids = {
         line.split("[")[1].split("]")[0] for line in two_workers.log().splitlines() if "Started server process" in line
