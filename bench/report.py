@@ -153,6 +153,10 @@ def overhead_section(result: dict[str, Any]) -> tuple[str, list[tuple[str, str, 
         ),
     ]
     checks: list[tuple[str, str, bool | None]] = []
+    bare1 = find(rows, "non-streaming", 1, "gatewright bare")
+    if bare1:  # the brief's "under 1 ms added": one request at a time, no queueing behind others
+        p50 = bare1["overhead total_ms.p50"]["median"]
+        checks.append(("Overhead p50 < 1 ms at concurrency 1 (bare)", f"{p50:+.2f} ms", p50 < 1))
     bare16 = find(rows, "non-streaming", 16, "gatewright bare")
     if bare16:
         p50, p99 = bare16["overhead total_ms.p50"]["median"], bare16["overhead total_ms.p99"]["median"]
