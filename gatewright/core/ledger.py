@@ -50,7 +50,7 @@ from gatewright.core.ledger_rules import (
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
 from gatewright.store import sqlite_raw
-from gatewright.store.db import create_blocking_twin
+from gatewright.store.db import WalCheckpointer, create_blocking_twin
 from gatewright.store.tables import accounts, api_keys, holds, ledger, usage_records
 
 log = logging.getLogger("gatewright.ledger")
@@ -100,7 +100,9 @@ class SqlLedger:
         self.background_retry = background_retry
         self.linger = linger
         self._lock_rows = engine.dialect.name == "postgresql"
-        self._blocking = create_blocking_twin(engine)
+        # Commits on SQLite leave the WAL checkpoint to a thread of its own (see WalCheckpointer).
+        self._blocking = create_blocking_twin(engine, autocheckpoint=False)
+        self._checkpointer = WalCheckpointer.for_engine(engine) if self._blocking is not None else None
         self._thread = ThreadPoolExecutor(1, "ledger") if self._blocking is not None else None
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -108,6 +110,8 @@ class SqlLedger:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     async def close(self) -> None:
         """Write everything queued, then stop."""
@@ -121,6 +125,8 @@ class SqlLedger:
         if self._thread is not None and self._blocking is not None:
             self._thread.shutdown()
             self._blocking.dispose()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
 
     @property
     def sql_engine(self) -> Engine:

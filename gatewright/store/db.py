@@ -8,6 +8,9 @@ writes it cannot interleave with another writer. PostgreSQL uses row locks (``FO
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("gatewright.store")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -58,10 +62,12 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def create_blocking_twin(engine: AsyncEngine) -> Engine | None:
+def create_blocking_twin(engine: AsyncEngine, *, autocheckpoint: bool = True) -> Engine | None:
     """A synchronous engine on the same SQLite file, for a writer that runs whole transactions in
     one worker thread: aiosqlite costs a thread round trip per statement, this one per transaction.
-    ``None`` for other databases (their async drivers need no thread) and in-memory SQLite."""
+    ``None`` for other databases (their async drivers need no thread) and in-memory SQLite.
+
+    ``autocheckpoint=False``: its commits never checkpoint the WAL (pair it with a ``WalCheckpointer``)."""
     if not is_sqlite(engine):
         return None
     path = _sqlite_file(str(engine.url))
@@ -69,7 +75,59 @@ def create_blocking_twin(engine: AsyncEngine) -> Engine | None:
         return None
     twin = sa_create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
     _sqlite_setup(twin)
+    if not autocheckpoint:
+
+        @event.listens_for(twin, "connect")
+        def _no_autocheckpoint(dbapi_connection: Any, _: Any) -> None:
+            dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
     return twin
+
+
+class WalCheckpointer:
+    """Checkpoints a SQLite file's write-ahead log from a thread of its own.
+
+    By default the commit that takes the log past 1,000 pages copies them into the database and
+    syncs it, inside a transaction somebody is waiting on: for the ledger that was 1 commit in 100
+    taking ~18 ms instead of ~1 ms. Here a passive checkpoint copies the log beside the writers
+    every ``interval`` without blocking them. Under steady writes a passive checkpoint never lets
+    the log start over (new frames always arrive while it runs), so once the file passes
+    ``restart_bytes`` a RESTART checkpoint, which holds writers back for the few frames left and
+    one sync, rewinds it. (It waits for a gap between write transactions: SQLite's busy handler
+    polls, so a writer that never pauses would starve it; the ledger pauses between commits.)"""
+
+    def __init__(self, path: str, interval: float = 0.5, restart_bytes: int = 16 << 20) -> None:
+        self.path, self.interval, self.restart_bytes = path, interval, restart_bytes
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+
+    @classmethod
+    def for_engine(cls, engine: AsyncEngine) -> WalCheckpointer | None:
+        path = _sqlite_file(str(engine.url)) if is_sqlite(engine) else None
+        return cls(path) if path is not None else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        # A short busy timeout: a RESTART that finds no gap gives up and tries again next round.
+        conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+        wal = Path(f"{self.path}-wal")
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    if wal.exists() and wal.stat().st_size > self.restart_bytes:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                except sqlite3.Error as error:  # a busy or locked file: the next round catches up
+                    log.warning("WAL checkpoint of %s failed: %s", self.path, error)
+        finally:
+            conn.close()
 
 
 def alembic_config(url: str) -> Config:
