@@ -80,6 +80,9 @@ class FairQueue:
         self._queues: OrderedDict[str, deque[Job | None]] = OrderedDict()
         self._size = 0
         self._cond = threading.Condition()
+        # The owner served last goes to the back only at the next take, so an owner that arrives
+        # in between is served before it goes again.
+        self._last: str | None = None
 
     def put(self, owner: str, job: Job | None) -> None:
         with self._cond:
@@ -96,12 +99,13 @@ class FairQueue:
         with self._cond:
             while self._size == 0:
                 self._cond.wait()
+            if self._last is not None and self._last in self._queues:
+                self._queues.move_to_end(self._last)
             owner, queue = next(iter(self._queues.items()))
             job = queue.popleft()
-            if queue:
-                self._queues.move_to_end(owner)
-            else:
+            if not queue:
                 del self._queues[owner]
+            self._last = owner
             self._size -= 1
             return job
 
