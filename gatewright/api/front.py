@@ -94,10 +94,8 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            self.access.record(scope["method"], scope["path"], status, elapsed, rid)
-            route = scope.get("route")
-            record_request(getattr(route, "path", "other"), status, elapsed)
+            route = getattr(scope.get("route"), "path", "other")
+            _answered(self.access, scope, route, status, started, rid)
 
 
 class GatewayApp(Starlette):
@@ -133,6 +131,11 @@ class GatewayApp(Starlette):
         try:
             await response(scope, receive, send)
         finally:
-            elapsed = time.perf_counter() - started
-            self.access.record(scope["method"], scope["path"], response.status_code, elapsed, rid)
-            record_request(scope["path"], response.status_code, elapsed)
+            _answered(self.access, scope, scope["path"], response.status_code, started, rid)
+
+
+def _answered(access: AccessLog, scope: Scope, route: str, status: int, started: float, rid: str) -> None:
+    """The access line and the request metrics, once a request is answered (or given up on)."""
+    elapsed = time.perf_counter() - started
+    access.record(scope["method"], scope["path"], status, elapsed, rid)
+    record_request(route, status, elapsed)

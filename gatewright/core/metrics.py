@@ -20,7 +20,10 @@ LATENCY = Histogram(
     registry=REGISTRY,
 )
 TOKENS = Counter(
-    "gatewright_tokens", "Tokens of finished requests, by model and kind", ("model", "kind"), registry=REGISTRY
+    "gatewright_tokens",
+    "Tokens of answered requests (abandoned streams: what was generated), by model and kind",
+    ("model", "kind"),
+    registry=REGISTRY,
 )
 CREDITS = Counter("gatewright_credits", "Credits charged, by model (2,000,000 = 1 USD)", ("model",), registry=REGISTRY)
 

@@ -235,6 +235,11 @@ async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, mode
     return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
 
 
+def _count(model: str, usage: Usage, cost: Cost) -> None:
+    u = usage
+    record_usage(model, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits)
+
+
 async def _metered(
     events: AsyncIterator[Event],
     ctx: CallContext,
@@ -258,10 +263,7 @@ async def _metered(
                     cost = await _charge(platform, hold, event.usage, cost, entry.id)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
-                u = event.usage
-                record_usage(
-                    entry.id, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits
-                )
+                _count(entry.id, event.usage, cost)
             yield event
         status = "ok"
     except GatewrightError:
@@ -276,6 +278,7 @@ async def _metered(
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 platform.ledger.settle(hold, usage, cost, status, entry.id)
+                _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 if usage.output_tokens and principal is not None:
                     task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
                     _background.add(task)

@@ -91,6 +91,7 @@ async def test_an_abandoned_stream_is_billed_for_what_was_generated(
 ) -> None:
     account_id, key = await _account(store)
     words = " ".join(f"w{i}" for i in range(60))  # 60 tokens at 20 ms each: far longer than we stay
+    counted_before = await _credits_metric(http, "fake-slow")
     result = await stream_chat(http, key, chat_body(words, model="fake-slow"), leave_after=3)
     assert result.status == 200 and not result.done and result.credits_used is None
     books = await wait_settled(store, account_id)
@@ -100,6 +101,13 @@ async def test_an_abandoned_stream_is_billed_for_what_was_generated(
     assert 2 <= record.output_tokens < 60, "generation went on after the client left"
     assert record.credits == record.input_tokens * IN_CREDITS + record.output_tokens * OUT_CREDITS
     assert books.balance == START - record.credits
+    assert await _credits_metric(http, "fake-slow") - counted_before == record.credits  # /metrics agrees
+
+
+async def _credits_metric(http: httpx.AsyncClient, model: str) -> float:
+    text = (await http.get("/metrics")).text
+    line = f'gatewright_credits_total{{model="{model}"}} '
+    return next((float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)), 0.0)
 
 
 async def test_a_low_balance_is_refused_before_any_work(http: httpx.AsyncClient, store: AsyncEngine) -> None:
