@@ -15,11 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.core.accounts import Accounts, NewKey
 from gatewright.core.ids import random_hex
 from gatewright.core.keys import Authenticator
-from gatewright.core.ledger import SqlLedger, release_stale_holds
-from gatewright.core.limits import Defaults, MemoryLimiter, RedisLimiter
+from gatewright.core.ledger import LedgerWriter
+from gatewright.core.limits import Defaults, MemoryLimiter
 from gatewright.core.platform import Limiter, Platform
 from gatewright.settings import Settings
+from gatewright.store.accounts import SqlAccountStore
 from gatewright.store.db import create_engine, migrate
+from gatewright.store.keys import SqlKeyStore
+from gatewright.store.ledger import SqlLedgerStore
+from gatewright.store.redis_limits import RedisLimiter
 
 log = logging.getLogger("gatewright.platform")
 
@@ -55,30 +59,35 @@ def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Awaitable[Any]] 
     return RedisLimiter(client, defaults), client.aclose
 
 
-async def _sweep_forever(engine: AsyncEngine) -> None:
+async def _sweep_forever(ledger: LedgerWriter) -> None:
     while True:
         await asyncio.sleep(60)
         try:
-            await release_stale_holds(engine, HOLD_TTL)
+            await ledger.release_stale(HOLD_TTL)
         except Exception:  # a sweep that fails is retried next minute
             log.exception("releasing stale holds failed")
 
 
+def ledger_writer(engine: AsyncEngine, owner: str) -> LedgerWriter:
+    return LedgerWriter(SqlLedgerStore(engine, owner))
+
+
 async def open_platform(settings: Settings) -> PlatformBundle:
     engine = await open_store(settings)
+    ledger = ledger_writer(engine, owner=random_hex(8))
     # A store used by this process alone: every open hold is from a run that ended.
-    await release_stale_holds(engine, None if settings.single_process else HOLD_TTL)
-    authenticator = Authenticator(engine, settings.auth_cache_seconds)
-    ledger = SqlLedger(engine, owner=random_hex(8))
+    await ledger.release_stale(None if settings.single_process else HOLD_TTL)
+    authenticator = Authenticator(SqlKeyStore(engine), settings.auth_cache_seconds)
     await ledger.start()
     limiter, close_limiter = _limiter(settings)
-    bundle = PlatformBundle(Platform(authenticator, ledger, limiter), Accounts(engine, authenticator), engine)
+    accounts = Accounts(SqlAccountStore(engine), ledger, authenticator)
+    bundle = PlatformBundle(Platform(authenticator, ledger, limiter), accounts, engine)
     bundle.closers.append(engine.dispose)
     bundle.closers.append(ledger.close)
     if close_limiter is not None:
         bundle.closers.append(close_limiter)
     if not settings.single_process:
-        sweeper = asyncio.create_task(_sweep_forever(engine))
+        sweeper = asyncio.create_task(_sweep_forever(ledger))
 
         async def stop_sweeper() -> None:
             sweeper.cancel()
@@ -99,8 +108,9 @@ class FirstRun:
 async def bootstrap(settings: Settings) -> FirstRun | None:
     """On an empty store: one account with starting credits, a management key and an API key."""
     engine = await open_store(settings)
+    ledger = ledger_writer(engine, owner="bootstrap")
     try:
-        accounts = Accounts(engine)
+        accounts = Accounts(SqlAccountStore(engine), ledger)
         if await accounts.count():
             return None
         account_id = await accounts.create_account("default", settings.starting_credits, settings.low_balance_threshold)
@@ -108,4 +118,5 @@ async def bootstrap(settings: Settings) -> FirstRun | None:
         api = await accounts.create_key(account_id, "api", name="default")
         return FirstRun(account_id, management, api)
     finally:
+        await ledger.close()
         await engine.dispose()

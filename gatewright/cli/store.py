@@ -19,8 +19,9 @@ from rich.console import Console
 from gatewright.core.accounts import Accounts
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.errors import GatewrightError
-from gatewright.platform_setup import open_store
+from gatewright.platform_setup import ledger_writer, open_store
 from gatewright.settings import Settings
+from gatewright.store.accounts import SqlAccountStore
 
 T = TypeVar("T")
 
@@ -42,9 +43,11 @@ def run(action: Callable[[Accounts], Awaitable[T]]) -> T:
 
     async def go() -> T:
         engine = await open_store(Settings())
+        ledger = ledger_writer(engine, owner="cli")
         try:
-            return await action(Accounts(engine))
+            return await action(Accounts(SqlAccountStore(engine), ledger))
         finally:
+            await ledger.close()
             await engine.dispose()
 
     try:

@@ -26,6 +26,7 @@ from gatewright.core.routing import Router
 from gatewright.platform_setup import PlatformBundle, bootstrap, open_platform
 from gatewright.settings import Settings
 from gatewright.store.tables import ledger, tasks, usage_records
+from gatewright.store.tasks import SqlTaskStore
 from tests.support.services import Postgres, ServiceUnavailable, in_ci, running_postgres
 from tests.tasks.conftest import FAKE_CATALOG, text_task
 
@@ -64,7 +65,7 @@ async def start_node(settings: Settings, owner: str) -> Node:
     bundle = await open_platform(settings)
     backends = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
     gateway = Gateway(catalog, Router(catalog, backends), bundle.platform)
-    jobs = Jobs(gateway, TaskApiCodec(), owner, engine=bundle.engine, lease=LEASE)
+    jobs = Jobs(gateway, TaskApiCodec(), owner, store=SqlTaskStore(bundle.engine), lease=LEASE)
     await jobs.start()
     return Node(jobs, bundle)
 
@@ -104,8 +105,8 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
             if job is not None and job.finished:
                 break
             await asyncio.sleep(0.1)
-        assert job is not None and job.status == "success" and job.items[0] is not None
-        assert job.items[0]["text"] == words
+        assert job is not None and job.status == "success" and job.outcomes[0] is not None
+        assert job.outcomes[0].choice is not None and job.outcomes[0].choice.text == words
         async with b.bundle.engine.connect() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_uuid == spec.key))).one()
             charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]

@@ -10,6 +10,7 @@ from gatewright.core.jobs import Jobs
 from gatewright.core.pipeline import Gateway
 from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
+from gatewright.store.tasks import SqlTaskStore
 
 
 async def open_jobs(settings: Settings, gateway: Gateway, engine: AsyncEngine | None) -> Jobs:
@@ -20,7 +21,7 @@ async def open_jobs(settings: Settings, gateway: Gateway, engine: AsyncEngine | 
         gateway,
         TaskApiCodec(),
         owner=random_hex(8),
-        engine=engine,
+        store=SqlTaskStore(engine) if engine is not None else None,
         sender=sender,
         single_node=engine is None or settings.single_process,
     )
