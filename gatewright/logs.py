@@ -8,6 +8,7 @@ no prompt or answer text is logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -32,3 +33,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+
+class CutAtShutdown(logging.Filter):
+    """uvicorn logs each request it cancels when the shutdown timeout passes as an "Exception in
+    ASGI application" with a traceback; it is the expected end of a graceful stop: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, asyncio.CancelledError) and "graceful shutdown" in str(error):
+            record.msg, record.args, record.exc_info = "a request was cut: the shutdown timeout passed", (), None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

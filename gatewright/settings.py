@@ -146,7 +146,7 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
-    from gatewright.logs import JsonFormatter
+    from gatewright.logs import CutAtShutdown, JsonFormatter
 
     handler = logging.StreamHandler()
     if settings.log_format == "json":
@@ -157,5 +157,8 @@ def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    server = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, CutAtShutdown) for f in server.filters):
+        server.addFilter(CutAtShutdown())
     for warning in unknown_variables() if warn_unknown else ():
         logging.getLogger("gatewright.settings").warning(warning)
