@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +20,7 @@ from gatewright.api.front import Endpoint, GatewayApp
 from gatewright.api.http import JSONResponse
 from gatewright.api.openai.routes import routes as openai_routes
 from gatewright.api.platform.routes import routes as platform_routes
+from gatewright.api.responses.routes import routes as responses_routes
 from gatewright.api.tasks.routes import routes as task_routes
 from gatewright.api.tasks.service import open_jobs
 from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
@@ -26,8 +29,10 @@ from gatewright.core.catalog import Catalog, load_catalog
 from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
+from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
 from gatewright.platform_setup import open_platform
 from gatewright.settings import Settings, configure_logging
+from gatewright.store.responses import SqlResponseStore
 
 log = logging.getLogger("gatewright")
 
@@ -50,6 +55,22 @@ async def health(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     models = {entry.id: ("active" if entry.active else "inactive") for entry in gateway.catalog}
     return JSONResponse({"status": "ok", "models": models})
+
+
+def open_response_store(settings: Settings, engine: AsyncEngine | None, closers: list[Any]) -> ResponseStore:
+    """Stored responses in the store when there is one, in memory for a bare proxy; swept for
+    expired ones at a pace that suits the retention."""
+    responses: ResponseStore = SqlResponseStore(engine) if engine is not None else MemoryResponseStore()
+    every = min(600.0, max(1.0, settings.responses_retention_days * 86400 / 4))
+    sweeper = asyncio.create_task(sweep_forever(responses, every))
+
+    async def stop_sweeper() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+    closers.append(stop_sweeper)
+    return responses
 
 
 def create_app(
@@ -82,6 +103,7 @@ def create_app(
             # Task API jobs: after the platform (resumed tasks bill), closed before it (their holds settle).
             app.state.jobs = await open_jobs(settings, gateway, store)
             closers.append(app.state.jobs.close)
+            app.state.response_store = open_response_store(settings, store, closers)
             yield
         finally:
             for close in reversed(closers):
@@ -92,13 +114,15 @@ def create_app(
     routes: list[BaseRoute] = [
         *openai_routes,
         *anthropic_routes,
+        *responses_routes,
         *task_routes,
         *platform_routes,
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *(extra_routes or []),
     ]
-    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot_table([*openai_routes, *anthropic_routes]))
+    hot = hot_table([*openai_routes, *anthropic_routes, *responses_routes])
+    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot)
     app.state.gateway = gateway
     app.state.settings = settings
     return app
