@@ -67,7 +67,7 @@ def _base(response_id: str, req: w.CreateResponse, entry: ModelEntry, store: boo
     """The Response object's fields that come from the request (and the model's defaults)."""
     d = entry.defaults
     reasoning = req.reasoning
-    return {
+    base: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": now(),
@@ -94,14 +94,15 @@ def _base(response_id: str, req: w.CreateResponse, entry: ModelEntry, store: boo
         "top_logprobs": req.top_logprobs or 0,
         "top_p": req.top_p if req.top_p is not None else (d.top_p or 1.0),
         "truncation": "disabled",
-        "usage": None,
-        "user": req.user,
         "metadata": req.metadata or {},
         "background": False,
         "service_tier": "default",
         "safety_identifier": req.safety_identifier,
         "prompt_cache_key": req.prompt_cache_key,
     }
+    if req.user is not None:  # a string when present (the spec has no null for it)
+        base["user"] = req.user
+    return base
 
 
 async def create_response(request: Request) -> Response:
