@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +22,7 @@ from gatewright.api.health import routes as health_routes
 from gatewright.api.http import JSONResponse
 from gatewright.api.openai.routes import routes as openai_routes
 from gatewright.api.platform.routes import routes as platform_routes
+from gatewright.api.responses.routes import routes as responses_routes
 from gatewright.api.tasks.routes import routes as task_routes
 from gatewright.api.tasks.service import open_jobs
 from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
@@ -29,8 +31,10 @@ from gatewright.core.backend import Backend
 from gatewright.core.catalog import Catalog, load_catalog
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
+from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
 from gatewright.platform_setup import open_platform
 from gatewright.settings import Settings, configure_logging, load_settings
+from gatewright.store.responses import SqlResponseStore
 
 log = logging.getLogger("gatewright")
 
@@ -74,6 +78,22 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "models": models})
 
 
+def open_response_store(settings: Settings, engine: AsyncEngine | None, closers: list[Any]) -> ResponseStore:
+    """Stored responses in the store when there is one, in memory for a bare proxy; swept for
+    expired ones at a pace that suits the retention."""
+    responses: ResponseStore = SqlResponseStore(engine) if engine is not None else MemoryResponseStore()
+    every = min(600.0, max(1.0, settings.responses_retention_days * 86400 / 4))
+    sweeper = asyncio.create_task(sweep_forever(responses, every))
+
+    async def stop_sweeper() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+    closers.append(stop_sweeper)
+    return responses
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -109,6 +129,7 @@ def create_app(
             # Task API jobs: after the platform (resumed tasks bill), closed before it (their holds settle).
             app.state.jobs = await open_jobs(settings, gateway, store)
             closers.append(app.state.jobs.close)
+            app.state.response_store = open_response_store(settings, store, closers)
             yield
         finally:
             for close in reversed(closers):
@@ -121,6 +142,7 @@ def create_app(
     routes: list[BaseRoute] = [
         *openai_routes,
         *anthropic_routes,
+        *responses_routes,
         *task_routes,
         *platform_routes,
         Route("/health", health, methods=["GET"]),
@@ -128,7 +150,8 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         *(extra_routes or []),
     ]
-    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot_table([*openai_routes, *anthropic_routes]))
+    hot = hot_table([*openai_routes, *anthropic_routes, *responses_routes])
+    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot)
     app.state.gateway = gateway
     app.state.settings = settings
     return app

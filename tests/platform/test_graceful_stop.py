@@ -89,4 +89,3 @@ async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Pa
     assert long_row.status == "aborted" and len(long_words) <= long_row.output_tokens < 60
     prompt = fake_prompt_tokens(LONG)
     assert long_row.credits == prompt * IN_CREDITS + long_row.output_tokens * OUT_CREDITS
-
