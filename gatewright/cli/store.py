@@ -16,11 +16,11 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
+from gatewright.cli.config import settings_or_exit
 from gatewright.core.accounts import Accounts
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.errors import GatewrightError
 from gatewright.platform_setup import ledger_writer, open_store
-from gatewright.settings import Settings
 from gatewright.store.accounts import SqlAccountStore
 
 T = TypeVar("T")
@@ -41,8 +41,10 @@ class CommandError(Exception):
 def run(action: Callable[[Accounts], Awaitable[T]]) -> T:
     """Open the store, run ``action`` on it, and turn failures into a message and exit code 1."""
 
+    settings = settings_or_exit()
+
     async def go() -> T:
-        engine = await open_store(Settings())
+        engine = await open_store(settings)
         ledger = ledger_writer(engine, owner="cli")
         try:
             return await action(Accounts(SqlAccountStore(engine), ledger))

@@ -5,7 +5,7 @@ test there, not generation)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,10 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
-from gatewright.platform_setup import ledger_writer
-from gatewright.store.accounts import SqlAccountStore
 from gatewright.store.db import create_engine, migrate
 from gatewright.store.keys import SqlKeyStore
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway, running_gateway
 from tests.support.services import Postgres, Redis, ServiceUnavailable, in_ci, running_postgres, running_redis
 
@@ -128,17 +127,6 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-
-
-@asynccontextmanager
-async def accounts_on(engine: AsyncEngine, authenticator: Authenticator | None = None) -> AsyncIterator[Accounts]:
-    """The management side over ``engine``, as the CLI opens it: grants go through a ledger
-    writer of its own."""
-    ledger = ledger_writer(engine, owner="test")
-    try:
-        yield Accounts(SqlAccountStore(engine), ledger, authenticator)
-    finally:
-        await ledger.close()
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.platform.conftest import UNLIMITED, accounts_on
+from tests.platform.conftest import UNLIMITED
 from tests.platform.test_keys_api import ISO_UTC
 from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway, running_gateway
 
 BALANCE_FIELDS = {

@@ -20,8 +20,8 @@ from gatewright.core.types import Cost, Usage
 from gatewright.platform_setup import bootstrap, ledger_writer, open_store
 from gatewright.settings import Settings
 from gatewright.store.keys import SqlKeyStore
-from tests.platform.conftest import accounts_on
 from tests.platform.wire import auth, chat_body
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 KEY = re.compile(r"^([0-9a-f]{32})$", re.MULTILINE)

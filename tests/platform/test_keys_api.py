@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.platform.conftest import accounts_on
 from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

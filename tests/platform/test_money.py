@@ -16,8 +16,9 @@ from gatewright.core.accounts import KeyLimit
 from gatewright.store.tables import holds, usage_records
 from tests.conftest import MODEL
 from tests.platform.audit import assert_consistent, wait_settled
-from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, accounts_on, fake_prompt_tokens, worst_case
+from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, fake_prompt_tokens, worst_case
 from tests.platform.wire import assert_error, auth, chat_body, stream_chat
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 START = 100_000

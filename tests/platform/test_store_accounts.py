@@ -14,7 +14,7 @@ from gatewright.core.keys import Authenticator
 from gatewright.store.db import migrate
 from gatewright.store.keys import SqlKeyStore
 from gatewright.store.tables import api_keys, ledger
-from tests.platform.conftest import accounts_on
+from tests.support.accounts import accounts_on
 
 
 async def test_migrations_create_every_table_and_rerun_cleanly(engine: AsyncEngine) -> None:
