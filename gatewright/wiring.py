@@ -41,7 +41,7 @@ from gatewright.core.limits import Defaults, MemoryLimiter, RedisLimiter
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Limiter, Platform
 from gatewright.core.routing import Router
-from gatewright.core.webhooks import WebhookSender, load_or_create_secret
+from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
 from gatewright.store.db import create_engine, migrate
 
