@@ -1,16 +1,18 @@
 """The HTTP application: the routes of every dialect behind one front door (``api/front.py``).
 
 The gateway behind it is built by the composition root (``wiring.open_gateway``) when the app
-starts, and closed when it stops; this module only registers routes, the middleware list and the
-error table.
+starts, and closed when it stops; this module registers the routes, the middleware list and the
+error table, and what belongs to the HTTP server's own life (draining on a stop signal, metrics
+shared by worker processes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,14 +21,18 @@ from starlette.routing import BaseRoute, Route
 
 from gatewright.api.anthropic import routes as anthropic_api
 from gatewright.api.front import ErrorFormats, GatewayApp
+from gatewright.api.health import draining_on_signal
+from gatewright.api.health import routes as health_routes
 from gatewright.api.http import JSONResponse
 from gatewright.api.openai import routes as openai_api
 from gatewright.api.platform import routes as platform_api
+from gatewright.api.responses import routes as responses_api
 from gatewright.api.tasks import routes as tasks_api
+from gatewright.core import metrics as prometheus
 from gatewright.core.catalog import Catalog
-from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Gateway
-from gatewright.settings import Settings, configure_logging
+from gatewright.core.routing import Router
+from gatewright.settings import Settings, configure_logging, load_settings
 from gatewright.wiring import load_catalog, open_gateway
 
 # Which dialect answers an error the front door catches (a bug, an unknown path, a middleware's
@@ -37,6 +43,8 @@ ERROR_FORMATS = ErrorFormats(
     prefixes={
         "/v1/messages": anthropic_api.render_error,
         "/messages": anthropic_api.render_error,
+        "/v1/responses": responses_api.render_error,
+        "/responses": responses_api.render_error,
         "/v1/tasks": tasks_api.render_error,
     },
     exact={"/v1": tasks_api.render_error},  # the task API's other address; "/v1/…" is not its
@@ -49,7 +57,32 @@ MIDDLEWARE: list[Middleware] = []
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    _sample(request.app.state.gateway.router)
+    body, content_type = prometheus.render()
+    return Response(body, media_type=content_type)
+
+
+def _sample(router: Router) -> None:
+    prometheus.sample(router.breakers.items(), router.backends.items())
+
+
+# How often each worker copies its breaker and engine state into the shared gauges.
+SAMPLE_EVERY = 2.0
+
+
+async def _sample_forever(router: Router) -> None:
+    """With several workers a scrape reaches one of them: the others' state must already be in
+    the files. Also drops the gauges of workers that died without saying so."""
+    while True:
+        _sample(router)
+        prometheus.forget_dead_workers()
+        await asyncio.sleep(SAMPLE_EVERY)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def health(request: Request) -> Response:
@@ -62,9 +95,11 @@ def routes() -> list[BaseRoute]:
     return [
         *openai_api.routes,
         *anthropic_api.routes,
+        *responses_api.routes,
         *tasks_api.routes,
         *platform_api.routes,
         Route("/health", health, methods=["GET"]),
+        *health_routes,
         Route("/metrics", metrics, methods=["GET"]),
     ]
 
@@ -80,21 +115,35 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_gateway(settings, catalog) as services:
-            app.state.services = services
-            app.state.gateway = services.gateway
-            app.state.jobs = services.jobs
-            app.state.accounts = services.accounts
-            yield
+        with draining_on_signal(settings.drain_seconds):
+            try:
+                async with open_gateway(settings, catalog) as services:
+                    app.state.services = services
+                    app.state.gateway = services.gateway
+                    app.state.jobs = services.jobs
+                    app.state.accounts = services.accounts
+                    app.state.store = services.platform.store if services.platform else None
+                    app.state.response_store = services.responses
+                    sampler = None
+                    if prometheus.multiprocess_dir() is not None:
+                        sampler = asyncio.create_task(_sample_forever(services.gateway.router))
+                    try:
+                        yield
+                    finally:
+                        if sampler is not None:
+                            await _stop(sampler)
+            finally:
+                prometheus.mark_dead(os.getpid())
 
     app = GatewayApp(
         routes=[*routes(), *(extra_routes or [])], errors=ERROR_FORMATS, middleware=MIDDLEWARE, lifespan=lifespan
     )
+    app.state.settings = settings
     return app
 
 
 def create_app_from_env() -> Starlette:
     """The factory each worker process calls (``gatewright serve --workers N``)."""
-    settings = Settings()
-    configure_logging(settings)
+    settings = load_settings()  # checked by `gatewright serve` before the workers started
+    configure_logging(settings, warn_unknown=False)
     return create_app(settings)

@@ -10,6 +10,7 @@ is made once, complete, in this order, and closed in the reverse order:
           → authenticator, ledger writer, limiter (memory or redis), accounts, stale-hold sweeper
       → Gateway(catalog, router, platform)
       → webhook sender → jobs      resumes the tasks an earlier process left unfinished
+      → response store             the Responses API's stored responses (store, or memory), swept
 
 Nothing below this module reads ``Settings``: each piece is handed the plain values it needs (the
 import contracts in ``pyproject.toml`` keep ``api``, ``core``, ``backends`` and ``store`` from
@@ -41,14 +42,18 @@ from gatewright.core.limits import Defaults, MemoryLimiter, RedisLimiter
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Limiter, Platform
 from gatewright.core.routing import Router
+from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
 from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
 from gatewright.store.db import create_engine, migrate
+from gatewright.store.responses import SqlResponseStore
 
 log = logging.getLogger("gatewright.platform")
 
 # Longer than any request can run: holds older than this belong to a replica that died.
 HOLD_TTL = timedelta(hours=1)
+# At a stop, how long requests that were cut may take to unwind and queue their settlements.
+SETTLE_AT_STOP = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Services:
     gateway: Gateway
     jobs: Jobs
     platform: PlatformServices | None  # None with the platform off (a bare proxy)
+    responses: ResponseStore  # stored responses of the Responses API
 
     @property
     def accounts(self) -> Accounts | None:
@@ -117,6 +123,12 @@ async def _sweep_forever(engine: AsyncEngine) -> None:
             log.exception("releasing stale holds failed")
 
 
+async def _settle_cut_requests(ledger: SqlLedger) -> None:
+    left = await ledger.wait_settled(SETTLE_AT_STOP)
+    if left:
+        log.info("stopping with %d holds open (work taken over after restart)", left)
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -133,10 +145,20 @@ async def open_platform(settings: Settings) -> AsyncIterator[PlatformServices]:
         ledger = SqlLedger(engine, owner=random_hex(8))
         await ledger.start()
         stack.push_async_callback(ledger.close)
+        stack.push_async_callback(_settle_cut_requests, ledger)  # runs before ledger.close
         limiter = await _limiter(settings, stack)
         if not settings.single_process:  # other processes share the store: one may die holding credits
             stack.push_async_callback(_cancel, asyncio.create_task(_sweep_forever(engine)))
         yield PlatformServices(Platform(authenticator, ledger, limiter), Accounts(engine, authenticator), engine)
+
+
+def _response_store(settings: Settings, engine: AsyncEngine | None, stack: AsyncExitStack) -> ResponseStore:
+    """Stored responses in the store when there is one, in memory for a bare proxy; swept for
+    expired ones at a pace that suits the retention."""
+    responses: ResponseStore = SqlResponseStore(engine) if engine is not None else MemoryResponseStore()
+    every = min(600.0, max(1.0, settings.responses_retention_days * 86400 / 4))
+    stack.push_async_callback(_cancel, asyncio.create_task(sweep_forever(responses, every)))
+    return responses
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +186,7 @@ async def open_gateway(settings: Settings, catalog: Catalog | None = None) -> As
         )
         await jobs.start()
         stack.push_async_callback(jobs.close)
-        yield Services(settings, gateway, jobs, platform)
+        yield Services(settings, gateway, jobs, platform, _response_store(settings, store, stack))
 
 
 @dataclass(frozen=True)
@@ -181,5 +203,6 @@ async def bootstrap(settings: Settings) -> FirstRun | None:
             return None
         account_id = await accounts.create_account("default", settings.starting_credits, settings.low_balance_threshold)
         management = await accounts.create_key(account_id, "management", name="management", scopes=[])
-        api = await accounts.create_key(account_id, "api", name="default")
+        # The first key calls every model endpoint: chat completions and messages, and responses.
+        api = await accounts.create_key(account_id, "api", name="default", scopes=["model:chat", "model:responses"])
         return FirstRun(account_id, management, api)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gatewright.cli.config import settings_or_exit
 from gatewright.core.catalog import Catalog, CatalogError, ModelEntry
 from gatewright.settings import Settings
 from gatewright.wiring import load_catalog
@@ -18,7 +19,7 @@ app = typer.Typer(
 
 
 def _catalog(path: Path | None) -> tuple[Catalog, Settings]:
-    settings = Settings(catalog=path) if path else Settings()
+    settings = settings_or_exit(catalog=path) if path else settings_or_exit()
     try:
         return load_catalog(settings), settings
     except CatalogError as error:
