@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,16 @@ async def _sweep_forever(engine: AsyncEngine) -> None:
             log.exception("releasing stale holds failed")
 
 
+# At a stop, how long requests that were cut may take to unwind and queue their settlements.
+SETTLE_AT_STOP = 5.0
+
+
+async def _settle_cut_requests(ledger: SqlLedger) -> None:
+    left = await ledger.wait_settled(SETTLE_AT_STOP)
+    if left:
+        log.info("stopping with %d holds open (work taken over after restart)", left)
+
+
 async def open_platform(settings: Settings) -> PlatformBundle:
     engine = await open_store(settings)
     # A store used by this process alone: every open hold is from a run that ended.
@@ -75,6 +86,7 @@ async def open_platform(settings: Settings) -> PlatformBundle:
     bundle = PlatformBundle(Platform(authenticator, ledger, limiter), Accounts(engine, authenticator), engine)
     bundle.closers.append(engine.dispose)
     bundle.closers.append(ledger.close)
+    bundle.closers.append(functools.partial(_settle_cut_requests, ledger))  # runs before ledger.close
     if close_limiter is not None:
         bundle.closers.append(close_limiter)
     if not settings.single_process:
@@ -105,7 +117,8 @@ async def bootstrap(settings: Settings) -> FirstRun | None:
             return None
         account_id = await accounts.create_account("default", settings.starting_credits, settings.low_balance_threshold)
         management = await accounts.create_key(account_id, "management", name="management", scopes=[])
-        api = await accounts.create_key(account_id, "api", name="default")
+        # The first key calls every model endpoint: chat completions and messages, and responses.
+        api = await accounts.create_key(account_id, "api", name="default", scopes=["model:chat", "model:responses"])
         return FirstRun(account_id, management, api)
     finally:
         await engine.dispose()

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gatewright.backends.registry import REQUIRED_FIELDS
+from gatewright.cli.config import settings_or_exit
 from gatewright.core.catalog import Catalog, CatalogError, ModelEntry, load_catalog
 from gatewright.settings import Settings
 
@@ -18,7 +19,7 @@ app = typer.Typer(
 
 
 def _catalog(path: Path | None) -> tuple[Catalog, Settings]:
-    settings = Settings(catalog=path) if path else Settings()
+    settings = settings_or_exit(catalog=path) if path else settings_or_exit()
     try:
         return load_catalog(settings.catalog, REQUIRED_FIELDS), settings
     except CatalogError as error:

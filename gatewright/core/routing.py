@@ -29,6 +29,7 @@ from gatewright.core.errors import (
     UpstreamUnavailable,
 )
 from gatewright.core.events import Event
+from gatewright.core.metrics import record_upstream
 from gatewright.core.types import CoreRequest, EmbeddingRequest, Embeddings, Usage
 
 log = logging.getLogger("gatewright.routing")
@@ -184,13 +185,16 @@ class Router:
         while True:
             ctx.usage = Usage()  # failed attempts are never billed
             stream = backend.stream(request, ctx)
+            began = time.perf_counter()
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
                 breaker.record_success()
+                record_upstream(deployment.name, time.perf_counter() - began)
                 return _empty()
             except GatewrightError as error:
                 await stream.aclose()  # type: ignore[attr-defined]
+                record_upstream(deployment.name, time.perf_counter() - began, _failed_status(error))
                 if not can_fail_over(error):
                     raise  # the request itself is at fault: no health signal
                 breaker.record_failure(time.monotonic())
@@ -208,9 +212,11 @@ class Router:
                 continue
             except Exception as error:  # a backend bug must not look like a client error
                 await stream.aclose()  # type: ignore[attr-defined]
+                record_upstream(deployment.name, time.perf_counter() - began, 500)
                 breaker.record_failure(time.monotonic())
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
+            record_upstream(deployment.name, time.perf_counter() - began)
             return _prepend(first, stream)
 
     # -- embeddings: the same order of attempts, one awaited call each -------------------------
@@ -284,6 +290,11 @@ class Router:
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
             return result
+
+
+def _failed_status(error: GatewrightError) -> int:
+    """The status to count a failed attempt under: what the upstream said, else the gateway's."""
+    return int(getattr(error, "upstream_status", 0) or error.status)
 
 
 def _retarget(request: CoreRequest, model: ModelEntry) -> CoreRequest:

@@ -25,7 +25,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 # The endpoints a model of each type serves, as /v1/models reports them.
 ENDPOINTS: dict[str, list[str]] = {
-    "chat": ["/v1/chat/completions", "/v1/messages", "/v1/tasks"],
+    "chat": ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/tasks"],
     "embedding": ["/v1/embeddings"],
 }
 
