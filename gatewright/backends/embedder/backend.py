@@ -70,6 +70,10 @@ class EmbedderBackend:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def loaded(self) -> bool:
+        return bool(self.workers)
+
     async def start(self) -> None:
         if self.workers:
             return
