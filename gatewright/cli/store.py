@@ -20,8 +20,7 @@ from gatewright.cli.config import settings_or_exit
 from gatewright.core.accounts import Accounts
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.errors import GatewrightError
-from gatewright.platform_setup import ledger_writer, open_store
-from gatewright.store.accounts import SqlAccountStore
+from gatewright.wiring import open_accounts
 
 T = TypeVar("T")
 
@@ -44,13 +43,8 @@ def run(action: Callable[[Accounts], Awaitable[T]]) -> T:
     settings = settings_or_exit()
 
     async def go() -> T:
-        engine = await open_store(settings)
-        ledger = ledger_writer(engine, owner="cli")
-        try:
-            return await action(Accounts(SqlAccountStore(engine), ledger))
-        finally:
-            await ledger.close()
-            await engine.dispose()
+        async with open_accounts(settings) as accounts:
+            return await action(accounts)
 
     try:
         return asyncio.run(go())

@@ -18,10 +18,12 @@ from typing import cast
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
+from gatewright.core.embedding import EmbeddingCall, run_embedding
 from gatewright.core.errors import (
     ContextWindowExceeded,
     GatewrightError,
     InsufficientCredits,
+    InvalidRequest,
     PermissionDenied,
     RateLimited,
     UnsupportedFeature,
@@ -31,7 +33,7 @@ from gatewright.core.metrics import record_first_token, record_generation, recor
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.routing import Router
-from gatewright.core.types import CoreRequest, Cost, ImagePart, Sampling, Usage
+from gatewright.core.types import CoreRequest, Cost, EmbeddingRequest, ImagePart, Sampling, Usage
 
 log = logging.getLogger("gatewright.pipeline")
 
@@ -66,6 +68,13 @@ def require_scope(principal: Principal | None, scope: str) -> None:
 
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
+    if entry.type != "chat":
+        raise InvalidRequest(
+            f"The model `{entry.id}` is an {entry.type} model: it serves /v1/embeddings, not chat. "
+            "GET /v1/models lists the chat models (type `chat`).",
+            param="model",
+            code="model_not_chat",
+        )
     caps = entry.capabilities
     if not caps.vision:
         for i, message in enumerate(request.messages):
@@ -220,6 +229,10 @@ class Gateway:
             prompt_tokens=prompt_tokens,
             notes=notes,
         )
+
+    async def embed(self, request: EmbeddingRequest, principal: Principal | None, request_id: str) -> EmbeddingCall:
+        """Embeddings, through the same keys, limits and ledger (see ``core.embedding``)."""
+        return await run_embedding(self.catalog, self.router, self.platform, request, principal, request_id)
 
     async def count_tokens(self, request: CoreRequest) -> int:
         entry = self.catalog.resolve(request.model)

@@ -17,11 +17,10 @@ from gatewright.cli import app
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
 from gatewright.core.types import Cost, Usage
-from gatewright.platform_setup import bootstrap, ledger_writer, open_store
 from gatewright.settings import Settings
 from gatewright.store.keys import SqlKeyStore
+from gatewright.wiring import bootstrap, ledger_writer, open_accounts
 from tests.platform.wire import auth, chat_body
-from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 KEY = re.compile(r"^([0-9a-f]{32})$", re.MULTILINE)
@@ -42,12 +41,8 @@ def cli(*args: str) -> tuple[int, str]:
 
 def _on_store(action: object) -> object:
     async def go() -> object:
-        engine = await open_store(Settings())
-        try:
-            async with accounts_on(engine) as accounts:
-                return await action(accounts)  # type: ignore[operator]
-        finally:
-            await engine.dispose()
+        async with open_accounts(Settings()) as accounts:
+            return await action(accounts)  # type: ignore[operator]
 
     return asyncio.run(go())
 

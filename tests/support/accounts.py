@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
-from gatewright.platform_setup import ledger_writer
 from gatewright.store.accounts import SqlAccountStore
+from gatewright.wiring import ledger_writer
 
 
 @asynccontextmanager
