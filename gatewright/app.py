@@ -35,6 +35,7 @@ from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_for
 from gatewright.platform_setup import open_platform
 from gatewright.settings import Settings, configure_logging, load_settings
 from gatewright.store.responses import SqlResponseStore
+from gatewright.telemetry import configure as configure_tracing
 
 log = logging.getLogger("gatewright")
 
@@ -112,6 +113,9 @@ def create_app(
         stack = contextlib.ExitStack()
         stack.enter_context(draining_on_signal(settings.drain_seconds))
         try:
+            stop_tracing = configure_tracing()  # OTEL_* variables; nothing happens without them
+            if stop_tracing is not None:
+                closers.insert(0, stop_tracing)  # closed last: spans of the final requests are sent
             if prometheus.multiprocess_dir() is not None:
                 sampler = asyncio.create_task(_sample_forever(router))
                 closers.append(lambda: _stop(sampler))

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatewright.api.http import JSONResponse
+from gatewright.core import tracing
 from gatewright.core.ids import request_id as new_request_id
 from gatewright.core.metrics import record_request
 
@@ -91,11 +92,16 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        span = token = None
+        if tracing.ENABLED:
+            span, token = _start_span(scope, rid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", "other")
             _answered(self.access, scope, route, status, started, rid)
+            if span is not None:
+                tracing.end_request(span, token, status)
 
 
 class GatewayApp(Starlette):
@@ -119,6 +125,24 @@ class GatewayApp(Starlette):
         started = time.perf_counter()
         scope["app"] = self
         rid = scope[REQUEST_ID] = new_request_id()
+        if tracing.ENABLED:
+            await self._traced(endpoint, scope, receive, send, started, rid)
+            return
+        await self._answer(endpoint, scope, receive, send, started, rid)
+
+    async def _traced(
+        self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, started: float, rid: str
+    ) -> None:
+        span, token = _start_span(scope, rid)
+        status = 500
+        try:
+            status = await self._answer(endpoint, scope, receive, send, started, rid)
+        finally:
+            tracing.end_request(span, token, status)
+
+    async def _answer(
+        self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, started: float, rid: str
+    ) -> int:
         try:
             response = await endpoint(Request(scope, receive))
         except Exception:  # a bug, not bad input: those are answered by the endpoint itself
@@ -132,6 +156,35 @@ class GatewayApp(Starlette):
             await response(scope, receive, send)
         finally:
             _answered(self.access, scope, scope["path"], response.status_code, started, rid)
+        return response.status_code
+
+
+# Which dialect a model-call route speaks (a span attribute).
+DIALECTS = {
+    "/v1/chat/completions": "openai",
+    "/chat/completions": "openai",
+    "/v1/messages": "anthropic",
+    "/messages": "anthropic",
+    "/v1/messages/count_tokens": "anthropic",
+    "/messages/count_tokens": "anthropic",
+    "/v1/responses": "openai-responses",
+    "/responses": "openai-responses",
+    "/v1": "task-api",
+    "/v1/tasks": "task-api",
+}
+
+
+def _start_span(scope: Scope, rid: str) -> tuple[Any, object]:
+    """The request's span (continuing the caller's ``traceparent`` when it sends one)."""
+    path = scope["path"]
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    attributes = {
+        "http.request.method": scope["method"],
+        "url.path": path,
+        "gatewright.request_id": rid,
+        "gatewright.dialect": DIALECTS.get(path, "other"),
+    }
+    return tracing.start_request(f"{scope['method']} {path}", headers, attributes)
 
 
 def _answered(access: AccessLog, scope: Scope, route: str, status: int, started: float, rid: str) -> None:
