@@ -19,10 +19,12 @@ from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
+from gatewright.core.embedding import EmbeddingCall, run_embedding
 from gatewright.core.errors import (
     ContextWindowExceeded,
     GatewrightError,
     InsufficientCredits,
+    InvalidRequest,
     PermissionDenied,
     RateLimited,
     UnsupportedFeature,
@@ -31,8 +33,9 @@ from gatewright.core.events import ChoiceEnd, Event, UsageReport
 from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
+from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
-from gatewright.core.types import CoreRequest, Cost, ImagePart, Sampling, Usage
+from gatewright.core.types import CoreRequest, Cost, EmbeddingRequest, ImagePart, Sampling, Usage
 
 log = logging.getLogger("gatewright.pipeline")
 
@@ -67,6 +70,13 @@ def require_scope(principal: Principal | None, scope: str) -> None:
 
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
+    if entry.type != "chat":
+        raise InvalidRequest(
+            f"The model `{entry.id}` is an {entry.type} model: it serves /v1/embeddings, not chat. "
+            "GET /v1/models lists the chat models (type `chat`).",
+            param="model",
+            code="model_not_chat",
+        )
     caps = entry.capabilities
     if not caps.vision:
         for i, message in enumerate(request.messages):
@@ -170,6 +180,11 @@ class Gateway:
         require_scope(principal, scope)
         if tracing.ENABLED:
             tracing.annotate(_request_attributes(request, entry, principal))
+        facts = CURRENT_FACTS.get()
+        if facts is not None:
+            facts.model = entry.id
+            if principal is not None:
+                facts.account_id, facts.key_prefix = principal.account_id, principal.prefix
         notes: dict[str, str] = {}
         checked = check_capabilities(entry, request)
         if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":
@@ -213,6 +228,8 @@ class Gateway:
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
+        if facts is not None:
+            facts.model, facts.deployment = opened.entry.id, opened.deployment.name
         metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
@@ -226,6 +243,10 @@ class Gateway:
             prompt_tokens=prompt_tokens,
             notes=notes,
         )
+
+    async def embed(self, request: EmbeddingRequest, principal: Principal | None, request_id: str) -> EmbeddingCall:
+        """Embeddings, through the same keys, limits and ledger (see ``core.embedding``)."""
+        return await run_embedding(self.catalog, self.router, self.platform, request, principal, request_id)
 
     async def count_tokens(self, request: CoreRequest) -> int:
         entry = self.catalog.resolve(request.model)
@@ -301,6 +322,23 @@ def _request_attributes(request: CoreRequest, entry: ModelEntry, principal: Prin
     return attributes
 
 
+def _note_usage(model: str, usage: Usage, cost: Cost) -> None:
+    """Tokens and credits, for the request's span and its access line."""
+    if tracing.ENABLED:
+        tracing.annotate(_usage_attributes(model, usage, cost))
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.input_tokens, facts.output_tokens, facts.credits = usage.input_tokens, usage.output_tokens, cost.credits
+
+
+def _note_outcome(status: str) -> None:
+    if tracing.ENABLED:
+        tracing.annotate({"gatewright.outcome": status})
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.outcome = status
+
+
 def _usage_attributes(model: str, usage: Usage, cost: Cost) -> tracing.Attributes:
     return {
         "gen_ai.response.model": model,
@@ -349,16 +387,14 @@ async def _metered(
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
-                if tracing.ENABLED:
-                    tracing.annotate(_usage_attributes(entry.id, event.usage, cost))
+                _note_usage(entry.id, event.usage, cost)
             yield event
         status = "ok"
     except GatewrightError:
         status = "error"  # an upstream or engine failure mid-stream: never billed
         raise
     finally:
-        if tracing.ENABLED:
-            tracing.annotate({"gatewright.outcome": status})
+        _note_outcome(status)
         try:
             await events.aclose()  # type: ignore[attr-defined]
         finally:  # settle even if closing the backend was interrupted (a cancelled request)
@@ -368,8 +404,7 @@ async def _metered(
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 _settle(platform, hold, usage, cost, status, entry.id)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
-                if tracing.ENABLED:
-                    tracing.annotate(_usage_attributes(entry.id, usage, cost))
+                _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:
                     task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
                     _background.add(task)

@@ -20,8 +20,8 @@ from starlette.testclient import TestClient
 
 from gatewright import telemetry
 from gatewright.app import create_app
-from gatewright.platform_setup import bootstrap
 from gatewright.settings import Settings
+from gatewright.wiring import bootstrap
 from tests.platform.conftest import FAKE_CATALOG
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, running_faulty_upstream
 
