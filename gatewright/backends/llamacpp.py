@@ -152,6 +152,11 @@ class LlamaCppBackend:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def loaded(self) -> bool:
+        """The model is in memory and its worker runs (readiness, ``/health/ready``)."""
+        return self.engine is not None
+
     def engine_stats(self) -> tuple[int, int]:
         """(requests waiting for the engine, sequences it is generating): read by /metrics."""
         queued = len(self.queue)

@@ -1,6 +1,7 @@
 """Traces leave a real gateway process over OTLP/HTTP and reach a receiver process on loopback,
 configured with nothing but the standard OTEL_* variables; the embedded engine (the real model)
-reports its queue wait, prefill and decode as children of the request's span."""
+reports its queue wait, prefill and decode as children of the request's span (and readiness says
+the model is loaded)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_spans_reach_an_otlp_receiver(tmp_path: Path) -> None:
             body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4}
             answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=120)
             assert answer.status_code == 200, answer.text
+            ready = httpx.get(f"{gateway.url}/health/ready", timeout=10).json()
+            assert ready["checks"]["models_loaded"] == {"ok": True, "detail": "all loaded"}, ready
             deadline = time.monotonic() + 30
             while not any(s["name"] == "gatewright.settle" for s in _spans(out)):
                 assert time.monotonic() < deadline, f"no spans arrived: {_spans(out)}\n{gateway.log()}"
