@@ -58,12 +58,18 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     # A job's webhook signing secret (task API); generated into data_dir when unset.
     webhook_secret: str | None = None
+    # How long a process may go silent before another takes over its unfinished tasks (task API).
+    task_lease_seconds: float = Field(default=120.0, gt=0)
+    # An idle keep-alive connection is closed after this long. Longer than clients keep theirs idle
+    # (httpx, and so the official SDKs: 5 s): were both 5 s, a client could send a request on a
+    # connection at the moment the server closes it, and get a reset instead of an answer.
+    keep_alive_seconds: int = Field(default=75, ge=1)
     # Stored responses of the Responses API (`store: true`) are kept this long, then removed.
     responses_retention_days: float = Field(default=30.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # text: one readable line per record; json: one JSON object per line (for log collectors).
     log_format: Literal["text", "json"] = "text"
-    # Tasks whose generation is not finished when the process stops are failed on restart.
+    # Off: embedded models are never loaded (for tools and tests that do not generate with them).
     load_models_at_start: bool = True
     # Stopping (SIGTERM): /health/ready answers 503 at once, new connections are still taken for
     # drain_seconds (so a load balancer notices and stops sending), then no more are accepted and

@@ -39,14 +39,14 @@ def check(
     (unknown GATEWRIGHT_* variables included), 2 when the settings cannot be read at all."""
     settings = settings_or_exit()
     problems = [f"warning: {line}" for line in unknown_variables()]
-    from gatewright.backends.registry import REQUIRED_FIELDS
-    from gatewright.core.catalog import CatalogError, load_catalog
+    from gatewright.core.catalog import CatalogError
+    from gatewright.wiring import load_catalog
 
     typer.echo(f"store: {shown_url(settings.db_url)}")
     typer.echo(f"rate limits: {'redis ' + shown_url(settings.redis_url) if settings.redis_url else 'in process'}")
     typer.echo(f"workers: {settings.workers}; logs: {settings.log_format}, {settings.log_level}")
     try:
-        catalog = load_catalog(settings.catalog, REQUIRED_FIELDS)
+        catalog = load_catalog(settings)
     except CatalogError as error:
         problems.append(f"error: catalog {settings.catalog}: {error}")
     else:

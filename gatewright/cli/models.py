@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gatewright.backends.registry import REQUIRED_FIELDS
 from gatewright.cli.config import settings_or_exit
-from gatewright.core.catalog import Catalog, CatalogError, ModelEntry, load_catalog
+from gatewright.core.catalog import Catalog, CatalogError, ModelEntry
 from gatewright.settings import Settings
+from gatewright.wiring import load_catalog
 
 app = typer.Typer(
     help="List catalog models; prepare local weights.", no_args_is_help=False, invoke_without_command=True
@@ -21,7 +21,7 @@ app = typer.Typer(
 def _catalog(path: Path | None) -> tuple[Catalog, Settings]:
     settings = settings_or_exit(catalog=path) if path else settings_or_exit()
     try:
-        return load_catalog(settings.catalog, REQUIRED_FIELDS), settings
+        return load_catalog(settings), settings
     except CatalogError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None

@@ -62,11 +62,11 @@ def serve(
     if bare:
         overrides["platform"] = False
     settings = settings_or_exit(**overrides)
-    from gatewright.backends.registry import REQUIRED_FIELDS
-    from gatewright.core.catalog import CatalogError, load_catalog
+    from gatewright.core.catalog import CatalogError
+    from gatewright.wiring import bootstrap, load_catalog
 
     try:  # before anything is created: a bad catalog is reported as where and why, not a traceback
-        model_catalog = load_catalog(settings.catalog, REQUIRED_FIELDS)
+        model_catalog = load_catalog(settings)
     except CatalogError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
@@ -75,8 +75,6 @@ def serve(
 
     api_key = management_key = None
     if settings.platform:
-        from gatewright.platform_setup import bootstrap
-
         first = asyncio.run(bootstrap(settings))
         if first is not None:
             api_key, management_key = first.api_key.key, first.management_key.key
@@ -87,6 +85,7 @@ def serve(
         http="httptools",
         log_level=settings.log_level,
         log_config=None,  # uvicorn's records go through gatewright's handler (text or JSON)
+        timeout_keep_alive=settings.keep_alive_seconds,
         access_log=False,  # gatewright logs its own access line, with the request id
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )

@@ -20,7 +20,7 @@ from gatewright.cli.config import settings_or_exit
 from gatewright.core.accounts import Accounts
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.errors import GatewrightError
-from gatewright.platform_setup import open_store
+from gatewright.wiring import open_accounts
 
 T = TypeVar("T")
 
@@ -43,11 +43,8 @@ def run(action: Callable[[Accounts], Awaitable[T]]) -> T:
     settings = settings_or_exit()
 
     async def go() -> T:
-        engine = await open_store(settings)
-        try:
-            return await action(Accounts(engine))
-        finally:
-            await engine.dispose()
+        async with open_accounts(settings) as accounts:
+            return await action(accounts)
 
     try:
         return asyncio.run(go())

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from gatewright.api.health import LIFECYCLE
 from gatewright.app import create_app
-from gatewright.platform_setup import bootstrap
 from gatewright.settings import Settings
+from gatewright.wiring import bootstrap
 
 
 @pytest.fixture

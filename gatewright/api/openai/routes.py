@@ -38,6 +38,11 @@ def error_response(error: GatewrightError, headers: dict[str, str] | None = None
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 
+def render_error(error: GatewrightError, request_id: str) -> Response:
+    """This dialect's answer to an error the front door caught (``api.front.ErrorFormats``)."""
+    return error_response(error)
+
+
 async def chat_completions(request: Request) -> Response:
     try:
         principal = await authenticate(request, bearer(request))
