@@ -64,7 +64,9 @@ async def metrics(request: Request) -> Response:
 
 
 def _sample(router: Router) -> None:
-    prometheus.sample(router.breakers.items(), router.backends.items())
+    # Every active deployment has a breaker series from the start, not only those used so far.
+    breakers = [(d.name, router.breaker(d)) for entry in router.catalog for d in entry.deployments if d.active]
+    prometheus.sample(breakers, router.backends.items())
 
 
 # How often each worker copies its breaker and engine state into the shared gauges.

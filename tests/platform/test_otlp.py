@@ -1,7 +1,7 @@
 """Traces leave a real gateway process over OTLP/HTTP and reach a receiver process on loopback,
 configured with nothing but the standard OTEL_* variables; the embedded engine (the real model)
 reports its queue wait, prefill and decode as children of the request's span (and readiness says
-the model is loaded)."""
+the model is loaded, /metrics shows its engine's queue)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def test_spans_reach_an_otlp_receiver(tmp_path: Path) -> None:
             assert answer.status_code == 200, answer.text
             ready = httpx.get(f"{gateway.url}/health/ready", timeout=10).json()
             assert ready["checks"]["models_loaded"] == {"ok": True, "detail": "all loaded"}, ready
+            scraped = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+            for gauge in ("gatewright_engine_queue_depth", "gatewright_engine_active_sequences"):
+                assert f'{gauge}{{deployment="{MODEL}"}} 0.0' in scraped, scraped  # the engine is idle again
             deadline = time.monotonic() + 30
             while not any(s["name"] == "gatewright.settle" for s in _spans(out)):
                 assert time.monotonic() < deadline, f"no spans arrived: {_spans(out)}\n{gateway.log()}"
