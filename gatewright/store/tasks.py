@@ -46,15 +46,20 @@ def _error_classes() -> dict[str, type[errors.GatewrightError]]:
     return found
 
 
+# Attributes some error classes add to the base ones (``RateLimited``, ``UpstreamError``).
+_EXTRA = ("retry_after", "upstream_status")
+
+
 def error_json(error: errors.GatewrightError) -> dict[str, Any]:
-    return {
+    data = {
         "class": _core_class(error),
         "message": error.message,
         "code": error.code,
         "param": error.param,
         "status": error.status,
-        "retry_after": getattr(error, "retry_after", None),
     }
+    data.update({name: getattr(error, name) for name in _EXTRA if hasattr(error, name)})
+    return data
 
 
 def error_of(data: dict[str, Any]) -> errors.GatewrightError:
@@ -64,8 +69,9 @@ def error_of(data: dict[str, Any]) -> errors.GatewrightError:
     errors.GatewrightError.__init__(
         error, data["message"], param=data.get("param"), code=data.get("code"), status=data.get("status")
     )
-    if data.get("retry_after") is not None or hasattr(cls, "retry_after"):
-        error.retry_after = data.get("retry_after")  # type: ignore[attr-defined]
+    for name in _EXTRA:
+        if name in data:
+            setattr(error, name, data[name])
     return error
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
 from gatewright.core.clock import utcnow
-from gatewright.core.errors import InsufficientCredits, InternalError
+from gatewright.core.errors import InsufficientCredits, InternalError, InvalidRequest
 from gatewright.core.keys import principal_of
 from gatewright.core.ledger import LedgerWriter
 from gatewright.core.ledger_rules import AccountRow, Changes, HoldRow, Locked, Reservation, Settlement, decide_reserve
@@ -254,6 +254,35 @@ async def test_three_writers_on_one_store_keep_the_books(
         charged += result.charges
     assert charged == sum(credits for _, credits in outcomes)
     assert {kind for kind, _ in outcomes} >= {"ok", "refused"}
+
+
+async def test_grants_beside_requests_keep_the_books(
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
+) -> None:
+    # Credits added and removed (as the CLI or the billing API does, through a writer of its own)
+    # while requests reserve and settle: every grant is decided on the locked row, so removals never
+    # take what holds were promised and no change is lost.
+    start = 5_000
+    who = await _principal(accounts, start)
+    rng = random.Random(11)
+
+    async def grant(amount: int) -> int:
+        try:
+            await accounts.add_credits(who.account_id, amount, "test")
+        except InvalidRequest:  # a removal larger than what is not held: refused whole
+            return 0
+        return amount
+
+    amounts = [rng.choice((1_000, 3_000, -500, -2_000)) for _ in range(40)]
+    outcomes = await asyncio.gather(
+        *(_spend(ledger, who, f"r{i}", rng) for i in range(300)), *(grant(amount) for amount in amounts)
+    )
+    spent = [o for o in outcomes if isinstance(o, tuple)]
+    granted = sum(o for o in outcomes if isinstance(o, int))
+    result = await audit(engine, who.account_id)
+    assert result.reserved == 0 and result.balance >= 0 and (result.ledger_min_balance_after or 0) >= 0
+    assert result.charges == sum(charged for _, charged in spent) == result.usage_credits
+    assert result.balance == start + granted - result.charges == result.ledger_sum
 
 
 class _Outage:
