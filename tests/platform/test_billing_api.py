@@ -12,11 +12,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts
-from tests.platform.conftest import UNLIMITED
 from tests.platform.test_keys_api import ISO_UTC
 from tests.platform.wire import assert_error, auth, chat_body
-from tests.support.app import AppGateway
-from tests.support.procs import running_gateway
+from tests.support.app import AppGateway, app_gateway
 
 BALANCE_FIELDS = {
     "balance",
@@ -191,9 +189,9 @@ async def test_invalid_usage_queries_get_400(
     assert_error(await _usage(http, platform_gateway.management_key, **params), 400, param=param)
 
 
-async def test_a_bare_gateway_has_no_platform_endpoints(tmp_path: Path, fake_catalog: Path) -> None:
-    with running_gateway(tmp_path, catalog=fake_catalog, args=["--bare"], env=UNLIMITED) as gw:
-        async with httpx.AsyncClient(base_url=gw.url) as http:
+async def test_a_bare_gateway_has_no_platform_endpoints(tmp_path: Path) -> None:
+    with app_gateway(tmp_path, platform=False) as gw:
+        async with gw.async_http() as http:
             for path in ("/v1/keys", "/v1/key", "/v1/billing/balance", "/v2/billing"):
                 assert_error(await http.get(path), 404, "platform_disabled")
             chat = await http.post("/v1/chat/completions", json=chat_body())
