@@ -9,16 +9,19 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gatewright.api.anthropic.routes import routes as anthropic_routes
+from gatewright import __version__
+from gatewright.api.anthropic.routes import operations as anthropic_operations
 from gatewright.api.front import Endpoint, GatewayApp
 from gatewright.api.http import JSONResponse
-from gatewright.api.openai.routes import routes as openai_routes
-from gatewright.api.platform.routes import routes as platform_routes
-from gatewright.api.tasks.routes import routes as task_routes
+from gatewright.api.openai.routes import operations as openai_operations
+from gatewright.api.openapi import Operation, document, routes_of
+from gatewright.api.platform.routes import operations as platform_operations
+from gatewright.api.tasks.routes import operations as task_operations
 from gatewright.api.tasks.service import open_jobs
 from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
 from gatewright.core.backend import Backend
@@ -50,6 +53,30 @@ async def health(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     models = {entry.id: ("active" if entry.active else "inactive") for entry in gateway.catalog}
     return JSONResponse({"status": "ok", "models": models})
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such route or method), as an error object, not plain text."""
+    status = getattr(error, "status_code", 500)
+    message = "Unknown route." if status == 404 else "Method not allowed on this route." if status == 405 else "Error."
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return JSONResponse(body, status_code=status, headers=getattr(error, "headers", None))
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+# Every public route, in one table: served by ``routes_of`` and documented by ``openapi.document``.
+OPERATIONS: list[Operation] = [
+    *openai_operations,
+    *anthropic_operations,
+    *task_operations,
+    *platform_operations,
+    Operation("GET", "/health", health, "Liveness and the models' state.", "openai", security=(), tags=("ops",)),
+    Operation("GET", "/metrics", metrics, "Prometheus metrics.", "openai", security=("metricsKey",), tags=("ops",)),
+    Operation("GET", "/openapi.json", openapi, "This document.", "openai", security=(), tags=("ops",)),
+]
 
 
 def create_app(
@@ -89,18 +116,12 @@ def create_app(
             for backend in backends.values():
                 await backend.close()
 
-    routes: list[BaseRoute] = [
-        *openai_routes,
-        *anthropic_routes,
-        *task_routes,
-        *platform_routes,
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        *(extra_routes or []),
-    ]
-    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot_table([*openai_routes, *anthropic_routes]))
+    routes: list[BaseRoute] = [*routes_of(OPERATIONS), *(extra_routes or [])]
+    hot = hot_table(routes_of([*openai_operations, *anthropic_operations]))
+    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot, exception_handlers={HTTPException: http_error})
     app.state.gateway = gateway
     app.state.settings = settings
+    app.state.openapi = document(OPERATIONS, title="gatewright", version=__version__)
     return app
 
 

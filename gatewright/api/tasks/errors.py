@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatewright.api.http import param_of
+from gatewright.api.http import param_of, shorten, shown_value
 from gatewright.api.tasks.schemas import TOOL_NAME, UUID_V4
 from gatewright.core import errors as e
 
@@ -143,7 +143,7 @@ def from_validation(error: ValidationError) -> e.InvalidRequest:
     first = error.errors(include_url=False)[0]
     kind = first["type"]
     loc = tuple(first["loc"])
-    param = param_of(loc)
+    param = shorten(param_of(loc))
     if kind in ("missing", "union_tag_not_found"):
         if kind == "union_tag_not_found":
             param = f"{param}.role" if param else "role"
@@ -152,8 +152,7 @@ def from_validation(error: ValidationError) -> e.InvalidRequest:
         return invalid(
             "unknownParameter", f"Unknown parameter '{param}': gatewright's task API does not accept it.", param
         )
-    got = first.get("input")
-    shown = repr(got)[:80] if isinstance(got, (int, float, str, bool)) else None
+    shown = shown_value(first.get("input"))
     suffix = f" (got {shown})" if shown is not None else ""
     message = str(first["msg"]).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
