@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,6 +23,7 @@ from gatewright.api.http import JSONResponse
 from gatewright.api.openai.routes import operations as openai_operations
 from gatewright.api.openapi import Operation, document, routes_of
 from gatewright.api.platform.routes import operations as platform_operations
+from gatewright.api.responses.routes import operations as responses_operations
 from gatewright.api.tasks.routes import operations as task_operations
 from gatewright.api.tasks.service import open_jobs
 from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
@@ -29,8 +32,10 @@ from gatewright.core.catalog import Catalog, load_catalog
 from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
+from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
 from gatewright.platform_setup import open_platform
 from gatewright.settings import Settings, configure_logging
+from gatewright.store.responses import SqlResponseStore
 
 log = logging.getLogger("gatewright")
 
@@ -55,6 +60,22 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "models": models})
 
 
+def open_response_store(settings: Settings, engine: AsyncEngine | None, closers: list[Any]) -> ResponseStore:
+    """Stored responses in the store when there is one, in memory for a bare proxy; swept for
+    expired ones at a pace that suits the retention."""
+    responses: ResponseStore = SqlResponseStore(engine) if engine is not None else MemoryResponseStore()
+    every = min(600.0, max(1.0, settings.responses_retention_days * 86400 / 4))
+    sweeper = asyncio.create_task(sweep_forever(responses, every))
+
+    async def stop_sweeper() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+    closers.append(stop_sweeper)
+    return responses
+
+
 async def http_error(request: Request, error: Exception) -> Response:
     """Starlette's own 404 and 405 (no such route or method), as an error object, not plain text."""
     status = getattr(error, "status_code", 500)
@@ -71,6 +92,7 @@ async def openapi(request: Request) -> Response:
 OPERATIONS: list[Operation] = [
     *openai_operations,
     *anthropic_operations,
+    *responses_operations,
     *task_operations,
     *platform_operations,
     Operation("GET", "/health", health, "Liveness and the models' state.", "openai", security=(), tags=("ops",)),
@@ -109,6 +131,7 @@ def create_app(
             # Task API jobs: after the platform (resumed tasks bill), closed before it (their holds settle).
             app.state.jobs = await open_jobs(settings, gateway, store)
             closers.append(app.state.jobs.close)
+            app.state.response_store = open_response_store(settings, store, closers)
             yield
         finally:
             for close in reversed(closers):
@@ -117,7 +140,7 @@ def create_app(
                 await backend.close()
 
     routes: list[BaseRoute] = [*routes_of(OPERATIONS), *(extra_routes or [])]
-    hot = hot_table(routes_of([*openai_operations, *anthropic_operations]))
+    hot = hot_table(routes_of([*openai_operations, *anthropic_operations, *responses_operations]))
     app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot, exception_handlers={HTTPException: http_error})
     app.state.gateway = gateway
     app.state.settings = settings

@@ -105,7 +105,8 @@ async def bootstrap(settings: Settings) -> FirstRun | None:
             return None
         account_id = await accounts.create_account("default", settings.starting_credits, settings.low_balance_threshold)
         management = await accounts.create_key(account_id, "management", name="management", scopes=[])
-        api = await accounts.create_key(account_id, "api", name="default")
+        # The first key calls every model endpoint: chat completions and messages, and responses.
+        api = await accounts.create_key(account_id, "api", name="default", scopes=["model:chat", "model:responses"])
         return FirstRun(account_id, management, api)
     finally:
         await engine.dispose()

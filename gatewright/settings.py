@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     # A job's webhook signing secret (task API); generated into data_dir when unset.
     webhook_secret: str | None = None
+    # Stored responses of the Responses API (`store: true`) are kept this long, then removed.
+    responses_retention_days: float = Field(default=30.0, gt=0)
     log_level: str = "info"
     # Tasks whose generation is not finished when the process stops are failed on restart.
     load_models_at_start: bool = True

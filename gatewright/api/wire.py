@@ -52,6 +52,7 @@ def _bounded(value: Any) -> Any:
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
+JsonAny = Annotated[Any, AfterValidator(_bounded)]
 
 
 def read_json(body: bytes) -> Any:

@@ -33,6 +33,7 @@ from gatewright.core.types import CoreRequest, Cost, ImagePart, Sampling, Usage
 log = logging.getLogger("gatewright.pipeline")
 
 CHAT_SCOPE = "model:chat"
+RESPONSES_SCOPE = "model:responses"  # the Responses API's own scope (its stored responses too)
 
 
 @dataclass(slots=True)
@@ -49,6 +50,15 @@ class Call:
 
     async def aclose(self) -> None:
         await self.events.aclose()  # type: ignore[attr-defined]
+
+
+def require_scope(principal: Principal | None, scope: str) -> None:
+    """Each model endpoint checks its own scope (``model:chat``, ``model:responses``)."""
+    if principal is not None and not principal.allows(scope):
+        raise PermissionDenied(
+            f"This API key lacks the scope `{scope}` needed to call this endpoint.",
+            code="missing_scope",
+        )
 
 
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
@@ -148,13 +158,11 @@ class Gateway:
     router: Router
     platform: Platform | None = None
 
-    async def start(self, request: CoreRequest, principal: Principal | None, request_id: str) -> Call:
+    async def start(
+        self, request: CoreRequest, principal: Principal | None, request_id: str, scope: str = CHAT_SCOPE
+    ) -> Call:
         entry = self.catalog.resolve(request.model)
-        if principal is not None and not principal.allows(CHAT_SCOPE):
-            raise PermissionDenied(
-                f"This API key lacks the scope `{CHAT_SCOPE}` needed to call models.",
-                code="missing_scope",
-            )
+        require_scope(principal, scope)
         notes: dict[str, str] = {}
         checked = check_capabilities(entry, request)
         if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":

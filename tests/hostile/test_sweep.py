@@ -103,4 +103,7 @@ def test_every_field_with_every_wrong_value(gw: InProcess, path: str, method: st
             response = gw.client.request(
                 method.upper(), url, content=json.dumps(replaced(body, at, value)), headers=headers
             )
-            check(response, operation)
+            try:
+                check(response, operation)
+            except AssertionError as error:
+                raise AssertionError(f"{method.upper()} {path} with {value!r:.60} at {at}: {error}") from None

@@ -84,7 +84,7 @@ async def list_models(request: Request) -> Response:
                 "output_usd_per_million": entry.prices.output,
             },
             "features": _features(entry),
-            "endpoints": ["/v1/chat/completions", "/v1/messages", "/v1/tasks"],
+            "endpoints": ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/tasks"],
         }
         for entry in catalog
     ]

@@ -8,7 +8,7 @@ from gatewright.api.tasks.codec import TaskApiCodec
 from gatewright.core.ids import random_hex
 from gatewright.core.jobs import Jobs
 from gatewright.core.pipeline import Gateway
-from gatewright.core.webhooks import WebhookSender, load_or_create_secret
+from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
 
 
