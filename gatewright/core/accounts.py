@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.core.billing import usd_to_credits
 from gatewright.core.clock import RETENTIONS, aware, month_start, utcnow
 from gatewright.core.errors import InvalidRequest, NotFound
-from gatewright.core.keys import PREFIX_LENGTH, Authenticator, hash_key, new_key
+from gatewright.core.keys import Authenticator, hash_key, key_prefix, new_key
 from gatewright.core.platform import KeyKind
 from gatewright.store.tables import accounts, api_keys, ledger, usage_records
 
@@ -174,10 +174,10 @@ class Accounts:
         _check_scopes(scopes)
         now = utcnow()
         for _ in range(5):  # a prefix collision is astronomically rare; retry anyway
-            key = new_key()
+            key = new_key(kind)
             values = {
                 "account_id": account_id,
-                "prefix": key[:PREFIX_LENGTH],
+                "prefix": key_prefix(key),
                 "key_hash": hash_key(key),
                 "kind": kind,
                 "name": name,

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gatewright.core.keys import key_prefix
 from gatewright.store.db import create_engine
 from tests.platform.audit import assert_consistent, wait_settled
 from tests.platform.conftest import UNLIMITED, sqlite_url
@@ -46,7 +47,7 @@ async def test_two_workers_bill_exactly_once(two_workers: Gateway) -> None:
     assert_consistent(result, START)
     assert START - result.balance == told
     assert two_workers.api_key is not None
-    assert len(result.usage) == 120 and first["prefix"] == two_workers.api_key[:8]
+    assert len(result.usage) == 120 and first["prefix"] == key_prefix(two_workers.api_key)
     pids = {
         line.split("[")[1].split("]")[0] for line in two_workers.log().splitlines() if "Started server process" in line
     }
