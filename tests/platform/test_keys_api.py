@@ -95,7 +95,6 @@ async def test_get_key_describes_the_calling_key(http: httpx.AsyncClient, platfo
     management = (await http.get("/v1/key", headers=auth(platform_gateway.management_key))).json()["data"]
     own = key_prefix(str(platform_gateway.management_key))
     assert management["kind"] == "management" and management["prefix"] == own
-    )
 
 
 async def test_patch_updates_only_the_fields_given(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
