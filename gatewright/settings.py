@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     # A job's webhook signing secret (task API); generated into data_dir when unset.
     webhook_secret: str | None = None
+    # Internal receivers a caller's URL (a task's webhookURL) may reach: host names, addresses or
+    # networks, comma-separated ("hooks.internal,10.1.2.0/24"). Everything not globally routable
+    # (loopback, private, link-local, unique-local, cloud metadata) is refused unless named here.
+    outbound_allow: str = ""
     # Stored responses of the Responses API (`store: true`) are kept this long, then removed.
     responses_retention_days: float = Field(default=30.0, gt=0)
     log_level: str = "info"

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accumulate import collect
 from gatewright.core.clock import aware, utcnow
-from gatewright.core.errors import Conflict, GatewrightError, InternalError, Unauthorized
+from gatewright.core.errors import Conflict, GatewrightError, InternalError, InvalidRequest, Unauthorized
 from gatewright.core.keys import principal_of
 from gatewright.core.pipeline import Call, Gateway
 from gatewright.core.platform import Principal
@@ -195,6 +195,10 @@ class Jobs:
         caller that started the job runs it itself (``start_call``, ``complete``) and then calls
         ``release``.
         """
+        if spec.webhook_url and self.sender is not None:
+            reason = await self.sender.refusal(spec.webhook_url)
+            if reason is not None:
+                raise InvalidRequest(f"Invalid 'webhookURL': {reason}.", param="webhookURL", code="invalid_webhook_url")
         job = self._live.get(spec.key) or self._recent.get(spec.key)
         if job is None:
             job = self._new(spec, principal)

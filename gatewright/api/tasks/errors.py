@@ -33,6 +33,7 @@ CODES: dict[str, str] = {
     "model_inactive": "unsupportedModel",
     "engine_queue_full": "serviceUnavailable",
     "upstream_rate_limited": "providerRateLimitExceeded",
+    "invalid_webhook_url": "invalidWebhookURL",
 }
 
 # Otherwise by class, along the MRO. ``None``: a validation code made from the parameter.

@@ -8,6 +8,7 @@ from gatewright.api.tasks.codec import TaskApiCodec
 from gatewright.core.ids import random_hex
 from gatewright.core.jobs import Jobs
 from gatewright.core.pipeline import Gateway
+from gatewright.outbound.guard import AddressGuard
 from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
 
@@ -15,7 +16,10 @@ from gatewright.settings import Settings
 async def open_jobs(settings: Settings, gateway: Gateway, engine: AsyncEngine | None) -> Jobs:
     """Tasks are durable in the store when there is one (platform on), in memory otherwise;
     starting claims and resumes what an earlier process left unfinished."""
-    sender = WebhookSender(lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir))
+    sender = WebhookSender(
+        lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir),
+        guard=AddressGuard(settings.outbound_allow.split(",")),
+    )
     jobs = Jobs(
         gateway,
         TaskApiCodec(),
