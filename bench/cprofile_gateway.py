@@ -24,8 +24,8 @@ import uvicorn
 
 from gatewright.app import create_app
 from gatewright.cli.serve import write_first_start_keys
-from gatewright.platform_setup import bootstrap
 from gatewright.settings import Settings
+from gatewright.wiring import bootstrap
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,57 +1,91 @@
-"""The application factory: everything is built here, from settings, and put on ``app.state``."""
+"""The HTTP application: the routes of every dialect behind one front door (``api/front.py``).
+
+The gateway behind it is built by the composition root (``wiring.open_gateway``) when the app
+starts, and closed when it stops; this module registers the routes, the middleware list and the
+error table, and what belongs to the HTTP server's own life (draining on a stop signal, metrics
+shared by worker processes).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from gatewright import __version__
-from gatewright.api.anthropic.routes import operations as anthropic_operations
-from gatewright.api.front import Endpoint, GatewayApp
+from gatewright.api import health as health_api
+from gatewright.api.anthropic import routes as anthropic_api
+from gatewright.api.front import Endpoint, ErrorFormats, GatewayApp
+from gatewright.api.health import draining_on_signal
 from gatewright.api.http import JSONResponse
-from gatewright.api.openai.routes import operations as openai_operations
+from gatewright.api.openai import routes as openai_api
 from gatewright.api.openapi import Operation, document, routes_of
-from gatewright.api.platform.routes import operations as platform_operations
-from gatewright.api.responses.routes import operations as responses_operations
-from gatewright.api.tasks.routes import operations as task_operations
-from gatewright.api.tasks.service import open_jobs
-from gatewright.backends.registry import REQUIRED_FIELDS, BackendEnv, build_backends
-from gatewright.core.backend import Backend
-from gatewright.core.catalog import Catalog, load_catalog
-from gatewright.core.metrics import REGISTRY
+from gatewright.api.platform import routes as platform_api
+from gatewright.api.responses import routes as responses_api
+from gatewright.api.tasks import routes as tasks_api
+from gatewright.core import metrics as prometheus
+from gatewright.core.catalog import Catalog
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
-from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
-from gatewright.platform_setup import open_platform
-from gatewright.settings import Settings, configure_logging
-from gatewright.store.responses import SqlResponseStore
+from gatewright.settings import Settings, configure_logging, load_settings
+from gatewright.wiring import load_catalog, open_gateway
 
-log = logging.getLogger("gatewright")
+# Which dialect answers an error the front door catches (a bug, an unknown path, a middleware's
+# refusal): the route's own. Paths of no dialect below speak OpenAI's format, as the key and
+# billing API does.
+ERROR_FORMATS = ErrorFormats(
+    default=openai_api.render_error,
+    prefixes={
+        "/v1/messages": anthropic_api.render_error,
+        "/messages": anthropic_api.render_error,
+        "/v1/responses": responses_api.render_error,
+        "/responses": responses_api.render_error,
+        "/v1/tasks": tasks_api.render_error,
+    },
+    exact={"/v1": tasks_api.render_error},  # the task API's other address; "/v1/…" is not its
+)
 
-
-def hot_table(routes: list[BaseRoute]) -> dict[tuple[str, str], Endpoint]:
-    """(method, path) → endpoint for the model-call routes, served without Starlette's stack."""
-    table: dict[tuple[str, str], Endpoint] = {}
-    for route in routes:
-        if isinstance(route, Route) and "{" not in route.path:
-            for method in route.methods or ():
-                table[(method, route.path)] = route.endpoint
-    return table
+# Every request passes these, outermost first, inside the front door and before routing: a
+# middleware listed here applies to every route. It may raise a GatewrightError to refuse a request;
+# the front door answers it in the route's dialect.
+MIDDLEWARE: list[Middleware] = []
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    _sample(request.app.state.gateway.router)
+    body, content_type = prometheus.render()
+    return Response(body, media_type=content_type)
+
+
+def _sample(router: Router) -> None:
+    prometheus.sample(router.breakers.items(), router.backends.items())
+
+
+# How often each worker copies its breaker and engine state into the shared gauges.
+SAMPLE_EVERY = 2.0
+
+
+async def _sample_forever(router: Router) -> None:
+    """With several workers a scrape reaches one of them: the others' state must already be in
+    the files. Also drops the gauges of workers that died without saying so."""
+    while True:
+        _sample(router)
+        prometheus.forget_dead_workers()
+        await asyncio.sleep(SAMPLE_EVERY)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def health(request: Request) -> Response:
@@ -60,45 +94,32 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "models": models})
 
 
-def open_response_store(settings: Settings, engine: AsyncEngine | None, closers: list[Any]) -> ResponseStore:
-    """Stored responses in the store when there is one, in memory for a bare proxy; swept for
-    expired ones at a pace that suits the retention."""
-    responses: ResponseStore = SqlResponseStore(engine) if engine is not None else MemoryResponseStore()
-    every = min(600.0, max(1.0, settings.responses_retention_days * 86400 / 4))
-    sweeper = asyncio.create_task(sweep_forever(responses, every))
-
-    async def stop_sweeper() -> None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
-
-    closers.append(stop_sweeper)
-    return responses
-
-
-async def http_error(request: Request, error: Exception) -> Response:
-    """Starlette's own 404 and 405 (no such route or method), as an error object, not plain text."""
-    status = getattr(error, "status_code", 500)
-    message = "Unknown route." if status == 404 else "Method not allowed on this route." if status == 405 else "Error."
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
-    return JSONResponse(body, status_code=status, headers=getattr(error, "headers", None))
-
-
 async def openapi(request: Request) -> Response:
     return JSONResponse(request.app.state.openapi)
 
 
-# Every public route, in one table: served by ``routes_of`` and documented by ``openapi.document``.
+def _ops(method: str, path: str, endpoint: Endpoint, summary: str, **kwargs: Any) -> Operation:
+    return Operation(method, path, endpoint, summary, "openai", security=(), tags=("ops",), **kwargs)
+
+
+# Every public route, in one table: served by ``routes_of`` and documented by ``openapi.document``
+# (``GET /openapi.json``); a dialect adds its routes by adding its ``operations`` here.
 OPERATIONS: list[Operation] = [
-    *openai_operations,
-    *anthropic_operations,
-    *responses_operations,
-    *task_operations,
-    *platform_operations,
-    Operation("GET", "/health", health, "Liveness and the models' state.", "openai", security=(), tags=("ops",)),
+    *openai_api.operations,
+    *anthropic_api.operations,
+    *responses_api.operations,
+    *tasks_api.operations,
+    *platform_api.operations,
+    _ops("GET", "/health", health, "Liveness and the models' state."),
+    _ops("GET", "/health/live", health_api.live, "Liveness: the process answers."),
+    _ops("GET", "/health/ready", health_api.ready, "Readiness: store, default model, not draining."),
     Operation("GET", "/metrics", metrics, "Prometheus metrics.", "openai", security=("metricsKey",), tags=("ops",)),
-    Operation("GET", "/openapi.json", openapi, "This document.", "openai", security=(), tags=("ops",)),
+    _ops("GET", "/openapi.json", openapi, "This document."),
 ]
+
+
+def routes() -> list[BaseRoute]:
+    return routes_of(OPERATIONS)
 
 
 def create_app(
@@ -108,41 +129,33 @@ def create_app(
     extra_routes: list[BaseRoute] | None = None,
 ) -> Starlette:
     settings = settings or Settings()
-    catalog = catalog or load_catalog(settings.catalog, REQUIRED_FIELDS)
-    backends: dict[str, Backend] = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
-    router = Router(catalog, backends)
-    gateway = Gateway(catalog, router)
+    catalog = catalog or load_catalog(settings)  # now: a bad catalog fails here, not at first request
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        closers: list[Any] = []
-        try:
-            for backend in backends.values():
-                if settings.load_models_at_start:
-                    await backend.start()
-            store = None
-            if settings.platform:
-                bundle = await open_platform(settings)
-                gateway.platform = bundle.platform
-                app.state.accounts = bundle.accounts
-                app.state.settings = settings
-                closers.append(bundle.close)
-                store = bundle.engine
-            # Task API jobs: after the platform (resumed tasks bill), closed before it (their holds settle).
-            app.state.jobs = await open_jobs(settings, gateway, store)
-            closers.append(app.state.jobs.close)
-            app.state.response_store = open_response_store(settings, store, closers)
-            yield
-        finally:
-            for close in reversed(closers):
-                await close()
-            for backend in backends.values():
-                await backend.close()
+        with draining_on_signal(settings.drain_seconds):
+            try:
+                async with open_gateway(settings, catalog) as services:
+                    app.state.services = services
+                    app.state.gateway = services.gateway
+                    app.state.jobs = services.jobs
+                    app.state.accounts = services.accounts
+                    app.state.store = services.platform.store if services.platform else None
+                    app.state.response_store = services.responses
+                    sampler = None
+                    if prometheus.multiprocess_dir() is not None:
+                        sampler = asyncio.create_task(_sample_forever(services.gateway.router))
+                    try:
+                        yield
+                    finally:
+                        if sampler is not None:
+                            await _stop(sampler)
+            finally:
+                prometheus.mark_dead(os.getpid())
 
-    routes: list[BaseRoute] = [*routes_of(OPERATIONS), *(extra_routes or [])]
-    hot = hot_table(routes_of([*openai_operations, *anthropic_operations, *responses_operations]))
-    app = GatewayApp(routes=routes, lifespan=lifespan, hot=hot, exception_handlers={HTTPException: http_error})
-    app.state.gateway = gateway
+    app = GatewayApp(
+        routes=[*routes(), *(extra_routes or [])], errors=ERROR_FORMATS, middleware=MIDDLEWARE, lifespan=lifespan
+    )
     app.state.settings = settings
     app.state.openapi = document(OPERATIONS, title="gatewright", version=__version__)
     return app
@@ -150,6 +163,6 @@ def create_app(
 
 def create_app_from_env() -> Starlette:
     """The factory each worker process calls (``gatewright serve --workers N``)."""
-    settings = Settings()
-    configure_logging(settings)
+    settings = load_settings()  # checked by `gatewright serve` before the workers started
+    configure_logging(settings, warn_unknown=False)
     return create_app(settings)

@@ -14,9 +14,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from gatewright.app import create_app
-from gatewright.core.catalog import load_catalog
-from gatewright.platform_setup import bootstrap
 from gatewright.settings import Settings
+from gatewright.wiring import bootstrap
 
 CATALOG = """
 default_model = "local"
@@ -62,7 +61,7 @@ def settings_for(data_dir: Path, **overrides: object) -> Settings:
 def in_process(data_dir: Path, **overrides: object) -> Iterator[InProcess]:
     settings = settings_for(data_dir, **overrides)
     first = asyncio.run(bootstrap(settings)) if settings.platform else None
-    app = create_app(settings, catalog=load_catalog(settings.catalog))
+    app = create_app(settings)
     # Server exceptions surface as exceptions here: a crash is a failure, never hidden as a 500.
     with TestClient(app, raise_server_exceptions=True) as client:
         yield InProcess(

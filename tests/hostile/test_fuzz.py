@@ -223,7 +223,7 @@ def test_the_served_document_is_the_table(gw: InProcess) -> None:
 
 def test_every_body_route_documents_an_example_that_works(gw: InProcess) -> None:
     """The example is where fuzzing starts; one that fails validation would leave the route's depth
-    unexplored. Each is valid by the document's schema and answered without a 4xx."""
+    unexplored. Each is valid by the document's schema and accepted by the route."""
     for path, method in ENDPOINTS:
         operation = DOC["paths"][path][method]
         if "requestBody" not in operation:
@@ -238,7 +238,11 @@ def test_every_body_route_documents_an_example_that_works(gw: InProcess) -> None
         response = gw.client.request(
             method, path.replace("{prefix}", _a_prefix(gw)), json=content["example"], headers=headers
         )
-        assert response.status_code < 400 or response.status_code == 409, (path, response.text)
+        # Valid, so answered past validation: 200, or 404 where the test catalog has no such model
+        # (embeddings: no fake embedding backend), or 409 for a task UUID already used.
+        assert response.status_code in (200, 404, 409), (path, response.text)
+        if response.status_code == 404:
+            assert "model" in response.text, response.text
 
 
 def _a_prefix(gw: InProcess) -> str:

@@ -154,7 +154,7 @@ def test_delivery_connects_to_the_checked_address_with_the_name_in_host_and_sni(
 
 
 def test_redirects_are_not_followed() -> None:
-    asked, resolve = stub({"hooks.example": ["93.184.216.34"]})
+    _, resolve = stub({"hooks.example": ["93.184.216.34"]})
     transport = Recording(status=302, location="http://169.254.169.254/latest/meta-data/")
     guard = AddressGuard(resolver=resolve)  # type: ignore[arg-type]
     sender = WebhookSender(b"s", Backoff(max_attempts=1), guard=guard, transport=transport)
