@@ -17,7 +17,7 @@ from typing import Any
 import typer
 import uvicorn
 
-from gatewright.cli.config import settings_or_exit
+from gatewright.cli.config import settings_or_exit, tracing_or_exit
 from gatewright.settings import Settings, configure_logging
 
 # Where the first start's keys go when standard output is not a terminal (a service, a log file).
@@ -128,6 +128,7 @@ def serve(
     if bare:
         overrides["platform"] = False
     settings = settings_or_exit(**overrides)
+    tracing_or_exit()
     from gatewright.core.catalog import CatalogError
     from gatewright.wiring import bootstrap, load_catalog
 
