@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from typing import Any
 import typer
 import uvicorn
 
-from gatewright.cli.config import settings_or_exit, tracing_or_exit
+from gatewright.cli.config import settings_or_exit, shown_url, tracing_or_exit
 from gatewright.settings import Settings, configure_logging
 
 # Where the first start's keys go when standard output is not a terminal (a service, a log file).
@@ -139,6 +140,9 @@ def serve(
         raise typer.Exit(2) from None
     configure_logging(settings)
     from gatewright.app import create_app
+
+    where = f"store {shown_url(settings.db_url)}, rate limits {'in Redis' if settings.redis_url else 'in process'}"
+    logging.getLogger("gatewright").info("%s, %d worker(s)", where, settings.workers)
 
     api_key = management_key = None
     if settings.platform:
