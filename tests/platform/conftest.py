@@ -1,6 +1,6 @@
 """Fixtures of the platform tests: real PostgreSQL and Redis servers, stores on both databases,
-and the whole gateway in process serving the deterministic ``fake`` backend (billing is what is
-under test there, not generation); tests of processes (workers, replicas, stops) start their own."""
+and real gateway processes serving the deterministic ``fake`` backend (billing is what is under
+test there, not generation)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
 from gatewright.store.db import create_engine, migrate
+from gatewright.store.keys import SqlKeyStore
+from tests.support.accounts import accounts_on
 from tests.support.app import FAKE_CATALOG, AppGateway, app_gateway
 from tests.support.procs import Gateway
 from tests.support.services import Postgres, Redis, ServiceUnavailable, in_ci, running_postgres, running_redis
@@ -27,7 +29,7 @@ T = TypeVar("T")
 PRICES = {"input": 1.0, "cached_input": 0.5, "output": 2.0}
 IN_CREDITS, OUT_CREDITS = 2, 4
 
-# The fake models' prices are in tests/fixtures/catalogs/fake.toml ("fake", "fake-slow", …).
+# The fake models and their prices are in tests/fixtures/catalogs/fake.toml ("fake", "fake-slow", …).
 
 # Generous per-key defaults so only the tests about rate limits ever meet one.
 UNLIMITED = {"GATEWRIGHT_DEFAULT_REQUESTS_PER_MINUTE": "1000000", "GATEWRIGHT_DEFAULT_TOKENS_PER_MINUTE": "100000000"}
@@ -85,8 +87,9 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def accounts(engine: AsyncEngine) -> Accounts:
-    return Accounts(engine, Authenticator(engine, ttl=60.0))
+async def accounts(engine: AsyncEngine) -> AsyncIterator[Accounts]:
+    async with accounts_on(engine, Authenticator(SqlKeyStore(engine), ttl=60.0)) as made:
+        yield made
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Fixtures of the task-API tests: the official ``runware-sdk`` (REST transport) and raw HTTP on the
-shared real-model gateway, an in-process gateway on the shared fake catalog for faults and the
-wire's corners, and a real webhook receiver on loopback."""
+shared real-model gateway, a gateway of our own on the ``fake`` backend for faults and the wire's
+corners, and a real webhook receiver on loopback."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from tests.support.procs import Gateway
 from tests.tasks.receiver import Receiver, running_receiver
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+# The test receivers listen on loopback, which the gateway refuses unless the operator allows it.
+RECEIVER_ALLOW = "127.0.0.1"
+RECEIVER_ENV = {"GATEWRIGHT_OUTBOUND_ALLOW": RECEIVER_ALLOW}
 
 
 def new_uuid() -> str:
@@ -47,7 +50,8 @@ REAL_MODEL_TIMEOUT = 900.0
 @pytest.fixture(scope="session")
 def fake_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppGateway]:
     """The whole gateway in process on the shared fake catalog, signing webhooks with a known secret."""
-    with app_gateway(tmp_path_factory.mktemp("tasks-fake"), webhook_secret=WEBHOOK_SECRET) as gw:
+    root = tmp_path_factory.mktemp("tasks-fake")
+    with app_gateway(root, webhook_secret=WEBHOOK_SECRET, outbound_allow=RECEIVER_ALLOW) as gw:
         yield gw
 
 
