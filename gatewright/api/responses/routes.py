@@ -48,6 +48,11 @@ def error_response(error: GatewrightError, headers: dict[str, str] | None = None
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 
+def render_error(error: GatewrightError, request_id: str) -> Response:
+    """This dialect's answer to an error the front door caught (``api.front.ErrorFormats``)."""
+    return error_response(error)
+
+
 def _store(request: Request) -> ResponseStore:
     store: ResponseStore = request.app.state.response_store
     return store
