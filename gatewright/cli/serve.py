@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ from typing import Any
 import typer
 import uvicorn
 
-from gatewright.cli.config import settings_or_exit
+from gatewright.cli.config import settings_or_exit, shown_url, tracing_or_exit
 from gatewright.settings import Settings, configure_logging
 
 
@@ -62,6 +63,7 @@ def serve(
     if bare:
         overrides["platform"] = False
     settings = settings_or_exit(**overrides)
+    tracing_or_exit()
     from gatewright.core.catalog import CatalogError
     from gatewright.wiring import bootstrap, load_catalog
 
@@ -72,6 +74,9 @@ def serve(
         raise typer.Exit(2) from None
     configure_logging(settings)
     from gatewright.app import create_app
+
+    where = f"store {shown_url(settings.db_url)}, rate limits {'in Redis' if settings.redis_url else 'in process'}"
+    logging.getLogger("gatewright").info("%s, %d worker(s)", where, settings.workers)
 
     api_key = management_key = None
     if settings.platform:
