@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gatewright.core.keys import key_prefix
 from tests.platform.conftest import UNLIMITED
 from tests.platform.test_keys_api import ISO_UTC
 from tests.platform.wire import assert_error, auth, chat_body
@@ -167,7 +168,7 @@ async def test_an_api_key_lists_only_its_own_usage(http: httpx.AsyncClient, plat
     response = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(made["key"]))
     own = (await _usage(http, made["key"])).json()["data"]
     assert [r["request_id"] for r in own] == [response.headers["x-request-id"]]
-    forbidden = await _usage(http, made["key"], key=str(platform_gateway.api_key)[:8])
+    forbidden = await _usage(http, made["key"], key=key_prefix(str(platform_gateway.api_key)))
     assert_error(forbidden, 403, "management_key_required", "key")
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from gatewright.cli import app
 from gatewright.core.accounts import Accounts
-from gatewright.core.keys import Authenticator
+from gatewright.core.keys import Authenticator, key_prefix
 from gatewright.core.types import Cost, Usage
 from gatewright.settings import Settings
 from gatewright.store.keys import SqlKeyStore
@@ -23,7 +23,7 @@ from gatewright.wiring import bootstrap, ledger_writer, open_accounts
 from tests.platform.wire import auth, chat_body
 from tests.support.procs import Gateway
 
-KEY = re.compile(r"^([0-9a-f]{32})$", re.MULTILINE)
+KEY = re.compile(r"^(gw-[0-9a-f]{32})$", re.MULTILINE)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_keys_create_list_disable_enable_delete(data_dir: Path) -> None:
     assert code == 0, out
     key = KEY.search(out)
     assert key is not None and "shown" not in key.group(1)
-    prefix = key.group(1)[:8]
+    prefix = key_prefix(key.group(1))
     assert "5,000,000 (2.50 USD) / week" in out and "30 req" in out
 
     async def check(accounts: Accounts) -> None:
@@ -163,5 +163,5 @@ async def test_the_cli_works_on_a_running_gateways_store(http: httpx.AsyncClient
     await asyncio.to_thread(run, "credits", "add", "12345")
     after = (await http.get("/v1/billing/balance", headers=auth(made.group(1)))).json()["balance"]
     assert after - before == 12_345
-    listed = await asyncio.to_thread(run, "usage", "--key", made.group(1)[:8])
+    listed = await asyncio.to_thread(run, "usage", "--key", key_prefix(made.group(1)))
     assert "1 of 1 requests" in listed

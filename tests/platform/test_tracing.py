@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from gatewright import telemetry
 from gatewright.app import create_app
+from gatewright.core.keys import key_prefix
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
 from tests.platform.conftest import FAKE_CATALOG
@@ -94,7 +95,7 @@ def test_a_relayed_request_is_one_trace(
         "gen_ai.request.max_tokens": 16,
         "gen_ai.usage.input_tokens": 11,
         "gen_ai.usage.output_tokens": 3,
-        "gatewright.key_prefix": key[:8],
+        "gatewright.key_prefix": key_prefix(key),
         "gatewright.account_id": 1,
         "gatewright.credits": credits,
         "gatewright.outcome": "ok",
