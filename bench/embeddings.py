@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float, help="per cell and round (default 15; quick 2)")
     parser.add_argument("--rounds", type=int, help="turns per cell (default 2; quick 1)")
-    parser.add_argument("--no-fairness", action="store_true")
+    parser.add_argument("--only", choices=("throughput", "fairness"), help="one part only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     seconds = args.seconds or (2.0 if args.quick else 15.0)
@@ -241,24 +241,27 @@ def main(argv: list[str] | None = None) -> None:
     from gatewright.backends.weights import PACKAGED_DIRS
 
     texts = corpus()
-    direct = Direct(PACKAGED_DIRS[MODEL].verified_directory())
+    direct = Direct(PACKAGED_DIRS[MODEL].verified_directory()) if args.only != "fairness" else None
     gateway, key = start_gateway()
-    results: dict[str, Any] = {"reference": direct.info, "seconds": seconds, "rounds": rounds}
+    results: dict[str, Any] = {"seconds": seconds, "rounds": rounds}
     try:
         headers = {"authorization": f"Bearer {key}"}
         with httpx.Client(base_url=gateway.url, headers=headers, timeout=600) as client:
             http_run(client, texts, 16, 1.0)  # warm
-            results["throughput"] = throughput(direct, client, texts, seconds, rounds)
-            direct.close()
-            if not args.no_fairness:
+            if direct is not None:
+                results["reference"] = direct.info
+                results["throughput"] = throughput(direct, client, texts, seconds, rounds)
+                direct.close()
+            if args.only != "throughput":
                 results["fairness"] = fairness(client, texts, seconds, 2 if args.quick else 5)
     finally:
         gateway.stop()
-        if direct.process.poll() is None:
+        if direct is not None and direct.process.poll() is None:
             direct.process.kill()
     out = procs.ROOT / "bench" / "results" / f"embeddings-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
-    print(table(results["throughput"]))
+    if "throughput" in results:
+        print(table(results["throughput"]))
     if "fairness" in results:
         print(json.dumps(results["fairness"], indent=1))
     print(f"results: {out}")
