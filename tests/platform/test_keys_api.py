@@ -9,8 +9,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts
+from gatewright.core.keys import key_prefix
 from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -42,7 +43,7 @@ async def test_create_key_returns_the_documented_object_and_the_key_once(
     data = await _create(http, platform_gateway, **body, scopes=["model:chat", "model:responses"])
     assert set(data) == KEY_FIELDS | {"key"}
     key = str(data["key"])
-    assert re.fullmatch(r"[0-9a-f]{32}", key) and data["prefix"] == key[:8]
+    assert re.fullmatch(r"gw-[0-9a-f]{32}", key) and data["prefix"] == key_prefix(key) == key[3:11]
     assert data["name"] == "20260202-key-for-llms" and data["disabled"] is False
     assert data["scopes"] == ["model:chat", "model:responses"]
     assert data["limit"] == {"retention": "week", "threshold": 25}
@@ -78,8 +79,8 @@ async def test_list_is_oldest_first_and_holds_only_api_keys(http: httpx.AsyncCli
     listed = (await http.get("/v1/keys", headers=auth(platform_gateway.management_key))).json()["data"]
     prefixes = [k["prefix"] for k in listed]
     assert prefixes.index(first["prefix"]) < prefixes.index(second["prefix"])
-    assert platform_gateway.api_key and platform_gateway.api_key[:8] == prefixes[0]  # made on first start
-    assert platform_gateway.management_key and platform_gateway.management_key[:8] not in prefixes
+    assert platform_gateway.api_key and key_prefix(platform_gateway.api_key) == prefixes[0]  # made on first start
+    assert platform_gateway.management_key and key_prefix(platform_gateway.management_key) not in prefixes
     assert {k["kind"] for k in listed} == {"api"}
     assert [k["created_at"] for k in listed] == sorted(k["created_at"] for k in listed)
 
@@ -92,7 +93,8 @@ async def test_get_key_describes_the_calling_key(http: httpx.AsyncClient, platfo
     assert set(data) == KEY_FIELDS
     assert (data["prefix"], data["name"], data["limit"]) == (made["prefix"], "me", {"retention": "day", "threshold": 3})
     management = (await http.get("/v1/key", headers=auth(platform_gateway.management_key))).json()["data"]
-    assert management["kind"] == "management" and management["prefix"] == str(platform_gateway.management_key)[:8]
+    own = key_prefix(str(platform_gateway.management_key))
+    assert management["kind"] == "management" and management["prefix"] == own
 
 
 async def test_patch_updates_only_the_fields_given(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
@@ -185,7 +187,7 @@ async def test_a_management_key_cannot_call_models(http: httpx.AsyncClient, plat
 async def test_management_keys_are_not_managed_through_the_api(
     http: httpx.AsyncClient, platform_gateway: Gateway
 ) -> None:
-    own = str(platform_gateway.management_key)[:8]
+    own = key_prefix(str(platform_gateway.management_key))
     headers = auth(platform_gateway.management_key)
     assert_error(await http.patch(f"/v1/keys/{own}", json={"disabled": True}, headers=headers), 404, "key_not_found")
     assert_error(await http.delete(f"/v1/keys/{own}", headers=headers), 404, "key_not_found")
@@ -226,7 +228,7 @@ async def test_invalid_create_bodies_get_400_naming_the_param(
 async def test_invalid_patch_bodies_get_400_naming_the_param(
     http: httpx.AsyncClient, platform_gateway: Gateway, body: dict[str, object], param: str
 ) -> None:
-    prefix = str(platform_gateway.api_key)[:8]
+    prefix = key_prefix(str(platform_gateway.api_key))
     response = await http.patch(f"/v1/keys/{prefix}", json=body, headers=auth(platform_gateway.management_key))
     assert_error(response, 400, param=param)
     listed = (await http.get("/v1/keys", headers=auth(platform_gateway.management_key))).json()["data"]
@@ -244,10 +246,10 @@ async def test_malformed_json_and_prefix_get_400(http: httpx.AsyncClient, platfo
 async def test_another_accounts_keys_are_invisible(
     http: httpx.AsyncClient, platform_gateway: Gateway, store: AsyncEngine
 ) -> None:
-    accounts = Accounts(store)
-    other = await accounts.create_account("other", 1_000)
-    their_management = await accounts.create_key(other, "management", scopes=[])
-    their_key = await accounts.create_key(other, "api", name="theirs")
+    async with accounts_on(store) as accounts:
+        other = await accounts.create_account("other", 1_000)
+        their_management = await accounts.create_key(other, "management", scopes=[])
+        their_key = await accounts.create_key(other, "api", name="theirs")
     ours = auth(platform_gateway.management_key)
     theirs = auth(their_management.key)
     url = f"/v1/keys/{their_key.row.prefix}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from gatewright.cli.serve import read_first_start_keys
 
 
 def free_port() -> int:
@@ -101,11 +102,8 @@ def start_gateway(
     except Exception:
         gateway.stop()
         raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
-    text = gateway.log()
-    api = re.search(r"API key \(calls models\):\s+(\w+)", text)
-    management = re.search(r"management key \(keys, billing\):\s+(\w+)", text)
-    gateway.api_key = api.group(1) if api else None
-    gateway.management_key = management.group(1) if management else None
+    # Standard output is a file here, not a terminal: the first start writes its keys to a file.
+    gateway.api_key, gateway.management_key = read_first_start_keys(data_dir)
     return gateway
 
 

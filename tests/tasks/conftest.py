@@ -59,6 +59,8 @@ options = { fail_after = 2 }
 """
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+# The test receivers listen on loopback, which the gateway refuses unless the operator allows it.
+RECEIVER_ENV = {"GATEWRIGHT_OUTBOUND_ALLOW": "127.0.0.1"}
 
 
 def new_uuid() -> str:
@@ -92,7 +94,9 @@ def fake_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root: Path = tmp_path_factory.mktemp("tasks-fake")
     catalog = root / "catalog.toml"
     catalog.write_text(FAKE_CATALOG)
-    with running_gateway(root, catalog=catalog, env={"GATEWRIGHT_WEBHOOK_SECRET": WEBHOOK_SECRET}) as gw:
+    with running_gateway(
+        root, catalog=catalog, env={"GATEWRIGHT_WEBHOOK_SECRET": WEBHOOK_SECRET, **RECEIVER_ENV}
+    ) as gw:
         assert gw.api_key, gw.log()
         yield gw
 

@@ -14,7 +14,7 @@ import orjson
 from gatewright.outbound.webhooks import verify
 from tests.conftest import MODEL
 from tests.support.procs import Gateway, start_gateway
-from tests.tasks.conftest import FAKE_CATALOG, post, text_task
+from tests.tasks.conftest import FAKE_CATALOG, RECEIVER_ENV, post, text_task
 from tests.tasks.receiver import running_receiver
 from tests.tasks.store import charges_of, query, task_row, usage_of
 
@@ -38,7 +38,7 @@ def wait(gw: Gateway, uuids: list[str], ready: Any, timeout: float) -> dict[str,
 
 
 def restarted(old: Gateway, **kwargs: Any) -> Gateway:
-    gw = start_gateway(old.data_dir, **kwargs)
+    gw = start_gateway(old.data_dir, **{"env": old.env, **kwargs})
     gw.api_key, gw.management_key = old.api_key, old.management_key  # shown on first start only
     return gw
 
@@ -98,7 +98,7 @@ def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
     catalog.write_text(FAKE_CATALOG)
     words = " ".join(f"w{i}" for i in range(20))  # 20 tokens at 0.2 s each
     with running_receiver(fail_first=0) as receiver:
-        gw = start_gateway(tmp_path, catalog=catalog)
+        gw = start_gateway(tmp_path, catalog=catalog, env=RECEIVER_ENV)
         try:
             task = text_task(
                 model="slow",
@@ -141,7 +141,7 @@ def test_webhook_deliveries_continue_after_a_restart(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(FAKE_CATALOG)
     with running_receiver(fail_first=1_000) as receiver:
-        gw = start_gateway(tmp_path, catalog=catalog)
+        gw = start_gateway(tmp_path, catalog=catalog, env=RECEIVER_ENV)
         try:
             task = text_task(webhookURL=receiver.url)
             assert post(gw, [task]).status_code == 200

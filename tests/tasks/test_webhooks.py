@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import orjson
 
@@ -20,7 +21,13 @@ def test_each_result_is_delivered_after_two_failures(fake_gateway: Gateway, rece
     delivered = receiver.wait_for(2)
     by_index = {orjson.loads(p.body)["data"][0]["resultIndex"]: p for p in delivered}
     assert sorted(by_index) == [0, 1]
-    polled = post(fake_gateway, [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]).json()["data"]
+    # The receiver has answered; the gateway records that answer a moment later.
+    deadline = time.monotonic() + 10
+    while True:
+        polled = post(fake_gateway, [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]).json()["data"]
+        if all(p["webhook"]["state"] != "pending" for p in polled) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     for index, post_ in by_index.items():
         attempts = [p for p in receiver.posts if p.headers["x-gatewright-delivery"] == f"{task['taskUUID']}:{index}"]
         assert [p.answered for p in attempts] == [500, 500, 200]

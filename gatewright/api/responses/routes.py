@@ -10,10 +10,10 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, request_id
+from gatewright.api.openapi import Operation, routes_of
 from gatewright.api.responses import history
 from gatewright.api.responses import schemas as w
 from gatewright.api.responses.errors import error_body
@@ -265,10 +265,34 @@ async def list_input_items(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/v1/responses", create_response, methods=["POST"]),
-    Route("/responses", create_response, methods=["POST"]),
-    Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
-    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
-    Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+operations = [
+    Operation(
+        "POST",
+        "/v1/responses",
+        create_response,
+        "Create a model response (OpenAI Responses).",
+        "openai",
+        body=w.CreateResponse,
+        aliases=("/responses",),
+        example={"model": "local", "input": "Say hello", "max_output_tokens": 16},
+        tags=("responses",),
+    ),
+    Operation("GET", "/v1/responses/{response_id}", get_response, "A stored response.", "openai", tags=("responses",)),
+    Operation(
+        "DELETE",
+        "/v1/responses/{response_id}",
+        delete_response,
+        "Delete a stored response.",
+        "openai",
+        tags=("responses",),
+    ),
+    Operation(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        list_input_items,
+        "The input items of a stored response.",
+        "openai",
+        tags=("responses",),
+    ),
 ]
+routes = routes_of(operations)
