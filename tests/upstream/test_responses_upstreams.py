@@ -14,6 +14,7 @@ import openai
 from openai.types.responses import ResponseFunctionToolCall
 
 from tests.responses.wire import check, check_stream, kinds
+from tests.support.app import AppGateway
 from tests.support.faulty_upstream import FaultyUpstream, Raw, sse
 from tests.support.procs import Gateway
 
@@ -28,9 +29,9 @@ def tool(name: str, parameter: str) -> dict[str, Any]:
 WEATHER, TIME = tool("get_weather", "city"), tool("get_time", "zone")
 
 
-def post(gw: Gateway, body: dict[str, Any]) -> httpx.Response:
+def post(gw: Gateway | AppGateway, body: dict[str, Any]) -> httpx.Response:
     headers = {"authorization": f"Bearer {gw.api_key}"}
-    return httpx.post(f"{gw.url}/v1/responses", json=body, headers=headers, timeout=600)
+    return gw.http.post("/v1/responses", json=body, headers=headers)
 
 
 # -- llama_cpp.server -------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_llama_server_tool_loop_with_previous_response_id(llama_client: openai.O
 # -- the recorded Anthropic upstream ------------------------------------------------------------
 
 
-def test_anthropic_thinking_and_two_calls_stream_as_items(fault_gateway: Gateway, faulty: FaultyUpstream) -> None:
+def test_anthropic_thinking_and_two_calls_stream_as_items(fault_gateway: AppGateway, faulty: FaultyUpstream) -> None:
     faulty.script("anthropic-flaky", sse((RECORDED / "thinking_tool.stream.sse").read_bytes(), pieces=13))
     body = {
         "model": "anthropic-flaky",
@@ -110,9 +111,9 @@ def test_anthropic_thinking_and_two_calls_stream_as_items(fault_gateway: Gateway
     assert [t["name"] for t in sent["tools"]] == ["get_weather", "get_time"] and sent["stream"] is True
 
 
-def test_anthropic_whole_answer_and_its_continuation(fault_gateway: Gateway, faulty: FaultyUpstream) -> None:
+def test_anthropic_whole_answer_and_its_continuation(fault_gateway: AppGateway, faulty: FaultyUpstream) -> None:
     faulty.script("anthropic-flaky", Raw((RECORDED / "thinking_tool.response.json").read_bytes()))
-    client = openai.OpenAI(base_url=f"{fault_gateway.url}/v1", api_key=fault_gateway.api_key, max_retries=0)
+    client = fault_gateway.openai()
     first = client.responses.create(model="anthropic-flaky", input="Weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
     check("Response", client.responses.retrieve(first.id).model_dump(mode="json", exclude_unset=True))
     assert [item.type for item in first.output] == ["reasoning", "message", "function_call"]
