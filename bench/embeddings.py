@@ -33,6 +33,7 @@ import numpy as np
 
 from bench import envs, procs
 from bench.stats import percentile
+from gatewright.cli.serve import read_first_start_keys
 
 log = logging.getLogger("bench.embeddings")
 
@@ -109,11 +110,11 @@ def start_gateway() -> tuple[procs.Service, str]:
     }
     argv = [sys.executable, "-m", "gatewright", "serve"]
     service = procs.spawn("gatewright-embeddings", argv, port=port, health="/health", env=env, timeout=300)
-    for line in service.log().splitlines():
-        if "API key (calls models):" in line:
-            return service, line.rsplit(maxsplit=1)[-1]
-    service.stop()
-    raise RuntimeError("no API key in the gateway's log:\n" + service.log()[-2000:])
+    api_key, _ = read_first_start_keys(data_dir)  # stdout is a file: the keys are in one
+    if not api_key:
+        service.stop()
+        raise RuntimeError("no API key after the first start:\n" + service.log()[-2000:])
+    return service, api_key
 
 
 def http_run(client: httpx.Client, texts: list[str], n: int, seconds: float) -> list[float]:
