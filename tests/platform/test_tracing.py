@@ -23,7 +23,7 @@ from gatewright.app import create_app
 from gatewright.core.keys import key_prefix
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
-from tests.platform.conftest import FAKE_CATALOG
+from tests.support.app import FAKE_CATALOG
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, running_faulty_upstream
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -60,7 +60,7 @@ base_url = "{upstream.base_url("relay")}"
 upstream_model = "relay-model"
 max_retries = 1
 """
-    catalog.write_text(FAKE_CATALOG + relay)
+    catalog.write_text(FAKE_CATALOG.read_text() + relay)
     settings = Settings(data_dir=tmp_path, catalog=catalog)
     first = asyncio.run(bootstrap(settings))
     assert first is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -13,7 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 
 from gatewright.cli.serve import read_first_start_keys
 
@@ -54,10 +57,24 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @functools.cached_property
+    def http(self) -> httpx.Client:
+        """A client for raw HTTP on this gateway (paths relative to it), as ``AppGateway.http``."""
+        return httpx.Client(base_url=self.url, timeout=600)
+
+    def openai(self, key: str | None = None) -> openai.OpenAI:
+        """The official SDK on this gateway (no retries: a test sees the first answer)."""
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.api_key, max_retries=0, timeout=600)
+
+    def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=key or self.api_key, max_retries=0, timeout=600)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        if "http" in self.__dict__:
+            self.http.close()
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:

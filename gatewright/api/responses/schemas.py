@@ -241,6 +241,8 @@ class CreateResponse(Wire):
     safety_identifier: str | None = Field(None, max_length=64)
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    # Codex CLI's session ids and the like: labels for the caller's logs, never read by the model.
+    client_metadata: dict[str, str] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     service_tier: str | None = None
