@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_CATALOG = Path(__file__).parent / "catalog" / "default.toml"
 ENV_PREFIX = "GATEWRIGHT_"
 # Variables read outside Settings (tests, the CLI's keys), not typos.
-OTHER_VARIABLES = frozenset({"GATEWRIGHT_API_KEY", "GATEWRIGHT_MANAGEMENT_KEY"})
+OTHER_VARIABLES = frozenset({"GATEWRIGHT_API_KEY", "GATEWRIGHT_MANAGEMENT_KEY", "GATEWRIGHT_OPENAI_SPEC"})
 
 # URL schemes accepted for the store, and the async driver each one means.
 _DATABASE_SCHEMES = {
