@@ -153,6 +153,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return warnings
 
 
+LOG_HANDLER = "gatewright"
+
+
 def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
     from gatewright.logs import CutAtShutdown, JsonFormatter
 
@@ -161,8 +164,10 @@ def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.set_name(LOG_HANDLER)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replaces the handler an earlier call installed; leaves others alone (a test runner's capture).
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != LOG_HANDLER] + [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     server = logging.getLogger("uvicorn.error")

@@ -80,7 +80,12 @@ def serve(
 
     api_key = management_key = None
     if settings.platform:
-        first = asyncio.run(bootstrap(settings))
+        try:
+            first = asyncio.run(bootstrap(settings))
+        except Exception as error:  # unreachable store, bad credentials: one line, not a traceback
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            typer.echo(f"error: the store {shown_url(settings.db_url)} cannot be opened: {reason}", err=True)
+            raise typer.Exit(1) from None
         if first is not None:
             api_key, management_key = first.api_key.key, first.management_key.key
     server = dict(
