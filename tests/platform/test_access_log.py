@@ -13,6 +13,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from gatewright.app import create_app
+from gatewright.core.keys import key_prefix
 from gatewright.logs import JsonFormatter
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
@@ -60,7 +61,7 @@ def test_json_access_lines(tmp_path: Path, fake_catalog: Path) -> None:
         "path": "/v1/chat/completions",
         "status": 200,
         "account_id": 1,
-        "key_prefix": key[:8],
+        "key_prefix": key_prefix(key),
         "model": "fake",
         "deployment": "fake",
         "input_tokens": prompt_tokens,

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.store.db import create_engine
 from tests.platform.audit import assert_consistent, wait_settled
-from tests.platform.conftest import FAKE_CATALOG, IN_CREDITS, OUT_CREDITS, UNLIMITED, fake_prompt_tokens, sqlite_url
+from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, UNLIMITED, fake_prompt_tokens, sqlite_url
+from tests.support.app import FAKE_CATALOG
 from tests.support.procs import start_gateway
 
 START = 2_000_000
@@ -55,7 +56,7 @@ async def _stream(
 
 async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(FAKE_CATALOG + CRAWL)
+    catalog.write_text(FAKE_CATALOG.read_text() + CRAWL)
     env = {
         **UNLIMITED,
         "GATEWRIGHT_STARTING_CREDITS": str(START),
