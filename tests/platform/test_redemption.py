@@ -5,6 +5,7 @@ and on PostgreSQL; and a grant never races a settlement (the balance adds up exa
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -56,7 +57,7 @@ async def test_grants_and_removals_from_two_replicas_add_up(engine: AsyncEngine,
             assert len(entries) == 41 and all(e.actor == "operator:test" for e in entries[:40])
             # Each entry's balance_after follows from the one before: no grant was lost in a race.
             ordered = sorted(entries, key=lambda e: e.id)
-            for before, after in zip(ordered, ordered[1:], strict=False):
+            for before, after in itertools.pairwise(ordered):
                 assert after.balance_after == before.balance_after + after.credits
     finally:
         await second.dispose()
