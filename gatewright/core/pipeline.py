@@ -168,7 +168,9 @@ class Gateway:
         if platform is not None and principal is not None:
             limits = await platform.limiter.acquire(principal, prompt_tokens)
             max_out = (request.sampling.max_tokens or entry.max_output) * request.n
-            credits = max(worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry))
+            credits = max(
+                worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry, request)
+            )
             try:
                 hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
             except GatewrightError as error:

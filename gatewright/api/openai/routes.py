@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -14,10 +16,23 @@ from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
 from gatewright.core.accumulate import collect
 from gatewright.core.errors import GatewrightError
+from gatewright.core.events import Event, ReasoningDelta, ReasoningSignature, RedactedReasoning
 from gatewright.core.ids import now, random_hex
 from gatewright.core.types import CoreResponse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+REASONING_EVENTS = (ReasoningDelta, ReasoningSignature, RedactedReasoning)
+ENDPOINTS = ["/v1/chat/completions", "/v1/messages", "/v1/tasks"]
+
+
+async def without_reasoning(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """``reasoning.exclude``: the answer without its reasoning (which usage still reports)."""
+    try:
+        async for event in events:
+            if not isinstance(event, REASONING_EVENTS):
+                yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def error_response(error: GatewrightError, headers: dict[str, str] | None = None) -> Response:
@@ -29,26 +44,30 @@ def error_response(error: GatewrightError, headers: dict[str, str] | None = None
 
 
 async def chat_completions(request: Request) -> Response:
+    rid = request_id(request)
     try:
         principal = await authenticate(request, bearer(request))
         wire = parse(schemas.ChatCompletionRequest, await request.body())
         core_request = to_core(wire)
-        call = await gateway(request).start(core_request, principal, request_id(request))
+        call = await gateway(request).start(core_request, principal, rid)
     except GatewrightError as error:
         return error_response(error, limit_headers(getattr(error, "limits", None)))
     headers = {**limit_headers(call.limits), "x-gatewright-deployment": call.deployment, **call.notes}
     completion_id = "chatcmpl-" + random_hex(12)
     created = now()
+    events = call.events
+    if wire.reasoning is not None and wire.reasoning.exclude:
+        events = without_reasoning(events)  # still generated, billed and counted in usage
     if core_request.stream:
         include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
-        renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage)
+        renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage, rid)
         return StreamingResponse(
-            render(call.events, renderer),
+            render(events, renderer),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, **headers},
         )
     try:
-        acc = await collect(call.events, core_request.n)
+        acc = await collect(events, core_request.n)
     except GatewrightError as error:
         return error_response(error, headers)
     response = CoreResponse(
@@ -59,6 +78,7 @@ async def chat_completions(request: Request) -> Response:
         usage=acc.usage,
         cost=acc.cost,
         deployment=call.deployment,
+        request_id=rid,
     )
     if acc.usage.estimated:
         headers["x-gatewright-usage"] = "estimated"
@@ -66,6 +86,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: OpenAI's list shape, with gatewright's extra facts on each model."""
     catalog = gateway(request).catalog
     data = [
         {
@@ -81,14 +102,43 @@ async def list_models(request: Request) -> Response:
             "pricing": {
                 "input_usd_per_million": entry.prices.input,
                 "cached_input_usd_per_million": entry.prices.cached,
+                "cache_write_usd_per_million": entry.prices.cache_write,
                 "output_usd_per_million": entry.prices.output,
             },
             "features": _features(entry),
-            "endpoints": ["/v1/chat/completions", "/v1/messages", "/v1/tasks"],
+            "endpoints": ENDPOINTS,
         }
         for entry in catalog
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+async def list_models_reference(request: Request) -> Response:
+    """``GET /models`` (no key): the reference platform's own shape, a bare array of models
+    with ``type`` and ``info`` (003 L34934-34969). Only active models are listed there: a
+    caller of this endpoint can use every model it names."""
+    catalog = gateway(request).catalog
+    data = []
+    for entry in catalog:
+        if not entry.active:
+            continue
+        info: dict[str, object] = {
+            "name": entry.name or entry.id,
+            "developer": entry.developer or "gatewright",
+            "description": entry.description or "",
+            "contextLength": entry.context_window,
+            "maxTokens": entry.max_output,
+        }
+        data.append(
+            {
+                "id": entry.id,
+                "type": "chat-completion",
+                "info": info,
+                "features": _features(entry),
+                "endpoints": ENDPOINTS,
+            }
+        )
+    return JSONResponse(data)
 
 
 def _features(entry: object) -> list[str]:
@@ -118,5 +168,5 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
-    Route("/models", list_models, methods=["GET"]),
+    Route("/models", list_models_reference, methods=["GET"]),
 ]

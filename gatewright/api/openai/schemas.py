@@ -1,8 +1,8 @@
 """OpenAI Chat Completions request schema, in the order of the reference (000 OpenAPI, OpenAI spec).
 
 Only requests are validated with pydantic; responses are built as plain dicts in ``translate`` and
-``stream`` because that is several times cheaper on the hot path. Unknown request fields are
-ignored, as OpenAI ignores them.
+``stream`` because that is several times cheaper on the hot path. Every field of OpenAI's request
+is declared here; which ones are honoured, refused or ignored is docs/openai-chat.md.
 """
 
 from __future__ import annotations
@@ -18,9 +18,17 @@ class Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class CacheControl(Wire):
+    """Anthropic's prompt-caching breakpoint, as OpenRouter-style clients put it on content parts."""
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextContent(Wire):
     type: Literal["text"]
     text: str
+    cache_control: CacheControl | None = None
 
 
 class ImageURL(Wire):
@@ -31,6 +39,7 @@ class ImageURL(Wire):
 class ImageContent(Wire):
     type: Literal["image_url"]
     image_url: ImageURL
+    cache_control: CacheControl | None = None
 
 
 class InputAudio(Wire):
@@ -130,6 +139,28 @@ class NamedToolChoice(Wire):
     function: NamedFunction
 
 
+class AllowedTools(Wire):
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]]
+
+
+class AllowedToolsChoice(Wire):
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+class NamedCustom(Wire):
+    name: str
+
+
+class CustomToolChoice(Wire):
+    type: Literal["custom"]
+    custom: NamedCustom
+
+
+ToolChoiceObject = Annotated[NamedToolChoice | AllowedToolsChoice | CustomToolChoice, Field(discriminator="type")]
+
+
 class JsonSchemaFormat(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
@@ -155,6 +186,7 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFor
 
 class StreamOptions(Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # padding against side channels: not needed, ignored
 
 
 class ReasoningOptions(Wire):
@@ -184,7 +216,7 @@ class ChatCompletionRequest(Wire):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDef] | None = Field(None, max_length=128)
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceObject | None = None
     parallel_tool_calls: bool | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0.01, le=1)
@@ -205,3 +237,22 @@ class ChatCompletionRequest(Wire):
     thinking_budget: int | None = Field(None, ge=0)
     # gatewright extension, llama.cpp style: sample from the k most likely tokens only.
     top_k: int | None = Field(None, ge=0)
+    # OpenAI fields gatewright does not act on. docs/openai-chat.md has the table: metadata only
+    # (ignored), or refused by translate with a 400 naming the field when a value would change
+    # the answer.
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: str | None = None
+    logit_bias: dict[str, float] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    verbosity: str | None = None
+    moderation: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None

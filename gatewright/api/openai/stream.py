@@ -25,14 +25,18 @@ from gatewright.core.events import (
 class ChunkRenderer:
     __slots__ = ("_base", "_held", "_include_usage", "_started")
 
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, completion_id: str, created: int, model: str, include_usage: bool, request_id: str | None = None
+    ) -> None:
+        # No system_fingerprint: OpenAI types it as a string, and gatewright has none (never null).
         self._base: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "system_fingerprint": None,
         }
+        if request_id is not None:
+            self._base["request_id"] = request_id
         self._include_usage = include_usage
         self._started: set[int] = set()
         self._held: dict[str, Any] | None = None  # last finish chunk, waiting for the cost
