@@ -233,8 +233,9 @@ def estimate_prompt(request: CoreRequest) -> int:
 
 class HttpUpstream:
     """What backends that call an HTTP upstream share: the pooled client, the in-flight count,
-    and one request path (whole or streamed, transport and status errors mapped). Subclasses say
-    where to send, how to encode a request and how to read the two kinds of answer."""
+    and one request path. Every request streams from the upstream, so each upstream has one parser
+    (``streamed``), and a non-streaming answer is that stream collected, as for every backend.
+    Subclasses say where to send, how to encode a request and how to read the stream."""
 
     path = ""  # appended to the deployment's base URL
     kind = "http"  # named in configuration errors
@@ -263,9 +264,7 @@ class HttpUpstream:
         return estimate_prompt(request)
 
     def encode(self, request: CoreRequest) -> bytes:
-        raise NotImplementedError
-
-    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
+        """The upstream request body, asking for a stream."""
         raise NotImplementedError
 
     def streamed(self, streaming: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
@@ -274,18 +273,11 @@ class HttpUpstream:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         body = self.encode(request)
         client = client_for(self.deployment)
-        if request.stream:  # a stream the caller abandons is billed from this meter
-            ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        # The meter an abandoned answer is billed from until the upstream's own count arrives.
+        ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):
-                if not request.stream:
-                    answer = await client.post(self.url, body, self.headers)
-                    if answer.status >= 400:
-                        raise status_error(self.deployment, answer.status, answer.headers, answer.body)
-                    for event in self.whole(answer.body, ctx, request):
-                        yield event
-                    return
                 async with client.stream(self.url, body, self.headers) as streaming:
                     if streaming.status >= 400:
                         raw = await streaming.read()

@@ -1,23 +1,24 @@
 """Messages in, Messages out: the gateway in front of an Anthropic-style upstream (a loopback server
 replaying Anthropic's own recorded streams from the SDK's source distribution). What the SDK
 reassembles from our stream must equal what it reassembles from the recording: same blocks, stop
-reason and usage, cache reads and writes included (converted to core's whole-prompt count and back).
-Thinking signatures and redacted thinking are Anthropic-only data the neutral core does not carry."""
+reason and usage, cache reads and writes included (converted to core's whole-prompt count and back),
+thinking signatures and redacted thinking included (the neutral core carries them, so a tool-use loop
+with extended thinking works through the relay)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
 from tests.anthropic.conftest import client_for
 from tests.anthropic.sse import parse_frames
-from tests.support.faulty_upstream import FaultyUpstream, Raw, running_faulty_upstream, sse
+from tests.support.faulty_upstream import FaultyUpstream, running_faulty_upstream, sse
 from tests.support.procs import Gateway, running_gateway
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic_upstream"
@@ -45,7 +46,7 @@ max_output = 8192
 backend = "anthropic"
 base_url = "{claude_upstream.base_url(ROUTE)}"
 upstream_model = "claude-sonnet-4-5"
-prices = {{ input = 3.0, cached_input = 0.3, output = 15.0 }}
+prices = {{ input = 3.0, cached_input = 0.3, cache_write_input = 3.75, output = 15.0 }}
 capabilities = {{ tools = true, reasoning = true }}
 """
     )
@@ -67,7 +68,12 @@ def recorded_message(name: str) -> dict[str, Any]:
 
 def carried(message: dict[str, Any]) -> dict[str, Any]:
     """What a relay through the neutral core keeps of a message."""
-    keep = {"text": ("text",), "thinking": ("thinking",), "tool_use": ("id", "name", "input")}
+    keep = {
+        "text": ("text",),
+        "thinking": ("thinking", "signature"),
+        "redacted_thinking": ("data",),
+        "tool_use": ("id", "name", "input"),
+    }
     usage = message["usage"]
     return {
         "content": [
@@ -85,7 +91,14 @@ def carried(message: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "recording", ["basic.stream.sse", "tool_use.stream.sse", "thinking_tool.stream.sse", "cache_usage.stream.sse"]
+    "recording",
+    [
+        "basic.stream.sse",
+        "tool_use.stream.sse",
+        "thinking_tool.stream.sse",
+        "cache_usage.stream.sse",
+        "thinking_redacted.stream.sse",
+    ],
 )
 def test_recorded_stream_is_relayed_as_recorded(
     relay: Gateway, claude_upstream: FaultyUpstream, recording: str
@@ -106,13 +119,81 @@ def test_recorded_stream_is_relayed_as_recorded(
     )
 
 
-def test_whole_answer_is_relayed(relay: Gateway, claude_upstream: FaultyUpstream) -> None:
-    recorded = json.loads((RECORDINGS / "thinking_tool.response.json").read_text())
-    claude_upstream.script(ROUTE, Raw(json.dumps(recorded).encode()))
+def test_whole_answer_is_the_upstream_stream_collected(relay: Gateway, claude_upstream: FaultyUpstream) -> None:
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes(), pieces=9))
     ours = client_for(relay).messages.create(model="claude-relay", max_tokens=1024, tools=[WEATHER], messages=ASK)
-    assert carried(ours.to_dict()) == carried(recorded)
+    assert carried(ours.to_dict()) == carried(recorded_message("thinking_redacted.stream.sse"))
+    assert claude_upstream.seen(ROUTE)[-1].body["stream"] is True
+    # Billed at the model's prices: 20 plain input tokens at 3.0, 50 read from the cache at 0.3, 30
+    # written to it at 3.75, 40 output at 15.0 USD per million = 787.5e-6 USD = 1575 credits.
     meta = ours.model_extra["meta"]["usage"]  # type: ignore[index]
-    assert meta["credits_used"] > 0
+    assert meta["credits_used"] == 1575
+
+
+def test_extended_thinking_tool_loop_sends_signature_and_redacted_thinking_back(
+    relay: Gateway, claude_upstream: FaultyUpstream
+) -> None:
+    client = client_for(relay)
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes(), pieces=9))
+    with client.messages.stream(
+        model="claude-relay", max_tokens=2048, thinking=thinking, tools=[WEATHER], messages=ASK
+    ) as stream:
+        first = stream.get_final_message()
+    call = next(b for b in first.content if b.type == "tool_use")
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "basic.stream.sse").read_bytes()))
+    follow_up: list[Any] = [
+        *ASK,
+        {"role": "assistant", "content": [b.to_dict() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},
+    ]
+    answer = client.messages.create(
+        model="claude-relay", max_tokens=2048, thinking=thinking, tools=[WEATHER], messages=follow_up
+    )
+    assert answer.content[0].type == "text"
+    sent = claude_upstream.seen(ROUTE)[-1].body["messages"][1]
+    assert sent["role"] == "assistant"
+    assert sent["content"] == [
+        {"type": "thinking", "thinking": "The user wants the weather in Paris.", "signature": "EqQBCgIYAhIMsig"},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}},
+    ]
+
+
+def test_cache_control_reaches_the_upstream_and_its_counts_reach_chat_completions(
+    relay: Gateway, claude_upstream: FaultyUpstream
+) -> None:
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes()))
+    client_for(relay).messages.create(
+        model="claude-relay",
+        max_tokens=256,
+        system=[{"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        tools=[{**WEATHER, "cache_control": {"type": "ephemeral"}}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]}
+        ],
+    )
+    sent = claude_upstream.seen(ROUTE)[-1].body
+    assert sent["system"] == [
+        {"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
+    assert sent["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    # The same counts, in the OpenAI dialect: the whole prompt, the cached part, the written part.
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes()))
+    completion = httpx.post(
+        f"{relay.url}/v1/chat/completions",
+        json={"model": "claude-relay", "messages": ASK, "max_tokens": 256},
+        headers={"authorization": f"Bearer {relay.api_key}"},
+        timeout=60,
+    ).json()
+    usage = completion["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (100, 40)
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 50
+    assert usage["prompt_tokens_details"]["cache_write_tokens"] == 30
+    assert completion["meta"]["usage"]["credits_used"] == 1575
+    assert completion["request_id"] and "system_fingerprint" not in completion
 
 
 def test_upstream_overload_mid_stream_reaches_the_client_as_an_error_event(
