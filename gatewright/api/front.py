@@ -1,9 +1,19 @@
-"""The ASGI entry point: request ids, the access log, and a direct path for the hot routes.
+"""The one front door: every request, whatever its route, passes the same stack.
 
-Model calls are most of the traffic and every microsecond of the gateway's own overhead shows in
-the benchmark, so the hot routes skip Starlette's middleware stack and route table (one dict
-lookup on method and path instead of several wrapped ``send`` calls and a regex per route).
-Everything else, lifespan included, goes through Starlette unchanged.
+    FrontDoor          request id (``x-request-id``), access line, request metrics, and the answer to
+                       any error nothing else answered, in the dialect the path belongs to
+      → middleware     what ``create_app`` lists (CORS, body limits, tracing): outermost first
+        → FastRouter   fixed paths by one dict lookup, the rest by Starlette's route matching
+          → endpoint
+
+A middleware added to the list in ``app.create_app`` (or with ``app.add_middleware`` before the app
+starts) therefore applies to every route, and its requests are logged, counted and carry an id. It
+may raise a ``GatewrightError`` (e.g. a 413 for a body too large): the front door renders it in the
+caller's dialect, chosen by path prefix in one table (``ErrorFormats``), not by if-chains.
+
+Starlette's own ``ServerErrorMiddleware`` and ``ExceptionMiddleware`` are not in the stack: the front
+door is the one place that turns an exception into an answer (Starlette's would answer in plain
+text), so ``exception_handlers`` are not used; add a row to the error table instead.
 """
 
 from __future__ import annotations
@@ -12,23 +22,47 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import BaseRoute, Route, Router
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
-from gatewright.api.http import JSONResponse
+from gatewright.core.errors import GatewrightError, InternalError, InvalidRequest, NotFound
 from gatewright.core.ids import request_id as new_request_id
 from gatewright.core.metrics import record_request
 
 log = logging.getLogger("gatewright.access")
 errors_log = logging.getLogger("gatewright")
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-REQUEST_ID = "gatewright.request_id"
+REQUEST_ID = "gatewright.request_id"  # the scope key endpoints read the id from (``api.http.request_id``)
+
+# (error, request id) → the answer in one dialect's format, with the error's status.
+ErrorRenderer = Callable[[GatewrightError, str], Response]
+
+
+@dataclass(frozen=True)
+class ErrorFormats:
+    """Which dialect answers an error on a path: an ``exact`` path, else the longest ``prefixes`` key
+    that matches in whole segments (``/v1/messages`` covers ``/v1/messages/count_tokens``, not
+    ``/v1/messagesx``), else ``default``."""
+
+    default: ErrorRenderer
+    prefixes: Mapping[str, ErrorRenderer] = field(default_factory=dict)
+    exact: Mapping[str, ErrorRenderer] = field(default_factory=dict)
+
+    def for_path(self, path: str) -> ErrorRenderer:
+        renderer = self.exact.get(path)
+        while renderer is None and path:
+            renderer = self.prefixes.get(path)
+            path = path.rpartition("/")[0]
+        return renderer or self.default
 
 
 class AccessLog:
@@ -68,11 +102,28 @@ class AccessLog:
         stream.flush()
 
 
-class RequestIdMiddleware:
-    """For the routes that go through Starlette: an id (``x-request-id``) and an access line."""
+def as_gatewright_error(error: Exception, scope: Scope) -> GatewrightError:
+    """What the caller is told about an exception nothing answered (a bug is logged, not described)."""
+    if isinstance(error, GatewrightError):
+        return error
+    if isinstance(error, HTTPException):  # the router's 404 and 405
+        where = f"{scope['method']} {scope['path']}"
+        if error.status_code == 404:
+            return NotFound(f"Invalid URL ({where}).", code="unknown_url")
+        if error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "")
+            return InvalidRequest(f"Method not allowed ({where}); allowed: {allowed}.", code="method_not_allowed")
+        return InvalidRequest(error.detail, status=error.status_code)
+    return InternalError("Internal server error.")
 
-    def __init__(self, app: ASGIApp, access: AccessLog) -> None:
+
+class FrontDoor:
+    """The outermost layer: every HTTP request gets an id, an access line and metrics, and an error
+    that reaches it is answered in the route's dialect (an Anthropic route in Anthropic's format)."""
+
+    def __init__(self, app: ASGIApp, errors: ErrorFormats, access: AccessLog) -> None:
         self.app = app
+        self.errors = errors
         self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,49 +144,72 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            error = as_gatewright_error(exc, scope)
+            if isinstance(error, InternalError):
+                errors_log.exception("unhandled error, request_id=%s", rid)
+            if status:  # the answer had begun (a stream): the connection is ended, nothing more to say
+                return
+            response = self.errors.for_path(scope["path"])(error, rid)
+            if isinstance(exc, HTTPException):  # the protocol's own status (405 stays 405) and headers
+                response.status_code = exc.status_code
+                response.init_headers({**dict(response.headers), **(exc.headers or {})})
+            await response(scope, receive, send_with_id)
         finally:
-            route = getattr(scope.get("route"), "path", "other")
-            _answered(self.access, scope, route, status, started, rid)
+            route = scope.get("route")
+            elapsed = time.perf_counter() - started
+            self.access.record(scope["method"], scope["path"], status, elapsed, rid)
+            record_request(route.path if isinstance(route, Route) else "other", status, elapsed)
+
+
+class FastRouter(Router):
+    """Starlette's router with a dict in front: a fixed path (no ``{param}``) is found by one lookup on
+    (method, path) instead of a regular expression per route in turn; the rest, 404 and 405 included,
+    go through Starlette's matching unchanged."""
+
+    def __init__(self, routes: Sequence[BaseRoute], lifespan: Lifespan[Any] | None = None) -> None:
+        super().__init__(list(routes), lifespan=lifespan)
+        self.fixed: dict[tuple[str, str], Route] = {}
+        for route in routes:
+            if isinstance(route, Route) and "{" not in route.path:
+                for method in route.methods or ():
+                    self.fixed.setdefault((method, route.path), route)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):  # mounted under a prefix: Starlette's way
+            route = self.fixed.get((scope["method"], scope["path"]))
+            if route is not None:
+                scope["router"] = self
+                scope["endpoint"] = route.endpoint
+                scope["route"] = route
+                scope["path_params"] = {}
+                await route.app(scope, receive, send)
+                return
+        await super().app(scope, receive, send)
 
 
 class GatewayApp(Starlette):
-    """Starlette, with a dispatch table in front for the routes model calls use."""
+    """Starlette, with the front door as its outermost layer and the fast router as its innermost."""
 
-    def __init__(self, *, hot: dict[tuple[str, str], Endpoint], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.hot = hot
+    def __init__(
+        self,
+        *,
+        routes: Sequence[BaseRoute],
+        errors: ErrorFormats,
+        middleware: Sequence[Middleware] = (),
+        lifespan: Lifespan[Any] | None = None,
+        max_body_size: int | None = None,
+    ) -> None:
+        super().__init__(middleware=list(middleware), lifespan=lifespan, max_body_size=max_body_size)
+        self.router = FastRouter(routes, lifespan=lifespan)
+        self.errors = errors
         self.access = AccessLog()
-        self.add_middleware(RequestIdMiddleware, access=self.access)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            endpoint = self.hot.get((scope["method"], scope["path"]))
-            if endpoint is not None:
-                await self._serve(endpoint, scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-    async def _serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        scope["app"] = self
-        rid = scope[REQUEST_ID] = new_request_id()
-        try:
-            response = await endpoint(Request(scope, receive))
-        except Exception:  # a bug, not bad input: those are answered by the endpoint itself
-            errors_log.exception("unhandled error, request_id=%s", rid)
-            response = JSONResponse(
-                {"error": {"message": "Internal server error.", "type": "server_error", "param": None, "code": None}},
-                status_code=500,
-            )
-        response.raw_headers.append((b"x-request-id", rid.encode()))
-        try:
-            await response(scope, receive, send)
-        finally:
-            _answered(self.access, scope, scope["path"], response.status_code, started, rid)
-
-
-def _answered(access: AccessLog, scope: Scope, route: str, status: int, started: float, rid: str) -> None:
-    """The access line and the request metrics, once a request is answered (or given up on)."""
-    elapsed = time.perf_counter() - started
-    access.record(scope["method"], scope["path"], status, elapsed, rid)
-    record_request(route, status, elapsed)
+    def build_middleware_stack(self) -> ASGIApp:
+        middleware = list(self.user_middleware)
+        if self.max_body_size is not None:  # Starlette's limit raises a 413 the front door renders
+            middleware.insert(0, Middleware(RequestBodyLimitMiddleware, max_body_size=self.max_body_size))
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(middleware):
+            app = cls(app, *args, **kwargs)
+        return FrontDoor(app, self.errors, self.access)

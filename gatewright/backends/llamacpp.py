@@ -145,6 +145,11 @@ class LlamaCppBackend:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def engine_stats(self) -> tuple[int, int]:
+        """(requests waiting for the engine, sequences it is generating): read by /metrics."""
+        queued = len(self.queue)
+        return queued, max(self._in_flight - queued, 0)
+
     async def start(self) -> None:
         if self.engine is not None:
             return

@@ -24,16 +24,19 @@ BACKENDS: dict[str, str] = {
     "openai": "gatewright.backends.openai_compat:OpenAICompatBackend",
     "anthropic": "gatewright.backends.anthropic_upstream:AnthropicBackend",
     "fake": "gatewright.backends.fake:FakeBackend",
+    "embedder": "gatewright.backends.embedder.backend:EmbedderBackend",
 }
 
 
 # What each backend asks of a deployment (fields it needs, its typed options): checked when the
-# catalog is loaded, so a typo stops the start instead of surfacing on a request.
+# catalog is loaded, so a typo stops the start instead of surfacing on a request. Engines whose
+# options are not typed yet (None) take any table.
 REQUIRED_FIELDS: dict[str, BackendRules] = {
     "llamacpp": BackendRules(("path",)),
     "openai": BackendRules(("base_url",), OpenAIOptions),
     "anthropic": BackendRules(("base_url",), AnthropicOptions),
     "fake": BackendRules((), FakeOptions),
+    "embedder": BackendRules(("path",)),
 }
 
 

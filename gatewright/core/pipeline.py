@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, fields, replace
 from typing import cast
@@ -17,22 +18,27 @@ from typing import cast
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
+from gatewright.core.embedding import EmbeddingCall, run_embedding
 from gatewright.core.errors import (
     ContextWindowExceeded,
     GatewrightError,
+    InsufficientCredits,
+    InvalidRequest,
     PermissionDenied,
+    RateLimited,
     UnsupportedFeature,
 )
-from gatewright.core.events import Event, UsageReport
-from gatewright.core.metrics import record_usage
+from gatewright.core.events import ChoiceEnd, Event, UsageReport
+from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.routing import Router
-from gatewright.core.types import CoreRequest, Cost, ImagePart, Sampling, Usage
+from gatewright.core.types import CoreRequest, Cost, EmbeddingRequest, ImagePart, Sampling, Usage
 
 log = logging.getLogger("gatewright.pipeline")
 
 CHAT_SCOPE = "model:chat"
+RESPONSES_SCOPE = "model:responses"  # the Responses API's own scope (its stored responses too)
 
 
 @dataclass(slots=True)
@@ -51,8 +57,24 @@ class Call:
         await self.events.aclose()  # type: ignore[attr-defined]
 
 
+def require_scope(principal: Principal | None, scope: str) -> None:
+    """Each model endpoint checks its own scope (``model:chat``, ``model:responses``)."""
+    if principal is not None and not principal.allows(scope):
+        raise PermissionDenied(
+            f"This API key lacks the scope `{scope}` needed to call this endpoint.",
+            code="missing_scope",
+        )
+
+
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
+    if entry.type != "chat":
+        raise InvalidRequest(
+            f"The model `{entry.id}` is an {entry.type} model: it serves /v1/embeddings, not chat. "
+            "GET /v1/models lists the chat models (type `chat`).",
+            param="model",
+            code="model_not_chat",
+        )
     caps = entry.capabilities
     if not caps.vision:
         for i, message in enumerate(request.messages):
@@ -148,13 +170,12 @@ class Gateway:
     router: Router
     platform: Platform | None = None
 
-    async def start(self, request: CoreRequest, principal: Principal | None, request_id: str) -> Call:
+    async def start(
+        self, request: CoreRequest, principal: Principal | None, request_id: str, scope: str = CHAT_SCOPE
+    ) -> Call:
+        started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
-        if principal is not None and not principal.allows(CHAT_SCOPE):
-            raise PermissionDenied(
-                f"This API key lacks the scope `{CHAT_SCOPE}` needed to call models.",
-                code="missing_scope",
-            )
+        require_scope(principal, scope)
         notes: dict[str, str] = {}
         checked = check_capabilities(entry, request)
         if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":
@@ -166,7 +187,11 @@ class Gateway:
         hold: Hold | None = None
         platform = self.platform if principal is not None else None
         if platform is not None and principal is not None:
-            limits = await platform.limiter.acquire(principal, prompt_tokens)
+            try:
+                limits = await platform.limiter.acquire(principal, prompt_tokens)
+            except RateLimited as refused:
+                record_refusal(refused.status, refused.code)
+                raise
             max_out = (request.sampling.max_tokens or entry.max_output) * request.n
             credits = max(
                 worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry, request)
@@ -174,6 +199,8 @@ class Gateway:
             try:
                 hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
             except GatewrightError as error:
+                if isinstance(error, InsufficientCredits):
+                    record_refusal(error.status, error.code)
                 raise _with_limits(error, limits) from None
 
         ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
@@ -191,7 +218,7 @@ class Gateway:
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold)
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -204,6 +231,10 @@ class Gateway:
             prompt_tokens=prompt_tokens,
             notes=notes,
         )
+
+    async def embed(self, request: EmbeddingRequest, principal: Principal | None, request_id: str) -> EmbeddingCall:
+        """Embeddings, through the same keys, limits and ledger (see ``core.embedding``)."""
+        return await run_embedding(self.catalog, self.router, self.platform, request, principal, request_id)
 
     async def count_tokens(self, request: CoreRequest) -> int:
         entry = self.catalog.resolve(request.model)
@@ -249,16 +280,24 @@ async def _metered(
     platform: Platform | None,
     principal: Principal | None,
     hold: Hold | None,
+    started: float,
 ) -> AsyncGenerator[Event | None, None]:
-    """Pass events through; price the usage report; settle the hold exactly once.
+    """Pass events through; price the usage report; settle the hold exactly once; time the
+    first token and the tokens after it.
 
     The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
     settled = False
     status: SettleStatus = "aborted"
+    first_token = 0.0
     try:
         yield None
         async for event in events:
+            if not first_token and not isinstance(event, ChoiceEnd | UsageReport):
+                first_token = time.perf_counter()
+                record_first_token(entry.id, first_token - started)
             if isinstance(event, UsageReport):
+                if first_token:
+                    record_generation(entry.id, event.usage.output_tokens, time.perf_counter() - first_token)
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -11,10 +12,12 @@ from starlette.routing import Route
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
 from gatewright.api.openai import schemas
+from gatewright.api.openai.embeddings import embeddings
 from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
 from gatewright.core.accumulate import collect
+from gatewright.core.catalog import ModelEntry
 from gatewright.core.errors import GatewrightError
 from gatewright.core.events import Event, ReasoningDelta, ReasoningSignature, RedactedReasoning
 from gatewright.core.ids import now, random_hex
@@ -22,7 +25,6 @@ from gatewright.core.types import CoreResponse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 REASONING_EVENTS = (ReasoningDelta, ReasoningSignature, RedactedReasoning)
-ENDPOINTS = ["/v1/chat/completions", "/v1/messages", "/v1/tasks"]
 
 
 async def without_reasoning(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
@@ -35,12 +37,27 @@ async def without_reasoning(events: AsyncIterator[Event]) -> AsyncIterator[Event
         await events.aclose()  # type: ignore[attr-defined]
 
 
+# Model types as the reference's GET /models names them (003 L34488-34621).
+REFERENCE_TYPES = {"chat": "chat-completion", "embedding": "embedding"}
+
+# The endpoints a model of each type serves, as /v1/models reports them.
+ENDPOINTS: dict[str, list[str]] = {
+    "chat": ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/tasks"],
+    "embedding": ["/v1/embeddings"],
+}
+
+
 def error_response(error: GatewrightError, headers: dict[str, str] | None = None) -> Response:
     headers = dict(headers or {})
     retry_after = getattr(error, "retry_after", None)  # ours (RateLimited) or an upstream's 429
     if retry_after is not None:
         headers["retry-after"] = str(max(1, round(retry_after)))
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+
+
+def render_error(error: GatewrightError, request_id: str) -> Response:
+    """This dialect's answer to an error the front door caught (``api.front.ErrorFormats``)."""
+    return error_response(error)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -88,29 +105,32 @@ async def chat_completions(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: OpenAI's list shape, with gatewright's extra facts on each model."""
     catalog = gateway(request).catalog
-    data = [
-        {
-            "id": entry.id,
-            "object": "model",
-            "created": 0,
-            "owned_by": entry.developer or "gatewright",
-            "active": entry.active,
-            "aliases": list(entry.aliases),
-            "context_window": entry.context_window,
-            "max_output_tokens": entry.max_output,
-            "capabilities": entry.capabilities.model_dump(),
-            "pricing": {
-                "input_usd_per_million": entry.prices.input,
-                "cached_input_usd_per_million": entry.prices.cached,
-                "cache_write_usd_per_million": entry.prices.cache_write,
-                "output_usd_per_million": entry.prices.output,
-            },
-            "features": _features(entry),
-            "endpoints": ENDPOINTS,
-        }
-        for entry in catalog
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [_model(entry) for entry in catalog]})
+
+
+def _model(entry: ModelEntry) -> dict[str, Any]:
+    embedding = entry.embedding
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": entry.developer or "gatewright",
+        "type": entry.type,
+        "active": entry.active,
+        "aliases": list(entry.aliases),
+        "context_window": entry.context_window,
+        "max_output_tokens": entry.max_output if embedding is None else None,
+        "capabilities": entry.capabilities.model_dump(),
+        "pricing": {
+            "input_usd_per_million": entry.prices.input,
+            "cached_input_usd_per_million": entry.prices.cached,
+            "cache_write_usd_per_million": entry.prices.cache_write,
+            "output_usd_per_million": entry.prices.output,
+        },
+        "features": _features(entry) if embedding is None else ["openai/embeddings"],
+        "endpoints": ENDPOINTS[entry.type],
+        **({"embedding": embedding.model_dump()} if embedding is not None else {}),
+    }
 
 
 async def list_models_reference(request: Request) -> Response:
@@ -122,20 +142,22 @@ async def list_models_reference(request: Request) -> Response:
     for entry in catalog:
         if not entry.active:
             continue
+        chat = entry.embedding is None
         info: dict[str, object] = {
             "name": entry.name or entry.id,
             "developer": entry.developer or "gatewright",
             "description": entry.description or "",
             "contextLength": entry.context_window,
-            "maxTokens": entry.max_output,
         }
+        if chat:
+            info["maxTokens"] = entry.max_output
         data.append(
             {
                 "id": entry.id,
-                "type": "chat-completion",
+                "type": REFERENCE_TYPES[entry.type],
                 "info": info,
-                "features": _features(entry),
-                "endpoints": ENDPOINTS,
+                "features": _features(entry) if chat else [],
+                "endpoints": ENDPOINTS[entry.type],
             }
         )
     return JSONResponse(data)
@@ -167,6 +189,8 @@ def _features(entry: object) -> list[str]:
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models_reference, methods=["GET"]),
 ]
