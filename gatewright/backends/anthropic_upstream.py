@@ -13,17 +13,23 @@ Deployment options: ``anthropic_version`` (header, default ``2023-06-01``), ``au
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
+from gatewright.backends.images import anthropic_image_tokens
 from gatewright.backends.options import AnthropicOptions
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
+    CALLER_STATUSES,
     HttpUpstream,
     Streaming,
+    client_for,
+    mapped_errors,
     sse_data,
+    status_error,
     stream_error,
 )
 from gatewright.backends.usage import anthropic_usage
@@ -55,6 +61,8 @@ from gatewright.core.types import (
     ToolResultPart,
     Usage,
 )
+
+log = logging.getLogger("gatewright.backends.anthropic")
 
 STOP_REASON: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -287,9 +295,19 @@ def _error(deployment: Deployment, payload: dict[str, Any]) -> UpstreamError:
     return stream_error(deployment, payload, ERROR_STATUS.get(str(kind), 502))
 
 
+# What Messages' count_tokens takes of a request: the prompt, not the output settings.
+COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+# Tokens of the tool-use instructions Anthropic adds to the prompt when tools are given, by
+# tool_choice (Anthropic's tool-use guide, "Pricing": 346 for auto/none, 313 for any/tool).
+TOOLS_PROMPT = {"auto": 346, "none": 346, "required": 313, "named": 313}
+
+
 class AnthropicBackend(HttpUpstream):
     path = "/messages"
     kind = "anthropic"
+    image_tokens = staticmethod(anthropic_image_tokens)
+    tools_prompt = TOOLS_PROMPT
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
         super().__init__(deployment, entry)
@@ -308,6 +326,29 @@ class AnthropicBackend(HttpUpstream):
 
     def encode(self, request: CoreRequest) -> bytes:
         return orjson.dumps(wire_request(request, self.upstream_model, self.entry.max_output))
+
+    async def count_tokens(self, request: CoreRequest) -> int:
+        """Anthropic's own count (``POST /messages/count_tokens``): images, tools and the tool-use
+        instructions exactly as the model sees them. A server without that endpoint, or one that
+        fails, leaves the estimate; a request the upstream calls wrong is the caller's 400."""
+        full = wire_request(request, self.upstream_model, self.entry.max_output)
+        body = orjson.dumps({k: full[k] for k in COUNTED_FIELDS if k in full})
+        try:
+            with mapped_errors(self.deployment):
+                answer = await client_for(self.deployment).post(self.url + "/count_tokens", body, self.headers)
+        except UpstreamError as error:
+            log.warning("count_tokens at %s failed, estimating: %s", self.deployment.name, error.message)
+            return self.estimate(request)
+        if answer.status in CALLER_STATUSES:
+            raise status_error(self.deployment, answer.status, answer.headers, answer.body)
+        try:
+            counted = orjson.loads(answer.body).get("input_tokens") if answer.status == 200 else None
+        except (orjson.JSONDecodeError, AttributeError):
+            counted = None
+        if not isinstance(counted, int):
+            log.warning("count_tokens at %s answered %s, estimating", self.deployment.name, answer.status)
+            return self.estimate(request)
+        return counted
 
     async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         blocks = _Blocks(ctx)

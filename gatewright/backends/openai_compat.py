@@ -19,7 +19,6 @@ from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
     HttpUpstream,
     Streaming,
-    estimate_prompt,
     sse_data,
     stream_error,
 )
@@ -319,7 +318,7 @@ class OpenAICompatBackend(HttpUpstream):
         usage = openai_usage(reported)
         if usage is None:
             # The upstream reported nothing (llama_cpp.server streaming): bill our estimate, marked.
-            prompt = ctx.usage.input_tokens or estimate_prompt(request)
+            prompt = ctx.usage.input_tokens or self.estimate(request)
             usage = Usage(input_tokens=prompt, output_tokens=framer.estimate(), estimated=True)
         ctx.usage = usage
         return usage

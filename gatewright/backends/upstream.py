@@ -8,19 +8,20 @@ import email.utils
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import certifi
 import orjson
 
+from gatewright.backends.images import openai_image_tokens
 from gatewright.core import errors
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import Deployment, ModelEntry
 from gatewright.core.events import Event
-from gatewright.core.types import CoreRequest, Usage
+from gatewright.core.types import CoreRequest, ImagePart, Usage
 
 # An upstream's error ``code`` that means a specific caller error: rendered as ours.
 UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
@@ -218,16 +219,32 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def estimate_prompt(request: CoreRequest) -> int:
+# Per tool: the framing a chat template or provider wraps around each definition (a few tokens).
+TOOL_FRAMING = 8
+
+
+def estimate_prompt(
+    request: CoreRequest, image_tokens: Callable[[ImagePart], int] = openai_image_tokens, tools_prompt: int = 0
+) -> int:
+    """The prompt's tokens as a provider would count them, approximately: text at ~4 characters a
+    token, images by the provider's own rule (``image_tokens``), each tool's name, description and
+    schema, and the tool-use instructions a provider adds when tools are given (``tools_prompt``)."""
     size = 0
     for message in request.messages:
         size += 4
         for part in message.parts:
+            if isinstance(part, ImagePart):
+                size += image_tokens(part)
+                continue
             size += estimate_tokens(
                 getattr(part, "text", "") or getattr(part, "content", "") or getattr(part, "arguments", "")
             )
+    if request.tools:
+        size += tools_prompt
     for tool in request.tools:
-        size += estimate_tokens(orjson.dumps(tool.parameters).decode()) + estimate_tokens(tool.description or "")
+        schema = orjson.dumps(tool.parameters).decode()
+        size += TOOL_FRAMING + estimate_tokens(tool.name) + estimate_tokens(schema)
+        size += estimate_tokens(tool.description) if tool.description else 0
     return size
 
 
@@ -239,6 +256,10 @@ class HttpUpstream:
 
     path = ""  # appended to the deployment's base URL
     kind = "http"  # named in configuration errors
+    # How this kind of provider counts what cannot be tokenized here (see ``estimate_prompt``).
+    image_tokens: Callable[[ImagePart], int] = staticmethod(openai_image_tokens)
+    # tool_choice mode → tokens of the instructions the provider adds when tools are given
+    tools_prompt: ClassVar[Mapping[str, int]] = {}
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: object = None) -> None:
         if not deployment.base_url:
@@ -260,8 +281,16 @@ class HttpUpstream:
     async def close(self) -> None:
         await close_clients()
 
+    def estimate(self, request: CoreRequest) -> int:
+        return estimate_prompt(request, self.image_tokens, self.tools_prompt.get(request.tool_choice.mode, 0))
+
     async def count_prompt_tokens(self, request: CoreRequest) -> int:
-        return estimate_prompt(request)
+        """The estimate the gateway checks and holds credits by on every request (no round trip)."""
+        return self.estimate(request)
+
+    async def count_tokens(self, request: CoreRequest) -> int:
+        """``count_tokens``: as exact as the provider allows (subclasses may ask the upstream)."""
+        return self.estimate(request)
 
     def encode(self, request: CoreRequest) -> bytes:
         """The upstream request body, asking for a stream."""
@@ -274,7 +303,8 @@ class HttpUpstream:
         body = self.encode(request)
         client = client_for(self.deployment)
         # The meter an abandoned answer is billed from until the upstream's own count arrives.
-        ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        prompt = ctx.prompt_tokens if ctx.prompt_tokens is not None else self.estimate(request)
+        ctx.usage = Usage(input_tokens=prompt, estimated=True)
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):

@@ -155,6 +155,14 @@ class Router:
         deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
         return await self.backends[deployment.name].count_prompt_tokens(request)
 
+    async def count_tokens(self, entry: ModelEntry, request: CoreRequest) -> int:
+        """For ``count_tokens``: as exact as the backend can be, even at a cost (an upstream that
+        counts for itself is asked); backends without such a count give their usual one."""
+        deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
+        backend = self.backends[deployment.name]
+        exact = getattr(backend, "count_tokens", None)
+        return int(await exact(request)) if exact is not None else await backend.count_prompt_tokens(request)
+
     async def open(self, entry: ModelEntry, request: CoreRequest, ctx: CallContext) -> Opened:
         now = time.monotonic()
         first: list[tuple[ModelEntry, Deployment, int]] = []

@@ -13,12 +13,14 @@ from typing import Any
 
 import anthropic
 import httpx
+import openai
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
 from tests.anthropic.conftest import client_for
 from tests.anthropic.sse import parse_frames
-from tests.support.faulty_upstream import FaultyUpstream, running_faulty_upstream, sse
+from tests.support.faulty_upstream import FaultyUpstream, Raw, running_faulty_upstream, sse
+from tests.support.framework import agent_turn, forced_call_from_stream
 from tests.support.procs import Gateway, running_gateway
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic_upstream"
@@ -47,7 +49,7 @@ backend = "anthropic"
 base_url = "{claude_upstream.base_url(ROUTE)}"
 upstream_model = "claude-sonnet-4-5"
 prices = {{ input = 3.0, cached_input = 0.3, cache_write_input = 3.75, output = 15.0 }}
-capabilities = {{ tools = true, reasoning = true }}
+capabilities = {{ tools = true, reasoning = true, vision = true }}
 """
     )
     with running_gateway(root, catalog=catalog) as gw:
@@ -208,3 +210,44 @@ def test_upstream_overload_mid_stream_reaches_the_client_as_an_error_event(
             pass
     body = raised.value.body
     assert isinstance(body, dict) and body["error"]["type"] == "overloaded_error"
+
+
+def test_count_tokens_is_the_upstreams_own_count(relay: Gateway, claude_upstream: FaultyUpstream) -> None:
+    claude_upstream.script(ROUTE, Raw(b'{"input_tokens": 1742}'))
+    image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    counted = client_for(relay).messages.count_tokens(
+        model="claude-relay",
+        tools=[WEATHER],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}],
+    )
+    assert counted.input_tokens == 1742
+    sent = claude_upstream.seen(ROUTE)[-1]
+    assert sent.path.endswith("/v1/messages/count_tokens") and sent.body["tools"][0]["name"] == "get_weather"
+
+
+def test_agent_framework_turn_reaches_an_anthropic_upstream_translated(
+    relay: Gateway, claude_upstream: FaultyUpstream
+) -> None:
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "tool_use.stream.sse").read_bytes(), pieces=7))
+    client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key=relay.api_key, max_retries=0, timeout=60)
+    chunks = list(client.chat.completions.create(**agent_turn("claude-relay", stream=True)))
+    forced_call_from_stream(chunks)
+    sent = claude_upstream.seen(ROUTE)[-1].body
+    assert sent["system"] == "You are a weather assistant. Be brief."  # the parts, joined
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny, 21 C"},
+                {"type": "text", "text": "And in Rome?"},
+            ],
+        },
+    ]
+    assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+    assert sent["metadata"] == {"user_id": "user-7"}
+    assert not {"store", "service_tier"} & set(sent)  # metadata only: not forwarded

@@ -45,7 +45,7 @@ from gatewright.core.types import (
     ToolSpec,
     Usage,
 )
-from tests.support.faulty_upstream import Fail, FaultyUpstream, sse
+from tests.support.faulty_upstream import Fail, FaultyUpstream, Raw, sse
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "anthropic_upstream"
 HI = (Message("user", (TextPart("Hi"),)),)
@@ -313,3 +313,25 @@ def test_cache_breakpoints_are_forwarded_on_system_tools_and_blocks() -> None:
     # Without a breakpoint the system prompt stays a plain string.
     plain = wire_request(CoreRequest(model="c", messages=(Message("system", (TextPart("S"),)), *HI)), "u", 100)
     assert plain["system"] == "S"
+
+
+async def test_count_tokens_asks_the_upstream_and_estimates_when_it_cannot(faulty: FaultyUpstream) -> None:
+    backend = backend_for(faulty.base_url("a-count"))
+    image = ImagePart("data:image/png;base64,iVBORw0KGgo=", "image/png")
+    request = CoreRequest(
+        model="claude",
+        messages=(Message("user", (TextPart("What is in the picture?"), image)),),
+        tools=(WEATHER,),
+        tool_choice=ToolChoice("auto"),
+    )
+    faulty.script("a-count", Raw(b'{"input_tokens": 1742}'), Fail(404, "no such endpoint"))
+    assert await backend.count_tokens(request) == 1742
+    sent = faulty.seen("a-count")[-1]
+    assert sent.path.endswith("/v1/messages/count_tokens")
+    assert set(sent.body) == {"model", "messages", "tools", "tool_choice"}  # the prompt, no output settings
+    assert sent.body["messages"][0]["content"][1]["type"] == "image"
+    # A server without the endpoint: Anthropic's own rules, estimated here (an image of unknown size
+    # ≈ 1398 tokens, the 346-token tool-use instructions for tool_choice auto, the tool itself).
+    estimate = await backend.count_tokens(request)
+    assert estimate == await backend.count_prompt_tokens(request)
+    assert 1398 + 346 < estimate < 1398 + 346 + 100

@@ -16,6 +16,7 @@ import pytest
 from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
+from tests.support.framework import agent_turn, forced_call_from_stream
 from tests.support.procs import Gateway
 from tests.upstream.conftest import LLAMA_PRICES, Store
 
@@ -150,3 +151,9 @@ def test_gateway_health_lists_the_served_models(llama_gateway: Gateway) -> None:
         "served-qwen-wide": "active",
         "served-qwen-schema": "active",
     }
+
+
+def test_agent_framework_turn_through_a_real_openai_compatible_server(llama_client: openai.OpenAI) -> None:
+    chunks = list(llama_client.chat.completions.create(**agent_turn("served-qwen", stream=True, max_tokens=24)))
+    call = forced_call_from_stream(chunks)
+    assert call["arguments"]  # the server's own call (llama_cpp.server does not constrain it)
