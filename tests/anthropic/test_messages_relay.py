@@ -251,3 +251,50 @@ def test_agent_framework_turn_reaches_an_anthropic_upstream_translated(
     assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
     assert sent["metadata"] == {"user_id": "user-7"}
     assert not {"store", "service_tier"} & set(sent)  # metadata only: not forwarded
+
+
+def test_chat_completions_tool_loop_keeps_signed_thinking_as_reasoning_details(
+    relay: Gateway, claude_upstream: FaultyUpstream
+) -> None:
+    client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key=relay.api_key, max_retries=0, timeout=60)
+    ask: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["input_schema"]}}]
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes(), pieces=9))
+    first = client.chat.completions.create(
+        model="claude-relay", messages=ask, tools=tools, max_tokens=2048, extra_body=thinking
+    )
+    message = first.choices[0].message.to_dict()
+    assert message["reasoning_details"] == [
+        {
+            "type": "reasoning.text",
+            "text": "The user wants the weather in Paris.",
+            "signature": "EqQBCgIYAhIMsig",
+            "index": 0,
+        },
+        {"type": "reasoning.encrypted", "data": "EmwKAhgBEgy3va3pzix", "index": 1},
+    ]
+    # Streamed, the signature and the encrypted block arrive as reasoning_details deltas.
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes(), pieces=9))
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-relay", messages=ask, tools=tools, max_tokens=2048, stream=True, extra_body=thinking
+        )
+    )
+    details = [
+        d for c in chunks if c.choices for d in (c.choices[0].delta.model_extra or {}).get("reasoning_details", [])
+    ]
+    assert [(d["type"], d["index"]) for d in details] == [("reasoning.text", 0), ("reasoning.encrypted", 1)]
+    # Sent back as the framework keeps it, the thinking reaches the upstream signed, before the call.
+    claude_upstream.script(ROUTE, sse((RECORDINGS / "basic.stream.sse").read_bytes()))
+    call = message["tool_calls"][0]
+    follow_up = [*ask, message, {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    client.chat.completions.create(
+        model="claude-relay", messages=follow_up, tools=tools, max_tokens=2048, extra_body=thinking
+    )
+    sent = claude_upstream.seen(ROUTE)[-1].body["messages"][1]["content"]
+    assert sent[:2] == [
+        {"type": "thinking", "thinking": "The user wants the weather in Paris.", "signature": "EqQBCgIYAhIMsig"},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+    ]
+    assert sent[-1]["type"] == "tool_use"

@@ -84,6 +84,14 @@ class UserMessage(Wire):
     name: str | None = None
 
 
+class ReasoningDetail(Wire):
+    type: Literal["reasoning.text", "reasoning.encrypted", "reasoning.summary"]
+    text: str | None = None
+    signature: str | None = None
+    data: str | None = None
+    summary: str | None = None
+
+
 class FunctionCall(Wire):
     name: str
     arguments: str
@@ -103,6 +111,9 @@ class AssistantMessage(Wire):
     tool_calls: list[ToolCall] | None = None
     # gatewright extension, as GLM and vLLM send it back: the assistant's earlier reasoning.
     reasoning_content: str | None = None
+    # OpenRouter's convention for reasoning a provider signed or encrypted (Anthropic's thinking
+    # signatures, redacted thinking): sent back unchanged so the provider accepts it again.
+    reasoning_details: list[ReasoningDetail] | None = None
 
 
 class ToolMessage(Wire):

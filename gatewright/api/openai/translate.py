@@ -22,6 +22,7 @@ from gatewright.core.types import (
     Part,
     Reasoning,
     ReasoningEffort,
+    RedactedThinkingPart,
     ResponseFormat,
     Sampling,
     TextPart,
@@ -115,9 +116,28 @@ def _user_parts(content: str | list[Any], index: int) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def _detail_part(detail: w.ReasoningDetail) -> Part:
+    if detail.type == "reasoning.encrypted":
+        return RedactedThinkingPart(detail.data or "")
+    return ThinkingPart(detail.text or detail.summary or "", detail.signature)
+
+
+def reasoning_details(choice: Choice) -> list[dict[str, Any]]:
+    """OpenRouter's ``reasoning_details`` for reasoning a provider signed or encrypted; none otherwise."""
+    details: list[dict[str, Any]] = []
+    if choice.reasoning_signature:
+        details.append({"type": "reasoning.text", "text": choice.reasoning, "signature": choice.reasoning_signature})
+    details.extend({"type": "reasoning.encrypted", "data": data} for data in choice.redacted_reasoning)
+    for index, detail in enumerate(details):
+        detail["index"] = index
+    return details
+
+
 def _assistant_parts(message: w.AssistantMessage) -> tuple[Part, ...]:
     parts: list[Part] = []
-    if message.reasoning_content:
+    if message.reasoning_details:
+        parts.extend(_detail_part(d) for d in message.reasoning_details)
+    elif message.reasoning_content:
         parts.append(ThinkingPart(message.reasoning_content))
     content = message.content
     if isinstance(content, str):
@@ -373,6 +393,9 @@ def _choice_dict(choice: Choice) -> dict[str, Any]:
     }
     if choice.reasoning:
         message["reasoning_content"] = choice.reasoning
+    details = reasoning_details(choice)
+    if details:
+        message["reasoning_details"] = details
     if choice.tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
