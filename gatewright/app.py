@@ -33,6 +33,7 @@ from gatewright.core.catalog import Catalog
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
 from gatewright.settings import Settings, configure_logging, load_settings
+from gatewright.telemetry import configure as configure_tracing
 from gatewright.wiring import load_catalog, open_gateway
 
 # Which dialect answers an error the front door catches (a bug, an unknown path, a middleware's
@@ -63,7 +64,9 @@ async def metrics(request: Request) -> Response:
 
 
 def _sample(router: Router) -> None:
-    prometheus.sample(router.breakers.items(), router.backends.items())
+    # Every active deployment has a breaker series from the start, not only those used so far.
+    breakers = [(d.name, router.breaker(d)) for entry in router.catalog for d in entry.deployments if d.active]
+    prometheus.sample(breakers, router.backends.items())
 
 
 # How often each worker copies its breaker and engine state into the shared gauges.
@@ -116,6 +119,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         with draining_on_signal(settings.drain_seconds):
+            stop_tracing = configure_tracing()  # OTEL_* variables; nothing happens without them
             try:
                 async with open_gateway(settings, catalog) as services:
                     app.state.services = services
@@ -134,11 +138,14 @@ def create_app(
                             await _stop(sampler)
             finally:
                 prometheus.mark_dead(os.getpid())
+                if stop_tracing is not None:  # after everything: the final requests' spans are sent
+                    await stop_tracing()
 
     app = GatewayApp(
         routes=[*routes(), *(extra_routes or [])], errors=ERROR_FORMATS, middleware=MIDDLEWARE, lifespan=lifespan
     )
     app.state.settings = settings
+    app.access.json = settings.log_format == "json"
     return app
 
 

@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from gatewright.backends.toolcalls import (
     parameters_param,
 )
 from gatewright.backends.weights import resolve_model_path
+from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import CatalogError, Deployment, ModelEntry
 from gatewright.core.errors import InternalError, Overloaded, UnsupportedFeature
@@ -63,6 +65,11 @@ class Job:
     plans: Callable[[int], ChoicePlan]
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    # perf_counter() when queued, taken by the engine, prefilled, finished: the trace's engine spans.
+    queued_at: float = 0.0
+    taken_at: float = 0.0
+    prefilled_at: float = 0.0
+    finished_at: float = 0.0
 
     def emit(self, events: list[Event]) -> None:
         if events:
@@ -144,6 +151,11 @@ class LlamaCppBackend:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def loaded(self) -> bool:
+        """The model is in memory and its worker runs (readiness, ``/health/ready``)."""
+        return self.engine is not None
 
     def engine_stats(self) -> tuple[int, int]:
         """(requests waiting for the engine, sequences it is generating): read by /metrics."""
@@ -242,7 +254,7 @@ class LlamaCppBackend:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         plans = await asyncio.to_thread(self.plans_for, request) if is_constrained(request) else self.plans_for(request)
         tokens = self.tokenize(request)
-        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans)
+        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans, queued_at=time.perf_counter())
         self.queue.put(ctx.owner, job)
         self._in_flight += 1
         try:
@@ -257,6 +269,8 @@ class LlamaCppBackend:
         finally:
             job.cancelled = True
             self._in_flight -= 1
+            if tracing.ENABLED:
+                _trace_phases(job)
 
     def _work(self) -> None:
         while True:
@@ -276,15 +290,36 @@ class LlamaCppBackend:
         engine = self.engine
         assert engine is not None
         request = job.request
+        job.taken_at = time.perf_counter()
         job.usage.input_tokens = len(job.tokens)
         base_seed = request.sampling.seed if request.sampling.seed is not None else random.getrandbits(32)
         for choice in range(request.n):
             reused = engine.prefill(job.tokens, job)
             if choice == 0:
                 job.usage.cached_tokens = reused
+                job.prefilled_at = time.perf_counter()
             if job.cancelled:
                 return
             engine.generate(job, request, choice, job.tokens, base_seed + choice, job.plans(choice))
             if job.cancelled:
                 return
+        job.finished_at = time.perf_counter()
         job.emit([UsageReport(job.usage)])
+
+
+def _trace_phases(job: Job) -> None:
+    """The engine's part of the request as spans: waiting in the queue, prefill, decode (a phase
+    the request was cut in ends when it was cut)."""
+    now = time.perf_counter()
+    taken = job.taken_at or now
+    tracing.record_span("gatewright.engine.queue_wait", job.queued_at, taken, {})
+    if job.taken_at:
+        prefilled = job.prefilled_at or now
+        prompt = {
+            "gen_ai.usage.input_tokens": len(job.tokens),
+            "gatewright.usage.cached_tokens": job.usage.cached_tokens,
+        }
+        tracing.record_span("gatewright.engine.prefill", taken, prefilled, prompt)
+        if job.prefilled_at:
+            decoded = {"gen_ai.usage.output_tokens": job.usage.output_tokens}
+            tracing.record_span("gatewright.engine.decode", prefilled, job.finished_at or now, decoded)

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gatewright.backends import openai_embeddings
 from gatewright.backends.options import OpenAIOptions, ReasoningStyle
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
@@ -39,6 +40,8 @@ from gatewright.core.ids import tool_call_id
 from gatewright.core.types import (
     CacheMark,
     CoreRequest,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     ImagePart,
     Message,
@@ -277,6 +280,13 @@ class OpenAICompatBackend(HttpUpstream):
 
     def encode(self, request: CoreRequest) -> bytes:
         return orjson.dumps(wire_request(request, self.upstream_model, self.options))
+
+    # Embedding models served by the upstream (catalog type "embedding"): see openai_embeddings.
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> Embeddings:
+        return await openai_embeddings.embed(self, request, ctx)
+
+    async def count_input_tokens(self, request: EmbeddingRequest) -> tuple[list[int], bool]:
+        return openai_embeddings.estimate(request)
 
     async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         framer = _Reframer(ctx)

@@ -17,7 +17,7 @@ import certifi
 import orjson
 
 from gatewright.backends.images import openai_image_tokens
-from gatewright.core import errors
+from gatewright.core import errors, tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import Deployment, ModelEntry
 from gatewright.core.events import Event
@@ -305,10 +305,14 @@ class HttpUpstream:
         # The meter an abandoned answer is billed from until the upstream's own count arrives.
         prompt = ctx.prompt_tokens if ctx.prompt_tokens is not None else self.estimate(request)
         ctx.usage = Usage(input_tokens=prompt, estimated=True)
+        headers = self.headers
+        if tracing.ENABLED:  # the upstream continues our trace (this attempt's span)
+            headers = dict(headers)
+            tracing.inject(headers)
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):
-                async with client.stream(self.url, body, self.headers) as streaming:
+                async with client.stream(self.url, body, headers) as streaming:
                     if streaming.status >= 400:
                         raw = await streaming.read()
                         raise status_error(self.deployment, streaming.status, streaming.headers, raw)

@@ -7,6 +7,7 @@ problem (which variable or flag, what value, what is allowed) and exit code 2, n
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import typer
@@ -24,6 +25,17 @@ def settings_or_exit(**overrides: Any) -> Settings:
         for line in error.lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
+
+
+def tracing_or_exit() -> None:
+    """The OTEL_* variables, when they turn tracing on, must be usable: one line each, exit 2."""
+    from gatewright import telemetry
+
+    wrong = telemetry.problems(os.environ) if telemetry.wanted(os.environ) else []
+    for line in wrong:
+        typer.echo(f"error: {line}", err=True)
+    if wrong:
+        raise typer.Exit(2)
 
 
 def shown_url(url: str) -> str:
@@ -45,6 +57,14 @@ def check(
     typer.echo(f"store: {shown_url(settings.db_url)}")
     typer.echo(f"rate limits: {'redis ' + shown_url(settings.redis_url) if settings.redis_url else 'in process'}")
     typer.echo(f"workers: {settings.workers}; logs: {settings.log_format}, {settings.log_level}")
+    from gatewright import telemetry
+
+    if telemetry.wanted(os.environ):
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        typer.echo(f"traces: {os.environ.get('OTEL_TRACES_EXPORTER', 'otlp')} {endpoint or ''}".rstrip())
+        problems += [f"error: {line}" for line in telemetry.problems(os.environ)]
+    else:
+        typer.echo("traces: off (no OTEL_* variables)")
     try:
         catalog = load_catalog(settings)
     except CatalogError as error:

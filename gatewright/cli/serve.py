@@ -14,7 +14,7 @@ from typing import Any
 import typer
 import uvicorn
 
-from gatewright.cli.config import settings_or_exit
+from gatewright.cli.config import settings_or_exit, tracing_or_exit
 from gatewright.settings import Settings, configure_logging
 
 
@@ -62,6 +62,7 @@ def serve(
     if bare:
         overrides["platform"] = False
     settings = settings_or_exit(**overrides)
+    tracing_or_exit()
     from gatewright.core.catalog import CatalogError
     from gatewright.wiring import bootstrap, load_catalog
 

@@ -2,7 +2,8 @@
 
 ``Authenticator`` turns a bearer token into a ``Principal`` with one dict lookup on the hot path:
 lookups are cached for ``ttl`` seconds, and this process's own changes to a key drop its cache
-entry at once (other replicas see them within ``ttl``).
+entry at once (other replicas see them within ``ttl``). Keys are read through a ``KeyStore``
+(``store.keys.SqlKeyStore``) as ``KeyRecord``s.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from datetime import datetime
+from typing import Protocol
 
 from gatewright.core.errors import PermissionDenied, Unauthorized
 from gatewright.core.platform import KeyKind, Principal
-from gatewright.store.tables import api_keys
 
 KEY_BYTES = 16  # 32 hex characters, like the reference platform's keys
 PREFIX_LENGTH = 8
@@ -35,27 +33,61 @@ def hash_key(key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One stored key (never its secret: only the hash is stored, and it stays in the store)."""
+
+    id: int
+    account_id: int
+    prefix: str
+    kind: KeyKind
+    name: str | None
+    disabled: bool
+    scopes: tuple[str, ...]
+    limit_retention: str | None  # day | week | month | no_reset; None: no spend limit
+    limit_threshold: int | None  # credits per period
+    period_start: datetime | None
+    period_spent: int
+    period_reserved: int
+    month_start: datetime | None
+    month_spent: int
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyStore(Protocol):
+    async def by_hash(self, digest: str) -> KeyRecord | None:
+        """The key (not deleted) whose secret hashes to ``digest``."""
+        ...
+
+    async def by_id(self, key_id: int) -> KeyRecord | None:
+        """The key (not deleted) with this id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class _Cached:
     principal: Principal | None
     disabled: bool
     expires: float
 
 
-def principal_of(row: Any) -> Principal:
+def principal_of(key: KeyRecord) -> Principal:
     return Principal(
-        account_id=row.account_id,
-        key_id=row.id,
-        prefix=row.prefix,
-        kind=row.kind,
-        scopes=frozenset(row.scopes or ()),
-        requests_per_minute=row.requests_per_minute,
-        tokens_per_minute=row.tokens_per_minute,
+        account_id=key.account_id,
+        key_id=key.id,
+        prefix=key.prefix,
+        kind=key.kind,
+        scopes=frozenset(key.scopes),
+        requests_per_minute=key.requests_per_minute,
+        tokens_per_minute=key.tokens_per_minute,
     )
 
 
 class Authenticator:
-    def __init__(self, engine: AsyncEngine, ttl: float = 5.0) -> None:
-        self.engine = engine
+    def __init__(self, keys: KeyStore, ttl: float = 5.0) -> None:
+        self.keys = keys
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
         # One store lookup per key at a time: requests arriving while it runs share its answer.
@@ -125,10 +157,16 @@ class Authenticator:
         return cached
 
     async def _lookup(self, digest: str) -> _Cached:
-        query = select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.deleted_at.is_(None))
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        key = await self.keys.by_hash(digest)
         expires = time.monotonic() + self.ttl
-        if row is None:
+        if key is None:
             return _Cached(None, False, expires)
-        return _Cached(principal_of(row), bool(row.disabled), expires)
+        return _Cached(principal_of(key), key.disabled, expires)
+
+    async def principal_of_key(self, key_id: int) -> Principal:
+        """The key with this id as it is now (uncached), e.g. to resume a task it submitted;
+        ``Unauthorized`` when it was deleted or disabled since."""
+        key = await self.keys.by_id(key_id)
+        if key is None or key.disabled:
+            raise Unauthorized("The API key that submitted this task was deleted or disabled.", code="key_disabled")
+        return principal_of(key)

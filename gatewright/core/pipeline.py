@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, fields, replace
-from typing import cast
+from typing import Any, cast
 
+from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
@@ -32,6 +33,7 @@ from gatewright.core.events import ChoiceEnd, Event, UsageReport
 from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
+from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
 from gatewright.core.types import CoreRequest, Cost, EmbeddingRequest, ImagePart, Sampling, Usage
 
@@ -176,6 +178,13 @@ class Gateway:
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
+        if tracing.ENABLED:
+            tracing.annotate(_request_attributes(request, entry, principal))
+        facts = CURRENT_FACTS.get()
+        if facts is not None:
+            facts.model = entry.id
+            if principal is not None:
+                facts.account_id, facts.key_prefix = principal.account_id, principal.prefix
         notes: dict[str, str] = {}
         checked = check_capabilities(entry, request)
         if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":
@@ -197,7 +206,10 @@ class Gateway:
                 worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry, request)
             )
             try:
-                hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
+                if tracing.ENABLED:
+                    hold = await _traced_reserve(platform, principal, credits, request_id, entry.id)
+                else:
+                    hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
             except GatewrightError as error:
                 if isinstance(error, InsufficientCredits):
                     record_refusal(error.status, error.code)
@@ -210,16 +222,18 @@ class Gateway:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
             if platform is not None and hold is not None:
-                platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+                _settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
             raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                platform.ledger.settle(hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                _settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
+        if facts is not None:
+            facts.model, facts.deployment = opened.entry.id, opened.deployment.name
         metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
@@ -257,7 +271,7 @@ def _with_limits(error: GatewrightError, limits: LimitState | None) -> Gatewrigh
 
 async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
     """Settle a finished request; the cost the client is told is what was actually charged."""
-    settlement = platform.ledger.settle(hold, usage, cost, "ok", model)
+    settlement = _settle(platform, hold, usage, cost, "ok", model)
     if cost.credits <= hold.credits:
         # Within its hold a charge is never capped (the account keeps balance >= reserved), so the
         # answer is known: the response need not wait for the commit, which runs behind it.
@@ -269,6 +283,76 @@ async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, mode
         log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
         return cost
     return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
+
+
+def _settle(
+    platform: Platform, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
+) -> asyncio.Future[Any]:
+    settlement = platform.ledger.settle(hold, usage, cost, status, model)
+    if tracing.ENABLED:  # a span from now until the settlement is committed, behind the response
+        span = tracing.start_child(
+            "gatewright.settle", {"gatewright.credits": cost.credits, "gatewright.outcome": status}
+        )
+        settlement.add_done_callback(lambda _: span.end())
+    return settlement
+
+
+async def _traced_reserve(platform: Platform, principal: Principal, credits: int, request_id: str, model: str) -> Hold:
+    with tracing.span("gatewright.reserve", {"gatewright.credits_held": credits}):
+        return await platform.ledger.reserve(principal, credits, request_id, model)
+
+
+def _request_attributes(request: CoreRequest, entry: ModelEntry, principal: Principal | None) -> tracing.Attributes:
+    """The GenAI semantic-convention attributes of the request, and who asked."""
+    attributes: dict[str, str | int | float | bool] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": request.model,
+        "gen_ai.response.model": entry.id,
+        "gatewright.stream": request.stream,
+    }
+    s = request.sampling
+    for name, value in (
+        ("gen_ai.request.max_tokens", s.max_tokens),
+        ("gen_ai.request.temperature", s.temperature),
+        ("gen_ai.request.top_p", s.top_p),
+        ("gen_ai.request.seed", s.seed),
+    ):
+        if value is not None:
+            attributes[name] = value
+    if request.n != 1:
+        attributes["gen_ai.request.choice.count"] = request.n
+    if principal is not None:
+        attributes["gatewright.key_prefix"] = principal.prefix
+        attributes["gatewright.account_id"] = principal.account_id
+    return attributes
+
+
+def _note_usage(model: str, usage: Usage, cost: Cost) -> None:
+    """Tokens and credits, for the request's span and its access line."""
+    if tracing.ENABLED:
+        tracing.annotate(_usage_attributes(model, usage, cost))
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.input_tokens, facts.output_tokens, facts.credits = usage.input_tokens, usage.output_tokens, cost.credits
+
+
+def _note_outcome(status: str) -> None:
+    if tracing.ENABLED:
+        tracing.annotate({"gatewright.outcome": status})
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.outcome = status
+
+
+def _usage_attributes(model: str, usage: Usage, cost: Cost) -> tracing.Attributes:
+    return {
+        "gen_ai.response.model": model,
+        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gatewright.usage.cached_tokens": usage.cached_tokens,
+        "gatewright.usage.reasoning_tokens": usage.reasoning_tokens,
+        "gatewright.credits": cost.credits,
+    }
 
 
 def _count(model: str, usage: Usage, cost: Cost) -> None:
@@ -308,12 +392,14 @@ async def _metered(
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
+                _note_usage(entry.id, event.usage, cost)
             yield event
         status = "ok"
     except GatewrightError:
         status = "error"  # an upstream or engine failure mid-stream: never billed
         raise
     finally:
+        _note_outcome(status)
         try:
             await events.aclose()  # type: ignore[attr-defined]
         finally:  # settle even if closing the backend was interrupted (a cancelled request)
@@ -321,8 +407,9 @@ async def _metered(
                 # Abandoned by the client (bill what was generated) or failed (bill nothing).
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
-                platform.ledger.settle(hold, usage, cost, status, entry.id)
+                _settle(platform, hold, usage, cost, status, entry.id)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
+                _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:
                     task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
                     _background.add(task)

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from gatewright.core import tracing
 from gatewright.core.backend import Backend, CallContext, Embedder
 from gatewright.core.catalog import Catalog, Deployment, ModelEntry
 from gatewright.core.errors import (
@@ -198,7 +199,10 @@ class Router:
             stream = backend.stream(request, ctx)
             began = time.perf_counter()
             try:
-                first = await anext(stream)
+                if tracing.ENABLED:
+                    first = await _traced_first(stream, deployment, request, attempt)
+                else:
+                    first = await anext(stream)
             except StopAsyncIteration:
                 breaker.record_success()
                 record_upstream(deployment.name, time.perf_counter() - began)
@@ -301,6 +305,26 @@ class Router:
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
             return result
+
+
+async def _traced_first(
+    stream: AsyncIterator[Event], deployment: Deployment, request: CoreRequest, attempt: int
+) -> Event:
+    """One attempt as a CLIENT span, until the first event: the backend's own calls run inside it,
+    so the ``traceparent`` an upstream receives names this attempt."""
+    attributes: tracing.Attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": request.model,
+        "gen_ai.provider.name": deployment.backend,
+        "gatewright.deployment": deployment.name,
+        "gatewright.attempt": attempt,
+    }
+    with tracing.span(f"chat {request.model}", attributes, tracing.CLIENT) as span:
+        try:
+            return await anext(stream)
+        except GatewrightError as error:
+            span.set_attribute("error.type", str(_failed_status(error)))
+            raise
 
 
 def _failed_status(error: GatewrightError) -> int:

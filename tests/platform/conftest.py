@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
 from gatewright.store.db import create_engine, migrate
+from gatewright.store.keys import SqlKeyStore
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway, running_gateway
 from tests.support.services import Postgres, Redis, ServiceUnavailable, in_ci, running_postgres, running_redis
 
@@ -128,8 +130,9 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def accounts(engine: AsyncEngine) -> Accounts:
-    return Accounts(engine, Authenticator(engine, ttl=60.0))
+async def accounts(engine: AsyncEngine) -> AsyncIterator[Accounts]:
+    async with accounts_on(engine, Authenticator(SqlKeyStore(engine), ttl=60.0)) as made:
+        yield made
 
 
 @pytest.fixture(scope="session")

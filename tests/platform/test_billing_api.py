@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts
 from tests.platform.conftest import UNLIMITED
 from tests.platform.test_keys_api import ISO_UTC
 from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway, running_gateway
 
 BALANCE_FIELDS = {
@@ -68,7 +68,8 @@ async def test_adding_credits_is_a_management_extension(
     assert in_usd["credits_added"] == 500_000 and in_usd["balance"] == before + 505_000
     removed = (await http.post("/v1/billing/credits", json={"credits": -505_000}, headers=headers)).json()
     assert removed["balance"] == before
-    rows = await Accounts(store).ledger(1, limit=3)
+    async with accounts_on(store) as accounts:
+        rows = await accounts.ledger_entries(1, limit=3)
     assert [(r.credits, r.note) for r in rows] == [
         (-505_000, "added through the API"),
         (500_000, "added through the API"),

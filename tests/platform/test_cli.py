@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from gatewright.cli import app
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
-from gatewright.core.ledger import SqlLedger
 from gatewright.core.types import Cost, Usage
 from gatewright.settings import Settings
-from gatewright.wiring import bootstrap, open_accounts
+from gatewright.store.keys import SqlKeyStore
+from gatewright.wiring import bootstrap, ledger_writer, open_accounts
 from tests.platform.wire import auth, chat_body
 from tests.support.procs import Gateway
 
@@ -65,7 +65,7 @@ def test_keys_create_list_disable_enable_delete(data_dir: Path) -> None:
     assert "5,000,000 (2.50 USD) / week" in out and "30 req" in out
 
     async def check(accounts: Accounts) -> None:
-        principal = await Authenticator(accounts.engine).authenticate(key.group(1))
+        principal = await Authenticator(SqlKeyStore(accounts.store.engine)).authenticate(key.group(1))
         assert principal.prefix == prefix and principal.requests_per_minute == 30
         assert principal.scopes == frozenset({"model:chat", "model:tasks"})
 
@@ -113,7 +113,7 @@ def test_usage_lists_requests_and_totals(data_dir: Path) -> None:
     assert first is not None
 
     async def spend(accounts: Accounts) -> None:
-        ledger = SqlLedger(accounts.engine, owner="cli-test")
+        ledger = ledger_writer(accounts.store.engine, owner="cli-test")
         await ledger.start()
         other = await accounts.create_key(first.account_id, "api", name="other")
         try:

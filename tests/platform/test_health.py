@@ -45,6 +45,16 @@ def _refusals(client: TestClient) -> dict[tuple[str, str], float]:
     }
 
 
+def _breakers(client: TestClient) -> dict[str, float]:
+    text = client.get("/metrics").text
+    return {
+        s.labels["deployment"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "gatewright_deployment_breaker_state"
+    }
+
+
 def test_ready_and_what_makes_it_fail(client: tuple[TestClient, str]) -> None:
     http, _ = client
     assert http.get("/health/live").json() == {"status": "alive"}
@@ -62,6 +72,7 @@ def test_ready_and_what_makes_it_fail(client: tuple[TestClient, str]) -> None:
         breaker.record_failure(now=10**9)  # open until far in the future
     failing = http.get("/health/ready")
     assert failing.status_code == 503 and failing.json()["checks"]["default_model"]["ok"] is False
+    assert _breakers(http)["fake"] == 2.0 and _breakers(http)["fake-slow"] == 0.0  # open; never used: closed
     breaker.record_success()
     LIFECYCLE.draining = True
     try:

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts
 from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -244,10 +244,10 @@ async def test_malformed_json_and_prefix_get_400(http: httpx.AsyncClient, platfo
 async def test_another_accounts_keys_are_invisible(
     http: httpx.AsyncClient, platform_gateway: Gateway, store: AsyncEngine
 ) -> None:
-    accounts = Accounts(store)
-    other = await accounts.create_account("other", 1_000)
-    their_management = await accounts.create_key(other, "management", scopes=[])
-    their_key = await accounts.create_key(other, "api", name="theirs")
+    async with accounts_on(store) as accounts:
+        other = await accounts.create_account("other", 1_000)
+        their_management = await accounts.create_key(other, "management", scopes=[])
+        their_key = await accounts.create_key(other, "api", name="theirs")
     ours = auth(platform_gateway.management_key)
     theirs = auth(their_management.key)
     url = f"/v1/keys/{their_key.row.prefix}"

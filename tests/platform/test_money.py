@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts, KeyLimit
+from gatewright.core.accounts import KeyLimit
 from gatewright.store.tables import holds, usage_records
 from tests.conftest import MODEL
 from tests.platform.audit import assert_consistent, wait_settled
 from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, fake_prompt_tokens, worst_case
 from tests.platform.wire import assert_error, auth, chat_body, stream_chat
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway
 
 START = 100_000
@@ -27,9 +28,9 @@ async def _account(
     store: AsyncEngine, credits: int = START, limit: KeyLimit | None = None, rpm: int | None = None
 ) -> tuple[int, str]:
     """A fresh account with one API key, made in the gateway's store (as the CLI would)."""
-    accounts = Accounts(store)
-    account_id = await accounts.create_account("money", credits)
-    made = await accounts.create_key(account_id, "api", limit=limit, requests_per_minute=rpm)
+    async with accounts_on(store) as accounts:
+        account_id = await accounts.create_account("money", credits)
+        made = await accounts.create_key(account_id, "api", limit=limit, requests_per_minute=rpm)
     return account_id, made.key
 
 
@@ -141,7 +142,8 @@ async def test_a_key_spend_limit_is_refused_before_any_work(
     assert key_object["monthly_usage"] == 72 / 2_000_000
 
     # The management side raises the limit; the next request goes through at once.
-    management = await Accounts(store).create_key(account_id, "management", scopes=[])
+    async with accounts_on(store) as accounts:
+        management = await accounts.create_key(account_id, "management", scopes=[])
     patched = await http.patch(
         f"/v1/keys/{key[:8]}",
         json={"limit": {"retention": "day", "threshold": 0.001}},
@@ -159,7 +161,8 @@ async def test_refused_and_failed_requests_are_never_billed(
     _, poor = await _account(store, credits=1)
     limited_account, limited = await _account(store, rpm=1)
     disabled_account, disabled = await _account(store)
-    await Accounts(store).update_key(disabled[:8], disabled_account, {"disabled": True})
+    async with accounts_on(store) as accounts:
+        await accounts.update_key(disabled[:8], disabled_account, {"disabled": True})
     cases: list[tuple[str, int, str | None, dict[str, str], dict[str, object]]] = [
         ("bad body", 400, None, auth(key), {"model": "fake", "messages": "hello"}),
         ("bad param", 400, None, auth(key), chat_body(temperature=7)),

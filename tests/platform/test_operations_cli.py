@@ -19,7 +19,7 @@ from tests.support.services import Postgres
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("GATEWRIGHT_")]:
+    for name in [n for n in os.environ if n.startswith(("GATEWRIGHT_", "OTEL_"))]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("GATEWRIGHT_DATA_DIR", str(tmp_path))
     return tmp_path
@@ -41,6 +41,13 @@ def test_bad_values_are_one_line_each_without_traceback(env: Path, monkeypatch: 
     assert "GATEWRIGHT_DATABASE_URL='mysql://db/gatewright'" in lines[1] and "postgresql://" in lines[1]
     code, _, err = cli("serve", "--log-level", "loud")
     assert code == 2 and "--log-level='loud'" in err and "'debug', 'info'" in err
+    monkeypatch.delenv("GATEWRIGHT_PORT")
+    monkeypatch.delenv("GATEWRIGHT_DATABASE_URL")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    code, _, err = cli("serve")
+    assert code == 2 and len(err.strip().splitlines()) == 2, err
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': allowed: http/protobuf" in err and "http:// or https://" in err
 
 
 def test_config_check(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

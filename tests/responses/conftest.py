@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from gatewright.core.accounts import Accounts
 from gatewright.store.db import create_engine
+from tests.support.accounts import accounts_on
 from tests.support.procs import Gateway, running_gateway
 
 # Fake models echo the last user message word by word (one token per word).
@@ -98,9 +98,9 @@ def new_key(gw: Gateway, scopes: list[str], *, new_account: bool = False, **limi
     async def make() -> str:
         engine = create_engine(f"sqlite+aiosqlite:///{gw.data_dir / 'gatewright.db'}")
         try:
-            accounts = Accounts(engine)
-            account = await accounts.create_account("second", 20_000_000) if new_account else 1
-            made = await accounts.create_key(account, "api", name="test", scopes=scopes, **limits)
+            async with accounts_on(engine) as accounts:
+                account = await accounts.create_account("second", 20_000_000) if new_account else 1
+                made = await accounts.create_key(account, "api", name="test", scopes=scopes, **limits)
             return made.key
         finally:
             await engine.dispose()
