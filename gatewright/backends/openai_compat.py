@@ -115,7 +115,9 @@ def wire_messages(messages: tuple[Message, ...], caching: bool = False) -> list[
         item: dict[str, Any] = {"role": message.role, "content": _content(message, caching)}
         calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
         if calls:
-            item["content"] = message.text or None
+            # "" rather than null beside tool calls: OpenAI takes both, and some servers
+            # (llama_cpp.server) refuse a null content.
+            item["content"] = message.text
             item["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
             ]
