@@ -43,6 +43,7 @@ from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Limiter, Platform
 from gatewright.core.routing import Router
 from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
+from gatewright.outbound.guard import AddressGuard
 from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
 from gatewright.store.accounts import SqlAccountStore
@@ -196,7 +197,10 @@ async def open_gateway(settings: Settings, catalog: Catalog | None = None) -> As
             TaskApiCodec(),
             owner=random_hex(8),
             store=SqlTaskStore(store) if store is not None else None,
-            sender=WebhookSender(lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir)),
+            sender=WebhookSender(
+                lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir),
+                guard=AddressGuard(settings.outbound_allow.split(",")),
+            ),
             lease=timedelta(seconds=settings.task_lease_seconds),
             single_node=store is None or settings.single_process,
         )

@@ -115,9 +115,10 @@ def wire_messages(messages: tuple[Message, ...], caching: bool = False) -> list[
         item: dict[str, Any] = {"role": message.role, "content": _content(message, caching)}
         calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
         if calls:
-            # "" rather than null beside tool calls: OpenAI takes both, and some servers
-            # (llama_cpp.server) refuse a null content.
-            item["content"] = message.text
+            if message.text:
+                item["content"] = message.text
+            else:  # omitted rather than null: llama_cpp.server refuses `"content": null` (OpenAI takes both)
+                del item["content"]
             item["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
             ]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from gatewright.core.billing import usd_to_credits
 from gatewright.core.clock import RETENTIONS, aware, month_start, utcnow
 from gatewright.core.errors import InvalidRequest, NotFound
-from gatewright.core.keys import PREFIX_LENGTH, Authenticator, KeyRecord, hash_key, new_key
+from gatewright.core.keys import Authenticator, KeyRecord, hash_key, key_prefix, new_key
 from gatewright.core.platform import KeyKind
 
 # What an API key may call. Billing is readable by every key of the account (the reference reads
@@ -227,10 +227,10 @@ class Accounts:
         _check_scopes(scopes)
         now = utcnow()
         for _ in range(5):  # a prefix collision is astronomically rare; retry anyway
-            key = new_key()
+            key = new_key(kind)
             values = {
                 "account_id": account_id,
-                "prefix": key[:PREFIX_LENGTH],
+                "prefix": key_prefix(key),
                 "key_hash": hash_key(key),
                 "kind": kind,
                 "name": name,

@@ -153,6 +153,8 @@ async def run_embedding(
     _note_request(entry, request, principal)
     spec = embedding_spec(entry)
     check_request(entry, spec, request)
+    if request.dimensions == spec.dimensions:
+        request = replace(request, dimensions=None)  # the model's own length: nothing to ask an upstream
     counts, exact = await router.count_input_tokens(entry, request)
     request, total = billed_tokens(entry, spec, request, counts, exact)
 
@@ -165,7 +167,8 @@ async def run_embedding(
         except RateLimited as refused:
             record_refusal(refused.status, refused.code)
             raise
-        credits = max(worst_case(total, 0, model.prices) for model in router.chain(entry))
+        chain = [model for model in router.chain(entry) if model.type == entry.type]
+        credits = max(worst_case(total, 0, model.prices) for model in chain)
         try:
             hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
         except GatewrightError as error:

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from gatewright.core.accumulate import Accumulator, collect
 from gatewright.core.clock import utcnow
-from gatewright.core.errors import Conflict, GatewrightError, InternalError
+from gatewright.core.errors import Conflict, GatewrightError, InternalError, InvalidRequest
 from gatewright.core.events import Event
 from gatewright.core.pipeline import Call, Gateway
 from gatewright.core.platform import Principal
@@ -310,6 +310,10 @@ class Jobs:
 
     async def _admit(self, spec: TaskSpec, principal: Principal | None) -> tuple[Job, bool]:
         """The job for ``spec`` and whether the caller is to run its unfinished results."""
+        if spec.webhook_url and self.sender is not None:
+            reason = await self.sender.refusal(spec.webhook_url)
+            if reason is not None:
+                raise InvalidRequest(f"Invalid 'webhookURL': {reason}.", param="webhookURL", code="invalid_webhook_url")
         job = self._live.get(spec.key) or self._recent.get(spec.key)
         if job is None:
             job = self._new(spec, principal)

@@ -1,5 +1,11 @@
 """API keys and management keys: made random, shown once, stored as a hash and a prefix.
 
+A key says what it is: ``gw-`` and 32 hex characters for an API key, ``gwm-`` for a management key,
+so that secret scanners and people can tell them apart (and from other vendors' keys). Keys made
+before these prefixes (32 bare hex characters) keep working: a key is looked up by the hash of the
+whole string, whatever its form. A key's ``prefix`` (its public name in the key API) is the first
+8 hex characters of its random part.
+
 ``Authenticator`` turns a bearer token into a ``Principal`` with one dict lookup on the hot path:
 lookups are cached for ``ttl`` seconds, and this process's own changes to a key drop its cache
 entry at once (other replicas see them within ``ttl``). Keys are read through a ``KeyStore``
@@ -22,9 +28,20 @@ from gatewright.core.platform import KeyKind, Principal
 KEY_BYTES = 16  # 32 hex characters, like the reference platform's keys
 PREFIX_LENGTH = 8
 
+# What each kind of key starts with. No marker is a prefix of another, so each names one kind.
+KEY_MARKERS: dict[str, str] = {"api": "gw-", "management": "gwm-"}
 
-def new_key() -> str:
-    return secrets.token_hex(KEY_BYTES)
+
+def new_key(kind: KeyKind = "api") -> str:
+    return KEY_MARKERS[kind] + secrets.token_hex(KEY_BYTES)
+
+
+def key_prefix(key: str) -> str:
+    """The public name of a key: the first hex characters after its marker (or of a legacy key)."""
+    for marker in KEY_MARKERS.values():
+        if key.startswith(marker):
+            return key[len(marker) : len(marker) + PREFIX_LENGTH]
+    return key[:PREFIX_LENGTH]
 
 
 def hash_key(key: str) -> str:

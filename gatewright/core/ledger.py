@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from gatewright.core.errors import GatewrightError, InternalError
 from gatewright.core.ledger_rules import Grant, Operation, Release, Reservation, Settlement
@@ -72,6 +72,7 @@ class _Barrier:
     """Resolves once everything queued before it is written (``LedgerWriter.flush``)."""
 
 
+_BARRIER = _Barrier()
 Work = Reservation | Settlement | _Barrier
 # What a caller waits on: a batch holding one is committed without lingering for company.
 _WAITED = (Reservation, _Barrier)
@@ -132,7 +133,7 @@ class LedgerWriter:
         """Wait until everything queued so far is written: reads after it see every settlement
         this process has started (the billing API reads the balance this way)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(_Barrier(), future))
+        self._queue.put_nowait(_Op(_BARRIER, future))
         with contextlib.suppress(GatewrightError):  # a failed batch: read what is there
             await future
 
@@ -284,11 +285,14 @@ class LedgerWriter:
         self._retrying[handle] = again
 
     async def _transaction(self, batch: list[Work], retry: bool) -> list[Any]:
-        operations: list[Operation] = [work for work in batch if not isinstance(work, _Barrier)]
+        operations = cast(list[Operation], [work for work in batch if work is not _BARRIER])
         if not operations:
             return [None] * len(batch)  # nothing to write: everything before them is committed
         began = time.perf_counter()
-        outcomes = iter(await self.store.apply(operations, retry))
+        outcomes = await self.store.apply(operations, retry)
         record_ledger_commit(time.perf_counter() - began)
+        if len(operations) == len(batch):
+            return outcomes
         # Barriers resolve with the batch they are in: everything queued before them is in it.
-        return [None if isinstance(work, _Barrier) else next(outcomes) for work in batch]
+        decided = iter(outcomes)
+        return [None if work is _BARRIER else next(decided) for work in batch]

@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
-import openai
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
 from tests.anthropic.conftest import client_for
 from tests.anthropic.sse import parse_frames
+from tests.support.app import AppGateway, app_gateway
 from tests.support.faulty_upstream import FaultyUpstream, Raw, running_faulty_upstream, sse
 from tests.support.framework import agent_turn, forced_call_from_stream
-from tests.support.procs import Gateway, running_gateway
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic_upstream"
 ROUTE = "claude"
@@ -29,14 +27,16 @@ WEATHER: Any = {"name": "get_weather", "input_schema": {"type": "object", "prope
 ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped like every in-process gateway: an upstream backend's close() closes the connection
+# pools of all of them (backends/upstream.close_clients), so none may close before the session ends.
+@pytest.fixture(scope="session")
 def claude_upstream() -> Iterator[FaultyUpstream]:
     with running_faulty_upstream() as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory, claude_upstream: FaultyUpstream) -> Iterator[Gateway]:
+@pytest.fixture(scope="session")
+def relay(tmp_path_factory: pytest.TempPathFactory, claude_upstream: FaultyUpstream) -> Iterator[AppGateway]:
     root = tmp_path_factory.mktemp("anthropic-relay")
     catalog = root / "catalog.toml"
     catalog.write_text(
@@ -52,7 +52,7 @@ prices = {{ input = 3.0, cached_input = 0.3, cache_write_input = 3.75, output = 
 capabilities = {{ tools = true, reasoning = true, vision = true }}
 """
     )
-    with running_gateway(root, catalog=catalog) as gw:
+    with app_gateway(root, catalog=catalog) as gw:
         yield gw
 
 
@@ -103,7 +103,7 @@ def carried(message: dict[str, Any]) -> dict[str, Any]:
     ],
 )
 def test_recorded_stream_is_relayed_as_recorded(
-    relay: Gateway, claude_upstream: FaultyUpstream, recording: str
+    relay: AppGateway, claude_upstream: FaultyUpstream, recording: str
 ) -> None:
     # Sent in uneven pieces, so the upstream parser meets lines cut in half.
     claude_upstream.script(ROUTE, sse((RECORDINGS / recording).read_bytes(), pieces=7))
@@ -121,7 +121,7 @@ def test_recorded_stream_is_relayed_as_recorded(
     )
 
 
-def test_whole_answer_is_the_upstream_stream_collected(relay: Gateway, claude_upstream: FaultyUpstream) -> None:
+def test_whole_answer_is_the_upstream_stream_collected(relay: AppGateway, claude_upstream: FaultyUpstream) -> None:
     claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes(), pieces=9))
     ours = client_for(relay).messages.create(model="claude-relay", max_tokens=1024, tools=[WEATHER], messages=ASK)
     assert carried(ours.to_dict()) == carried(recorded_message("thinking_redacted.stream.sse"))
@@ -133,7 +133,7 @@ def test_whole_answer_is_the_upstream_stream_collected(relay: Gateway, claude_up
 
 
 def test_extended_thinking_tool_loop_sends_signature_and_redacted_thinking_back(
-    relay: Gateway, claude_upstream: FaultyUpstream
+    relay: AppGateway, claude_upstream: FaultyUpstream
 ) -> None:
     client = client_for(relay)
     thinking: Any = {"type": "enabled", "budget_tokens": 1024}
@@ -164,7 +164,7 @@ def test_extended_thinking_tool_loop_sends_signature_and_redacted_thinking_back(
 
 
 def test_cache_control_reaches_the_upstream_and_its_counts_reach_chat_completions(
-    relay: Gateway, claude_upstream: FaultyUpstream
+    relay: AppGateway, claude_upstream: FaultyUpstream
 ) -> None:
     claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes()))
     client_for(relay).messages.create(
@@ -184,11 +184,10 @@ def test_cache_control_reaches_the_upstream_and_its_counts_reach_chat_completion
     assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     # The same counts, in the OpenAI dialect: the whole prompt, the cached part, the written part.
     claude_upstream.script(ROUTE, sse((RECORDINGS / "thinking_redacted.stream.sse").read_bytes()))
-    completion = httpx.post(
-        f"{relay.url}/v1/chat/completions",
+    completion = relay.http.post(
+        "/v1/chat/completions",
         json={"model": "claude-relay", "messages": ASK, "max_tokens": 256},
         headers={"authorization": f"Bearer {relay.api_key}"},
-        timeout=60,
     ).json()
     usage = completion["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (100, 40)
@@ -199,7 +198,7 @@ def test_cache_control_reaches_the_upstream_and_its_counts_reach_chat_completion
 
 
 def test_upstream_overload_mid_stream_reaches_the_client_as_an_error_event(
-    relay: Gateway, claude_upstream: FaultyUpstream
+    relay: AppGateway, claude_upstream: FaultyUpstream
 ) -> None:
     claude_upstream.script(ROUTE, sse((RECORDINGS / "overloaded_mid_stream.sse").read_bytes()))
     with (
@@ -212,7 +211,7 @@ def test_upstream_overload_mid_stream_reaches_the_client_as_an_error_event(
     assert isinstance(body, dict) and body["error"]["type"] == "overloaded_error"
 
 
-def test_count_tokens_is_the_upstreams_own_count(relay: Gateway, claude_upstream: FaultyUpstream) -> None:
+def test_count_tokens_is_the_upstreams_own_count(relay: AppGateway, claude_upstream: FaultyUpstream) -> None:
     claude_upstream.script(ROUTE, Raw(b'{"input_tokens": 1742}'))
     image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     counted = client_for(relay).messages.count_tokens(
@@ -226,10 +225,10 @@ def test_count_tokens_is_the_upstreams_own_count(relay: Gateway, claude_upstream
 
 
 def test_agent_framework_turn_reaches_an_anthropic_upstream_translated(
-    relay: Gateway, claude_upstream: FaultyUpstream
+    relay: AppGateway, claude_upstream: FaultyUpstream
 ) -> None:
     claude_upstream.script(ROUTE, sse((RECORDINGS / "tool_use.stream.sse").read_bytes(), pieces=7))
-    client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key=relay.api_key, max_retries=0, timeout=60)
+    client = relay.openai()
     chunks = list(client.chat.completions.create(**agent_turn("claude-relay", stream=True)))
     forced_call_from_stream(chunks)
     sent = claude_upstream.seen(ROUTE)[-1].body
@@ -254,9 +253,9 @@ def test_agent_framework_turn_reaches_an_anthropic_upstream_translated(
 
 
 def test_chat_completions_tool_loop_keeps_signed_thinking_as_reasoning_details(
-    relay: Gateway, claude_upstream: FaultyUpstream
+    relay: AppGateway, claude_upstream: FaultyUpstream
 ) -> None:
-    client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key=relay.api_key, max_retries=0, timeout=60)
+    client = relay.openai()
     ask: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
     tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["input_schema"]}}]
     thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}

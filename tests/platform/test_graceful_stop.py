@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.store.db import create_engine
 from tests.platform.audit import assert_consistent, wait_settled
-from tests.platform.conftest import FAKE_CATALOG, IN_CREDITS, OUT_CREDITS, UNLIMITED, fake_prompt_tokens, sqlite_url
+from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, UNLIMITED, fake_prompt_tokens, sqlite_url
+from tests.support.app import FAKE_CATALOG
 from tests.support.procs import start_gateway
 
 START = 2_000_000
@@ -55,12 +56,13 @@ async def _stream(
 
 async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(FAKE_CATALOG + CRAWL)
+    catalog.write_text(FAKE_CATALOG.read_text() + CRAWL)
     env = {
         **UNLIMITED,
         "GATEWRIGHT_STARTING_CREDITS": str(START),
         "GATEWRIGHT_DRAIN_SECONDS": "2.5",
         "GATEWRIGHT_SHUTDOWN_TIMEOUT": "2.5",
+        "GATEWRIGHT_DATABSE_URL": "postgresql://gw:secret@db/gw",  # a typo: warned about, not silent
     }
     gateway = start_gateway(tmp_path / "gw", catalog=catalog, env=env)
     try:
@@ -89,6 +91,8 @@ async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Pa
             gateway.process.kill()
     log = gateway.log()
     assert "Traceback" not in log, log
+    assert "unknown setting GATEWRIGHT_DATABSE_URL is ignored (did you mean GATEWRIGHT_DATABASE_URL?)" in log
+    assert f"store sqlite+aiosqlite:///{gateway.data_dir.resolve()}/gatewright.db" in log and "secret" not in log
     engine: AsyncEngine = create_engine(sqlite_url(gateway))
     try:
         result = await wait_settled(engine, account_id=1, within=5)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts, KeyLimit
 from gatewright.core.errors import InvalidRequest, NotFound, PermissionDenied, Unauthorized
-from gatewright.core.keys import Authenticator
+from gatewright.core.keys import Authenticator, key_prefix
 from gatewright.store.db import migrate
 from gatewright.store.keys import SqlKeyStore
 from gatewright.store.tables import api_keys, ledger
@@ -50,8 +50,8 @@ async def test_add_and_remove_credits_never_below_available(accounts: Accounts) 
 async def test_key_is_stored_only_as_hash_and_prefix(accounts: Accounts, engine: AsyncEngine) -> None:
     account_id = await accounts.create_account("acme", 0)
     made = await accounts.create_key(account_id, "api", name="ci", scopes=["model:chat"])
-    assert len(made.key) == 32 and all(c in "0123456789abcdef" for c in made.key)
-    assert made.row.prefix == made.key[:8]
+    assert made.key.startswith("gw-") and len(made.key) == 35 and all(c in "0123456789abcdef" for c in made.key[3:])
+    assert made.row.prefix == key_prefix(made.key)
     async with engine.connect() as conn:
         stored = (await conn.execute(select(api_keys).where(api_keys.c.prefix == made.row.prefix))).one()
     assert stored.key_hash == hashlib.sha256(made.key.encode()).hexdigest()

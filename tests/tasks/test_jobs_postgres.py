@@ -27,8 +27,9 @@ from gatewright.settings import Settings
 from gatewright.store.tables import ledger, tasks, usage_records
 from gatewright.store.tasks import SqlTaskStore
 from gatewright.wiring import PlatformServices, bootstrap, open_platform
+from tests.support.app import FAKE_CATALOG
 from tests.support.services import Postgres, ServiceUnavailable, in_ci, running_postgres
-from tests.tasks.conftest import FAKE_CATALOG, text_task
+from tests.tasks.conftest import text_task
 
 pytestmark = pytest.mark.postgres
 
@@ -62,7 +63,7 @@ class Node:
 
 
 async def start_node(settings: Settings, owner: str) -> Node:
-    catalog = parse_catalog(tomllib.loads(FAKE_CATALOG), "test", REQUIRED_FIELDS)
+    catalog = parse_catalog(tomllib.loads(FAKE_CATALOG.read_text()), "test", REQUIRED_FIELDS)
     stack = AsyncExitStack()
     bundle = await stack.enter_async_context(open_platform(settings))
     backends = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))

@@ -2,20 +2,23 @@
 
 Only requests are validated with pydantic; responses are built as plain dicts in ``translate`` and
 ``stream`` because that is several times cheaper on the hot path. Every field of OpenAI's request
-is declared here; which ones are honoured, refused or ignored is docs/openai-chat.md.
+is declared here (which ones are honoured, refused or ignored: docs/openai-chat.md) and strictly
+typed (``api.wire``); fields OpenAI does not define are ignored, as OpenAI ignores them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gatewright.api.wire import MAX_COUNT, Int64, JsonObject
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="ignore")
 
 
 class CacheControl(Wire):
@@ -54,7 +57,7 @@ class AudioContent(Wire):
 
 class FileContent(Wire):
     type: Literal["file"]
-    file: dict[str, Any]
+    file: JsonObject
 
 
 class RefusalContent(Wire):
@@ -132,7 +135,7 @@ Message = Annotated[
 class FunctionDef(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
     strict: bool | None = None
 
 
@@ -152,7 +155,7 @@ class NamedToolChoice(Wire):
 
 class AllowedTools(Wire):
     mode: Literal["auto", "required"]
-    tools: list[dict[str, Any]]
+    tools: list[JsonObject]
 
 
 class AllowedToolsChoice(Wire):
@@ -175,7 +178,7 @@ ToolChoiceObject = Annotated[NamedToolChoice | AllowedToolsChoice | CustomToolCh
 class JsonSchemaFormat(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: JsonObject | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
@@ -204,7 +207,7 @@ class ReasoningOptions(Wire):
     """OpenRouter/AI-ML-API style ``reasoning`` object (003 L28178-28194)."""
 
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    max_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0, le=MAX_COUNT)
     exclude: bool = False
     enabled: bool | None = None
 
@@ -213,17 +216,14 @@ class ThinkingOptions(Wire):
     """Anthropic-style ``thinking`` object accepted on chat completions (003 L21467-21469)."""
 
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = Field(None, ge=0)
-
-
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    budget_tokens: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
 class ChatCompletionRequest(Wire):
     model: str
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDef] | None = Field(None, max_length=128)
@@ -245,9 +245,9 @@ class ChatCompletionRequest(Wire):
     thinking: ThinkingOptions | None = None
     # Qwen-style switches (003 L1521, L20525-20532).
     enable_thinking: bool | None = None
-    thinking_budget: int | None = Field(None, ge=0)
+    thinking_budget: int | None = Field(None, ge=0, le=MAX_COUNT)
     # gatewright extension, llama.cpp style: sample from the k most likely tokens only.
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=MAX_COUNT)
     # OpenAI fields gatewright does not act on. docs/openai-chat.md has the table: metadata only
     # (ignored), or refused by translate with a 400 naming the field when a value would change
     # the answer.
@@ -256,14 +256,14 @@ class ChatCompletionRequest(Wire):
     service_tier: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
-    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_options: JsonObject | None = None
     prompt_cache_retention: str | None = None
     logit_bias: dict[str, float] | None = None
     modalities: list[str] | None = None
-    audio: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    web_search_options: dict[str, Any] | None = None
+    audio: JsonObject | None = None
+    prediction: JsonObject | None = None
+    web_search_options: JsonObject | None = None
     verbosity: str | None = None
-    moderation: dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
-    function_call: str | dict[str, Any] | None = None
+    moderation: JsonObject | None = None
+    functions: list[JsonObject] | None = None
+    function_call: str | JsonObject | None = None

@@ -240,6 +240,10 @@ class ResponseBuilder:
             case ToolCallDelta(index=k, arguments=fragment):
                 item = self.calls[k]
                 item.chunks.append(fragment)
+                if item is not self.open:
+                    # An upstream interleaving parallel calls: the call was closed when the next one
+                    # began (OpenAI's order); its arguments still end up whole in the final response.
+                    item.body["arguments"] += fragment
                 where = {"item_id": item.id, "output_index": item.index}
                 self._event(frames, "response.function_call_arguments.delta", **where, delta=fragment)
             case ChoiceEnd(finish_reason=reason):
