@@ -3,6 +3,7 @@ estimates for upstreams that do not report usage."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import functools
@@ -108,14 +109,17 @@ class Pool:
             self._session = None
 
 
-_POOLS: dict[tuple[str, float, float], Pool] = {}
+# (event loop, base URL, timeouts) → pool: an aiohttp session belongs to the loop that made it, and
+# one process may run gateways on several loops (tests run apps in process beside their own loop).
+_POOLS: dict[tuple[int, str, float, float], Pool] = {}
 
 
 def client_for(deployment: Deployment) -> Pool:
-    """One pool per (base URL, timeouts), shared by deployments that agree on them.
+    """One pool per (event loop, base URL, timeouts), shared by deployments that agree on them.
 
-    Backends make theirs in ``start()`` (inside the event loop the pool belongs to)."""
-    key = (deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
+    Called inside the event loop the pool belongs to (backends make theirs in ``start()``)."""
+    loop = id(asyncio.get_running_loop())
+    key = (loop, deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
     pool = _POOLS.get(key)
     if pool is None:
         pool = _POOLS[key] = Pool(deployment)
@@ -123,8 +127,9 @@ def client_for(deployment: Deployment) -> Pool:
 
 
 async def close_clients() -> None:
-    pools = list(_POOLS.values())
-    _POOLS.clear()
+    """Close the pools of the running event loop (those of other loops are theirs to close)."""
+    loop = id(asyncio.get_running_loop())
+    pools = [_POOLS.pop(key) for key in [k for k in _POOLS if k[0] == loop]]
     for pool in pools:
         await pool.close()
 

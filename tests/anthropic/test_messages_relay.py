@@ -27,8 +27,8 @@ WEATHER: Any = {"name": "get_weather", "input_schema": {"type": "object", "prope
 ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-# Session-scoped like every in-process gateway: an upstream backend's close() closes the connection
-# pools of all of them (backends/upstream.close_clients), so none may close before the session ends.
+# Session-scoped like every in-process gateway (they share one event loop, whose connection pools
+# an upstream backend's close() closes: backends/upstream.close_clients).
 @pytest.fixture(scope="session")
 def claude_upstream() -> Iterator[FaultyUpstream]:
     with running_faulty_upstream() as server:

@@ -335,3 +335,4 @@ async def test_count_tokens_asks_the_upstream_and_estimates_when_it_cannot(fault
     estimate = await backend.count_tokens(request)
     assert estimate == await backend.count_prompt_tokens(request)
     assert 1398 + 346 < estimate < 1398 + 346 + 100
+    await close_clients()  # the pool was made on this test's loop: closed on it too

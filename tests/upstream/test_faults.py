@@ -11,12 +11,12 @@ from typing import Any
 
 import anthropic
 import openai
-import orjson
 import pytest
 
 from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
+from tests.support.anthropic_sse import anthropic_stream
 from tests.support.app import AppGateway
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Reset, sse
 from tests.upstream.conftest import BACKUP_PRICES, BREAKER_COOLDOWN, PRICES, UPSTREAM_KEY, Store
@@ -267,34 +267,17 @@ def test_inactive_model_names_the_variable_to_set(fault_client: openai.OpenAI, f
 
 
 def test_anthropic_upstream_overloaded_is_retried(fault_client: openai.OpenAI, faulty: FaultyUpstream) -> None:
-    start = {
+    message = {
         "id": "msg_01",
         "type": "message",
         "role": "assistant",
         "model": "claude-test",
-        "content": [],
-        "stop_reason": None,
+        "content": [{"type": "text", "text": "Bonjour"}],
+        "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 4, "cache_read_input_tokens": 6, "output_tokens": 1},
+        "usage": {"input_tokens": 4, "cache_read_input_tokens": 6, "output_tokens": 2},
     }
-    events = [
-        ("message_start", {"type": "message_start", "message": start}),
-        (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        ),
-        (
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Bonjour"}},
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
-        ),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    stream = b"".join(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events)
+    stream = anthropic_stream(message)
     faulty.script("anthropic-flaky", Fail(529, "Overloaded"), sse(stream))
     completion, _ = ask(fault_client, "anthropic-flaky")
     assert completion.choices[0].message.content == "Bonjour"
