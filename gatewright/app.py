@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,9 +24,10 @@ from starlette.routing import BaseRoute
 from gatewright import __version__
 from gatewright.api import health as health_api
 from gatewright.api.anthropic import routes as anthropic_api
+from gatewright.api.exposure import exposure_middleware
 from gatewright.api.front import Endpoint, ErrorFormats, GatewayApp
 from gatewright.api.health import draining_on_signal
-from gatewright.api.http import JSONResponse
+from gatewright.api.http import JSONResponse, bearer
 from gatewright.api.openai import routes as openai_api
 from gatewright.api.openapi import Operation, document, routes_of
 from gatewright.api.platform import routes as platform_api
@@ -33,6 +35,7 @@ from gatewright.api.responses import routes as responses_api
 from gatewright.api.tasks import routes as tasks_api
 from gatewright.core import metrics as prometheus
 from gatewright.core.catalog import Catalog
+from gatewright.core.errors import Unauthorized
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
 from gatewright.settings import Settings, configure_logging, load_settings
@@ -61,6 +64,9 @@ MIDDLEWARE: list[Middleware] = []
 
 
 async def metrics(request: Request) -> Response:
+    required = request.app.state.settings.metrics_key
+    if required and not hmac.compare_digest((bearer(request) or "").encode(), required.encode()):
+        raise Unauthorized("GET /metrics needs the metrics key: 'Authorization: Bearer <key>'.", code="invalid_api_key")
     _sample(request.app.state.gateway.router)
     body, content_type = prometheus.render()
     return Response(body, media_type=content_type)
@@ -160,7 +166,10 @@ def create_app(
                     await stop_tracing()
 
     app = GatewayApp(
-        routes=[*routes(), *(extra_routes or [])], errors=ERROR_FORMATS, middleware=MIDDLEWARE, lifespan=lifespan
+        routes=[*routes(), *(extra_routes or [])],
+        errors=ERROR_FORMATS,
+        middleware=[*exposure_middleware(settings.cors_origins, settings.max_body_bytes), *MIDDLEWARE],
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.openapi = document(OPERATIONS, title="gatewright", version=__version__)

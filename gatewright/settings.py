@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_CATALOG = Path(__file__).parent / "catalog" / "default.toml"
 ENV_PREFIX = "GATEWRIGHT_"
 # Variables read outside Settings (tests, the CLI's keys), not typos.
-OTHER_VARIABLES = frozenset({"GATEWRIGHT_API_KEY", "GATEWRIGHT_MANAGEMENT_KEY"})
+OTHER_VARIABLES = frozenset({"GATEWRIGHT_API_KEY", "GATEWRIGHT_MANAGEMENT_KEY", "GATEWRIGHT_OPENAI_SPEC"})
 
 # URL schemes accepted for the store, and the async driver each one means.
 _DATABASE_SCHEMES = {
@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     # networks, comma-separated ("hooks.internal,10.1.2.0/24"). Everything not globally routable
     # (loopback, private, link-local, unique-local, cloud metadata) is refused unless named here.
     outbound_allow: str = ""
+    # A request body over this many bytes is refused with 413 before it is read further.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Web origins allowed to call the gateway from a browser, comma-separated ("*" for any).
+    # Empty (the default): no CORS headers at all, so browsers on other origins are refused.
+    cors_origins: str = ""
+    # When set, GET /metrics needs "Authorization: Bearer <metrics_key>".
+    metrics_key: str | None = None
     # How long a process may go silent before another takes over its unfinished tasks (task API).
     task_lease_seconds: float = Field(default=120.0, gt=0)
     # An idle keep-alive connection is closed after this long. Longer than clients keep theirs idle
@@ -157,6 +164,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return warnings
 
 
+LOG_HANDLER = "gatewright"
+
+
 def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
     from gatewright.logs import CutAtShutdown, JsonFormatter
 
@@ -165,8 +175,10 @@ def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.set_name(LOG_HANDLER)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replaces the handler an earlier call installed; leaves others alone (a test runner's capture).
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != LOG_HANDLER] + [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     server = logging.getLogger("uvicorn.error")

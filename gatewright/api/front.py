@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
+from gatewright.api.public import CURRENT_REQUEST
 from gatewright.core import tracing
 from gatewright.core.errors import GatewrightError, InternalError, InvalidRequest, NotFound
 from gatewright.core.ids import request_id as new_request_id
@@ -164,6 +165,7 @@ class FrontDoor:
             await self.app(scope, receive, send)
             return
         rid = scope[REQUEST_ID] = new_request_id()
+        CURRENT_REQUEST.set(rid)  # for error messages that give it (``api.public``)
         started = time.perf_counter()
         status = 0
         header = (b"x-request-id", rid.encode())

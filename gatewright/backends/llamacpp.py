@@ -121,6 +121,8 @@ class FairQueue:
 
 
 class LlamaCppBackend:
+    exact_prompt_count = True  # counts with the model's own tokenizer (core.routing.counts_exactly)
+
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv) -> None:
         self.deployment = deployment
         self.entry = entry

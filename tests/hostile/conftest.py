@@ -43,8 +43,8 @@ class InProcess:
         return {"authorization": f"Bearer {key}"}
 
 
-def settings_for(data_dir: Path, **overrides: object) -> Settings:
-    (data_dir / "catalog.toml").write_text(CATALOG)
+def settings_for(data_dir: Path, extra_catalog: str = "", **overrides: object) -> Settings:
+    (data_dir / "catalog.toml").write_text(CATALOG + extra_catalog)
     values: dict[str, object] = {
         "data_dir": data_dir,
         "catalog": data_dir / "catalog.toml",
@@ -58,8 +58,8 @@ def settings_for(data_dir: Path, **overrides: object) -> Settings:
 
 
 @contextmanager
-def in_process(data_dir: Path, **overrides: object) -> Iterator[InProcess]:
-    settings = settings_for(data_dir, **overrides)
+def in_process(data_dir: Path, extra_catalog: str = "", **overrides: object) -> Iterator[InProcess]:
+    settings = settings_for(data_dir, extra_catalog, **overrides)
     first = asyncio.run(bootstrap(settings)) if settings.platform else None
     app = create_app(settings)
     # Server exceptions surface as exceptions here: a crash is a failure, never hidden as a 500.

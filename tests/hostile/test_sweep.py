@@ -43,7 +43,10 @@ def largest(schema: dict[str, Any], depth: int = 0) -> Any:
     if isinstance(kind, list):
         kind = next(k for k in kind if k != "null")
     if kind == "object" and depth < 12:
-        return {name: largest(prop, depth + 1) for name, prop in schema.get("properties", {}).items()}
+        # No webhookURL: a valid one would be resolved (traffic off the machine), an invalid one would
+        # make every request of the sweep fail on it first.
+        properties = {k: v for k, v in schema.get("properties", {}).items() if k != "webhookURL"}
+        return {name: largest(prop, depth + 1) for name, prop in properties.items()}
     if kind == "array" and depth < 12:
         items = schema.get("items", {})
         choices = items.get("oneOf") or items.get("anyOf") or [items]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gatewright.api.public import public_message
 from gatewright.api.responses.translate import item_id
 from gatewright.api.sse import event_frame
 from gatewright.core.errors import GatewrightError
@@ -267,6 +268,9 @@ class ResponseBuilder:
         frames: list[bytes] = []
         self._close(frames, "incomplete")
         response = self.snapshot("failed")
-        response["error"] = {"code": FAILED_CODE.get(error.code or "", "server_error"), "message": error.message}
+        response["error"] = {
+            "code": FAILED_CODE.get(error.code or "", "server_error"),
+            "message": public_message(error),
+        }
         self._event(frames, "response.failed", response=response)
         return frames

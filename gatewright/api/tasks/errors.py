@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gatewright.api.http import param_of, shorten, shown_value
+from gatewright.api.public import public_message
 from gatewright.api.tasks.schemas import TOOL_NAME, UUID_V4
 from gatewright.core import errors as e
 
@@ -46,6 +47,7 @@ CLASS_CODES: dict[type[e.GatewrightError], str | None] = {
     e.NotFound: "taskNotFound",
     e.ModelNotFound: "unknownModel",
     e.Conflict: "conflictTaskUUID",
+    e.PayloadTooLarge: "payloadTooLarge",
     e.RateLimited: "rateLimitExceeded",
     e.ServerError: "internalServerError",
     e.Overloaded: "serviceUnavailable",
@@ -124,7 +126,7 @@ def error_object(
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "code": wire_code(error),
-        "message": error.message,
+        "message": public_message(error),
         "parameter": wire_param(error),
         "taskType": task_type,
         "taskUUID": task_uuid,
@@ -172,6 +174,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "keySpendQuotaExceeded": 402,
     "unknownModel": 404,
     "taskNotFound": 404,
+    "payloadTooLarge": 413,
     "rateLimitExceeded": 429,
     "internalServerError": 500,
     "providerError": 502,

@@ -98,7 +98,7 @@ async def _run_one(batch: Batch, task: Any, duplicate: bool) -> None:
         batch.retry_after = getattr(error, "retry_after", None)
     except Exception as error:  # a bug or a store outage, never the caller's input
         log.exception("task failed")
-        batch.errors.append((500, error_for(task, InternalError(f"The task failed on the server: {error!r}"))))
+        batch.errors.append((500, error_for(task, InternalError(f"task failed: {error!r}"))))  # shown generically
 
 
 def render_error(error: GatewrightError, request_id: str) -> Response:
