@@ -33,6 +33,7 @@ from gatewright.api.openapi import Operation, document, routes_of
 from gatewright.api.platform import routes as platform_api
 from gatewright.api.responses import routes as responses_api
 from gatewright.api.tasks import routes as tasks_api
+from gatewright.console import routes as console
 from gatewright.core import metrics as prometheus
 from gatewright.core.catalog import Catalog
 from gatewright.core.errors import Unauthorized
@@ -166,7 +167,7 @@ def create_app(
                     await stop_tracing()
 
     app = GatewayApp(
-        routes=[*routes(), *(extra_routes or [])],
+        routes=[*routes(), *console.routes(), *(extra_routes or [])],  # the console is no API: not in the table
         errors=ERROR_FORMATS,
         middleware=[*exposure_middleware(settings.cors_origins, settings.max_body_bytes), *MIDDLEWARE],
         lifespan=lifespan,
