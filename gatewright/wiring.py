@@ -92,14 +92,21 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """The store the settings name, migrated to the current schema."""
+async def connect_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The store the settings name, as it is (for checks that must not change it)."""
     engine = create_engine(settings.db_url)
     try:
-        await migrate(engine)
         yield engine
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The store the settings name, migrated to the current schema."""
+    async with connect_store(settings) as engine:
+        await migrate(engine)
+        yield engine
 
 
 def ledger_writer(engine: AsyncEngine, owner: str) -> LedgerWriter:
