@@ -120,6 +120,7 @@ OPERATIONS: list[Operation] = [
     *responses_api.operations,
     *tasks_api.operations,
     *platform_api.operations,
+    *console.operations,
     _ops("GET", "/health", health, "Liveness and the models' state."),
     _ops("GET", "/health/live", health_api.live, "Liveness: the process answers."),
     _ops("GET", "/health/ready", health_api.ready, "Readiness: store, default model, not draining."),
@@ -167,7 +168,7 @@ def create_app(
                     await stop_tracing()
 
     app = GatewayApp(
-        routes=[*routes(), *console.routes(), *(extra_routes or [])],  # the console is no API: not in the table
+        routes=[*routes(), *(extra_routes or [])],
         errors=ERROR_FORMATS,
         middleware=[*exposure_middleware(settings.cors_origins, settings.max_body_bytes), *MIDDLEWARE],
         lifespan=lifespan,

@@ -21,8 +21,9 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from gatewright.api.openapi import Endpoint, Operation
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "gw_console"
@@ -230,36 +231,39 @@ async def _call(request: Request, method: str, path: str, key: str) -> tuple[int
         return status, {}
 
 
-class ApiProxy:
-    """``/ui/api/{path}`` → the public route ``/{path}`` with the session's key (streams pass
-    through as they are made: the inner route writes straight to this connection)."""
+async def proxy(request: Request) -> Response:
+    """``/ui/api/{path}`` → the public route ``/{path}`` with the session's key."""
+    session = SESSIONS.get(request.cookies.get(COOKIE))
+    path = "/" + request.path_params["path"]
+    if session is None:
+        return _error(401, "not_signed_in", "Sign in first.")
+    if request.method not in SAFE_METHODS and not _csrf_ok(request, session):
+        return _error(403, "csrf", "Missing or wrong CSRF token.")
+    if not path.startswith(API_PREFIXES):
+        return _error(404, "not_found", "The console forwards only to /v1/… and /v2/….")
+    key = session.key
+    if request.headers.get(PLAYGROUND_HEADER) == "playground" and session.playground_key:
+        key = session.playground_key
+    return Forwarded(path, key)
+
+
+class Forwarded(Response):
+    """The public route's own answer, written straight to this connection (a stream passes
+    through as it is made); the body the browser sent is read by that route, not here."""
+
+    def __init__(self, path: str, key: str) -> None:
+        super().__init__()
+        self.path = path
+        self.key = key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        session = SESSIONS.get(request.cookies.get(COOKIE))
-        path = "/" + scope["path_params"]["path"]
-        if session is None:
-            response = _error(401, "not_signed_in", "Sign in first.")
-        elif scope["method"] not in SAFE_METHODS and not _csrf_ok(request, session):
-            response = _error(403, "csrf", "Missing or wrong CSRF token.")
-        elif not path.startswith(API_PREFIXES):
-            response = _error(404, "not_found", "The console forwards only to /v1/… and /v2/….")
-        else:
-            key = session.key
-            if request.headers.get(PLAYGROUND_HEADER) == "playground" and session.playground_key:
-                key = session.playground_key
-            await self._forward(scope, receive, send, path, key)
-            return
-        await response(scope, receive, send)
-
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, path: str, key: str) -> None:
         dropped = {b"authorization", b"x-api-key", b"cookie", CSRF_HEADER.encode(), PLAYGROUND_HEADER.encode()}
         headers = [(name, value) for name, value in scope["headers"] if name not in dropped]
-        headers.append((b"authorization", f"Bearer {key}".encode()))
+        headers.append((b"authorization", f"Bearer {self.key}".encode()))
         inner = {k: v for k, v in scope.items() if k not in ("route", "endpoint", "path_params", "router")}
-        inner.update(path=path, raw_path=path.encode(), root_path="", headers=headers)
+        inner.update(path=self.path, raw_path=self.path.encode(), root_path="", headers=headers)
 
-        async def send_no_store(message: dict[str, Any]) -> None:
+        async def send_no_store(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"cache-control", b"no-store")]
             await send(message)
@@ -268,14 +272,28 @@ class ApiProxy:
         await scope["app"].router(inner, receive, send_no_store)
 
 
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/ui", page, methods=["GET"]),
-        Route("/ui/", page, methods=["GET"]),
-        Route("/ui/static/{name:path}", static, methods=["GET"]),
-        Route("/ui/session", sign_in, methods=["POST"]),
-        Route("/ui/session", who_am_i, methods=["GET"]),
-        Route("/ui/session", sign_out, methods=["DELETE"]),
-        Route("/ui/session/playground-key", playground_key, methods=["POST"]),
-        Route("/ui/api/{path:path}", ApiProxy(), methods=["GET", "POST", "PATCH", "DELETE"]),
-    ]
+def _op(method: str, path: str, endpoint: Endpoint, summary: str, security: tuple[str, ...] = ()) -> Operation:
+    return Operation(method, path, endpoint, summary, "openai", security=security, tags=("console",))
+
+
+# The console's routes, served and documented with the API's (``app.OPERATIONS``). The proxy is
+# no API of its own: it answers exactly what the public route it forwards to answers.
+SESSION = ("consoleSession",)
+operations: list[Operation] = [
+    _op("GET", "/ui", page, "The web console (docs/console.md)."),
+    _op("GET", "/ui/static/{name}", static, "The console's scripts and styles."),
+    _op("POST", "/ui/session", sign_in, "Sign in to the console: a key for a session cookie."),
+    _op("GET", "/ui/session", who_am_i, "Who is signed in to the console, and its CSRF token.", SESSION),
+    _op("DELETE", "/ui/session", sign_out, "Sign out of the console.", SESSION),
+    _op(
+        "POST",
+        "/ui/session/playground-key",
+        playground_key,
+        "An API key for this console session's playground.",
+        SESSION,
+    ),
+    *(
+        _op(method, "/ui/api/{path:path}", proxy, "The public API, with the console session's key.", SESSION)
+        for method in ("GET", "POST", "PATCH", "DELETE")
+    ),
+]
