@@ -68,6 +68,17 @@ def require_scope(principal: Principal | None, scope: str) -> None:
         )
 
 
+def require_model(principal: Principal | None, entry: ModelEntry) -> None:
+    """A key with an allow-list of models calls only those (before any work or hold)."""
+    if principal is not None and not principal.may_call(entry.id):
+        raise PermissionDenied(
+            f"This API key may not call the model `{entry.id}`; GET /v1/models with this key lists "
+            "the models it may call.",
+            param="model",
+            code="model_not_allowed",
+        )
+
+
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
     if entry.type != "chat":
@@ -178,6 +189,7 @@ class Gateway:
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
+        require_model(principal, entry)
         if tracing.ENABLED:
             tracing.annotate(_request_attributes(request, entry, principal))
         facts = CURRENT_FACTS.get()

@@ -81,8 +81,16 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """Public; with a key that has an allow-list of models, only the models it may call."""
     catalog = gateway(request).catalog
-    return JSONResponse({"object": "list", "data": [_model(entry) for entry in catalog]})
+    principal = None
+    if gateway(request).platform is not None and bearer(request):
+        try:
+            principal = await authenticate(request, bearer(request))
+        except GatewrightError:
+            principal = None  # the list is public: a key that does not authenticate filters nothing
+    entries = [entry for entry in catalog if principal is None or principal.may_call(entry.id)]
+    return JSONResponse({"object": "list", "data": [_model(entry) for entry in entries]})
 
 
 def _model(entry: ModelEntry) -> dict[str, Any]:
