@@ -120,7 +120,7 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     # Playground: a management key makes an API key for the session, then a streamed call.
     page.goto(f"{url}/ui#/playground")
     page.click("#make-session-key")
-    page.wait_for_selector("#play-model")
+    page.locator("#make-session-key").wait_for(state="detached")  # the page is drawn again with the key
     page.select_option("#play-model", "echo")
     page.fill("#play-message", "streamed words from the console")
     page.click("#play-send")
