@@ -1,4 +1,4 @@
-"""The embedded engine serves one generation at a time: a client that leaves must free it."""
+"""The embedded engine: a client that leaves mid-stream must free its slot."""
 
 from __future__ import annotations
 

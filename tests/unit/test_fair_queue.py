@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gatewright.backends.llamacpp import FairQueue
+from gatewright.backends.llamacpp.backend import FairQueue
 from gatewright.core.errors import Overloaded
 
 
