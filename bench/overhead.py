@@ -35,6 +35,10 @@ class OverheadConfig:
     # gatewright process counts to measure (`gatewright serve --workers N`)
     gatewright_workers: tuple[int, ...] = (1, 2)
     gatewright_log_level: str = "info"  # the default a user gets
+    # Another checkout (e.g. a git worktree of an earlier commit) measured beside this one, target
+    # by target in the same repetitions: "gatewright bare" and "gatewright bare @<label>".
+    baseline: str | None = None
+    baseline_label: str = "before"
 
 
 def _check(target: Target, body: bytes) -> None:
@@ -55,14 +59,23 @@ def start_targets(config: OverheadConfig, litellm_venv: Path) -> list[Target]:
         catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-mock-{mock.port}.toml")
         level = config.gatewright_log_level
         targets = [Target("mock (direct)", mock)]
+        checkouts = [("", procs.ROOT)]
+        if config.baseline:
+            checkouts.append((f" @{config.baseline_label}", Path(config.baseline)))
         for workers in config.gatewright_workers:
             suffix = "" if workers == 1 else f" ×{workers}"
             for kind, platform in (("bare", False), ("platform", True)):
-                service = procs.start_gatewright(
-                    f"gatewright-{kind}-{workers}", catalog, platform=platform, log_level=level, workers=workers
-                )
-                services.append(service)
-                targets.append(Target(f"gatewright {kind}{suffix}", service))
+                for label, checkout in checkouts:
+                    service = procs.start_gatewright(
+                        f"gatewright-{kind}-{workers}{label.replace(' @', '-')}",
+                        catalog,
+                        platform=platform,
+                        log_level=level,
+                        workers=workers,
+                        checkout=checkout,
+                    )
+                    services.append(service)
+                    targets.append(Target(f"gatewright {kind}{suffix}{label}", service))
         if config.litellm:
             litellm = procs.start_litellm(litellm_venv, mock.url, config.litellm_workers)
             services.append(litellm)

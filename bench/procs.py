@@ -143,6 +143,7 @@ def spawn(
     health: str,
     env: Mapping[str, str] | None = None,
     timeout: float = 180.0,
+    cwd: Path = ROOT,
 ) -> Service:
     TMP.mkdir(parents=True, exist_ok=True)
     log_path = TMP / f"{name}-{port}.log"
@@ -152,7 +153,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,  # own process group, so stop() can end workers too
         )
     service = Service(name, process, port, log_path)
@@ -217,7 +218,12 @@ PLATFORM_ENV = {
 }
 
 
-def start_gatewright(name: str, catalog: Path, *, platform: bool, log_level: str = "info", workers: int = 1) -> Service:
+def start_gatewright(
+    name: str, catalog: Path, *, platform: bool, log_level: str = "info", workers: int = 1, checkout: Path = ROOT
+) -> Service:
+    """``gatewright serve`` from ``checkout`` (another checkout of the repository measures its code
+    with the same interpreter and libraries: ``python -m`` imports the package from the working
+    directory first)."""
     port = free_port()
     data_dir = TMP / f"{name}-{port}-data"
     env = {
@@ -228,7 +234,8 @@ def start_gatewright(name: str, catalog: Path, *, platform: bool, log_level: str
         **(PLATFORM_ENV if platform else {}),
     }
     argv = [sys.executable, "-m", "gatewright", "serve", "--workers", str(workers), *([] if platform else ["--bare"])]
-    service = spawn(name, argv, port=port, health="/health", env=env, timeout=300)
+    env["PYTHONPATH"] = str(checkout)
+    service = spawn(name, argv, port=port, health="/health", env=env, timeout=300, cwd=checkout)
     if platform:
         found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
         if found is None:

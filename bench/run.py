@@ -49,6 +49,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--gatewright-workers", default="1,2", help="gatewright process counts to measure (default 1,2)"
     )
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--baseline", help="another checkout measured beside this one (overhead part)")
+    parser.add_argument("--baseline-label", default="before", help="its name in the tables (default: before)")
     parser.add_argument("--engine-reps", type=int, help="embedded-engine repetitions (default 3; quick 1)")
     parser.add_argument("--max-tokens", type=int, help="tokens generated per engine request (default 64)")
     parser.add_argument("--code-tokens", type=int, help="code in the speed prompt, in tokens (default 200)")
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             litellm=not args.no_litellm,
             litellm_workers=args.litellm_workers,
             gatewright_workers=tuple(int(n) for n in args.gatewright_workers.split(",")),
+            baseline=args.baseline,
+            baseline_label=args.baseline_label,
         )
         results["overhead"] = run_overhead(config, litellm_venv, procs.TMP / "bodies")
     if "engine" in parts:

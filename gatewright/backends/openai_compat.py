@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from gatewright.backends import openai_embeddings
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
     HttpUpstream,
@@ -37,6 +38,8 @@ from gatewright.core.events import (
 from gatewright.core.ids import tool_call_id
 from gatewright.core.types import (
     CoreRequest,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     ImagePart,
     Message,
@@ -259,6 +262,13 @@ class OpenAICompatBackend(HttpUpstream):
 
     def encode(self, request: CoreRequest) -> bytes:
         return orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
+
+    # Embedding models served by the upstream (catalog type "embedding"): see openai_embeddings.
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> Embeddings:
+        return await openai_embeddings.embed(self, request, ctx)
+
+    async def count_input_tokens(self, request: EmbeddingRequest) -> tuple[list[int], bool]:
+        return openai_embeddings.estimate(request)
 
     def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
         try:

@@ -23,6 +23,7 @@ BACKENDS: dict[str, str] = {
     "openai": "gatewright.backends.openai_compat:OpenAICompatBackend",
     "anthropic": "gatewright.backends.anthropic_upstream:AnthropicBackend",
     "fake": "gatewright.backends.fake:FakeBackend",
+    "embedder": "gatewright.backends.embedder.backend:EmbedderBackend",
 }
 
 
@@ -32,6 +33,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "openai": ("base_url",),
     "anthropic": ("base_url",),
     "fake": (),
+    "embedder": ("path",),
 }
 
 

@@ -16,7 +16,7 @@ import aiohttp
 import certifi
 import orjson
 
-from gatewright.core import errors
+from gatewright.core import errors, tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import Deployment, ModelEntry
 from gatewright.core.events import Event
@@ -276,17 +276,21 @@ class HttpUpstream:
         client = client_for(self.deployment)
         if request.stream:  # a stream the caller abandons is billed from this meter
             ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        headers = self.headers
+        if tracing.ENABLED:  # the upstream continues our trace (this attempt's span)
+            headers = dict(headers)
+            tracing.inject(headers)
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):
                 if not request.stream:
-                    answer = await client.post(self.url, body, self.headers)
+                    answer = await client.post(self.url, body, headers)
                     if answer.status >= 400:
                         raise status_error(self.deployment, answer.status, answer.headers, answer.body)
                     for event in self.whole(answer.body, ctx, request):
                         yield event
                     return
-                async with client.stream(self.url, body, self.headers) as streaming:
+                async with client.stream(self.url, body, headers) as streaming:
                     if streaming.status >= 400:
                         raw = await streaming.read()
                         raise status_error(self.deployment, streaming.status, streaming.headers, raw)

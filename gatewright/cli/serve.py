@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 import uvicorn
 
+from gatewright.cli.config import settings_or_exit, tracing_or_exit
 from gatewright.settings import Settings, configure_logging
 
 
@@ -56,12 +61,13 @@ def serve(
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if bare:
         overrides["platform"] = False
-    settings = Settings(**overrides)
-    from gatewright.backends.registry import REQUIRED_FIELDS
-    from gatewright.core.catalog import CatalogError, load_catalog
+    settings = settings_or_exit(**overrides)
+    tracing_or_exit()
+    from gatewright.core.catalog import CatalogError
+    from gatewright.wiring import bootstrap, load_catalog
 
     try:  # before anything is created: a bad catalog is reported as where and why, not a traceback
-        model_catalog = load_catalog(settings.catalog, REQUIRED_FIELDS)
+        model_catalog = load_catalog(settings)
     except CatalogError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
@@ -70,8 +76,6 @@ def serve(
 
     api_key = management_key = None
     if settings.platform:
-        from gatewright.platform_setup import bootstrap
-
         first = asyncio.run(bootstrap(settings))
         if first is not None:
             api_key, management_key = first.api_key.key, first.management_key.key
@@ -81,7 +85,10 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go through gatewright's handler (text or JSON)
+        timeout_keep_alive=settings.keep_alive_seconds,
         access_log=False,  # gatewright logs its own access line, with the request id
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     if settings.workers == 1:
         app = create_app(settings, catalog=model_catalog)
@@ -92,4 +99,24 @@ def serve(
     for name, value in overrides.items():
         os.environ[f"GATEWRIGHT_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     typer.echo(_banner(settings, api_key, management_key))
-    uvicorn.run("gatewright.app:create_app_from_env", factory=True, workers=settings.workers, **server)  # type: ignore[arg-type]
+    with multiprocess_metrics():
+        uvicorn.run("gatewright.app:create_app_from_env", factory=True, workers=settings.workers, **server)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def multiprocess_metrics() -> Iterator[str]:
+    """Workers count into files in one directory that every scrape adds up (prometheus-client's
+    multiprocess mode). The operator's ``PROMETHEUS_MULTIPROC_DIR`` is used (emptied first: an
+    earlier run's counts must not be added to this one's); otherwise a fresh temporary directory,
+    removed at the end."""
+    from gatewright.core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    path = given or tempfile.mkdtemp(prefix="gatewright-metrics-")
+    prepare_multiprocess_dir(path)
+    os.environ[MULTIPROC_ENV] = path  # before the workers start (and import prometheus_client)
+    try:
+        yield path
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)

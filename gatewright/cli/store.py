@@ -16,11 +16,11 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
+from gatewright.cli.config import settings_or_exit
 from gatewright.core.accounts import Accounts
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.errors import GatewrightError
-from gatewright.platform_setup import open_store
-from gatewright.settings import Settings
+from gatewright.wiring import open_accounts
 
 T = TypeVar("T")
 
@@ -40,12 +40,11 @@ class CommandError(Exception):
 def run(action: Callable[[Accounts], Awaitable[T]]) -> T:
     """Open the store, run ``action`` on it, and turn failures into a message and exit code 1."""
 
+    settings = settings_or_exit()
+
     async def go() -> T:
-        engine = await open_store(Settings())
-        try:
-            return await action(Accounts(engine))
-        finally:
-            await engine.dispose()
+        async with open_accounts(settings) as accounts:
+            return await action(accounts)
 
     try:
         return asyncio.run(go())

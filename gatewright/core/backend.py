@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gatewright.core.catalog import Deployment, ModelEntry
 from gatewright.core.events import Event
-from gatewright.core.types import CoreRequest, Usage
+from gatewright.core.types import CoreRequest, EmbeddingRequest, Embeddings, Usage
 
 
 @dataclass(slots=True)
@@ -52,6 +52,27 @@ class Backend(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A backend that can also (or only) embed: the embedded embedding model, OpenAI-compatible
+    upstreams. The pipeline checks the model's ``type`` before it calls either side."""
+
+    deployment: Deployment
+    entry: ModelEntry
+
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> Embeddings:
+        """One vector per input, in input order; ``usage.input_tokens`` is what the model read.
+
+        Inputs longer than ``request.truncate`` tokens (when set) are cut to it. Raises
+        ``core.errors`` exceptions (upstream failures mapped)."""
+        ...
+
+    async def count_input_tokens(self, request: EmbeddingRequest) -> tuple[list[int], bool]:
+        """Tokens of each input before any truncation, and whether the counts are exact (the
+        backend has the model's tokenizer) or estimated."""
+        ...
 
 
 class BackendFactory(Protocol):

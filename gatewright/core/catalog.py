@@ -58,6 +58,26 @@ class Capabilities(_Strict):
     logprobs: bool = False
 
 
+ModelType = Literal["chat", "embedding"]
+
+
+class EmbeddingSpec(_Strict):
+    """What an embedding model makes and the most one request may ask of it."""
+
+    dimensions: int = Field(gt=0)  # the length of the vectors the model makes
+    # The shortest vectors `dimensions` may ask for (the model's own are cut and re-normalised, which
+    # suits Matryoshka-trained models); None: the model's length only.
+    min_dimensions: int | None = Field(default=None, gt=0)
+    max_inputs: int = Field(default=2048, gt=0)  # OpenAI's limit
+    max_total_tokens: int = Field(default=300_000, gt=0)  # all inputs of one request together
+
+    @model_validator(mode="after")
+    def _range(self) -> EmbeddingSpec:
+        if self.min_dimensions is not None and self.min_dimensions > self.dimensions:
+            raise ValueError(f"min_dimensions {self.min_dimensions} is larger than dimensions {self.dimensions}")
+        return self
+
+
 class SamplingDefaults(_Strict):
     """Applied when a request leaves a knob unset (e.g. a model's recommended temperature)."""
 
@@ -119,6 +139,9 @@ SHORTHAND_FIELDS = frozenset(Deployment.model_fields) - {"name"}
 
 class ModelEntry(_Strict):
     id: str
+    # What the model does: chat (the chat, messages and task APIs) or embedding (/v1/embeddings).
+    type: ModelType = "chat"
+    embedding: EmbeddingSpec | None = None  # required for (and only for) embedding models
     aliases: tuple[str, ...] = ()
     name: str | None = None
     developer: str | None = None
@@ -149,6 +172,22 @@ class ModelEntry(_Strict):
         single["name"] = data.get("id", "")
         data["deployments"] = [single]
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedding_output(cls, data: Any) -> Any:
+        """An embedding model generates no tokens: ``max_output`` may be left out."""
+        if isinstance(data, dict) and data.get("type") == "embedding" and "max_output" not in data:
+            data = {**data, "max_output": 1}
+        return data
+
+    @model_validator(mode="after")
+    def _embedding_spec(self) -> ModelEntry:
+        if self.type == "embedding" and self.embedding is None:
+            raise ValueError("an embedding model needs `embedding = { dimensions = N }`")
+        if self.type != "embedding" and self.embedding is not None:
+            raise ValueError('`embedding` is for models with type = "embedding"')
+        return self
 
     @field_validator("id")
     @classmethod

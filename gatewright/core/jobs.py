@@ -35,7 +35,7 @@ from gatewright.core.keys import principal_of
 from gatewright.core.pipeline import Call, Gateway
 from gatewright.core.platform import Principal
 from gatewright.core.types import Choice, CoreRequest, Cost, Usage
-from gatewright.core.webhooks import Attempt, WebhookSender
+from gatewright.core.webhooks import Attempt, WebhookDelivery
 from gatewright.store.tables import api_keys, tasks, usage_records
 
 log = logging.getLogger("gatewright.jobs")
@@ -139,7 +139,7 @@ class Jobs:
         codec: TaskCodec,
         owner: str,
         engine: AsyncEngine | None = None,
-        sender: WebhookSender | None = None,
+        sender: WebhookDelivery | None = None,
         lease: timedelta = timedelta(minutes=2),
         keep_finished: int = 10_000,
         single_node: bool | None = None,

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from gatewright.core.ledger_rules import (
     decide_reserve,
     decide_settle,
 )
+from gatewright.core.metrics import record_ledger_commit
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
 from gatewright.store import sqlite_raw
@@ -107,6 +109,9 @@ class SqlLedger:
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[asyncio.TimerHandle, Callable[[], None]] = {}
+        # Request ids of holds this process made and has not yet settled (see wait_settled).
+        self._unsettled: set[str] = set()
+        self._settled_one = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
@@ -147,18 +152,33 @@ class SqlLedger:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Op(Reservation(principal, credits, request_id, model), future))
         try:
-            return await asyncio.shield(future)  # type: ignore[no-any-return]
+            hold: Hold = await asyncio.shield(future)
         except asyncio.CancelledError:
             # The caller left while the hold was being written: release it once it exists.
             future.add_done_callback(self._release_orphan)
             raise
+        self._unsettled.add(hold.request_id)
+        return hold
 
     def _release_orphan(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
             hold: Hold = future.result()
             self.settle(hold, Usage(), Cost(0, 0.0), "aborted", hold.model)
 
+    async def wait_settled(self, within: float) -> int:
+        """Wait (at most ``within`` s) until every hold this process made is settled: at a stop,
+        requests cut short settle as they unwind, and must be queued before ``close``. Returns how
+        many are still open (holds of work that outlives the process, taken over after restart)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self._unsettled:
+                    self._settled_one.clear()
+                    await self._settled_one.wait()
+        return len(self._unsettled)
+
     def settle(self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str) -> asyncio.Future[Any]:
+        self._unsettled.discard(hold.request_id)
+        self._settled_one.set()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         self._queue.put_nowait(_Op(Settlement(hold, usage, cost, status, model), future))
@@ -247,11 +267,15 @@ class SqlLedger:
     async def _transaction(self, batch: list[Work], retry: bool) -> list[Any]:
         if all(isinstance(work, _Barrier) for work in batch):
             return [None] * len(batch)  # nothing to write: everything before them is committed
+        began = time.perf_counter()
         if self._blocking is not None and self._thread is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._blocking_transaction, batch, retry)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(apply_batch, batch, self.owner, self._lock_rows, retry)
+            outcomes = await loop.run_in_executor(self._thread, self._blocking_transaction, batch, retry)
+        else:
+            async with self.engine.begin() as conn:
+                outcomes = await conn.run_sync(apply_batch, batch, self.owner, self._lock_rows, retry)
+        record_ledger_commit(time.perf_counter() - began)
+        return outcomes
 
     def _blocking_transaction(self, batch: list[Work], retry: bool) -> list[Any]:
         assert self._blocking is not None

@@ -10,29 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, fields, replace
-from typing import cast
+from typing import Any, cast
 
+from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
+from gatewright.core.embedding import EmbeddingCall, run_embedding
 from gatewright.core.errors import (
     ContextWindowExceeded,
     GatewrightError,
+    InsufficientCredits,
+    InvalidRequest,
     PermissionDenied,
+    RateLimited,
     UnsupportedFeature,
 )
-from gatewright.core.events import Event, UsageReport
-from gatewright.core.metrics import record_usage
+from gatewright.core.events import ChoiceEnd, Event, UsageReport
+from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
+from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
-from gatewright.core.types import CoreRequest, Cost, ImagePart, Sampling, Usage
+from gatewright.core.types import CoreRequest, Cost, EmbeddingRequest, ImagePart, Sampling, Usage
 
 log = logging.getLogger("gatewright.pipeline")
 
 CHAT_SCOPE = "model:chat"
+RESPONSES_SCOPE = "model:responses"  # the Responses API's own scope (its stored responses too)
 
 
 @dataclass(slots=True)
@@ -51,8 +59,24 @@ class Call:
         await self.events.aclose()  # type: ignore[attr-defined]
 
 
+def require_scope(principal: Principal | None, scope: str) -> None:
+    """Each model endpoint checks its own scope (``model:chat``, ``model:responses``)."""
+    if principal is not None and not principal.allows(scope):
+        raise PermissionDenied(
+            f"This API key lacks the scope `{scope}` needed to call this endpoint.",
+            code="missing_scope",
+        )
+
+
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
+    if entry.type != "chat":
+        raise InvalidRequest(
+            f"The model `{entry.id}` is an {entry.type} model: it serves /v1/embeddings, not chat. "
+            "GET /v1/models lists the chat models (type `chat`).",
+            param="model",
+            code="model_not_chat",
+        )
     caps = entry.capabilities
     if not caps.vision:
         for i, message in enumerate(request.messages):
@@ -148,13 +172,19 @@ class Gateway:
     router: Router
     platform: Platform | None = None
 
-    async def start(self, request: CoreRequest, principal: Principal | None, request_id: str) -> Call:
+    async def start(
+        self, request: CoreRequest, principal: Principal | None, request_id: str, scope: str = CHAT_SCOPE
+    ) -> Call:
+        started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
-        if principal is not None and not principal.allows(CHAT_SCOPE):
-            raise PermissionDenied(
-                f"This API key lacks the scope `{CHAT_SCOPE}` needed to call models.",
-                code="missing_scope",
-            )
+        require_scope(principal, scope)
+        if tracing.ENABLED:
+            tracing.annotate(_request_attributes(request, entry, principal))
+        facts = CURRENT_FACTS.get()
+        if facts is not None:
+            facts.model = entry.id
+            if principal is not None:
+                facts.account_id, facts.key_prefix = principal.account_id, principal.prefix
         notes: dict[str, str] = {}
         checked = check_capabilities(entry, request)
         if checked.reasoning is None and request.reasoning is not None and request.reasoning.effort != "none":
@@ -166,12 +196,21 @@ class Gateway:
         hold: Hold | None = None
         platform = self.platform if principal is not None else None
         if platform is not None and principal is not None:
-            limits = await platform.limiter.acquire(principal, prompt_tokens)
+            try:
+                limits = await platform.limiter.acquire(principal, prompt_tokens)
+            except RateLimited as refused:
+                record_refusal(refused.status, refused.code)
+                raise
             max_out = (request.sampling.max_tokens or entry.max_output) * request.n
             credits = max(worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry))
             try:
-                hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
+                if tracing.ENABLED:
+                    hold = await _traced_reserve(platform, principal, credits, request_id, entry.id)
+                else:
+                    hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
             except GatewrightError as error:
+                if isinstance(error, InsufficientCredits):
+                    record_refusal(error.status, error.code)
                 raise _with_limits(error, limits) from None
 
         ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
@@ -179,17 +218,19 @@ class Gateway:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
             if platform is not None and hold is not None:
-                platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+                _settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
             raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                platform.ledger.settle(hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                _settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold)
+        if facts is not None:
+            facts.model, facts.deployment = opened.entry.id, opened.deployment.name
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -202,6 +243,10 @@ class Gateway:
             prompt_tokens=prompt_tokens,
             notes=notes,
         )
+
+    async def embed(self, request: EmbeddingRequest, principal: Principal | None, request_id: str) -> EmbeddingCall:
+        """Embeddings, through the same keys, limits and ledger (see ``core.embedding``)."""
+        return await run_embedding(self.catalog, self.router, self.platform, request, principal, request_id)
 
     async def count_tokens(self, request: CoreRequest) -> int:
         entry = self.catalog.resolve(request.model)
@@ -221,7 +266,7 @@ def _with_limits(error: GatewrightError, limits: LimitState | None) -> Gatewrigh
 
 async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
     """Settle a finished request; the cost the client is told is what was actually charged."""
-    settlement = platform.ledger.settle(hold, usage, cost, "ok", model)
+    settlement = _settle(platform, hold, usage, cost, "ok", model)
     if cost.credits <= hold.credits:
         # Within its hold a charge is never capped (the account keeps balance >= reserved), so the
         # answer is known: the response need not wait for the commit, which runs behind it.
@@ -233,6 +278,76 @@ async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, mode
         log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
         return cost
     return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
+
+
+def _settle(
+    platform: Platform, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
+) -> asyncio.Future[Any]:
+    settlement = platform.ledger.settle(hold, usage, cost, status, model)
+    if tracing.ENABLED:  # a span from now until the settlement is committed, behind the response
+        span = tracing.start_child(
+            "gatewright.settle", {"gatewright.credits": cost.credits, "gatewright.outcome": status}
+        )
+        settlement.add_done_callback(lambda _: span.end())
+    return settlement
+
+
+async def _traced_reserve(platform: Platform, principal: Principal, credits: int, request_id: str, model: str) -> Hold:
+    with tracing.span("gatewright.reserve", {"gatewright.credits_held": credits}):
+        return await platform.ledger.reserve(principal, credits, request_id, model)
+
+
+def _request_attributes(request: CoreRequest, entry: ModelEntry, principal: Principal | None) -> tracing.Attributes:
+    """The GenAI semantic-convention attributes of the request, and who asked."""
+    attributes: dict[str, str | int | float | bool] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": request.model,
+        "gen_ai.response.model": entry.id,
+        "gatewright.stream": request.stream,
+    }
+    s = request.sampling
+    for name, value in (
+        ("gen_ai.request.max_tokens", s.max_tokens),
+        ("gen_ai.request.temperature", s.temperature),
+        ("gen_ai.request.top_p", s.top_p),
+        ("gen_ai.request.seed", s.seed),
+    ):
+        if value is not None:
+            attributes[name] = value
+    if request.n != 1:
+        attributes["gen_ai.request.choice.count"] = request.n
+    if principal is not None:
+        attributes["gatewright.key_prefix"] = principal.prefix
+        attributes["gatewright.account_id"] = principal.account_id
+    return attributes
+
+
+def _note_usage(model: str, usage: Usage, cost: Cost) -> None:
+    """Tokens and credits, for the request's span and its access line."""
+    if tracing.ENABLED:
+        tracing.annotate(_usage_attributes(model, usage, cost))
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.input_tokens, facts.output_tokens, facts.credits = usage.input_tokens, usage.output_tokens, cost.credits
+
+
+def _note_outcome(status: str) -> None:
+    if tracing.ENABLED:
+        tracing.annotate({"gatewright.outcome": status})
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.outcome = status
+
+
+def _usage_attributes(model: str, usage: Usage, cost: Cost) -> tracing.Attributes:
+    return {
+        "gen_ai.response.model": model,
+        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gatewright.usage.cached_tokens": usage.cached_tokens,
+        "gatewright.usage.reasoning_tokens": usage.reasoning_tokens,
+        "gatewright.credits": cost.credits,
+    }
 
 
 def _count(model: str, usage: Usage, cost: Cost) -> None:
@@ -247,16 +362,24 @@ async def _metered(
     platform: Platform | None,
     principal: Principal | None,
     hold: Hold | None,
+    started: float,
 ) -> AsyncGenerator[Event | None, None]:
-    """Pass events through; price the usage report; settle the hold exactly once.
+    """Pass events through; price the usage report; settle the hold exactly once; time the
+    first token and the tokens after it.
 
     The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
     settled = False
     status: SettleStatus = "aborted"
+    first_token = 0.0
     try:
         yield None
         async for event in events:
+            if not first_token and not isinstance(event, ChoiceEnd | UsageReport):
+                first_token = time.perf_counter()
+                record_first_token(entry.id, first_token - started)
             if isinstance(event, UsageReport):
+                if first_token:
+                    record_generation(entry.id, event.usage.output_tokens, time.perf_counter() - first_token)
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
@@ -264,12 +387,14 @@ async def _metered(
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
+                _note_usage(entry.id, event.usage, cost)
             yield event
         status = "ok"
     except GatewrightError:
         status = "error"  # an upstream or engine failure mid-stream: never billed
         raise
     finally:
+        _note_outcome(status)
         try:
             await events.aclose()  # type: ignore[attr-defined]
         finally:  # settle even if closing the backend was interrupted (a cancelled request)
@@ -277,8 +402,9 @@ async def _metered(
                 # Abandoned by the client (bill what was generated) or failed (bill nothing).
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
-                platform.ledger.settle(hold, usage, cost, status, entry.id)
+                _settle(platform, hold, usage, cost, status, entry.id)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
+                _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:
                     task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
                     _background.add(task)

@@ -19,7 +19,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from gatewright.core.backend import Backend, CallContext
+from gatewright.core import tracing
+from gatewright.core.backend import Backend, CallContext, Embedder
 from gatewright.core.catalog import Catalog, Deployment, ModelEntry
 from gatewright.core.errors import (
     GatewrightError,
@@ -29,7 +30,8 @@ from gatewright.core.errors import (
     UpstreamUnavailable,
 )
 from gatewright.core.events import Event
-from gatewright.core.types import CoreRequest, Usage
+from gatewright.core.metrics import record_upstream
+from gatewright.core.types import CoreRequest, EmbeddingRequest, Embeddings, Usage
 
 log = logging.getLogger("gatewright.routing")
 
@@ -184,13 +186,19 @@ class Router:
         while True:
             ctx.usage = Usage()  # failed attempts are never billed
             stream = backend.stream(request, ctx)
+            began = time.perf_counter()
             try:
-                first = await anext(stream)
+                if tracing.ENABLED:
+                    first = await _traced_first(stream, deployment, request, attempt)
+                else:
+                    first = await anext(stream)
             except StopAsyncIteration:
                 breaker.record_success()
+                record_upstream(deployment.name, time.perf_counter() - began)
                 return _empty()
             except GatewrightError as error:
                 await stream.aclose()  # type: ignore[attr-defined]
+                record_upstream(deployment.name, time.perf_counter() - began, _failed_status(error))
                 if not can_fail_over(error):
                     raise  # the request itself is at fault: no health signal
                 breaker.record_failure(time.monotonic())
@@ -208,10 +216,109 @@ class Router:
                 continue
             except Exception as error:  # a backend bug must not look like a client error
                 await stream.aclose()  # type: ignore[attr-defined]
+                record_upstream(deployment.name, time.perf_counter() - began, 500)
                 breaker.record_failure(time.monotonic())
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
+            record_upstream(deployment.name, time.perf_counter() - began)
             return _prepend(first, stream)
+
+    # -- embeddings: the same order of attempts, one awaited call each -------------------------
+
+    def embedder(self, deployment: Deployment) -> Embedder:
+        backend = self.backends[deployment.name]
+        if not isinstance(backend, Embedder):
+            raise InternalError(f"deployment {deployment.name} ({deployment.backend}) cannot embed")
+        return backend
+
+    async def count_input_tokens(self, entry: ModelEntry, request: EmbeddingRequest) -> tuple[list[int], bool]:
+        deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
+        return await self.embedder(deployment).count_input_tokens(request)
+
+    async def embed(
+        self, entry: ModelEntry, request: EmbeddingRequest, ctx: CallContext
+    ) -> tuple[ModelEntry, Deployment, Embeddings]:
+        """(the model that answered, its deployment, the vectors). Fallbacks count only when they
+        are embedding models too."""
+        now = time.monotonic()
+        first: list[tuple[ModelEntry, Deployment, int]] = []
+        last: list[tuple[ModelEntry, Deployment, int]] = []
+        for model in self.chain(entry):
+            if model.type != entry.type:
+                continue
+            ready, broken = self._split(model, now)
+            first += [(model, d, d.max_retries) for d in ready]
+            last += [(model, d, 0) for d in broken]
+        last_error: GatewrightError | None = None
+        for model, deployment, retries in first + last:
+            routed = request if model is entry else replace(request, model=model.id)
+            try:
+                return model, deployment, await self._embed_attempts(deployment, routed, ctx, retries)
+            except GatewrightError as error:
+                if not can_fail_over(error):
+                    raise
+                log.warning("deployment %s failed, trying the next one: %s", deployment.name, error.message)
+                last_error = error
+        if last_error is not None:
+            raise last_error
+        raise UpstreamUnavailable(f"no deployment of `{entry.id}` is available")
+
+    async def _embed_attempts(
+        self, deployment: Deployment, request: EmbeddingRequest, ctx: CallContext, retries: int
+    ) -> Embeddings:
+        embedder = self.embedder(deployment)
+        breaker = self.breaker(deployment)
+        attempt = 0
+        while True:
+            ctx.usage = Usage()  # failed attempts are never billed
+            try:
+                result = await embedder.embed(request, ctx)
+            except GatewrightError as error:
+                if not can_fail_over(error):
+                    raise
+                breaker.record_failure(time.monotonic())
+                delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
+                if (
+                    not is_retryable(error)
+                    or attempt >= retries
+                    or delay is None
+                    or not breaker.available(time.monotonic())
+                ):
+                    raise
+                log.warning("deployment %s failed, retry in %.2fs: %s", deployment.name, delay, error.message)
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            except Exception as error:  # a backend bug must not look like a client error
+                breaker.record_failure(time.monotonic())
+                raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
+            breaker.record_success()
+            return result
+
+
+async def _traced_first(
+    stream: AsyncIterator[Event], deployment: Deployment, request: CoreRequest, attempt: int
+) -> Event:
+    """One attempt as a CLIENT span, until the first event: the backend's own calls run inside it,
+    so the ``traceparent`` an upstream receives names this attempt."""
+    attributes: tracing.Attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": request.model,
+        "gen_ai.provider.name": deployment.backend,
+        "gatewright.deployment": deployment.name,
+        "gatewright.attempt": attempt,
+    }
+    with tracing.span(f"chat {request.model}", attributes, tracing.CLIENT) as span:
+        try:
+            return await anext(stream)
+        except GatewrightError as error:
+            span.set_attribute("error.type", str(_failed_status(error)))
+            raise
+
+
+def _failed_status(error: GatewrightError) -> int:
+    """The status to count a failed attempt under: what the upstream said, else the gateway's."""
+    return int(getattr(error, "upstream_status", 0) or error.status)
 
 
 def _retarget(request: CoreRequest, model: ModelEntry) -> CoreRequest:

@@ -7,7 +7,11 @@ stay cheap, and they belong to no wire format (see aesthetics.md §8.4).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -199,3 +203,29 @@ class CoreResponse:
     usage: Usage
     cost: Cost | None = None
     deployment: str | None = None
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+
+# One input to embed: text, or token ids of the model's own vocabulary (used as given).
+EmbeddingInput = str | tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    model: str
+    inputs: tuple[EmbeddingInput, ...]
+    dimensions: int | None = None  # shorter vectors, re-normalised, where the model allows it
+    user: str | None = None
+    # Keep at most this many tokens of each input instead of refusing longer ones (None: refuse).
+    truncate: int | None = None
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """The vectors of one request, one row per input in input order (float32, unit length where
+    the model normalises), and what producing them used and cost."""
+
+    vectors: npt.NDArray[np.float32]
+    usage: Usage
+    cost: Cost | None = None

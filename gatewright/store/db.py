@@ -8,16 +8,21 @@ writes it cannot interleave with another writer. PostgreSQL uses row locks (``FO
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import functools
 import logging
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -137,16 +142,66 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+# Any constant both replicas agree on: the key of PostgreSQL's advisory lock around migrations.
+MIGRATION_LOCK_KEY = 0x6761_7465_7772  # "gatewr"
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The revisions this code's migrations end at."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (Alembic, run on the engine's own connection)."""
+    """Bring the schema to the newest revision (Alembic, run on the engine's own connection).
+
+    Replicas starting together must not both migrate: on PostgreSQL the migration's transaction
+    first takes an advisory lock (the second replica waits, then finds the schema current); on
+    SQLite a lock file beside the database is held from before the first connection (switching
+    a new file to WAL mode does not wait for a busy lock the way transactions do)."""
 
     def run(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config = alembic_config(str(engine.url))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    async with engine.begin() as connection:
+    path = _sqlite_file(str(engine.url)) if is_sqlite(engine) else None
+    async with _file_lock(path), engine.begin() as connection:
         await connection.run_sync(run)
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(db_path: str | None) -> AsyncIterator[None]:
+    if db_path is None:
+        yield
+        return
+    lock = await asyncio.to_thread(_acquire, Path(f"{db_path}.migrate-lock"))
+    try:
+        yield
+    finally:
+        lock.close()  # closing the file releases the lock
+
+
+def _acquire(path: Path) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+async def schema_is_current(engine: AsyncEngine) -> tuple[bool, str]:
+    """Whether the store answers and its schema is at this code's head revision (readiness)."""
+    async with engine.connect() as connection:
+        if not await connection.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+            return False, "no schema yet: run `gatewright db upgrade` (or start the gateway once)"
+        rows = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    found = frozenset(rows)
+    if found == head_revisions():
+        return True, f"schema at {', '.join(sorted(found))}"
+    have = ", ".join(sorted(found)) or "none"
+    return False, f"schema at {have}, this version needs {', '.join(sorted(head_revisions()))}"
 
 
 def migrate_sync(url: str) -> None:

@@ -137,3 +137,15 @@ tasks = Table(
     Column("webhook_pending", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_tasks_status", "status"),
 )
+
+# Migration 0003: stored responses of the Responses API, one JSON document each, owned by an account.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_responses_expires_at", "expires_at"),
+)

@@ -18,8 +18,8 @@ from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
 from gatewright.core.ledger import SqlLedger
 from gatewright.core.types import Cost, Usage
-from gatewright.platform_setup import bootstrap, open_store
 from gatewright.settings import Settings
+from gatewright.wiring import bootstrap, open_accounts
 from tests.platform.wire import auth, chat_body
 from tests.support.procs import Gateway
 
@@ -41,11 +41,8 @@ def cli(*args: str) -> tuple[int, str]:
 
 def _on_store(action: object) -> object:
     async def go() -> object:
-        engine = await open_store(Settings())
-        try:
-            return await action(Accounts(engine))  # type: ignore[operator]
-        finally:
-            await engine.dispose()
+        async with open_accounts(Settings()) as accounts:
+            return await action(accounts)  # type: ignore[operator]
 
     return asyncio.run(go())
 

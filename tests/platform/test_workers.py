@@ -1,14 +1,21 @@
-"""`gatewright serve --workers 2`: two processes on one port share one SQLite store, and the money
-stays exact across them."""
+"""`gatewright serve --workers 2`: two processes on one port share one SQLite store, the money
+stays exact across them, and /metrics reports both workers' traffic whichever one is scraped, also
+after a worker was killed and replaced."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.store.db import create_engine
@@ -21,7 +28,9 @@ START = 2_000_000
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory, fake_catalog: Path) -> Iterator[Gateway]:
-    env = {**UNLIMITED, "GATEWRIGHT_STARTING_CREDITS": str(START)}
+    metrics_dir = tmp_path_factory.mktemp("prometheus")
+    (metrics_dir / "counter_999999.db").write_bytes(b"left by an earlier run")  # must be cleaned away
+    env = {**UNLIMITED, "GATEWRIGHT_STARTING_CREDITS": str(START), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with running_gateway(
         tmp_path_factory.mktemp("workers"), catalog=fake_catalog, env=env, args=["--workers", "2"]
     ) as gw:
@@ -47,7 +56,88 @@ async def test_two_workers_bill_exactly_once(two_workers: Gateway) -> None:
     assert START - result.balance == told
     assert two_workers.api_key is not None
     assert len(result.usage) == 120 and first["prefix"] == two_workers.api_key[:8]
-    pids = {
-        line.split("[")[1].split("]")[0] for line in two_workers.log().splitlines() if "Started server process" in line
+    assert len(_worker_pids(two_workers)) == 2, "two worker processes served the port"
+
+
+def _worker_pids(gateway: Gateway) -> list[int]:
+    return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", gateway.log())]
+
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _series(families: object) -> Series:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families  # type: ignore[attr-defined]
+        for sample in family.samples
     }
-    assert len(pids) == 2, "two worker processes served the port"
+
+
+def _scrape(gateway: Gateway) -> Series:
+    # A new connection per scrape, so the scrapes land on either worker.
+    answer = httpx.get(f"{gateway.url}/metrics", headers={"connection": "close"}, timeout=30)
+    assert answer.status_code == 200
+    return _series(text_string_to_metric_families(answer.text))
+
+
+CHAT = ("gatewright_requests_total", (("route", "/v1/chat/completions"), ("status", "200")))
+FAILED = ("gatewright_requests_total", (("route", "/v1/chat/completions"), ("status", "500")))
+OUTPUT = ("gatewright_tokens_total", (("kind", "output"), ("model", "fake")))
+INPUT = ("gatewright_tokens_total", (("kind", "input"), ("model", "fake")))
+CREDITS = ("gatewright_credits_total", (("model", "fake"),))
+TTFT = ("gen_ai_server_time_to_first_token_seconds_count", (("gen_ai_request_model", "fake"),))
+UPSTREAM_OK = ("gatewright_upstream_first_event_seconds_count", (("deployment", "fake"), ("outcome", "ok")))
+UPSTREAM_ERRORS = ("gatewright_upstream_errors_total", (("deployment", "fake-500"), ("status", "500")))
+COUNTED = (CHAT, FAILED, OUTPUT, INPUT, CREDITS, TTFT, UPSTREAM_OK, UPSTREAM_ERRORS)
+
+
+async def _traffic(gateway: Gateway, ok: int, failing: int) -> None:
+    headers = {"authorization": f"Bearer {gateway.api_key}"}
+    body = {"model": "fake", "messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 8}
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=60, limits=limits) as client:
+        calls = [client.post("/v1/chat/completions", json=body) for _ in range(ok)]
+        calls += [client.post("/v1/chat/completions", json={**body, "model": "fake-500"}) for _ in range(failing)]
+        answers = await asyncio.gather(*calls)
+    assert sorted(a.status_code for a in answers) == [200] * ok + [500] * failing
+
+
+def _delta(after: Series, before: Series, key: tuple[str, tuple[tuple[str, str], ...]]) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_metrics_add_up_every_worker(two_workers: Gateway) -> None:
+    metrics_dir = Path(two_workers.env["PROMETHEUS_MULTIPROC_DIR"])
+    assert not (metrics_dir / "counter_999999.db").exists(), "files of an earlier run are removed at start"
+    before = _scrape(two_workers)
+    await _traffic(two_workers, ok=40, failing=3)
+    # Each known quantity, whichever worker answers the scrape: 40 answers of 4 output tokens and
+    # 7 prompt tokens (4 words + 3), 2 credits per prompt and 4 per output token; 3 failures.
+    expected = {CHAT: 40, FAILED: 3, OUTPUT: 160, INPUT: 280, CREDITS: 40 * (7 * 2 + 4 * 4)}
+    expected |= {TTFT: 40, UPSTREAM_OK: 40, UPSTREAM_ERRORS: 3}
+    scrapes = [_scrape(two_workers) for _ in range(6)]
+    for after in scrapes:
+        assert {key: _delta(after, before, key) for key in COUNTED} == expected
+        assert after[("gatewright_ledger_commit_seconds_count", ())] > 0
+
+    # Both workers served part of it, and a scrape reports their sum.
+    per_worker = {}
+    for pid in _worker_pids(two_workers):
+        files = [str(metrics_dir / f"{kind}_{pid}.db") for kind in ("counter",)]
+        per_worker[pid] = _series(MultiProcessCollector.merge(files, accumulate=True)).get(CHAT, 0.0)
+    assert all(count > 0 for count in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == scrapes[-1][CHAT]
+
+    # A worker killed outright is replaced; what it counted stays in the totals.
+    killed = _worker_pids(two_workers)[0]
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len(_worker_pids(two_workers)) < 3:
+        assert time.monotonic() < deadline, two_workers.log()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # the replacement finishes starting
+    await _traffic(two_workers, ok=10, failing=0)
+    for after in (_scrape(two_workers) for _ in range(4)):
+        assert _delta(after, before, CHAT) == 50
+        assert _delta(after, before, OUTPUT) == 200

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,9 +23,9 @@ from gatewright.core.jobs import Jobs
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Principal
 from gatewright.core.routing import Router
-from gatewright.platform_setup import PlatformBundle, bootstrap, open_platform
 from gatewright.settings import Settings
 from gatewright.store.tables import ledger, tasks, usage_records
+from gatewright.wiring import PlatformServices, bootstrap, open_platform
 from tests.support.services import Postgres, ServiceUnavailable, in_ci, running_postgres
 from tests.tasks.conftest import FAKE_CATALOG, text_task
 
@@ -52,21 +52,23 @@ class Node:
     """One gateway process: its own platform (ledger writer) and job runner on the shared store."""
 
     jobs: Jobs
-    bundle: PlatformBundle
+    bundle: PlatformServices
+    stack: AsyncExitStack
 
     async def stop(self) -> None:
         await self.jobs.close()
-        await self.bundle.close()
+        await self.stack.aclose()
 
 
 async def start_node(settings: Settings, owner: str) -> Node:
     catalog = parse_catalog(tomllib.loads(FAKE_CATALOG), "test", REQUIRED_FIELDS)
-    bundle = await open_platform(settings)
+    stack = AsyncExitStack()
+    bundle = await stack.enter_async_context(open_platform(settings))
     backends = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
     gateway = Gateway(catalog, Router(catalog, backends), bundle.platform)
-    jobs = Jobs(gateway, TaskApiCodec(), owner, engine=bundle.engine, lease=LEASE)
+    jobs = Jobs(gateway, TaskApiCodec(), owner, engine=bundle.store, lease=LEASE)
     await jobs.start()
-    return Node(jobs, bundle)
+    return Node(jobs, bundle, stack)
 
 
 @pytest.fixture
@@ -74,11 +76,8 @@ async def cluster(postgres: Postgres, tmp_path: Path) -> AsyncIterator[tuple[Set
     settings = Settings(database_url=postgres.create_database(), data_dir=tmp_path, model_cache=tmp_path)
     first = await bootstrap(settings)
     assert first is not None
-    probe = await open_platform(settings)
-    try:
+    async with open_platform(settings) as probe:
         principal = await probe.platform.authenticator.authenticate(first.api_key.key)
-    finally:
-        await probe.close()
     yield settings, principal
 
 
@@ -96,7 +95,7 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
         assert not started and joined.status == "processing"
 
         await a.jobs.close()  # a dies mid-generation; its row stays processing, owned by a
-        await a.bundle.close()
+        await a.stack.aclose()
         assert await b.jobs.claim_orphans() == 0  # its heartbeat is still fresh
         # b's own heartbeat loop (every lease/4) takes the row over once a's heartbeat is stale.
         for _ in range(100):
@@ -106,7 +105,7 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
             await asyncio.sleep(0.1)
         assert job is not None and job.status == "success" and job.items[0] is not None
         assert job.items[0]["text"] == words
-        async with b.bundle.engine.connect() as conn:
+        async with b.bundle.store.connect() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_uuid == spec.key))).one()
             charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]
             usage = {r.request_id: r.status for r in await conn.execute(select(usage_records))}

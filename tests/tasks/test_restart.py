@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gatewright.core.webhooks import verify
+from gatewright.outbound.webhooks import verify
 from tests.conftest import MODEL
 from tests.support.procs import Gateway, start_gateway
 from tests.tasks.conftest import FAKE_CATALOG, post, text_task

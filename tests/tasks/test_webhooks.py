@@ -8,7 +8,7 @@ import hmac
 
 import orjson
 
-from gatewright.core.webhooks import verify
+from gatewright.outbound.webhooks import verify
 from tests.support.procs import Gateway
 from tests.tasks.conftest import WEBHOOK_SECRET, post, text_task
 from tests.tasks.receiver import Receiver

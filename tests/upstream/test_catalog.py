@@ -95,7 +95,7 @@ def test_unknown_backend_and_missing_base_url(tmp_path: Path) -> None:
         ]
     )
     assert problems_of(tmp_path, text) == [
-        "models[0] (a).backend: unknown backend 'openia'; known: anthropic, fake, llamacpp, openai",
+        "models[0] (a).backend: unknown backend 'openia'; known: anthropic, embedder, fake, llamacpp, openai",
         "models[1] (b).base_url: missing: backend 'openai' needs it",
         "models[2] (c).deployments[0].base_url: missing: backend 'anthropic' needs it",
     ]

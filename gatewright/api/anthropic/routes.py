@@ -65,6 +65,9 @@ def error_response(error: GatewrightError, rid: str) -> Response:
     return JSONResponse(error_body(error, rid), status_code=status, headers=headers)
 
 
+render_error = error_response  # the front door's renderer for this dialect (``api.front.ErrorFormats``)
+
+
 async def messages(request: Request) -> Response:
     rid = request_id(request)
     try:

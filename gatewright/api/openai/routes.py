@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -9,15 +11,23 @@ from starlette.routing import Route
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
 from gatewright.api.openai import schemas
+from gatewright.api.openai.embeddings import embeddings
 from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
 from gatewright.core.accumulate import collect
+from gatewright.core.catalog import ModelEntry
 from gatewright.core.errors import GatewrightError
 from gatewright.core.ids import now, random_hex
 from gatewright.core.types import CoreResponse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+# The endpoints a model of each type serves, as /v1/models reports them.
+ENDPOINTS: dict[str, list[str]] = {
+    "chat": ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/tasks"],
+    "embedding": ["/v1/embeddings"],
+}
 
 
 def error_response(error: GatewrightError, headers: dict[str, str] | None = None) -> Response:
@@ -26,6 +36,11 @@ def error_response(error: GatewrightError, headers: dict[str, str] | None = None
     if retry_after is not None:
         headers["retry-after"] = str(max(1, round(retry_after)))
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+
+
+def render_error(error: GatewrightError, request_id: str) -> Response:
+    """This dialect's answer to an error the front door caught (``api.front.ErrorFormats``)."""
+    return error_response(error)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -67,28 +82,31 @@ async def chat_completions(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     catalog = gateway(request).catalog
-    data = [
-        {
-            "id": entry.id,
-            "object": "model",
-            "created": 0,
-            "owned_by": entry.developer or "gatewright",
-            "active": entry.active,
-            "aliases": list(entry.aliases),
-            "context_window": entry.context_window,
-            "max_output_tokens": entry.max_output,
-            "capabilities": entry.capabilities.model_dump(),
-            "pricing": {
-                "input_usd_per_million": entry.prices.input,
-                "cached_input_usd_per_million": entry.prices.cached,
-                "output_usd_per_million": entry.prices.output,
-            },
-            "features": _features(entry),
-            "endpoints": ["/v1/chat/completions", "/v1/messages", "/v1/tasks"],
-        }
-        for entry in catalog
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [_model(entry) for entry in catalog]})
+
+
+def _model(entry: ModelEntry) -> dict[str, Any]:
+    embedding = entry.embedding
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": entry.developer or "gatewright",
+        "type": entry.type,
+        "active": entry.active,
+        "aliases": list(entry.aliases),
+        "context_window": entry.context_window,
+        "max_output_tokens": entry.max_output if embedding is None else None,
+        "capabilities": entry.capabilities.model_dump(),
+        "pricing": {
+            "input_usd_per_million": entry.prices.input,
+            "cached_input_usd_per_million": entry.prices.cached,
+            "output_usd_per_million": entry.prices.output,
+        },
+        "features": _features(entry) if embedding is None else ["openai/embeddings"],
+        "endpoints": ENDPOINTS[entry.type],
+        **({"embedding": embedding.model_dump()} if embedding is not None else {}),
+    }
 
 
 def _features(entry: object) -> list[str]:
@@ -117,6 +135,8 @@ def _features(entry: object) -> list[str]:
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/models", list_models, methods=["GET"]),
 ]

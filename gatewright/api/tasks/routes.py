@@ -101,6 +101,11 @@ async def _run_one(batch: Batch, task: Any, duplicate: bool) -> None:
         batch.errors.append((500, error_for(task, InternalError(f"The task failed on the server: {error!r}"))))
 
 
+def render_error(error: GatewrightError, request_id: str) -> Response:
+    """This dialect's answer to an error the front door caught (``api.front.ErrorFormats``)."""
+    return single_error(error)
+
+
 def _is_stream(tasks: list[Any]) -> bool:
     only = tasks[0] if len(tasks) == 1 else None
     return isinstance(only, dict) and only.get("taskType") == "textInference" and only.get("deliveryMethod") == "stream"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from gatewright.backends.llamacpp.toolcalls import (
 )
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.weights import resolve_model_path
+from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import CatalogError, Deployment, ModelEntry
 from gatewright.core.errors import InternalError, Overloaded, UnsupportedFeature
@@ -68,6 +70,11 @@ class Job:
     plans: Callable[[int], ChoicePlan]
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    # perf_counter() when queued, taken by the engine, prefilled, finished: the trace's engine spans.
+    queued_at: float = 0.0
+    taken_at: float = 0.0
+    prefilled_at: float = 0.0
+    finished_at: float = 0.0
 
     def emit(self, events: list[Event]) -> None:
         if events:
@@ -194,6 +201,15 @@ class LlamaCppBackend:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def loaded(self) -> bool:
+        """The model is in memory and its worker runs (readiness, ``/health/ready``)."""
+        return self.model is not None
+
+    def engine_stats(self) -> tuple[int, int]:
+        """(requests waiting for a slot, sequences it is generating): read by /metrics."""
+        return len(self.queue), self.scheduler.busy if self.scheduler is not None else 0
+
     async def start(self) -> None:
         if self.model is not None:
             return
@@ -284,7 +300,7 @@ class LlamaCppBackend:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         plans = await asyncio.to_thread(self.plans_for, request) if is_constrained(request) else self.plans_for(request)
         tokens = self.tokenize(request)
-        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans)
+        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans, queued_at=time.perf_counter())
         self.queue.put(ctx.owner, job)
         self._in_flight += 1
         try:
@@ -299,3 +315,23 @@ class LlamaCppBackend:
         finally:
             job.cancelled = True
             self._in_flight -= 1
+            if tracing.ENABLED:
+                _trace_phases(job)
+
+
+def _trace_phases(job: Job) -> None:
+    """The engine's part of the request as spans: waiting in the queue, prefill, decode (a phase
+    the request was cut in ends when it was cut)."""
+    now = time.perf_counter()
+    taken = job.taken_at or now
+    tracing.record_span("gatewright.engine.queue_wait", job.queued_at, taken, {})
+    if job.taken_at:
+        prefilled = job.prefilled_at or now
+        prompt = {
+            "gen_ai.usage.input_tokens": len(job.tokens),
+            "gatewright.usage.cached_tokens": job.usage.cached_tokens,
+        }
+        tracing.record_span("gatewright.engine.prefill", taken, prefilled, prompt)
+        if job.prefilled_at:
+            decoded = {"gen_ai.usage.output_tokens": job.usage.output_tokens}
+            tracing.record_span("gatewright.engine.decode", prefilled, job.finished_at or now, decoded)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ class Work(Protocol):
     usage: Usage
     cancelled: bool
     plans: Callable[[int], ChoicePlan]
+    # perf_counter() when the engine took it, had read its prompt, was done (the trace's spans).
+    taken_at: float
+    prefilled_at: float
+    finished_at: float
 
     def emit(self, events: list[Event]) -> None: ...
 
@@ -142,6 +147,7 @@ class Scheduler:
                 return False
             if job.cancelled:
                 continue
+            job.taken_at = time.perf_counter()
             job.usage.input_tokens = len(job.tokens)
             seed = job.request.sampling.seed
             run = Run(job, seed if seed is not None else random.getrandbits(32), job.request.n)
@@ -238,8 +244,9 @@ class Scheduler:
             cache.save(prompt[:boundary], self.model.save(slot.seq))  # the slot holds exactly this
         if end == last:
             slot.next_token = prompt[last]
-            if slot.run is not None:
+            if slot.run is not None and not slot.run.prefilled:
                 slot.run.prefilled = True
+                slot.run.job.prefilled_at = time.perf_counter()
 
     def _evaluate(self, slot: Slot, tokens: Sequence[int]) -> None:
         batch = self.batch
@@ -284,6 +291,7 @@ class Scheduler:
             return
         run.remaining -= 1
         if run.remaining == 0 and not run.failed:
+            run.job.finished_at = time.perf_counter()
             if not run.job.cancelled:
                 run.job.emit([UsageReport(run.job.usage)])
             run.job.end()

@@ -1,0 +1,1 @@
+"""The OpenAI Responses API dialect (``/v1/responses``)."""

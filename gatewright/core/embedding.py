@@ -1,0 +1,197 @@
+"""An embeddings request's way through the gateway: the same keys, limits and ledger as chat.
+
+    resolve model → it must embed → inputs, dimensions → count tokens (limits per input and in all)
+    → rate limit → reserve (every input token at the input price) → route → shorten → settle once
+
+Nothing is billed on error, and the 402 comes before any work. ``Gateway.embed`` is the entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gatewright.core.backend import CallContext
+from gatewright.core.billing import credits_to_usd, price, worst_case
+from gatewright.core.catalog import Catalog, EmbeddingSpec, ModelEntry
+from gatewright.core.errors import ContextWindowExceeded, GatewrightError, InvalidRequest, PermissionDenied
+from gatewright.core.metrics import record_usage
+from gatewright.core.platform import Hold, LimitState, Platform, Principal
+from gatewright.core.routing import Router
+from gatewright.core.types import Cost, EmbeddingRequest, Embeddings, Usage
+
+log = logging.getLogger("gatewright.pipeline")
+
+MODEL_SCOPE = "model:chat"  # the scope that lets a key call models, embedding ones included
+_ZERO = Cost(credits=0, usd=0.0)
+
+
+@dataclass(slots=True)
+class EmbeddingCall:
+    """A finished embeddings request: the vectors, what they cost, and headers to send."""
+
+    request_id: str
+    entry: ModelEntry
+    deployment: str
+    result: Embeddings
+    limits: LimitState | None = None
+
+
+def embedding_spec(entry: ModelEntry) -> EmbeddingSpec:
+    """The model's embedding spec, or the 400 for asking a chat model for embeddings."""
+    if entry.type != "embedding" or entry.embedding is None:
+        raise InvalidRequest(
+            f"The model `{entry.id}` is a {entry.type} model and does not make embeddings; "
+            "GET /v1/models lists the embedding models (type `embedding`).",
+            param="model",
+            code="model_not_embedding",
+        )
+    return entry.embedding
+
+
+def check_request(entry: ModelEntry, spec: EmbeddingSpec, request: EmbeddingRequest) -> None:
+    """Inputs and dimensions the model cannot take, refused with the parameter to blame."""
+    if not request.inputs:
+        raise InvalidRequest("'input' must not be empty.", param="input", code="invalid_value")
+    if len(request.inputs) > spec.max_inputs:
+        raise InvalidRequest(
+            f"'input' has {len(request.inputs)} items; the model `{entry.id}` takes at most "
+            f"{spec.max_inputs} per request.",
+            param="input",
+            code="too_many_inputs",
+        )
+    for i, item in enumerate(request.inputs):
+        if len(item) == 0:
+            where = "input" if len(request.inputs) == 1 else f"input[{i}]"
+            raise InvalidRequest(f"'{where}' must not be empty.", param=where, code="invalid_value")
+    wanted = request.dimensions
+    if wanted is None or wanted == spec.dimensions:
+        return
+    if spec.min_dimensions is None:
+        raise InvalidRequest(
+            f"The model `{entry.id}` makes {spec.dimensions}-dimensional vectors and cannot shorten them; "
+            f"leave out 'dimensions' or set it to {spec.dimensions}.",
+            param="dimensions",
+            code="dimensions_not_supported",
+        )
+    if not spec.min_dimensions <= wanted <= spec.dimensions:
+        raise InvalidRequest(
+            f"'dimensions' must be between {spec.min_dimensions} and {spec.dimensions} for the model "
+            f"`{entry.id}` (got {wanted}).",
+            param="dimensions",
+            code="invalid_value",
+        )
+
+
+def billed_tokens(
+    entry: ModelEntry, spec: EmbeddingSpec, request: EmbeddingRequest, counts: list[int], exact: bool
+) -> tuple[EmbeddingRequest, int]:
+    """The request as the backend gets it (a truncation limit made concrete) and the tokens it
+    will read in all. An input past the model's context is a 400 naming it, unless the request
+    asked for truncation; estimated counts (an upstream's text) are left to the upstream to judge."""
+    window = entry.context_window
+    limit = request.truncate
+    if limit is not None:
+        limit = window if limit <= 0 else min(limit, window)
+        counts = [min(n, limit) for n in counts]
+    elif exact:
+        for i, n in enumerate(counts):
+            if n > window:
+                where = "input" if len(counts) == 1 else f"input[{i}]"
+                raise ContextWindowExceeded(
+                    f"'{where}' is {n} tokens long; the model `{entry.id}` reads at most {window} tokens "
+                    "per input. Shorten it, or set truncate_prompt_tokens to cut it.",
+                    param=where,
+                    code="context_length_exceeded",
+                )
+    total = sum(counts)
+    if total > spec.max_total_tokens:
+        raise InvalidRequest(
+            f"'input' adds up to {total} tokens; the model `{entry.id}` takes at most "
+            f"{spec.max_total_tokens} tokens per request. Split the inputs over several requests.",
+            param="input",
+            code="too_many_tokens",
+        )
+    routed = request if limit == request.truncate else replace(request, truncate=limit)
+    return replace(routed, model=entry.id), total
+
+
+def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:  # type: ignore[type-arg]
+    """The first ``dimensions`` components of each vector, scaled back to unit length."""
+    if dimensions is None or vectors.shape[1] <= dimensions:
+        return vectors
+    cut = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    np.divide(cut, norms, out=cut, where=norms > 0)
+    return cut
+
+
+async def run_embedding(
+    catalog: Catalog,
+    router: Router,
+    platform: Platform | None,
+    request: EmbeddingRequest,
+    principal: Principal | None,
+    request_id: str,
+) -> EmbeddingCall:
+    entry = catalog.resolve(request.model)
+    if principal is not None and not principal.allows(MODEL_SCOPE):
+        raise PermissionDenied(
+            f"This API key lacks the scope `{MODEL_SCOPE}` needed to call models.", code="missing_scope"
+        )
+    spec = embedding_spec(entry)
+    check_request(entry, spec, request)
+    counts, exact = await router.count_input_tokens(entry, request)
+    request, total = billed_tokens(entry, spec, request, counts, exact)
+
+    limits: LimitState | None = None
+    hold: Hold | None = None
+    platform = platform if principal is not None else None
+    if platform is not None and principal is not None:
+        limits = await platform.limiter.acquire(principal, total)
+        credits = max(worst_case(total, 0, model.prices) for model in router.chain(entry))
+        try:
+            hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
+        except GatewrightError as error:
+            raise _with_limits(error, limits) from None
+
+    ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
+    try:
+        model, deployment, result = await router.embed(entry, request, ctx)
+    except GatewrightError as error:
+        if platform is not None and hold is not None:
+            platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+        raise _with_limits(error, limits) from None
+    except BaseException:
+        if platform is not None and hold is not None:
+            # Cancelled (the server is stopping): bill what the backend reports it read, if anything.
+            platform.ledger.settle(hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+        raise
+    result.vectors = shorten(result.vectors, request.dimensions)
+    cost = price(result.usage, model.prices)
+    if platform is not None and hold is not None:
+        cost = await _charge(platform, hold, result.usage, cost, model.id)
+    result.cost = cost
+    record_usage(model.id, result.usage.input_tokens, 0, 0, 0, cost.credits)
+    return EmbeddingCall(request_id, model, deployment.name, result, limits)
+
+
+async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
+    """Settle; the cost the client is told is what was charged (as the chat pipeline does)."""
+    settlement = platform.ledger.settle(hold, usage, cost, "ok", model)
+    if cost.credits <= hold.credits:
+        return cost  # within the hold a charge is never capped: no need to wait for the commit
+    try:
+        charged = await settlement  # an upstream counted more than the estimate: the ledger caps it
+    except GatewrightError as error:
+        log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
+        return cost
+    return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
+
+
+def _with_limits(error: GatewrightError, limits: LimitState | None) -> GatewrightError:
+    if limits is not None and getattr(error, "limits", None) is None:
+        error.limits = limits  # type: ignore[attr-defined]
+    return error

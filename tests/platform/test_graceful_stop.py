@@ -1,0 +1,91 @@
+"""Stopping a real gateway process with SIGTERM while streams are running: readiness fails at once
+while the port still answers (the drain period), a stream that fits in the shutdown timeout ends
+whole, one that does not is cut, and the cut one is billed for the tokens it produced."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatewright.store.db import create_engine
+from tests.platform.audit import assert_consistent, wait_settled
+from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, UNLIMITED, fake_prompt_tokens, sqlite_url
+from tests.support.procs import start_gateway
+
+START = 2_000_000
+SHORT = " ".join(f"w{i}" for i in range(12))  # fake-slower: 0.1 s a word, so ~1.2 s
+LONG = " ".join(f"w{i}" for i in range(60))  # ~6 s: longer than drain + shutdown timeout
+
+
+async def _stream(client: httpx.AsyncClient, text: str, started: asyncio.Event) -> tuple[str, list[str], bool]:
+    """(request id, the words received, whether the stream ended with [DONE])."""
+    body = {"model": "fake-slower", "messages": [{"role": "user", "content": text}], "stream": True}
+    words: list[str] = []
+    done = False
+    async with client.stream("POST", "/v1/chat/completions", json=body) as answer:
+        assert answer.status_code == 200
+        rid = answer.headers["x-request-id"]
+        try:
+            async for line in answer.aiter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: ") and '"content":"' in line:
+                    word = line.split('"content":"', 1)[1].split('"', 1)[0].strip()
+                    if word:  # the first chunk carries the role and empty content
+                        words.append(word)
+                        started.set()
+        except httpx.HTTPError:
+            pass  # cut by the server
+    return rid, words, done
+
+
+async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Path, fake_catalog: Path) -> None:
+    env = {
+        **UNLIMITED,
+        "GATEWRIGHT_STARTING_CREDITS": str(START),
+        "GATEWRIGHT_DRAIN_SECONDS": "1.5",
+        "GATEWRIGHT_SHUTDOWN_TIMEOUT": "2",
+    }
+    gateway = start_gateway(tmp_path / "gw", catalog=fake_catalog, env=env)
+    try:
+        headers = {"authorization": f"Bearer {gateway.api_key}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as client:
+            long_started, short_started = asyncio.Event(), asyncio.Event()
+            long = asyncio.create_task(_stream(client, LONG, long_started))
+            await long_started.wait()
+            short = asyncio.create_task(_stream(client, SHORT, short_started))
+            await short_started.wait()
+            gateway.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as fresh:  # a new connection
+                ready = await fresh.get("/health/ready")
+                live = await fresh.get("/health/live")
+            assert ready.status_code == 503 and ready.json()["checks"]["draining"]["ok"] is False, ready.text
+            assert live.status_code == 200
+            short_rid, short_words, short_done = await short
+            long_rid, long_words, long_done = await long
+        assert short_done and short_words == SHORT.split(), "a stream that fits in the timeout ends whole"
+        assert not long_done and 0 < len(long_words) < 60, "a stream longer than the timeout is cut"
+        assert gateway.process.wait(timeout=30) in (0, -signal.SIGTERM), gateway.log()
+    finally:
+        gateway.stop()
+        if gateway.process.poll() is None:  # pragma: no cover
+            gateway.process.kill()
+    log = gateway.log()
+    assert "Traceback" not in log, log
+    engine: AsyncEngine = create_engine(sqlite_url(gateway))
+    try:
+        result = await wait_settled(engine, account_id=1, within=5)
+    finally:
+        await engine.dispose()
+    assert_consistent(result, START)
+    short_row, long_row = result.usage[short_rid], result.usage[long_rid]
+    assert short_row.status == "ok" and short_row.output_tokens == 12
+    # The cut stream: billed for what was generated (at least what reached the client), not more.
+    assert long_row.status == "aborted" and len(long_words) <= long_row.output_tokens < 60
+    prompt = fake_prompt_tokens(LONG)
+    assert long_row.credits == prompt * IN_CREDITS + long_row.output_tokens * OUT_CREDITS
