@@ -107,6 +107,7 @@ class Peer:
 
 def start_peers(config: BatchingConfig, model: Path) -> list[Peer]:
     peers: list[Peer] = []
+    procs.TMP.mkdir(parents=True, exist_ok=True)
     try:
         catalog = procs.local_catalog(
             model, config.threads, config.n_ctx, procs.TMP / "catalog-batching.toml", config.parallel

@@ -173,7 +173,7 @@ class LlamaCppBackend:
         # Sequences decoded together (continuous batching); each has its own n_ctx of KV cells.
         self.parallel = int(options.get("parallel", _default_parallel()))
         # Prompt chunk while other requests are generating: their next token waits for it.
-        self.busy_chunk = int(options.get("prefill_chunk_busy", 128))
+        self.busy_chunk = int(options.get("prefill_chunk_busy", 256))
         # Prompt reuse is in multiples of this many tokens (see scheduler on why).
         self.granularity = int(options.get("reuse_granularity", 16))
         # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
