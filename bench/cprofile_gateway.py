@@ -23,6 +23,7 @@ import time
 import uvicorn
 
 from gatewright.app import create_app
+from gatewright.cli.serve import write_first_start_keys
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
 
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if settings.platform:
         first = asyncio.run(bootstrap(settings))
-        if first is not None:  # the same line `gatewright serve` prints, so bench.procs finds the key
-            print(f"  API key (calls models):          {first.api_key.key}", flush=True)
+        if first is not None:  # where `gatewright serve` writes them, so bench.procs finds the key
+            write_first_start_keys(settings.data_dir, first.api_key.key, first.management_key.key)
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(

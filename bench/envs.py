@@ -24,6 +24,7 @@ VENVS = {
     "litellm": (BENCH / ".venv-litellm", BENCH / "requirements-litellm.txt"),
     "llamacpp": (BENCH / ".venv-llamacpp", BENCH / "requirements-llamacpp-server.txt"),
     "tools": (BENCH / ".venv-tools", BENCH / "requirements-tools.txt"),
+    "embed-ref": (BENCH / ".venv-embed-ref", BENCH / "requirements-embeddings-ref.txt"),
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from gatewright.cli.serve import read_first_start_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP = ROOT / "bench" / "results" / "tmp"
@@ -237,11 +238,10 @@ def start_gatewright(
     env["PYTHONPATH"] = str(checkout)
     service = spawn(name, argv, port=port, health="/health", env=env, timeout=300, cwd=checkout)
     if platform:
-        found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
-        if found is None:
+        service.api_key, _ = read_first_start_keys(data_dir)  # stdout is a file: the keys are in one
+        if service.api_key is None:
             service.stop()
-            raise RuntimeError(f"{name}: no API key printed on first start:\n{service.log()[-2000:]}")
-        service.api_key = found.group(1)
+            raise RuntimeError(f"{name}: no API key written on first start:\n{service.log()[-2000:]}")
     return service
 
 

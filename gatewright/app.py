@@ -10,26 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from gatewright import __version__
+from gatewright.api import health as health_api
 from gatewright.api.anthropic import routes as anthropic_api
-from gatewright.api.front import ErrorFormats, GatewayApp
+from gatewright.api.exposure import exposure_middleware
+from gatewright.api.front import Endpoint, ErrorFormats, GatewayApp
 from gatewright.api.health import draining_on_signal
-from gatewright.api.health import routes as health_routes
-from gatewright.api.http import JSONResponse
+from gatewright.api.http import JSONResponse, bearer
 from gatewright.api.openai import routes as openai_api
+from gatewright.api.openapi import Operation, document, routes_of
 from gatewright.api.platform import routes as platform_api
 from gatewright.api.responses import routes as responses_api
 from gatewright.api.tasks import routes as tasks_api
 from gatewright.core import metrics as prometheus
 from gatewright.core.catalog import Catalog
+from gatewright.core.errors import Unauthorized
 from gatewright.core.pipeline import Gateway
 from gatewright.core.routing import Router
 from gatewright.settings import Settings, configure_logging, load_settings
@@ -58,6 +64,9 @@ MIDDLEWARE: list[Middleware] = []
 
 
 async def metrics(request: Request) -> Response:
+    required = request.app.state.settings.metrics_key
+    if required and not hmac.compare_digest((bearer(request) or "").encode(), required.encode()):
+        raise Unauthorized("GET /metrics needs the metrics key: 'Authorization: Bearer <key>'.", code="invalid_api_key")
     _sample(request.app.state.gateway.router)
     body, content_type = prometheus.render()
     return Response(body, media_type=content_type)
@@ -94,17 +103,32 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "models": models})
 
 
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+def _ops(method: str, path: str, endpoint: Endpoint, summary: str, **kwargs: Any) -> Operation:
+    return Operation(method, path, endpoint, summary, "openai", security=(), tags=("ops",), **kwargs)
+
+
+# Every public route, in one table: served by ``routes_of`` and documented by ``openapi.document``
+# (``GET /openapi.json``); a dialect adds its routes by adding its ``operations`` here.
+OPERATIONS: list[Operation] = [
+    *openai_api.operations,
+    *anthropic_api.operations,
+    *responses_api.operations,
+    *tasks_api.operations,
+    *platform_api.operations,
+    _ops("GET", "/health", health, "Liveness and the models' state."),
+    _ops("GET", "/health/live", health_api.live, "Liveness: the process answers."),
+    _ops("GET", "/health/ready", health_api.ready, "Readiness: store, default model, not draining."),
+    Operation("GET", "/metrics", metrics, "Prometheus metrics.", "openai", security=("metricsKey",), tags=("ops",)),
+    _ops("GET", "/openapi.json", openapi, "This document."),
+]
+
+
 def routes() -> list[BaseRoute]:
-    return [
-        *openai_api.routes,
-        *anthropic_api.routes,
-        *responses_api.routes,
-        *tasks_api.routes,
-        *platform_api.routes,
-        Route("/health", health, methods=["GET"]),
-        *health_routes,
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
+    return routes_of(OPERATIONS)
 
 
 def create_app(
@@ -142,9 +166,13 @@ def create_app(
                     await stop_tracing()
 
     app = GatewayApp(
-        routes=[*routes(), *(extra_routes or [])], errors=ERROR_FORMATS, middleware=MIDDLEWARE, lifespan=lifespan
+        routes=[*routes(), *(extra_routes or [])],
+        errors=ERROR_FORMATS,
+        middleware=[*exposure_middleware(settings.cors_origins, settings.max_body_bytes), *MIDDLEWARE],
+        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.openapi = document(OPERATIONS, title="gatewright", version=__version__)
     app.access.json = settings.log_format == "json"
     return app
 

@@ -17,6 +17,8 @@ import orjson
 
 # What every LogRecord has; anything else on a record came from ``extra=`` and is written out.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn adds its message again with terminal colours: noise in a log collector.
+_LEFT_OUT = _STANDARD | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for name, value in record.__dict__.items():
-            if name not in _STANDARD:
+            if name not in _LEFT_OUT:
                 line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     # A job's webhook signing secret (task API); generated into data_dir when unset.
     webhook_secret: str | None = None
+    # Internal receivers a caller's URL (a task's webhookURL) may reach: host names, addresses or
+    # networks, comma-separated ("hooks.internal,10.1.2.0/24"). Everything not globally routable
+    # (loopback, private, link-local, unique-local, cloud metadata) is refused unless named here.
+    outbound_allow: str = ""
+    # A request body over this many bytes is refused with 413 before it is read further.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Web origins allowed to call the gateway from a browser, comma-separated ("*" for any).
+    # Empty (the default): no CORS headers at all, so browsers on other origins are refused.
+    cors_origins: str = ""
+    # When set, GET /metrics needs "Authorization: Bearer <metrics_key>".
+    metrics_key: str | None = None
     # How long a process may go silent before another takes over its unfinished tasks (task API).
     task_lease_seconds: float = Field(default=120.0, gt=0)
     # An idle keep-alive connection is closed after this long. Longer than clients keep theirs idle

@@ -37,16 +37,22 @@ from gatewright.core.catalog import Catalog
 from gatewright.core.ids import random_hex
 from gatewright.core.jobs import Jobs
 from gatewright.core.keys import Authenticator
-from gatewright.core.ledger import SqlLedger, release_stale_holds
-from gatewright.core.limits import Defaults, MemoryLimiter, RedisLimiter
+from gatewright.core.ledger import LedgerWriter
+from gatewright.core.limits import Defaults, MemoryLimiter
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Limiter, Platform
 from gatewright.core.routing import Router
 from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
+from gatewright.outbound.guard import AddressGuard
 from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
+from gatewright.store.accounts import SqlAccountStore
 from gatewright.store.db import create_engine, migrate
+from gatewright.store.keys import SqlKeyStore
+from gatewright.store.ledger import SqlLedgerStore
+from gatewright.store.redis_limits import RedisLimiter
 from gatewright.store.responses import SqlResponseStore
+from gatewright.store.tasks import SqlTaskStore
 
 log = logging.getLogger("gatewright.platform")
 
@@ -96,11 +102,21 @@ async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
+def ledger_writer(engine: AsyncEngine, owner: str) -> LedgerWriter:
+    """The one writer of balances, over the store (started by whoever batches requests through it)."""
+    return LedgerWriter(SqlLedgerStore(engine, owner))
+
+
 @contextlib.asynccontextmanager
 async def open_accounts(settings: Settings) -> AsyncIterator[Accounts]:
-    """Accounts, keys and credits in the store, for the commands (no gateway needed)."""
+    """Accounts, keys and credits in the store, for the commands (no gateway needed); credits are
+    granted through a ledger writer of their own."""
     async with open_store(settings) as engine:
-        yield Accounts(engine)
+        ledger = ledger_writer(engine, owner=f"cli-{random_hex(4)}")
+        try:
+            yield Accounts(SqlAccountStore(engine), ledger)
+        finally:
+            await ledger.close()
 
 
 async def _limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
@@ -114,16 +130,16 @@ async def _limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
     return RedisLimiter(client, defaults)
 
 
-async def _sweep_forever(engine: AsyncEngine) -> None:
+async def _sweep_forever(ledger: LedgerWriter) -> None:
     while True:
         await asyncio.sleep(60)
         try:
-            await release_stale_holds(engine, HOLD_TTL)
+            await ledger.release_stale(HOLD_TTL)
         except Exception:  # a sweep that fails is retried next minute
             log.exception("releasing stale holds failed")
 
 
-async def _settle_cut_requests(ledger: SqlLedger) -> None:
+async def _settle_cut_requests(ledger: LedgerWriter) -> None:
     left = await ledger.wait_settled(SETTLE_AT_STOP)
     if left:
         log.info("stopping with %d holds open (work taken over after restart)", left)
@@ -139,17 +155,18 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def open_platform(settings: Settings) -> AsyncIterator[PlatformServices]:
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_store(settings))
-        # A store used by this process alone: every open hold is from a run that ended.
-        await release_stale_holds(engine, None if settings.single_process else HOLD_TTL)
-        authenticator = Authenticator(engine, settings.auth_cache_seconds)
-        ledger = SqlLedger(engine, owner=random_hex(8))
-        await ledger.start()
+        ledger = ledger_writer(engine, owner=random_hex(8))
         stack.push_async_callback(ledger.close)
+        # A store used by this process alone: every open hold is from a run that ended.
+        await ledger.release_stale(None if settings.single_process else HOLD_TTL)
+        authenticator = Authenticator(SqlKeyStore(engine), settings.auth_cache_seconds)
+        await ledger.start()
         stack.push_async_callback(_settle_cut_requests, ledger)  # runs before ledger.close
         limiter = await _limiter(settings, stack)
         if not settings.single_process:  # other processes share the store: one may die holding credits
-            stack.push_async_callback(_cancel, asyncio.create_task(_sweep_forever(engine)))
-        yield PlatformServices(Platform(authenticator, ledger, limiter), Accounts(engine, authenticator), engine)
+            stack.push_async_callback(_cancel, asyncio.create_task(_sweep_forever(ledger)))
+        accounts = Accounts(SqlAccountStore(engine), ledger, authenticator)
+        yield PlatformServices(Platform(authenticator, ledger, limiter), accounts, engine)
 
 
 def _response_store(settings: Settings, engine: AsyncEngine | None, stack: AsyncExitStack) -> ResponseStore:
@@ -179,8 +196,11 @@ async def open_gateway(settings: Settings, catalog: Catalog | None = None) -> As
             gateway,
             TaskApiCodec(),
             owner=random_hex(8),
-            engine=store,
-            sender=WebhookSender(lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir)),
+            store=SqlTaskStore(store) if store is not None else None,
+            sender=WebhookSender(
+                lambda: load_or_create_secret(settings.webhook_secret, settings.data_dir),
+                guard=AddressGuard(settings.outbound_allow.split(",")),
+            ),
             lease=timedelta(seconds=settings.task_lease_seconds),
             single_node=store is None or settings.single_process,
         )

@@ -13,6 +13,9 @@ from tests.support.procs import Gateway, running_gateway
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 
+# Session fixtures more than one directory uses: the real llama_cpp.server upstream and its gateway.
+pytest_plugins = ("tests.support.llama_server",)
+
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:

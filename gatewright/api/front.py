@@ -27,10 +27,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -40,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
+from gatewright.api.public import CURRENT_REQUEST
 from gatewright.core import tracing
 from gatewright.core.errors import GatewrightError, InternalError, InvalidRequest, NotFound
 from gatewright.core.ids import request_id as new_request_id
@@ -81,7 +80,8 @@ class AccessLog:
 
     def __init__(self, stream: TextIO | None = None, json: bool = False) -> None:
         self.stream = stream
-        # JSON lines (GATEWRIGHT_LOG_FORMAT=json): the request's facts too (see core.requestinfo).
+        # JSON lines (GATEWRIGHT_LOG_FORMAT=json): one `logging` record per request, with the
+        # request's facts as fields (see core.requestinfo and gatewright.logs), instead of batches.
         self.json = json
         self._lines: list[str] = []
         self._second = -1
@@ -102,11 +102,12 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
-        if self.json:
-            line = _json_line(method, path, status, elapsed, rid, facts)
-        else:
-            stamp = self._time(time.time())
-            line = f"{stamp} INFO gatewright.access {method} {path} {status} {elapsed * 1000:.1f}ms request_id={rid}\n"
+        if self.json:  # a logging record, so handlers and filters of `gatewright.access` see it
+            fields = _access_fields(status, elapsed, rid, facts)
+            log.info("%s %s %d", method, path, status, extra={"method": method, "path": path, **fields})
+            return
+        stamp = self._time(time.time())
+        line = f"{stamp} INFO gatewright.access {method} {path} {status} {elapsed * 1000:.1f}ms request_id={rid}\n"
         if not self._lines:
             asyncio.get_running_loop().call_soon(self._flush)
         self._lines.append(line)
@@ -118,21 +119,11 @@ class AccessLog:
         stream.flush()
 
 
-def _json_line(method: str, path: str, status: int, elapsed: float, rid: str, facts: RequestFacts | None) -> str:
-    """The access line as the JSON formatter writes any record (``gatewright.logs``), with the facts."""
-    record: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "level": "info",
-        "logger": "gatewright.access",
-        "message": f"{method} {path} {status}",
-        "request_id": rid,
-        "method": method,
-        "path": path,
-        "status": status,
-        "latency_ms": round(elapsed * 1000, 1),
-    }
+def _access_fields(status: int, elapsed: float, rid: str, facts: RequestFacts | None) -> dict[str, Any]:
+    """The access record's fields beyond its message: what the JSON formatter writes out."""
+    fields: dict[str, Any] = {"request_id": rid, "status": status, "latency_ms": round(elapsed * 1000, 1)}
     if facts is not None and facts.model is not None:
-        record.update(
+        fields.update(
             account_id=facts.account_id,
             key_prefix=facts.key_prefix,
             model=facts.model,
@@ -142,7 +133,7 @@ def _json_line(method: str, path: str, status: int, elapsed: float, rid: str, fa
             credits=facts.credits,
             outcome=facts.outcome,
         )
-    return orjson.dumps(record).decode() + "\n"
+    return fields
 
 
 def as_gatewright_error(error: Exception, scope: Scope) -> GatewrightError:
@@ -174,6 +165,7 @@ class FrontDoor:
             await self.app(scope, receive, send)
             return
         rid = scope[REQUEST_ID] = new_request_id()
+        CURRENT_REQUEST.set(rid)  # for error messages that give it (``api.public``)
         started = time.perf_counter()
         status = 0
         header = (b"x-request-id", rid.encode())

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gatewright.api.wire import read_json
 from gatewright.core.errors import InvalidRequest
 from gatewright.core.ids import request_id as new_request_id
 from gatewright.core.platform import LimitState
@@ -74,6 +75,11 @@ def _is_field(loc: tuple[int | str, ...], at: int) -> bool:
     return not (part in _NOT_FIELDS or "[" in str(part) or "-" in str(part))
 
 
+def shorten(param: str | None, limit: int = 100) -> str | None:
+    """A parameter path as it goes back into a message: a caller's own key can be megabytes long."""
+    return param if param is None or len(param) <= limit else param[:limit] + "…"
+
+
 def param_of(loc: tuple[int | str, ...]) -> str | None:
     out = ""
     for at, part in enumerate(loc):
@@ -84,6 +90,16 @@ def param_of(loc: tuple[int | str, ...]) -> str | None:
         else:
             out += f".{part}" if out else part
     return out or None
+
+
+def shown_value(value: Any, limit: int = 80) -> str | None:
+    """A scalar the caller sent, as it goes back into an error message; None for anything else."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return orjson.dumps(value).decode()[:limit]
+    if isinstance(value, (int, float)):
+        text = str(value)  # not orjson: an integer can be any size here
+        return text if len(text) <= limit else text[:limit] + "…"
+    return None
 
 
 def invalid_from(error: ValidationError) -> InvalidRequest:
@@ -97,20 +113,26 @@ def invalid_from(error: ValidationError) -> InvalidRequest:
     loc = tuple(first["loc"])
     if kind == "model_type" and not loc:
         return InvalidRequest("The request body must be a JSON object.", code="invalid_body")
-    param = param_of(loc)
+    param = shorten(param_of(loc))
     message = first["msg"]
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     if kind == "extra_forbidden":
         return InvalidRequest(f"Unrecognized request argument supplied: '{param}'.", param=param)
-    got = first.get("input")
-    suffix = f" (got {orjson.dumps(got).decode()[:80]})" if isinstance(got, (int, float, str, bool)) else ""
+    shown = shown_value(first.get("input"))
+    suffix = f" (got {shown})" if shown is not None else ""
     return InvalidRequest(f"Invalid '{param}': {message}{suffix}.", param=param, code="invalid_value")
 
 
 def parse(model: type[M], body: bytes) -> M:
+    """The body as ``model``: read by ``wire.read_json`` (duplicate keys, NaN, depth), then
+    validated strictly."""
+    return validate(model, read_json(body))
+
+
+def validate(model: type[M], data: Any) -> M:
     try:
-        return model.model_validate_json(body)
+        return model.model_validate(data)
     except ValidationError as error:
         raise invalid_from(error) from None
 

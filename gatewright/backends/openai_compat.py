@@ -98,7 +98,10 @@ def wire_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"role": message.role, "content": _content(message)}
         calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
         if calls:
-            item["content"] = message.text or None
+            if message.text:
+                item["content"] = message.text
+            else:  # omitted rather than null: llama_cpp.server refuses `"content": null` (OpenAI takes both)
+                del item["content"]
             item["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
             ]

@@ -11,7 +11,6 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 class WeightsError(RuntimeError):
@@ -114,7 +113,10 @@ class PackagedModelDir:
     files: dict[str, str]  # path inside the directory → sha256
     gguf: str  # the converted file's name in the cache
     gguf_sha256: str  # conversion is deterministic: the file llama.cpp loads is checked too
+    gguf_size: int
     requirements: str
+    # Read on every start (the tokenizer and configs): small, so re-checked every time.
+    read_at_start: tuple[str, ...] = ("tokenizer.json", "modules.json")
 
     def directory(self) -> Path:
         try:
@@ -126,10 +128,12 @@ class PackagedModelDir:
             ) from None
         return Path(module.__file__ or "").parent / self.subdir
 
-    def verified_directory(self) -> Path:
-        """The directory, once every file the converter and the tokenizer read has its sha256."""
+    def verified_directory(self, names: tuple[str, ...] | None = None) -> Path:
+        """The directory, once every file the converter and the tokenizer read (or ``names``) has
+        its sha256."""
         directory = self.directory()
-        for name, expected in self.files.items():
+        for name in names if names is not None else tuple(self.files):
+            expected = self.files[name]
             path = directory / name
             if not path.is_file():
                 raise WeightsError(f"{path} is missing: reinstall {self.module} ({self.requirements})")
@@ -155,6 +159,7 @@ PACKAGED_DIRS: dict[str, PackagedModelDir] = {
         },
         gguf="all-minilm-l6-v2-f32.gguf",
         gguf_sha256="091630322c6f860d42d3a77e66f028533be74096abbcb5299b644eda8664a23b",
+        gguf_size=90_894_912,
         requirements="requirements/model-all-minilm-l6-v2.txt",
     ),
 }
@@ -172,19 +177,20 @@ class EmbeddingModelFiles:
 def resolve_embedding_model(path: str, cache_dir: Path) -> EmbeddingModelFiles:
     """A catalog ``path`` of the embedder: ``package:<name>``, or a sentence-transformers BERT
     directory of your own (converted into the cache on first use, unchecked)."""
-    from gatewright.backends.embedder.convert import convert
-
     if path.startswith("package:"):
         name = path.removeprefix("package:")
         spec = PACKAGED_DIRS.get(name)
         if spec is None:
             raise WeightsError(f"no packaged embedding model called {name!r}; known: {', '.join(PACKAGED_DIRS)}")
-        directory = spec.verified_directory()
         target = cache_dir / spec.gguf
         marker = target.with_name(target.name + _VERIFIED_SUFFIX)
-        if not (target.exists() and marker.exists() and marker.read_text().strip() == spec.gguf_sha256):
-            _convert_checked(directory, target, spec.gguf_sha256, convert)
-            marker.write_text(spec.gguf_sha256 + "\n")
+        converted = target.exists() and marker.exists() and marker.read_text().strip() == spec.gguf_sha256
+        if converted and target.stat().st_size == spec.gguf_size:
+            # Checked when it was made (as the chat model's joined file): only the files read now.
+            return EmbeddingModelFiles(target, spec.verified_directory(spec.read_at_start))
+        directory = spec.verified_directory()
+        _convert_checked(directory, target, spec.gguf_sha256)
+        marker.write_text(spec.gguf_sha256 + "\n")
         return EmbeddingModelFiles(target, directory)
     directory = Path(path).expanduser()
     if not (directory / "model.safetensors").is_file():
@@ -192,11 +198,13 @@ def resolve_embedding_model(path: str, cache_dir: Path) -> EmbeddingModelFiles:
     digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
     target = cache_dir / f"embedder-{digest}.gguf"
     if not target.exists():
-        _convert_checked(directory, target, None, convert)
+        _convert_checked(directory, target, None)
     return EmbeddingModelFiles(target, directory)
 
 
-def _convert_checked(directory: Path, target: Path, sha256: str | None, convert: Any) -> None:
+def _convert_checked(directory: Path, target: Path, sha256: str | None) -> None:
+    from gatewright.backends.embedder.convert import convert  # gguf and safetensors: only when converting
+
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:

@@ -30,7 +30,7 @@ async def _show(accounts: Accounts, target: int, entries: int) -> None:
     for column, justify in (("time", "left"), ("kind", "left"), ("credits", "right"), ("balance after", "right")):
         ledger.add_column(column, justify=justify)  # type: ignore[arg-type]
     ledger.add_column("request / note", overflow="fold")
-    for entry in await accounts.ledger(target, limit=entries):
+    for entry in await accounts.ledger_entries(target, limit=entries):
         ledger.add_row(
             when(entry.created_at),
             entry.kind,

@@ -57,7 +57,7 @@ def list_models(ctx: typer.Context, catalog: Path = typer.Option(None, help="Cat
             backends,
             status_of(entry),
             f"{entry.context_window:,}",
-            f"{entry.max_output:,}",
+            f"{entry.max_output:,}" if entry.type == "chat" else f"- ({entry.type})",
             caps,
             prices,
         )

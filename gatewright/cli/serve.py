@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +18,85 @@ from typing import Any
 import typer
 import uvicorn
 
-from gatewright.cli.config import settings_or_exit, tracing_or_exit
+from gatewright.cli.config import settings_or_exit, shown_url, tracing_or_exit
 from gatewright.settings import Settings, configure_logging
 
+# Where the first start's keys go when standard output is not a terminal (a service, a log file).
+KEYS_FILE = "first-start-keys.env"
 
-def _banner(settings: Settings, api_key: str | None, management_key: str | None) -> str:
-    base = f"http://{settings.host}:{settings.port}"
-    key = api_key or "$GATEWRIGHT_API_KEY"
-    lines = [""]
-    if api_key and management_key:
-        lines += [
+
+def write_first_start_keys(data_dir: Path, api_key: str, management_key: str) -> Path:
+    """The new keys, once, in a file only the owner can read (0600, never overwritten)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = (data_dir / KEYS_FILE).resolve()
+    # Made 0600 from the start (never readable by others, even for a moment), then moved into
+    # place: a file left by an earlier store is replaced (a first start means that store is gone).
+    draft = path.with_name(f".{KEYS_FILE}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(
+            "# gatewright's first start made these keys; the store keeps only their hashes.\n"
+            "# Move them somewhere safe, then delete this file.\n"
+            f"GATEWRIGHT_API_KEY={api_key}\n"
+            f"GATEWRIGHT_MANAGEMENT_KEY={management_key}\n"
+        )
+    os.replace(draft, path)
+    return path
+
+
+def read_first_start_keys(data_dir: Path) -> tuple[str | None, str | None]:
+    """(API key, management key) from ``write_first_start_keys``'s file, for tests and scripts."""
+    path = data_dir / KEYS_FILE
+    if not path.exists():
+        return None, None
+    text = path.read_text()
+    api = re.search(r"^GATEWRIGHT_API_KEY=(\S+)$", text, re.M)
+    management = re.search(r"^GATEWRIGHT_MANAGEMENT_KEY=(\S+)$", text, re.M)
+    return (api.group(1) if api else None), (management.group(1) if management else None)
+
+
+def _new_keys(settings: Settings, api_key: str, management_key: str) -> list[str]:
+    """What the first start says about its keys: the keys on a terminal, else where they are."""
+    if sys.stdout.isatty():
+        return [
             "A new store: created an account with starting credits and two keys. They are shown",
             "only now (the store keeps hashes); copy them somewhere safe.",
             f"  API key (calls models):          {api_key}",
             f"  management key (keys, billing):  {management_key}",
             "",
         ]
+    path = write_first_start_keys(settings.data_dir, api_key, management_key)
+    return [
+        "A new store: created an account with starting credits, an API key and a management key.",
+        "Standard output is not a terminal, so the keys are not printed here: they were written once",
+        f"to {path} (readable by this user only). Move them somewhere safe and delete the file.",
+        "",
+    ]
+
+
+def _exposure_warning(settings: Settings) -> str | None:
+    """A bare gateway (no keys) reachable from other machines serves anyone who finds it."""
+    if settings.platform:
+        return None
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"WARNING: --bare on {settings.host}: no keys, no billing, no limits, and the address is not loopback.\n"
+        "WARNING: anyone who can reach this port can call every model on your account and upstream keys.\n"
+        "WARNING: bind to 127.0.0.1 or put an authenticating proxy in front."
+    )
+
+
+def _banner(settings: Settings, api_key: str | None, management_key: str | None) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    key = (api_key if sys.stdout.isatty() else None) or "$GATEWRIGHT_API_KEY"
+    lines = [""]
+    if api_key and management_key:
+        lines += _new_keys(settings, api_key, management_key)
     elif settings.platform:
         lines += ["Use an API key made on first start, or make one: gatewright keys create", ""]
     auth = f' -H "Authorization: Bearer {key}"' if settings.platform else ""
@@ -74,6 +141,9 @@ def serve(
     configure_logging(settings)
     from gatewright.app import create_app
 
+    where = f"store {shown_url(settings.db_url)}, rate limits {'in Redis' if settings.redis_url else 'in process'}"
+    logging.getLogger("gatewright").info("%s, %d worker(s)", where, settings.workers)
+
     api_key = management_key = None
     if settings.platform:
         first = asyncio.run(bootstrap(settings))
@@ -90,15 +160,19 @@ def serve(
         access_log=False,  # gatewright logs its own access line, with the request id
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+    warning = _exposure_warning(settings)
+    if warning:
+        typer.echo(warning, err=True)
+    banner = _banner(settings, api_key, management_key)
     if settings.workers == 1:
         app = create_app(settings, catalog=model_catalog)
-        typer.echo(_banner(settings, api_key, management_key))
+        typer.echo(banner)
         uvicorn.run(app, **server)  # type: ignore[arg-type]
         return
     # Several processes: each builds its app from the environment (the settings travel there).
     for name, value in overrides.items():
         os.environ[f"GATEWRIGHT_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    typer.echo(_banner(settings, api_key, management_key))
+    typer.echo(banner)
     with multiprocess_metrics():
         uvicorn.run("gatewright.app:create_app_from_env", factory=True, workers=settings.workers, **server)  # type: ignore[arg-type]
 

@@ -1,27 +1,75 @@
 """Accounts, keys and credits: the management side of the platform (the key and billing APIs
-and the CLI use it; the request path never does)."""
+and the CLI use it; the request path never does).
+
+Rows are read and written through an ``AccountStore`` (``store.accounts.SqlAccountStore``) as typed
+records. Credits never change here: a grant is an operation of the ledger (``CreditLedger``),
+decided by ``core.ledger_rules`` and written by the ledger's one writer like every other change of
+a balance.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import Any, Protocol
 
 from gatewright.core.billing import usd_to_credits
 from gatewright.core.clock import RETENTIONS, aware, month_start, utcnow
 from gatewright.core.errors import InvalidRequest, NotFound
-from gatewright.core.keys import PREFIX_LENGTH, Authenticator, hash_key, new_key
+from gatewright.core.keys import Authenticator, KeyRecord, hash_key, key_prefix, new_key
 from gatewright.core.platform import KeyKind
-from gatewright.store.tables import accounts, api_keys, ledger, usage_records
 
 # What an API key may call. Billing is readable by every key of the account (the reference reads
 # the balance with an ordinary API key), so it needs no scope.
 SCOPES = ("model:chat", "model:responses", "model:tasks")
-MAX_BALANCE = 2 * 10**15  # 1,000,000,000 USD: far from a BIGINT's limit, so sums never overflow
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    id: int
+    name: str
+    email: str | None
+    balance: int
+    reserved: int  # held by requests in flight; new requests can use balance - reserved
+    low_balance_threshold: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One settled request: its tokens and what it was charged."""
+
+    id: int
+    request_id: str
+    account_id: int
+    key_id: int
+    key_prefix: str
+    model: str
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    credits: int
+    usd: float
+    status: str  # ok | aborted | error
+    estimated: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One change of an account's balance."""
+
+    id: int
+    account_id: int
+    key_id: int | None
+    request_id: str | None
+    kind: str  # charge | grant | adjust
+    credits: int  # signed
+    balance_after: int
+    note: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -32,7 +80,7 @@ class KeyLimit:
 
 @dataclass(frozen=True)
 class NewKey:
-    row: Any
+    row: KeyRecord
     key: str  # shown once
 
 
@@ -56,11 +104,65 @@ class UsageTotals:
     credits: int
 
 
-def month_spent(key_row: Any, now: datetime) -> int:
+class AccountStore(Protocol):
+    """Accounts, keys, usage and ledger entries as the management side reads and writes them.
+    Balances are not written here (see ``CreditLedger``)."""
+
+    async def count(self) -> int: ...
+
+    async def insert_account(self, name: str, low_balance_threshold: int) -> int:
+        """A new account with nothing in it; returns its id."""
+        ...
+
+    async def account(self, account_id: int) -> AccountRecord | None: ...
+
+    async def accounts(self) -> list[AccountRecord]: ...
+
+    async def insert_key(self, values: dict[str, Any]) -> bool:
+        """Store a new key (``values`` named like ``KeyRecord``'s fields, plus ``key_hash``);
+        False when its prefix or hash is taken."""
+        ...
+
+    async def key(self, prefix: str, account_id: int | None, kind: KeyKind | None) -> KeyRecord | None:
+        """The key (not deleted) with this prefix, optionally of this account and kind."""
+        ...
+
+    async def keys(self, account_id: int | None, kind: KeyKind | None) -> list[KeyRecord]:
+        """Keys not deleted, oldest first."""
+        ...
+
+    async def update_key(self, key_id: int, values: dict[str, Any]) -> None:
+        """Change fields named like ``KeyRecord``'s."""
+        ...
+
+    async def delete_key(self, key_id: int) -> None:
+        """Mark deleted (the row stays: usage and holds refer to it) and disabled."""
+        ...
+
+    async def usage(self, account_id: int | None, flt: UsageFilter) -> list[UsageRecord]:
+        """Records matching ``flt``, newest first, at most ``flt.limit``."""
+        ...
+
+    async def usage_totals(self, account_id: int | None, flt: UsageFilter) -> UsageTotals:
+        """Sums over every record matching ``flt`` (all pages)."""
+        ...
+
+    async def ledger(self, account_id: int, limit: int) -> list[LedgerEntry]:
+        """The newest balance changes first."""
+        ...
+
+
+class CreditLedger(Protocol):
+    async def grant(self, account_id: int, credits: int, note: str) -> int:
+        """Add (or, negative, remove) credits; returns the new balance (see ``ledger_rules.decide_grant``)."""
+        ...
+
+
+def month_spent(key: KeyRecord, now: datetime) -> int:
     """Credits the key has spent this calendar month (UTC); the stored counter rolls over only on
     the key's next charge, so a counter from an earlier month reads as nothing spent."""
-    started = aware(key_row.month_start)
-    return int(key_row.month_spent) if started is not None and started >= month_start(now) else 0
+    started = aware(key.month_start)
+    return key.month_spent if started is not None and started >= month_start(now) else 0
 
 
 def _check_limit(limit: KeyLimit | None) -> None:
@@ -81,28 +183,16 @@ def _check_scopes(scopes: list[str] | None) -> None:
 
 
 class Accounts:
-    def __init__(self, engine: AsyncEngine, authenticator: Authenticator | None = None) -> None:
-        self.engine = engine
+    def __init__(self, store: AccountStore, ledger: CreditLedger, authenticator: Authenticator | None = None) -> None:
+        self.store = store
+        self.ledger = ledger
         self.authenticator = authenticator
 
     async def count(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
+        return await self.store.count()
 
     async def create_account(self, name: str, credits: int, low_balance_threshold: int = 10_000) -> int:
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                insert(accounts).values(
-                    name=name,
-                    balance=0,
-                    reserved=0,
-                    low_balance_threshold=low_balance_threshold,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            account_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        account_id = await self.store.insert_account(name, low_balance_threshold)
         if credits:
             await self.add_credits(account_id, credits, "starting credits")
         return account_id
@@ -112,53 +202,16 @@ class Accounts:
 
         Removal is limited to what requests in flight have not reserved, so their settlements
         still find the credits they were promised."""
-        if credits == 0:
-            raise InvalidRequest("Invalid 'credits': must not be 0.", param="credits")
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            query = select(accounts.c.balance, accounts.c.reserved).where(accounts.c.id == account_id)
-            if self.engine.dialect.name == "postgresql":
-                query = query.with_for_update()
-            row = (await conn.execute(query)).first()
-            if row is None:
-                raise NotFound(f"No account {account_id}.")
-            balance = row.balance + credits
-            if balance > MAX_BALANCE:
-                raise InvalidRequest(
-                    f"Adding {credits} credits would take the balance past {MAX_BALANCE:,} credits.", param="credits"
-                )
-            if balance - row.reserved < 0:
-                available = row.balance - row.reserved
-                raise InvalidRequest(
-                    f"Cannot remove {-credits} credits: the account has {available} available "
-                    f"({row.balance} balance, {row.reserved} reserved by requests in flight).",
-                    param="credits",
-                )
-            await conn.execute(
-                update(accounts).where(accounts.c.id == account_id).values(balance=balance, updated_at=now)
-            )
-            await conn.execute(
-                insert(ledger).values(
-                    account_id=account_id,
-                    kind="grant" if credits >= 0 else "adjust",
-                    credits=credits,
-                    balance_after=balance,
-                    note=note,
-                    created_at=now,
-                )
-            )
-        return int(balance)
+        return await self.ledger.grant(account_id, credits, note)
 
-    async def account(self, account_id: int) -> Any:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
-        if row is None:
+    async def account(self, account_id: int) -> AccountRecord:
+        account = await self.store.account(account_id)
+        if account is None:
             raise NotFound(f"No account {account_id}.")
-        return row
+        return account
 
-    async def accounts(self) -> list[Any]:
-        async with self.engine.connect() as conn:
-            return list(await conn.execute(select(accounts).order_by(accounts.c.id)))
+    async def accounts(self) -> list[AccountRecord]:
+        return await self.store.accounts()
 
     async def create_key(
         self,
@@ -174,10 +227,10 @@ class Accounts:
         _check_scopes(scopes)
         now = utcnow()
         for _ in range(5):  # a prefix collision is astronomically rare; retry anyway
-            key = new_key()
+            key = new_key(kind)
             values = {
                 "account_id": account_id,
-                "prefix": key[:PREFIX_LENGTH],
+                "prefix": key_prefix(key),
                 "key_hash": hash_key(key),
                 "kind": kind,
                 "name": name,
@@ -193,40 +246,24 @@ class Accounts:
                 "created_at": now,
                 "updated_at": now,
             }
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(insert(api_keys).values(**values))
-            except IntegrityError:
-                continue
-            return NewKey(await self.key(str(values["prefix"]), account_id), key)
+            if await self.store.insert_key(values):
+                return NewKey(await self.key(str(values["prefix"]), account_id), key)
         raise RuntimeError("could not find a free key prefix")
 
-    async def key(self, prefix: str, account_id: int | None = None, kind: KeyKind | None = None) -> Any:
-        query = select(api_keys).where(api_keys.c.prefix == prefix, api_keys.c.deleted_at.is_(None))
-        if account_id is not None:
-            query = query.where(api_keys.c.account_id == account_id)
-        if kind is not None:
-            query = query.where(api_keys.c.kind == kind)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
+    async def key(self, prefix: str, account_id: int | None = None, kind: KeyKind | None = None) -> KeyRecord:
+        key = await self.store.key(prefix, account_id, kind)
+        if key is None:
             raise NotFound(f"No API key with prefix '{prefix}'.", param="prefix", code="key_not_found")
-        return row
+        return key
 
-    async def keys(self, account_id: int | None = None, kind: KeyKind | None = None) -> list[Any]:
-        query = select(api_keys).where(api_keys.c.deleted_at.is_(None)).order_by(api_keys.c.created_at, api_keys.c.id)
-        if account_id is not None:
-            query = query.where(api_keys.c.account_id == account_id)
-        if kind is not None:
-            query = query.where(api_keys.c.kind == kind)
-        async with self.engine.connect() as conn:
-            return list(await conn.execute(query))
+    async def keys(self, account_id: int | None = None, kind: KeyKind | None = None) -> list[KeyRecord]:
+        return await self.store.keys(account_id, kind)
 
     async def update_key(
         self, prefix: str, account_id: int | None, changes: dict[str, Any], kind: KeyKind | None = None
-    ) -> Any:
+    ) -> KeyRecord:
         """Apply ``name``, ``disabled``, ``limit`` (KeyLimit or None), ``scopes``, rate limits."""
-        row = await self.key(prefix, account_id, kind)
+        key = await self.key(prefix, account_id, kind)
         values: dict[str, Any] = {}
         for field in ("name", "disabled", "requests_per_minute", "tokens_per_minute"):
             if field in changes:
@@ -239,68 +276,30 @@ class Accounts:
             _check_limit(limit)
             values["limit_retention"] = limit.retention if limit else None
             values["limit_threshold"] = usd_to_credits(limit.threshold_usd) if limit else None
-            if values["limit_retention"] != row.limit_retention:
+            if values["limit_retention"] != key.limit_retention:
                 # A new period kind starts a new period; a new threshold keeps what was spent in it.
                 values["period_start"] = None
                 values["period_spent"] = 0
         if values:
             values["updated_at"] = utcnow()
-            async with self.engine.begin() as conn:
-                await conn.execute(update(api_keys).where(api_keys.c.id == row.id).values(**values))
+            await self.store.update_key(key.id, values)
             if self.authenticator is not None:
                 self.authenticator.forget(prefix)
         return await self.key(prefix, account_id)
 
     async def delete_key(self, prefix: str, account_id: int | None, kind: KeyKind | None = None) -> None:
-        row = await self.key(prefix, account_id, kind)
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == row.id).values(deleted_at=now, disabled=True, updated_at=now)
-            )
+        key = await self.key(prefix, account_id, kind)
+        await self.store.delete_key(key.id)
         if self.authenticator is not None:
             self.authenticator.forget(prefix)
 
-    def _usage_where(self, query: Any, account_id: int | None, flt: UsageFilter) -> Any:
-        u = usage_records.c
-        if account_id is not None:
-            query = query.where(u.account_id == account_id)
-        if flt.since is not None:
-            query = query.where(u.created_at >= flt.since)
-        if flt.until is not None:
-            query = query.where(u.created_at < flt.until)
-        if flt.model:
-            query = query.where(u.model == flt.model)
-        if flt.key_prefix:
-            query = query.where(u.key_prefix == flt.key_prefix)
-        if flt.status:
-            query = query.where(u.status == flt.status)
-        return query
-
-    async def usage(self, account_id: int | None, flt: UsageFilter) -> list[Any]:
+    async def usage(self, account_id: int | None, flt: UsageFilter) -> list[UsageRecord]:
         """Usage records matching ``flt``, newest first, at most ``flt.limit``."""
-        u = usage_records.c
-        query = self._usage_where(select(usage_records), account_id, flt).order_by(u.id.desc()).limit(flt.limit)
-        if flt.after_id is not None:
-            query = query.where(u.id < flt.after_id)
-        async with self.engine.connect() as conn:
-            return list(await conn.execute(query))
+        return await self.store.usage(account_id, flt)
 
     async def usage_totals(self, account_id: int | None, flt: UsageFilter) -> UsageTotals:
         """Sums over every record matching ``flt`` (all pages)."""
-        u = usage_records.c
-        sums = select(
-            func.count(),
-            func.coalesce(func.sum(u.input_tokens), 0),
-            func.coalesce(func.sum(u.cached_tokens), 0),
-            func.coalesce(func.sum(u.output_tokens), 0),
-            func.coalesce(func.sum(u.credits), 0),
-        )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(self._usage_where(sums, account_id, flt))).one()
-        return UsageTotals(*(int(value) for value in row))
+        return await self.store.usage_totals(account_id, flt)
 
-    async def ledger(self, account_id: int, limit: int = 100) -> list[Any]:
-        query = select(ledger).where(ledger.c.account_id == account_id).order_by(ledger.c.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            return list(await conn.execute(query))
+    async def ledger_entries(self, account_id: int, limit: int = 100) -> list[LedgerEntry]:
+        return await self.store.ledger(account_id, limit)

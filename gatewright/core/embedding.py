@@ -13,12 +13,21 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.billing import credits_to_usd, price, worst_case
 from gatewright.core.catalog import Catalog, EmbeddingSpec, ModelEntry
-from gatewright.core.errors import ContextWindowExceeded, GatewrightError, InvalidRequest, PermissionDenied
-from gatewright.core.metrics import record_usage
+from gatewright.core.errors import (
+    ContextWindowExceeded,
+    GatewrightError,
+    InsufficientCredits,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+)
+from gatewright.core.metrics import record_refusal, record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal
+from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
 from gatewright.core.types import Cost, EmbeddingRequest, Embeddings, Usage
 
@@ -141,8 +150,11 @@ async def run_embedding(
         raise PermissionDenied(
             f"This API key lacks the scope `{MODEL_SCOPE}` needed to call models.", code="missing_scope"
         )
+    _note_request(entry, request, principal)
     spec = embedding_spec(entry)
     check_request(entry, spec, request)
+    if request.dimensions == spec.dimensions:
+        request = replace(request, dimensions=None)  # the model's own length: nothing to ask an upstream
     counts, exact = await router.count_input_tokens(entry, request)
     request, total = billed_tokens(entry, spec, request, counts, exact)
 
@@ -150,11 +162,18 @@ async def run_embedding(
     hold: Hold | None = None
     platform = platform if principal is not None else None
     if platform is not None and principal is not None:
-        limits = await platform.limiter.acquire(principal, total)
-        credits = max(worst_case(total, 0, model.prices) for model in router.chain(entry))
+        try:
+            limits = await platform.limiter.acquire(principal, total)
+        except RateLimited as refused:
+            record_refusal(refused.status, refused.code)
+            raise
+        chain = [model for model in router.chain(entry) if model.type == entry.type]
+        credits = max(worst_case(total, 0, model.prices) for model in chain)
         try:
             hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
         except GatewrightError as error:
+            if isinstance(error, InsufficientCredits):
+                record_refusal(error.status, error.code)
             raise _with_limits(error, limits) from None
 
     ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
@@ -175,6 +194,7 @@ async def run_embedding(
         cost = await _charge(platform, hold, result.usage, cost, model.id)
     result.cost = cost
     record_usage(model.id, result.usage.input_tokens, 0, 0, 0, cost.credits)
+    _note_result(model.id, deployment.name, result.usage, cost)
     return EmbeddingCall(request_id, model, deployment.name, result, limits)
 
 
@@ -189,6 +209,39 @@ async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, mode
         log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
         return cost
     return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
+
+
+def _note_request(entry: ModelEntry, request: EmbeddingRequest, principal: Principal | None) -> None:
+    """Who asked for what: the request's span (GenAI attributes) and its access line."""
+    if tracing.ENABLED:
+        attributes: dict[str, str | int | float | bool] = {
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.request.model": request.model,
+        }
+        if principal is not None:
+            attributes |= {"gatewright.key_prefix": principal.prefix, "gatewright.account_id": principal.account_id}
+        tracing.annotate(attributes)
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.model = entry.id
+        if principal is not None:
+            facts.account_id, facts.key_prefix = principal.account_id, principal.prefix
+
+
+def _note_result(model: str, deployment: str, usage: Usage, cost: Cost) -> None:
+    if tracing.ENABLED:
+        tracing.annotate(
+            {
+                "gen_ai.response.model": model,
+                "gen_ai.usage.input_tokens": usage.input_tokens,
+                "gatewright.credits": cost.credits,
+                "gatewright.outcome": "ok",
+            }
+        )
+    facts = CURRENT_FACTS.get()
+    if facts is not None:
+        facts.model, facts.deployment, facts.outcome = model, deployment, "ok"
+        facts.input_tokens, facts.credits = usage.input_tokens, cost.credits
 
 
 def _with_limits(error: GatewrightError, limits: LimitState | None) -> GatewrightError:

@@ -12,6 +12,7 @@
     │   ├── NotFound                  404
     │   │   └── ModelNotFound         404
     │   ├── Conflict                  409
+    │   ├── PayloadTooLarge           413  the body is over the gateway's limit
     │   └── RateLimited               429  (retry_after seconds)
     └── ServerError                   never billed
         ├── Overloaded                503  local engine queue full
@@ -88,6 +89,10 @@ class ModelNotFound(NotFound):
 
 class Conflict(ClientError):
     status = 409
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
 
 
 class RateLimited(ClientError):

@@ -1,8 +1,15 @@
 """API keys and management keys: made random, shown once, stored as a hash and a prefix.
 
+A key says what it is: ``gw-`` and 32 hex characters for an API key, ``gwm-`` for a management key,
+so that secret scanners and people can tell them apart (and from other vendors' keys). Keys made
+before these prefixes (32 bare hex characters) keep working: a key is looked up by the hash of the
+whole string, whatever its form. A key's ``prefix`` (its public name in the key API) is the first
+8 hex characters of its random part.
+
 ``Authenticator`` turns a bearer token into a ``Principal`` with one dict lookup on the hot path:
 lookups are cached for ``ttl`` seconds, and this process's own changes to a key drop its cache
-entry at once (other replicas see them within ``ttl``).
+entry at once (other replicas see them within ``ttl``). Keys are read through a ``KeyStore``
+(``store.keys.SqlKeyStore``) as ``KeyRecord``s.
 """
 
 from __future__ import annotations
@@ -12,26 +19,68 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from datetime import datetime
+from typing import Protocol
 
 from gatewright.core.errors import PermissionDenied, Unauthorized
 from gatewright.core.platform import KeyKind, Principal
-from gatewright.store.tables import api_keys
 
 KEY_BYTES = 16  # 32 hex characters, like the reference platform's keys
 PREFIX_LENGTH = 8
 
+# What each kind of key starts with. No marker is a prefix of another, so each names one kind.
+KEY_MARKERS: dict[str, str] = {"api": "gw-", "management": "gwm-"}
 
-def new_key() -> str:
-    return secrets.token_hex(KEY_BYTES)
+
+def new_key(kind: KeyKind = "api") -> str:
+    return KEY_MARKERS[kind] + secrets.token_hex(KEY_BYTES)
+
+
+def key_prefix(key: str) -> str:
+    """The public name of a key: the first hex characters after its marker (or of a legacy key)."""
+    for marker in KEY_MARKERS.values():
+        if key.startswith(marker):
+            return key[len(marker) : len(marker) + PREFIX_LENGTH]
+    return key[:PREFIX_LENGTH]
 
 
 def hash_key(key: str) -> str:
     # Keys are 128 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One stored key (never its secret: only the hash is stored, and it stays in the store)."""
+
+    id: int
+    account_id: int
+    prefix: str
+    kind: KeyKind
+    name: str | None
+    disabled: bool
+    scopes: tuple[str, ...]
+    limit_retention: str | None  # day | week | month | no_reset; None: no spend limit
+    limit_threshold: int | None  # credits per period
+    period_start: datetime | None
+    period_spent: int
+    period_reserved: int
+    month_start: datetime | None
+    month_spent: int
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyStore(Protocol):
+    async def by_hash(self, digest: str) -> KeyRecord | None:
+        """The key (not deleted) whose secret hashes to ``digest``."""
+        ...
+
+    async def by_id(self, key_id: int) -> KeyRecord | None:
+        """The key (not deleted) with this id."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +90,21 @@ class _Cached:
     expires: float
 
 
-def principal_of(row: Any) -> Principal:
+def principal_of(key: KeyRecord) -> Principal:
     return Principal(
-        account_id=row.account_id,
-        key_id=row.id,
-        prefix=row.prefix,
-        kind=row.kind,
-        scopes=frozenset(row.scopes or ()),
-        requests_per_minute=row.requests_per_minute,
-        tokens_per_minute=row.tokens_per_minute,
+        account_id=key.account_id,
+        key_id=key.id,
+        prefix=key.prefix,
+        kind=key.kind,
+        scopes=frozenset(key.scopes),
+        requests_per_minute=key.requests_per_minute,
+        tokens_per_minute=key.tokens_per_minute,
     )
 
 
 class Authenticator:
-    def __init__(self, engine: AsyncEngine, ttl: float = 5.0) -> None:
-        self.engine = engine
+    def __init__(self, keys: KeyStore, ttl: float = 5.0) -> None:
+        self.keys = keys
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
         # One store lookup per key at a time: requests arriving while it runs share its answer.
@@ -125,10 +174,16 @@ class Authenticator:
         return cached
 
     async def _lookup(self, digest: str) -> _Cached:
-        query = select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.deleted_at.is_(None))
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        key = await self.keys.by_hash(digest)
         expires = time.monotonic() + self.ttl
-        if row is None:
+        if key is None:
             return _Cached(None, False, expires)
-        return _Cached(principal_of(row), bool(row.disabled), expires)
+        return _Cached(principal_of(key), key.disabled, expires)
+
+    async def principal_of_key(self, key_id: int) -> Principal:
+        """The key with this id as it is now (uncached), e.g. to resume a task it submitted;
+        ``Unauthorized`` when it was deleted or disabled since."""
+        key = await self.keys.by_id(key_id)
+        if key is None or key.disabled:
+            raise Unauthorized("The API key that submitted this task was deleted or disabled.", code="key_disabled")
+        return principal_of(key)

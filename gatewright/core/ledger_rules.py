@@ -1,24 +1,31 @@
-"""The ledger's decisions, without I/O: given the rows one group commit has locked, decide each
-reservation and settlement in order and collect the rows to write.
+"""The ledger's decisions, without I/O: given the rows one transaction has locked, decide each
+operation in order and collect the rows to write.
 
-Kept apart from the writer (``core.ledger``) so the money rules read in one place: a reservation
-needs the account's available credits (balance minus what is held) and room under the key's spend
-limit for its period; a settlement closes a hold exactly once and charges at most what the account
-has, so the balance never goes below zero.
+Every change of an account's ``balance`` or ``reserved`` is one of four operations, decided here
+and nowhere else, and written by the ledger's one writer (``store.ledger.apply_batch``):
+
+* ``Reservation``: hold credits before a request runs; needs the account's available credits
+  (balance minus what is held) and room under the key's spend limit for its period.
+* ``Settlement``: close a hold exactly once and charge at most what the account has, so the
+  balance never goes below zero.
+* ``Release``: close a hold whose process died without charging (its tokens are unknown).
+* ``Grant``: add (or, negative, remove) credits; removal never takes what holds were promised.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.clock import aware, month_start, period_start
-from gatewright.core.errors import GatewrightError, InsufficientCredits
+from gatewright.core.errors import GatewrightError, InsufficientCredits, InvalidRequest, NotFound
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
 
+MAX_BALANCE = 2 * 10**15  # 1,000,000,000 USD: far from a BIGINT's limit, so sums never overflow
 PERIOD_NAMES = {"day": "per day", "week": "per week", "month": "per month", "no_reset": "in total"}
 
 
@@ -42,6 +49,35 @@ class Settlement:
     cost: Cost
     status: SettleStatus
     model: str
+
+
+@dataclass(slots=True)
+class Release:
+    """Close an open hold unbilled (its process is gone)."""
+
+    request_id: str
+    account_id: int
+    key_id: int
+
+
+@dataclass(slots=True)
+class Grant:
+    account_id: int
+    credits: int  # negative: a removal
+    note: str
+
+
+Operation = Reservation | Settlement | Release | Grant
+
+
+@dataclass(slots=True)
+class HoldRow:
+    request_id: str
+    account_id: int
+    key_id: int
+    credits: int
+    model: str
+    status: str  # held | settled | released
 
 
 @dataclass(slots=True)
@@ -80,28 +116,62 @@ class Locked:
 
     accounts: dict[int, AccountRow]
     keys: dict[int, KeyRow]
-    holds: dict[str, dict[str, Any]]  # request_id → hold row
+    holds: dict[str, HoldRow]
 
 
 @dataclass
 class Changes:
-    """Rows one group commit writes, collected while deciding each operation in order."""
+    """Rows one group commit writes, collected while deciding each operation in order (the
+    touched account and key rows are marked in ``Locked``)."""
 
     now: datetime
-    owner: str
-    new_holds: list[dict[str, Any]] = field(default_factory=list)
-    closed_holds: list[dict[str, Any]] = field(default_factory=list)
-    ledger_rows: list[dict[str, Any]] = field(default_factory=list)
-    usage_rows: list[dict[str, Any]] = field(default_factory=list)
+    new_holds: list[HoldRow] = field(default_factory=list)
+    closed_holds: list[HoldRow] = field(default_factory=list)
+    ledger_rows: list[dict[str, Any]] = field(default_factory=list)  # columns of the ledger table
+    usage_rows: list[dict[str, Any]] = field(default_factory=list)  # columns of usage_records
 
 
-def _hold_of(row: dict[str, Any], prefix: str) -> Hold:
-    return Hold(row["request_id"], row["account_id"], row["key_id"], prefix, int(row["credits"]), row["model"])
+@dataclass(frozen=True, slots=True)
+class Involved:
+    """The rows a batch's decisions read: what a transaction loads (and locks) first."""
+
+    account_ids: set[int]
+    key_ids: set[int]
+    request_ids: list[str]  # holds
+
+
+def involved(batch: Sequence[Operation], retry: bool) -> Involved:
+    """``retry``: an earlier attempt may have committed without our knowing, so reservations look
+    for holds they may already have (fresh request ids have none: skip the query)."""
+    accounts: set[int] = set()
+    keys: set[int] = set()
+    request_ids: list[str] = []
+    for op in batch:
+        if isinstance(op, Reservation):
+            accounts.add(op.principal.account_id)
+            keys.add(op.principal.key_id)
+            if retry:
+                request_ids.append(op.request_id)
+        elif isinstance(op, Settlement):
+            accounts.add(op.hold.account_id)
+            keys.add(op.hold.key_id)
+            request_ids.append(op.hold.request_id)
+        elif isinstance(op, Release):
+            accounts.add(op.account_id)
+            keys.add(op.key_id)
+            request_ids.append(op.request_id)
+        else:
+            accounts.add(op.account_id)
+    return Involved(accounts, keys, request_ids)
+
+
+def _hold_of(row: HoldRow, prefix: str) -> Hold:
+    return Hold(row.request_id, row.account_id, row.key_id, prefix, row.credits, row.model)
 
 
 def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | GatewrightError:
     existing = locked.holds.get(op.request_id)
-    if existing is not None and existing["key_id"] == op.principal.key_id:
+    if existing is not None and existing.key_id == op.principal.key_id:
         # An earlier attempt of this batch committed although its outcome was lost: same hold.
         return _hold_of(existing, op.principal.prefix)
     account = locked.accounts.get(op.principal.account_id)
@@ -130,16 +200,7 @@ def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | 
     account.touched = True
     key.period_reserved += op.credits
     key.touched = True
-    row = {
-        "request_id": op.request_id,
-        "account_id": op.principal.account_id,
-        "key_id": op.principal.key_id,
-        "credits": op.credits,
-        "model": op.model,
-        "status": "held",
-        "owner": changes.owner,
-        "created_at": changes.now,
-    }
+    row = HoldRow(op.request_id, op.principal.account_id, op.principal.key_id, op.credits, op.model, "held")
     changes.new_holds.append(row)
     locked.holds[op.request_id] = row
     return _hold_of(row, op.principal.prefix)
@@ -148,12 +209,12 @@ def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | 
 def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     """Close the hold and charge; returns the credits charged (0 when it was already closed)."""
     held = locked.holds.get(op.hold.request_id)
-    if held is None or held["status"] != "held":
+    if held is None or held.status != "held":
         return 0  # settled, released or never written: nothing more to charge
-    account = locked.accounts[held["account_id"]]
-    key = locked.keys[held["key_id"]]
+    account = locked.accounts[held.account_id]
+    key = locked.keys[held.key_id]
     key.roll(changes.now)
-    hold_credits = int(held["credits"])
+    hold_credits = held.credits
     # Never below zero: an upstream that counted more than estimated is charged what is left.
     spendable = account.balance - (account.reserved - hold_credits)
     charge = max(0, min(op.cost.credits, spendable))
@@ -164,13 +225,13 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     key.period_spent += charge
     key.month_spent += charge
     key.touched = True
-    held["status"] = "settled"
-    changes.closed_holds.append({"rid": op.hold.request_id, "new_status": "settled"})
+    held.status = "settled"
+    changes.closed_holds.append(held)
     if charge:
         changes.ledger_rows.append(
             {
-                "account_id": held["account_id"],
-                "key_id": held["key_id"],
+                "account_id": held.account_id,
+                "key_id": held.key_id,
                 "request_id": op.hold.request_id,
                 "kind": "charge",
                 "credits": -charge,
@@ -183,8 +244,8 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     changes.usage_rows.append(
         {
             "request_id": op.hold.request_id,
-            "account_id": held["account_id"],
-            "key_id": held["key_id"],
+            "account_id": held.account_id,
+            "key_id": held.key_id,
             "key_prefix": op.hold.key_prefix,
             "model": op.model,
             "input_tokens": usage.input_tokens,
@@ -199,3 +260,68 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
         }
     )
     return charge
+
+
+def decide_release(op: Release, locked: Locked, changes: Changes) -> bool:
+    """Close the hold without a charge; False when it was already closed."""
+    held = locked.holds.get(op.request_id)
+    account = locked.accounts.get(op.account_id)
+    key = locked.keys.get(op.key_id)
+    if held is None or held.status != "held" or account is None or key is None:
+        return False
+    account.reserved -= held.credits
+    account.touched = True
+    key.period_reserved -= held.credits
+    key.touched = True
+    held.status = "released"
+    changes.closed_holds.append(held)
+    return True
+
+
+def decide_grant(op: Grant, locked: Locked, changes: Changes) -> int | GatewrightError:
+    """Change the balance by ``op.credits``; returns the new balance. One ledger row."""
+    if op.credits == 0:
+        return InvalidRequest("Invalid 'credits': must not be 0.", param="credits")
+    account = locked.accounts.get(op.account_id)
+    if account is None:
+        return NotFound(f"No account {op.account_id}.")
+    balance = account.balance + op.credits
+    if balance > MAX_BALANCE:
+        return InvalidRequest(
+            f"Adding {op.credits} credits would take the balance past {MAX_BALANCE:,} credits.", param="credits"
+        )
+    if balance - account.reserved < 0:
+        return InvalidRequest(
+            f"Cannot remove {-op.credits} credits: the account has {account.balance - account.reserved} available "
+            f"({account.balance} balance, {account.reserved} reserved by requests in flight).",
+            param="credits",
+        )
+    account.balance = balance
+    account.touched = True
+    changes.ledger_rows.append(
+        {
+            "account_id": op.account_id,
+            "key_id": None,
+            "request_id": None,
+            "kind": "grant" if op.credits >= 0 else "adjust",
+            "credits": op.credits,
+            "balance_after": balance,
+            "note": op.note,
+            "created_at": changes.now,
+        }
+    )
+    return balance
+
+
+_DECIDE: dict[type, Callable[[Any, Locked, Changes], Any]] = {
+    Reservation: decide_reserve,
+    Settlement: decide_settle,
+    Release: decide_release,
+    Grant: decide_grant,
+}
+
+
+def decide_batch(batch: Sequence[Operation], locked: Locked, changes: Changes) -> list[Any]:
+    """Each operation's outcome, in order: a ``Hold`` or error (reservation), the credits charged
+    (settlement), whether a hold was closed (release), the new balance or an error (grant)."""
+    return [_DECIDE[type(op)](op, locked, changes) for op in batch]

@@ -3,24 +3,20 @@
 A bucket holds up to one minute's allowance and refills continuously. A request needs one request
 token and a tokens bucket that is not empty; its prompt is charged up front and its output when it
 ends (a bucket may go into debt, which the next requests wait out). ``MemoryLimiter`` keeps the
-buckets in this process; ``RedisLimiter`` keeps them in Redis so replicas share one limit.
+buckets in this process; ``store.redis_limits.RedisLimiter`` keeps them in Redis so replicas share
+one limit.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from redis.exceptions import RedisError
 
 from gatewright.core.errors import RateLimited
 from gatewright.core.platform import LimitState, Principal
 
-log = logging.getLogger("gatewright.limits")
-_UNLIMITED = LimitState()
+UNLIMITED = LimitState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +49,7 @@ class Bucket:
         return max(0.0, (self.capacity - self.level) / self.rate)
 
 
-def _state(requests: Bucket | None, tokens: Bucket | None) -> LimitState:
+def state_of(requests: Bucket | None, tokens: Bucket | None) -> LimitState:
     return LimitState(
         requests_limit=int(requests.capacity) if requests else None,
         requests_remaining=max(0, math.floor(requests.level)) if requests else None,
@@ -64,7 +60,7 @@ def _state(requests: Bucket | None, tokens: Bucket | None) -> LimitState:
     )
 
 
-def _refuse(what: str, limit: int, wait: float, state: LimitState) -> RateLimited:
+def refusal(what: str, limit: int, wait: float, state: LimitState) -> RateLimited:
     error = RateLimited(
         f"Rate limit reached for {what} per minute (limit {limit}) on this API key. Try again in {wait:.2f}s.",
         retry_after=wait,
@@ -101,125 +97,19 @@ class MemoryLimiter:
         requests = self._bucket(principal.key_id, "requests", rpm, now)
         tokens = self._bucket(principal.key_id, "tokens", tpm, now)
         if requests is not None and requests.level < 1:
-            raise _refuse(
-                "requests", int(requests.capacity), (1 - requests.level) / requests.rate, _state(requests, tokens)
+            raise refusal(
+                "requests", int(requests.capacity), (1 - requests.level) / requests.rate, state_of(requests, tokens)
             )
         if tokens is not None and tokens.level <= 0:
-            raise _refuse("tokens", int(tokens.capacity), (1 - tokens.level) / tokens.rate, _state(requests, tokens))
+            raise refusal("tokens", int(tokens.capacity), (1 - tokens.level) / tokens.rate, state_of(requests, tokens))
         if requests is not None:
             requests.level -= 1
         if tokens is not None:
             tokens.level -= estimated_tokens
-        return _state(requests, tokens)
+        return state_of(requests, tokens)
 
     async def record_tokens(self, principal: Principal, tokens: int) -> None:
         bucket = self._buckets.get((principal.key_id, "tokens"))
         if bucket is not None:
             bucket.refill(time.monotonic())
             bucket.level -= tokens
-
-
-# Both scripts read the clock of the Redis server, not of the caller: replicas' clocks differ, and
-# calls reach Redis in another order than they read their clocks (a stamp from the future would
-# drain the bucket). A bucket's key lives until it would be full again, plus a minute.
-_BUCKET = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function refill(key, capacity)
-  if capacity <= 0 then return nil end
-  local level = tonumber(redis.call('HGET', key, 'level') or capacity)
-  local stamp = tonumber(redis.call('HGET', key, 'stamp') or now)
-  local cap = tonumber(redis.call('HGET', key, 'cap') or capacity)
-  if cap ~= capacity then level = capacity end
-  return math.min(capacity, level + math.max(0, now - stamp) * capacity / 60.0)
-end
-local function save(key, capacity, level)
-  redis.call('HSET', key, 'level', level, 'stamp', now, 'cap', capacity)
-  redis.call('EXPIRE', key, math.ceil((capacity - level) * 60.0 / capacity) + 60)
-end
-"""
-
-# One round trip: refill both buckets, check, take. Returns
-# {verdict (1 admitted, 0 requests refused, 2 tokens refused), requests level, tokens level}, -1 = no limit.
-_ACQUIRE = (
-    _BUCKET
-    + """
-local rpm = tonumber(ARGV[1]); local tpm = tonumber(ARGV[2]); local cost = tonumber(ARGV[3])
-local r = refill(KEYS[1], rpm); local t = refill(KEYS[2], tpm)
-local verdict = 1
-if r and r < 1 then verdict = 0 elseif t and t <= 0 then verdict = 2 end
-if verdict == 1 then
-  if r then r = r - 1 end
-  if t then t = t - cost end
-end
-if r then save(KEYS[1], rpm, r) end
-if t then save(KEYS[2], tpm, t) end
-return {verdict, tostring(r or -1), tostring(t or -1)}
-"""
-)
-
-# Charge tokens after the fact (a request's output); the bucket may go into debt.
-_CHARGE = (
-    _BUCKET
-    + """
-local capacity = tonumber(ARGV[1]); local cost = tonumber(ARGV[2])
-local level = refill(KEYS[1], capacity) - cost
-save(KEYS[1], capacity, level)
-return tostring(level)
-"""
-)
-
-
-class RedisLimiter:
-    """The same buckets in Redis, updated atomically by Lua scripts; shared by every replica.
-
-    When Redis cannot be reached, requests pass unlimited (and without rate-limit headers) and a
-    warning is logged at most once a minute: an outage of the limiter must not become an outage
-    of the gateway, and credits are guarded by the ledger, not here.
-    """
-
-    def __init__(self, client: Any, defaults: Defaults, namespace: str = "gatewright:rl") -> None:
-        self.client = client
-        self.defaults = defaults
-        self.namespace = namespace
-        self._acquire = client.register_script(_ACQUIRE)
-        self._charge = client.register_script(_CHARGE)
-        self._quiet_until = 0.0
-
-    def _keys(self, principal: Principal) -> list[str]:
-        return [f"{self.namespace}:{principal.key_id}:requests", f"{self.namespace}:{principal.key_id}:tokens"]
-
-    def _unreachable(self, error: Exception) -> None:
-        now = time.monotonic()
-        if now >= self._quiet_until:
-            self._quiet_until = now + 60
-            log.warning("rate limits are not enforced: Redis is unreachable (%r)", error)
-
-    async def acquire(self, principal: Principal, estimated_tokens: int) -> LimitState:
-        rpm, tpm = limits_of(principal, self.defaults)
-        if rpm is None and tpm is None:
-            return _UNLIMITED
-        try:
-            verdict, req_level, tok_level = await self._acquire(
-                keys=self._keys(principal), args=[rpm or 0, tpm or 0, estimated_tokens]
-            )
-        except (RedisError, OSError) as error:
-            self._unreachable(error)
-            return _UNLIMITED
-        requests = Bucket(float(rpm), float(req_level), 0.0) if rpm else None
-        tokens = Bucket(float(tpm), float(tok_level), 0.0) if tpm else None
-        state = _state(requests, tokens)
-        if int(verdict) == 0 and requests is not None:
-            raise _refuse("requests", int(requests.capacity), (1 - requests.level) / requests.rate, state)
-        if int(verdict) == 2 and tokens is not None:
-            raise _refuse("tokens", int(tokens.capacity), (1 - tokens.level) / tokens.rate, state)
-        return state
-
-    async def record_tokens(self, principal: Principal, tokens: int) -> None:
-        _, tpm = limits_of(principal, self.defaults)
-        if not tpm:
-            return
-        try:
-            await self._charge(keys=self._keys(principal)[1:], args=[tpm, tokens])
-        except (RedisError, OSError) as error:
-            self._unreachable(error)

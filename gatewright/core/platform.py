@@ -1,12 +1,14 @@
 """Who is calling and what they may spend: the seams between the pipeline and the platform layer.
 
 The pipeline only sees these protocols; ``core.keys``, ``core.limits`` and ``core.ledger`` implement
-them over ``store``. A gateway run as a bare proxy has none of them.
+them over the stores ``gatewright.store`` provides (through protocols declared beside them). A
+gateway run as a bare proxy has none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -47,6 +49,10 @@ class Hold:
 class Authenticator(Protocol):
     async def authenticate(self, token: str | None) -> Principal: ...
 
+    async def principal_of_key(self, key_id: int) -> Principal:
+        """The key with this id as it is now; ``Unauthorized`` when deleted or disabled."""
+        ...
+
 
 class Ledger(Protocol):
     async def reserve(self, principal: Principal, credits: int, request_id: str, model: str) -> Hold:
@@ -60,6 +66,10 @@ class Ledger(Protocol):
 
     async def flush(self) -> None:
         """Wait until every reservation and settlement queued so far is written."""
+        ...
+
+    async def charged(self, request_ids: Sequence[str]) -> int:
+        """Credits charged to these requests in all (settlements queued so far included)."""
         ...
 
 

@@ -35,4 +35,9 @@ class WebhookDelivery(Protocol):
         to ``record``; ``done`` attempts were made before (a restart). True once delivered."""
         ...
 
+    async def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not receive deliveries (an internal address, ...), or None; asked when a
+        task is submitted, and checked again by ``deliver`` when it connects."""
+        ...
+
     async def close(self) -> None: ...

@@ -32,6 +32,7 @@ import httpx
 
 from gatewright.core.clock import iso, utcnow
 from gatewright.core.webhooks import Attempt, Recorder
+from gatewright.outbound.guard import AddressGuard, Refused, Unresolved
 
 log = logging.getLogger("gatewright.webhooks")
 
@@ -90,11 +91,18 @@ class WebhookSender:
     asked for on the first delivery (so a gateway whose tasks never use webhooks writes no secret file)."""
 
     def __init__(
-        self, secret: bytes | Callable[[], bytes], backoff: Backoff | None = None, timeout: float = 10.0
+        self,
+        secret: bytes | Callable[[], bytes],
+        backoff: Backoff | None = None,
+        timeout: float = 10.0,
+        guard: AddressGuard | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._secret = secret
         self.backoff = backoff or Backoff()
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.guard = guard or AddressGuard()
+        # Redirects are not followed: a public receiver could otherwise bounce a delivery inside.
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
 
     @property
     def secret(self) -> bytes:
@@ -104,6 +112,15 @@ class WebhookSender:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def refusal(self, url: str) -> str | None:
+        try:
+            await self.guard.target(url)
+        except Unresolved:
+            return None  # may resolve by the time of delivery, where it is checked again
+        except Refused as refused:
+            return str(refused)
+        return None
 
     async def _post(self, url: str, body: bytes, delivery_id: str, attempt: int) -> Attempt:
         timestamp = int(time.time())
@@ -116,9 +133,18 @@ class WebhookSender:
         }
         at = iso(utcnow()) or ""
         try:
-            response = await self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as error:
-            return Attempt(attempt, at, None, f"{type(error).__name__}: {error}"[:300])
+            target = await self.guard.target(url)
+        except Refused as refused:
+            return Attempt(attempt, at, None, f"refused: {refused}")
+        headers["host"] = target.host_header
+        extensions = {"sni_hostname": target.sni} if target.sni else None
+        # The status keeps transport details to itself: error text would map the receiver's network.
+        try:
+            response = await self._client.post(target.url, content=body, headers=headers, extensions=extensions)
+        except httpx.TimeoutException:
+            return Attempt(attempt, at, None, "timed out")
+        except httpx.HTTPError:
+            return Attempt(attempt, at, None, "could not connect, or the connection failed")
         ok = 200 <= response.status_code < 300
         return Attempt(attempt, at, response.status_code, None if ok else f"HTTP {response.status_code}")
 
@@ -129,6 +155,9 @@ class WebhookSender:
             await record(outcome)
             if outcome.ok:
                 return True
+            if outcome.error and outcome.error.startswith("refused:") and "resolve" not in outcome.error:
+                log.warning("webhook %s refused: %s", delivery_id, outcome.error)
+                return False  # an internal address stays internal: no retries
             log.info("webhook %s attempt %d failed: %s", delivery_id, attempt, outcome.error)
             if attempt < self.backoff.max_attempts:
                 await asyncio.sleep(self.backoff.delay(attempt))

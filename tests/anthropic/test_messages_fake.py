@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
 
 from tests.anthropic.conftest import blocks, client_for
 from tests.anthropic.sse import check_order, parse_frames
-from tests.support.procs import Gateway
+from tests.support.app import AppGateway
 
 ECHO: list[Any] = [{"role": "user", "content": "one two three four"}]
 TOOL: Any = {"name": "echo_tool", "description": "Echo.", "input_schema": {"type": "object"}}
@@ -46,7 +45,7 @@ def test_failing_upstream_is_api_error_500(fake: anthropic.Anthropic) -> None:
     assert raised.value.status_code == 500 and _kind(raised) == "api_error"
 
 
-def test_failure_after_the_first_byte_is_an_error_event(fake: anthropic.Anthropic, fake_gateway: Gateway) -> None:
+def test_failure_after_the_first_byte_is_an_error_event(fake: anthropic.Anthropic, fake_gateway: AppGateway) -> None:
     with (
         pytest.raises(anthropic.APIStatusError) as raised,
         fake.messages.stream(model="dies-midway", max_tokens=8, messages=ECHO) as stream,
@@ -55,8 +54,8 @@ def test_failure_after_the_first_byte_is_an_error_event(fake: anthropic.Anthropi
             pass
     assert _kind(raised) == "api_error"
 
-    response = httpx.post(
-        f"{fake_gateway.url}/v1/messages",
+    response = fake_gateway.http.post(
+        "/v1/messages",
         json={"model": "dies-midway", "max_tokens": 8, "messages": ECHO, "stream": True},
         headers={"x-api-key": fake_gateway.api_key or ""},
     )
@@ -70,7 +69,7 @@ def test_failure_after_the_first_byte_is_an_error_event(fake: anthropic.Anthropi
     assert data["request_id"] == response.headers["request-id"]
 
 
-def test_rate_limit_error_with_retry_after(one_request_per_minute: Gateway) -> None:
+def test_rate_limit_error_with_retry_after(one_request_per_minute: AppGateway) -> None:
     limited = client_for(one_request_per_minute)
     first = limited.messages.with_raw_response.create(model="echo", max_tokens=2, messages=ECHO)
     assert first.headers["anthropic-ratelimit-requests-limit"] == "1"

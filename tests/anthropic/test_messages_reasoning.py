@@ -11,14 +11,16 @@ import anthropic
 import httpx
 
 from tests.anthropic.conftest import client_for
-from tests.support.procs import Gateway
+from tests.support.app import AppGateway
 
 RECORDING = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "glm" / "glm-5-1.response.json").read_text())
 ASK: list[Any] = [{"role": "user", "content": "What do you think of mankind?"}]
 THINKING: Any = {"type": "enabled", "budget_tokens": 2048}
 
 
-def test_thinking_block_then_text_with_the_upstreams_usage(reasoning_gateway: Gateway, reasoning_upstream: str) -> None:
+def test_thinking_block_then_text_with_the_upstreams_usage(
+    reasoning_gateway: AppGateway, reasoning_upstream: str
+) -> None:
     message = client_for(reasoning_gateway).messages.create(
         model="glm-5-1", max_tokens=4096, thinking=THINKING, messages=ASK
     )
@@ -35,7 +37,7 @@ def test_thinking_block_then_text_with_the_upstreams_usage(reasoning_gateway: Ga
     assert sent["reasoning_effort"] == "medium" and sent["max_tokens"] == 4096
 
 
-def test_streamed_thinking_is_reassembled_by_the_sdk(reasoning_gateway: Gateway) -> None:
+def test_streamed_thinking_is_reassembled_by_the_sdk(reasoning_gateway: AppGateway) -> None:
     client: anthropic.Anthropic = client_for(reasoning_gateway)
     deltas: dict[str, int] = {}
     with client.messages.stream(model="glm-5-1", max_tokens=4096, thinking=THINKING, messages=ASK) as stream:

@@ -17,8 +17,8 @@ from anthropic.lib.streaming._messages import accumulate_event
 
 from tests.anthropic.conftest import client_for
 from tests.anthropic.sse import parse_frames
+from tests.support.app import AppGateway, app_gateway
 from tests.support.faulty_upstream import FaultyUpstream, Raw, running_faulty_upstream, sse
-from tests.support.procs import Gateway, running_gateway
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic_upstream"
 ROUTE = "claude"
@@ -26,14 +26,16 @@ WEATHER: Any = {"name": "get_weather", "input_schema": {"type": "object", "prope
 ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped like every in-process gateway: an upstream backend's close() closes the connection
+# pools of all of them (backends/upstream.close_clients), so none may close before the session ends.
+@pytest.fixture(scope="session")
 def claude_upstream() -> Iterator[FaultyUpstream]:
     with running_faulty_upstream() as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory, claude_upstream: FaultyUpstream) -> Iterator[Gateway]:
+@pytest.fixture(scope="session")
+def relay(tmp_path_factory: pytest.TempPathFactory, claude_upstream: FaultyUpstream) -> Iterator[AppGateway]:
     root = tmp_path_factory.mktemp("anthropic-relay")
     catalog = root / "catalog.toml"
     catalog.write_text(
@@ -49,7 +51,7 @@ prices = {{ input = 3.0, cached_input = 0.3, output = 15.0 }}
 capabilities = {{ tools = true, reasoning = true }}
 """
     )
-    with running_gateway(root, catalog=catalog) as gw:
+    with app_gateway(root, catalog=catalog) as gw:
         yield gw
 
 
@@ -88,7 +90,7 @@ def carried(message: dict[str, Any]) -> dict[str, Any]:
     "recording", ["basic.stream.sse", "tool_use.stream.sse", "thinking_tool.stream.sse", "cache_usage.stream.sse"]
 )
 def test_recorded_stream_is_relayed_as_recorded(
-    relay: Gateway, claude_upstream: FaultyUpstream, recording: str
+    relay: AppGateway, claude_upstream: FaultyUpstream, recording: str
 ) -> None:
     # Sent in uneven pieces, so the upstream parser meets lines cut in half.
     claude_upstream.script(ROUTE, sse((RECORDINGS / recording).read_bytes(), pieces=7))
@@ -106,7 +108,7 @@ def test_recorded_stream_is_relayed_as_recorded(
     )
 
 
-def test_whole_answer_is_relayed(relay: Gateway, claude_upstream: FaultyUpstream) -> None:
+def test_whole_answer_is_relayed(relay: AppGateway, claude_upstream: FaultyUpstream) -> None:
     recorded = json.loads((RECORDINGS / "thinking_tool.response.json").read_text())
     claude_upstream.script(ROUTE, Raw(json.dumps(recorded).encode()))
     ours = client_for(relay).messages.create(model="claude-relay", max_tokens=1024, tools=[WEATHER], messages=ASK)
@@ -116,7 +118,7 @@ def test_whole_answer_is_relayed(relay: Gateway, claude_upstream: FaultyUpstream
 
 
 def test_upstream_overload_mid_stream_reaches_the_client_as_an_error_event(
-    relay: Gateway, claude_upstream: FaultyUpstream
+    relay: AppGateway, claude_upstream: FaultyUpstream
 ) -> None:
     claude_upstream.script(ROUTE, sse((RECORDINGS / "overloaded_mid_stream.sse").read_bytes()))
     with (

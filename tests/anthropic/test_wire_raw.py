@@ -9,21 +9,23 @@ import httpx
 
 from tests.anthropic.sse import check_order, parse_frames
 from tests.conftest import MODEL
+from tests.support.app import AppGateway
 from tests.support.procs import Gateway
 
 HELLO = [{"role": "user", "content": "Hi"}]
 
 
-def post(gateway: Gateway, body: Any, *, raw: bytes | None = None, path: str = "/v1/messages") -> httpx.Response:
-    return httpx.post(
-        gateway.url + path,
+def post(
+    gateway: Gateway | AppGateway, body: Any, *, raw: bytes | None = None, path: str = "/v1/messages"
+) -> httpx.Response:
+    return gateway.http.post(
+        path,
         content=raw if raw is not None else json.dumps(body).encode(),
         headers={
             "x-api-key": gateway.api_key or "",
             "anthropic-version": "2023-06-01",
             "content-type": "application/json",
         },
-        timeout=600,
     )
 
 
@@ -80,7 +82,7 @@ def test_error_object_and_headers(gateway: Gateway) -> None:
     assert counted.status_code == 400 and "messages" in counted.json()["error"]["message"]
 
 
-def test_tool_use_stream_framing(fake_gateway: Gateway) -> None:
+def test_tool_use_stream_framing(fake_gateway: AppGateway) -> None:
     body = {
         "model": "echo",
         "max_tokens": 8,

@@ -69,5 +69,5 @@ async def test_a_full_queue_refuses_with_503() -> None:
     with pytest.raises(Overloaded):
         queue.put("b", job(loop, [1] * 3))
     queue.put("b", job(loop, [1] * 2))
-    queue.close()
+    assert len(queue.close()) == 2  # the waiting jobs, handed back to be failed
     assert queue.take(budget=10, capacity=10) is None

@@ -4,6 +4,7 @@ embedded embedding model: the zero-config default catalog, and a catalog of embe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 
@@ -216,3 +217,17 @@ def test_errors_are_not_billed(embed_client: openai.OpenAI, embed_store: Store) 
         with pytest.raises(openai.BadRequestError):
             embed_client.embeddings.create(model="minilm-cheap", **bad)  # type: ignore[arg-type]
     assert embed_store.balance() == before and embed_store.reserved() == 0
+
+
+async def test_concurrent_requests_bill_exactly_what_each_was_told(embed_gateway: Gateway, embed_store: Store) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{embed_gateway.url}/v1", api_key=embed_gateway.api_key, max_retries=0)
+    before = embed_store.balance()
+    inputs = [SENTENCES[i % 8 : i % 8 + 1 + i % 3] for i in range(12)]
+    replies = await asyncio.gather(
+        *(client.embeddings.create(model="minilm-cheap", input=batch, encoding_format="float") for batch in inputs)
+    )
+    told = [(r.model_extra or {})["meta"]["usage"]["credits_used"] for r in replies]
+    assert told == [credits_for(r.usage.prompt_tokens, CHEAP) for r in replies]
+    assert [len(r.data) for r in replies] == [len(b) for b in inputs]
+    assert before - embed_store.balance() == sum(told) and embed_store.reserved() == 0
+    await client.close()

@@ -9,12 +9,15 @@ tokens), a pooling or a normalisation mistake would move the vectors far below t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gatewright.backends.embedder.backend import EmbedderBackend
 from gatewright.backends.registry import BackendEnv
+from gatewright.backends.weights import PACKAGED_DIRS, WeightsError, resolve_embedding_model
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import ModelEntry
 from gatewright.core.types import EmbeddingRequest
@@ -70,3 +73,16 @@ async def test_one_at_a_time_equals_the_batch(embedder: EmbedderBackend) -> None
     # llama.cpp sums in another order when sequences share a batch: equal to float rounding.
     assert np.abs(batch - singles).max() < 1e-4
     assert (unit(batch) * unit(singles)).sum(axis=1).min() > 0.99999
+
+
+def test_weights_are_checked_and_converted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = PACKAGED_DIRS["all-minilm-l6-v2"]
+    files = resolve_embedding_model("package:all-minilm-l6-v2", tmp_path)
+    assert files.gguf.stat().st_size == spec.gguf_size  # and its sha256 was the pinned one, or it would raise
+    made = files.gguf.stat().st_mtime_ns
+    assert resolve_embedding_model("package:all-minilm-l6-v2", tmp_path).gguf.stat().st_mtime_ns == made
+    # A file that is not the one gatewright was built for is refused before anything loads it.
+    wrong = dict(spec.files, **{"tokenizer.json": "0" * 64})
+    monkeypatch.setitem(PACKAGED_DIRS, "all-minilm-l6-v2", replace(spec, files=wrong))
+    with pytest.raises(WeightsError, match=r"tokenizer\.json"):
+        resolve_embedding_model("package:all-minilm-l6-v2", tmp_path)

@@ -16,7 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator
 from gatewright.store.db import create_engine, migrate
-from tests.support.procs import Gateway, running_gateway
+from gatewright.store.keys import SqlKeyStore
+from tests.support.accounts import accounts_on
+from tests.support.app import FAKE_CATALOG, AppGateway, app_gateway
+from tests.support.procs import Gateway
 from tests.support.services import Postgres, Redis, ServiceUnavailable, in_ci, running_postgres, running_redis
 
 T = TypeVar("T")
@@ -26,55 +29,11 @@ T = TypeVar("T")
 PRICES = {"input": 1.0, "cached_input": 0.5, "output": 2.0}
 IN_CREDITS, OUT_CREDITS = 2, 4
 
-FAKE_CATALOG = """
-default_model = "fake"
-
-[[models]]
-id = "fake"
-aliases = ["fake-alias"]
-context_window = 4096
-max_output = 64
-prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
-deployments = [{{ name = "fake", backend = "fake", max_retries = 0 }}]
-
-[[models]]
-id = "fake-slow"
-context_window = 4096
-max_output = 64
-prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
-deployments = [{{ name = "fake-slow", backend = "fake", max_retries = 0, options = {{ delay = 0.02 }} }}]
-
-[[models]]
-id = "fake-slower"
-context_window = 4096
-max_output = 64
-prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
-deployments = [{{ name = "fake-slower", backend = "fake", max_retries = 0, options = {{ delay = 0.1 }} }}]
-
-[[models]]
-id = "fake-500"
-context_window = 4096
-max_output = 64
-prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
-deployments = [{{ name = "fake-500", backend = "fake", max_retries = 0, options = {{ fail_status = 500 }} }}]
-
-[[models]]
-id = "fake-422"
-context_window = 4096
-max_output = 64
-prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
-deployments = [{{ name = "fake-422", backend = "fake", max_retries = 0, options = {{ fail_status = 422 }} }}]
-
-[[models]]
-id = "fake-midstream-error"
-context_window = 4096
-max_output = 64
-prices = {{ input = {input}, cached_input = {cached_input}, output = {output} }}
-deployments = [{{ name = "fake-midstream-error", backend = "fake", max_retries = 0, options = {{ fail_after = 2 }} }}]
-""".format(**PRICES)
+# The fake models and their prices are in tests/fixtures/catalogs/fake.toml ("fake", "fake-slow", …).
 
 # Generous per-key defaults so only the tests about rate limits ever meet one.
 UNLIMITED = {"GATEWRIGHT_DEFAULT_REQUESTS_PER_MINUTE": "1000000", "GATEWRIGHT_DEFAULT_TOKENS_PER_MINUTE": "100000000"}
+UNLIMITED_SETTINGS = {"default_requests_per_minute": 1_000_000, "default_tokens_per_minute": 100_000_000}
 
 
 def worst_case(prompt_tokens: int, max_tokens: int) -> int:
@@ -128,40 +87,37 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def accounts(engine: AsyncEngine) -> Accounts:
-    return Accounts(engine, Authenticator(engine, ttl=60.0))
+async def accounts(engine: AsyncEngine) -> AsyncIterator[Accounts]:
+    async with accounts_on(engine, Authenticator(SqlKeyStore(engine), ttl=60.0)) as made:
+        yield made
 
 
 @pytest.fixture(scope="session")
-def fake_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("catalog") / "fake.toml"
-    path.write_text(FAKE_CATALOG)
-    return path
+def fake_catalog() -> Path:
+    return FAKE_CATALOG
 
 
 @pytest.fixture(scope="session")
-def platform_gateway(tmp_path_factory: pytest.TempPathFactory, fake_catalog: Path) -> Iterator[Gateway]:
-    """A real `gatewright serve` process with the platform on, a SQLite store, the fake models and
-    1 USD of starting credits."""
+def platform_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppGateway]:
+    """The whole gateway in process with the platform on, a SQLite store, the fake models and 1 USD
+    of starting credits."""
     data_dir = tmp_path_factory.mktemp("platform-gateway")
-    env = {**UNLIMITED, "GATEWRIGHT_STARTING_CREDITS": "2000000"}
-    with running_gateway(data_dir, catalog=fake_catalog, env=env) as gw:
-        assert gw.api_key and gw.management_key, gw.log()
+    with app_gateway(data_dir, starting_credits=2_000_000, **UNLIMITED_SETTINGS) as gw:
         yield gw
 
 
-def sqlite_url(gateway: Gateway) -> str:
+def sqlite_url(gateway: Gateway | AppGateway) -> str:
     return f"sqlite+aiosqlite:///{gateway.data_dir / 'gatewright.db'}"
 
 
 @pytest.fixture
-async def http(platform_gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=platform_gateway.url, timeout=60) as client:
+async def http(platform_gateway: AppGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with platform_gateway.async_http() as client:
         yield client
 
 
 @pytest.fixture
-async def store(platform_gateway: Gateway) -> AsyncIterator[AsyncEngine]:
+async def store(platform_gateway: AppGateway) -> AsyncIterator[AsyncEngine]:
     """The gateway's own SQLite store, opened beside it (WAL: readers and writers coexist)."""
     engine = create_engine(sqlite_url(platform_gateway))
     try:

@@ -1,6 +1,6 @@
-"""JSON lines (GATEWRIGHT_LOG_FORMAT=json): one access line per request with what it turned out to be
-(account, key prefix, model, deployment, status, tokens, credits, latency), never the key or the
-prompt; other log records in the same shape."""
+"""JSON lines (GATEWRIGHT_LOG_FORMAT=json): one access record per request through `logging` with what
+it turned out to be (account, key prefix, model, deployment, status, tokens, credits, latency),
+never the key or the prompt; other log records in the same shape."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from gatewright.app import create_app
+from gatewright.core.keys import key_prefix
 from gatewright.logs import JsonFormatter
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
@@ -28,8 +29,11 @@ def test_json_access_lines(tmp_path: Path, fake_catalog: Path) -> None:
     key = first.api_key.key
     app = create_app(settings)
     lines = io.StringIO()
-    app.access.stream = lines  # type: ignore[attr-defined]
-    logging.getLogger("gatewright.access").setLevel(logging.INFO)
+    handler = logging.StreamHandler(lines)  # what configure_logging installs for json, on a buffer
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("gatewright.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
     body = {"model": "fake-alias", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 3}
     with TestClient(app) as http:
         answer = http.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
@@ -37,6 +41,7 @@ def test_json_access_lines(tmp_path: Path, fake_catalog: Path) -> None:
         refused = http.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer wrong"})
         assert refused.status_code == 401
         http.get("/health/live")
+    access.removeHandler(handler)
     records = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert [(r["method"], r["path"], r["status"]) for r in records] == [
         ("POST", "/v1/chat/completions", 200),
@@ -56,7 +61,7 @@ def test_json_access_lines(tmp_path: Path, fake_catalog: Path) -> None:
         "path": "/v1/chat/completions",
         "status": 200,
         "account_id": 1,
-        "key_prefix": key[:8],
+        "key_prefix": key_prefix(key),
         "model": "fake",
         "deployment": "fake",
         "input_tokens": prompt_tokens,

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts
-from tests.platform.conftest import UNLIMITED
+from gatewright.core.keys import key_prefix
 from tests.platform.test_keys_api import ISO_UTC
 from tests.platform.wire import assert_error, auth, chat_body
-from tests.support.procs import Gateway, running_gateway
+from tests.support.accounts import accounts_on
+from tests.support.app import AppGateway, app_gateway
 
 BALANCE_FIELDS = {
     "balance",
@@ -28,7 +28,7 @@ BALANCE_FIELDS = {
 }
 
 
-async def test_balance_objects_agree_in_credits_and_usd(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_balance_objects_agree_in_credits_and_usd(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     for key in (platform_gateway.api_key, platform_gateway.management_key):  # every key reads billing
         v1 = (await http.get("/v1/billing/balance", headers=auth(key))).json()
         assert set(v1) >= BALANCE_FIELDS
@@ -46,7 +46,9 @@ async def test_balance_objects_agree_in_credits_and_usd(http: httpx.AsyncClient,
 
 
 @pytest.mark.parametrize("path", ["/v1/billing/balance", "/v2/billing", "/v2/billing/detail", "/v1/billing/usage"])
-async def test_billing_needs_a_known_enabled_key(http: httpx.AsyncClient, platform_gateway: Gateway, path: str) -> None:
+async def test_billing_needs_a_known_enabled_key(
+    http: httpx.AsyncClient, platform_gateway: AppGateway, path: str
+) -> None:
     assert_error(await http.get(path), 401, "missing_api_key")
     assert_error(await http.get(path, headers=auth("0" * 32)), 401, "invalid_api_key")
     made = (await http.post("/v1/keys", json={}, headers=auth(platform_gateway.management_key))).json()["data"]
@@ -57,7 +59,7 @@ async def test_billing_needs_a_known_enabled_key(http: httpx.AsyncClient, platfo
 
 
 async def test_adding_credits_is_a_management_extension(
-    http: httpx.AsyncClient, platform_gateway: Gateway, store: AsyncEngine
+    http: httpx.AsyncClient, platform_gateway: AppGateway, store: AsyncEngine
 ) -> None:
     headers = auth(platform_gateway.management_key)
     before = (await http.get("/v1/billing/balance", headers=headers)).json()["balance"]
@@ -68,7 +70,8 @@ async def test_adding_credits_is_a_management_extension(
     assert in_usd["credits_added"] == 500_000 and in_usd["balance"] == before + 505_000
     removed = (await http.post("/v1/billing/credits", json={"credits": -505_000}, headers=headers)).json()
     assert removed["balance"] == before
-    rows = await Accounts(store).ledger(1, limit=3)
+    async with accounts_on(store) as accounts:
+        rows = await accounts.ledger_entries(1, limit=3)
     assert [(r.credits, r.note) for r in rows] == [
         (-505_000, "added through the API"),
         (500_000, "added through the API"),
@@ -91,18 +94,18 @@ async def test_adding_credits_is_a_management_extension(
     ],
 )
 async def test_invalid_credit_changes_get_400(
-    http: httpx.AsyncClient, platform_gateway: Gateway, body: dict[str, object], param: str
+    http: httpx.AsyncClient, platform_gateway: AppGateway, body: dict[str, object], param: str
 ) -> None:
     response = await http.post("/v1/billing/credits", json=body, headers=auth(platform_gateway.management_key))
     assert_error(response, 400, param=param)
 
 
-async def test_api_keys_cannot_add_credits(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_api_keys_cannot_add_credits(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     response = await http.post("/v1/billing/credits", json={"credits": 10}, headers=auth(platform_gateway.api_key))
     assert_error(response, 403, "management_key_required")
 
 
-async def test_low_balance_status(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_low_balance_status(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     headers = auth(platform_gateway.management_key)
     balance = (await http.get("/v1/billing/balance", headers=headers)).json()["available"]
     await http.post("/v1/billing/credits", json={"credits": -(balance - 5_000)}, headers=headers)
@@ -123,7 +126,7 @@ async def _usage(http: httpx.AsyncClient, caller: str | None, **params: object) 
     return await http.get("/v1/billing/usage", params=params, headers=auth(caller))  # type: ignore[arg-type]
 
 
-async def test_usage_listing_filters_pages_and_totals(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_usage_listing_filters_pages_and_totals(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     management = platform_gateway.management_key
     made = (await http.post("/v1/keys", json={"name": "usage"}, headers=auth(management))).json()["data"]
     other = (await http.post("/v1/keys", json={"name": "usage-2"}, headers=auth(management))).json()["data"]
@@ -161,12 +164,12 @@ async def test_usage_listing_filters_pages_and_totals(http: httpx.AsyncClient, p
     assert [r["request_id"] for r in first["data"] + second["data"]] == ids[::-1]
 
 
-async def test_an_api_key_lists_only_its_own_usage(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_an_api_key_lists_only_its_own_usage(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     made = (await http.post("/v1/keys", json={}, headers=auth(platform_gateway.management_key))).json()["data"]
     response = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(made["key"]))
     own = (await _usage(http, made["key"])).json()["data"]
     assert [r["request_id"] for r in own] == [response.headers["x-request-id"]]
-    forbidden = await _usage(http, made["key"], key=str(platform_gateway.api_key)[:8])
+    forbidden = await _usage(http, made["key"], key=key_prefix(str(platform_gateway.api_key)))
     assert_error(forbidden, 403, "management_key_required", "key")
 
 
@@ -183,14 +186,14 @@ async def test_an_api_key_lists_only_its_own_usage(http: httpx.AsyncClient, plat
     ],
 )
 async def test_invalid_usage_queries_get_400(
-    http: httpx.AsyncClient, platform_gateway: Gateway, params: dict[str, object], param: str
+    http: httpx.AsyncClient, platform_gateway: AppGateway, params: dict[str, object], param: str
 ) -> None:
     assert_error(await _usage(http, platform_gateway.management_key, **params), 400, param=param)
 
 
-async def test_a_bare_gateway_has_no_platform_endpoints(tmp_path: Path, fake_catalog: Path) -> None:
-    with running_gateway(tmp_path, catalog=fake_catalog, args=["--bare"], env=UNLIMITED) as gw:
-        async with httpx.AsyncClient(base_url=gw.url) as http:
+async def test_a_bare_gateway_has_no_platform_endpoints(tmp_path: Path) -> None:
+    with app_gateway(tmp_path, platform=False) as gw:
+        async with gw.async_http() as http:
             for path in ("/v1/keys", "/v1/key", "/v1/billing/balance", "/v2/billing"):
                 assert_error(await http.get(path), 404, "platform_disabled")
             chat = await http.post("/v1/chat/completions", json=chat_body())

@@ -15,15 +15,15 @@ from typer.testing import CliRunner
 
 from gatewright.cli import app
 from gatewright.core.accounts import Accounts
-from gatewright.core.keys import Authenticator
-from gatewright.core.ledger import SqlLedger
+from gatewright.core.keys import Authenticator, key_prefix
 from gatewright.core.types import Cost, Usage
 from gatewright.settings import Settings
-from gatewright.wiring import bootstrap, open_accounts
+from gatewright.store.keys import SqlKeyStore
+from gatewright.wiring import bootstrap, ledger_writer, open_accounts
 from tests.platform.wire import auth, chat_body
-from tests.support.procs import Gateway
+from tests.support.app import AppGateway
 
-KEY = re.compile(r"^([0-9a-f]{32})$", re.MULTILINE)
+KEY = re.compile(r"^(gw-[0-9a-f]{32})$", re.MULTILINE)
 
 
 @pytest.fixture
@@ -61,11 +61,11 @@ def test_keys_create_list_disable_enable_delete(data_dir: Path) -> None:
     assert code == 0, out
     key = KEY.search(out)
     assert key is not None and "shown" not in key.group(1)
-    prefix = key.group(1)[:8]
+    prefix = key_prefix(key.group(1))
     assert "5,000,000 (2.50 USD) / week" in out and "30 req" in out
 
     async def check(accounts: Accounts) -> None:
-        principal = await Authenticator(accounts.engine).authenticate(key.group(1))
+        principal = await Authenticator(SqlKeyStore(accounts.store.engine)).authenticate(key.group(1))
         assert principal.prefix == prefix and principal.requests_per_minute == 30
         assert principal.scopes == frozenset({"model:chat", "model:tasks"})
 
@@ -113,7 +113,7 @@ def test_usage_lists_requests_and_totals(data_dir: Path) -> None:
     assert first is not None
 
     async def spend(accounts: Accounts) -> None:
-        ledger = SqlLedger(accounts.engine, owner="cli-test")
+        ledger = ledger_writer(accounts.store.engine, owner="cli-test")
         await ledger.start()
         other = await accounts.create_key(first.account_id, "api", name="other")
         try:
@@ -145,7 +145,7 @@ def test_several_accounts_need_a_choice(data_dir: Path) -> None:
     assert cli("credits", "show", "--account", "9")[0] == 1
 
 
-async def test_the_cli_works_on_a_running_gateways_store(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_the_cli_works_on_a_running_gateways_store(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     env = {"GATEWRIGHT_DATA_DIR": str(platform_gateway.data_dir), "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
 
     def run(*args: str) -> str:
@@ -155,13 +155,14 @@ async def test_the_cli_works_on_a_running_gateways_store(http: httpx.AsyncClient
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    made = KEY.search(await asyncio.to_thread(run, "keys", "create", "--name", "from-cli"))
+    # Account 1 is the one made on first start (other tests may have added accounts to this store).
+    made = KEY.search(await asyncio.to_thread(run, "keys", "create", "--name", "from-cli", "--account", "1"))
     assert made is not None
     response = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(made.group(1)))
     assert response.status_code == 200  # a new key needs no restart: it is looked up on first use
     before = (await http.get("/v1/billing/balance", headers=auth(made.group(1)))).json()["balance"]
-    await asyncio.to_thread(run, "credits", "add", "12345")
+    await asyncio.to_thread(run, "credits", "add", "12345", "--account", "1")
     after = (await http.get("/v1/billing/balance", headers=auth(made.group(1)))).json()["balance"]
     assert after - before == 12_345
-    listed = await asyncio.to_thread(run, "usage", "--key", made.group(1)[:8])
+    listed = await asyncio.to_thread(run, "usage", "--key", key_prefix(made.group(1)), "--account", "1")
     assert "1 of 1 requests" in listed

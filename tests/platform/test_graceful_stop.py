@@ -14,16 +14,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.store.db import create_engine
 from tests.platform.audit import assert_consistent, wait_settled
 from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, UNLIMITED, fake_prompt_tokens, sqlite_url
+from tests.support.app import FAKE_CATALOG
 from tests.support.procs import start_gateway
 
 START = 2_000_000
 SHORT = " ".join(f"w{i}" for i in range(12))  # fake-slower: 0.1 s a word, so ~1.2 s
-LONG = " ".join(f"w{i}" for i in range(60))  # ~6 s: longer than drain + shutdown timeout
+LONG = " ".join(f"w{i}" for i in range(60))  # fake-crawl: 0.2 s a word, ~12 s: far longer than drain + timeout
+CRAWL = """
+[[models]]
+id = "fake-crawl"
+context_window = 4096
+max_output = 64
+prices = { input = 1.0, cached_input = 0.5, output = 2.0 }
+deployments = [{ name = "fake-crawl", backend = "fake", max_retries = 0, options = { delay = 0.2 } }]
+"""
 
 
-async def _stream(client: httpx.AsyncClient, text: str, started: asyncio.Event) -> tuple[str, list[str], bool]:
+async def _stream(
+    client: httpx.AsyncClient, model: str, text: str, started: asyncio.Event
+) -> tuple[str, list[str], bool]:
     """(request id, the words received, whether the stream ended with [DONE])."""
-    body = {"model": "fake-slower", "messages": [{"role": "user", "content": text}], "stream": True}
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True}
     words: list[str] = []
     done = False
     async with client.stream("POST", "/v1/chat/completions", json=body) as answer:
@@ -43,21 +54,24 @@ async def _stream(client: httpx.AsyncClient, text: str, started: asyncio.Event) 
     return rid, words, done
 
 
-async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Path, fake_catalog: Path) -> None:
+async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(FAKE_CATALOG.read_text() + CRAWL)
     env = {
         **UNLIMITED,
         "GATEWRIGHT_STARTING_CREDITS": str(START),
-        "GATEWRIGHT_DRAIN_SECONDS": "1.5",
-        "GATEWRIGHT_SHUTDOWN_TIMEOUT": "2",
+        "GATEWRIGHT_DRAIN_SECONDS": "2.5",
+        "GATEWRIGHT_SHUTDOWN_TIMEOUT": "2.5",
+        "GATEWRIGHT_DATABSE_URL": "postgresql://gw:secret@db/gw",  # a typo: warned about, not silent
     }
-    gateway = start_gateway(tmp_path / "gw", catalog=fake_catalog, env=env)
+    gateway = start_gateway(tmp_path / "gw", catalog=catalog, env=env)
     try:
         headers = {"authorization": f"Bearer {gateway.api_key}"}
         async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as client:
             long_started, short_started = asyncio.Event(), asyncio.Event()
-            long = asyncio.create_task(_stream(client, LONG, long_started))
+            long = asyncio.create_task(_stream(client, "fake-crawl", LONG, long_started))
             await long_started.wait()
-            short = asyncio.create_task(_stream(client, SHORT, short_started))
+            short = asyncio.create_task(_stream(client, "fake-slower", SHORT, short_started))
             await short_started.wait()
             gateway.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
@@ -77,6 +91,8 @@ async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Pa
             gateway.process.kill()
     log = gateway.log()
     assert "Traceback" not in log, log
+    assert "unknown setting GATEWRIGHT_DATABSE_URL is ignored (did you mean GATEWRIGHT_DATABASE_URL?)" in log
+    assert f"store sqlite+aiosqlite:///{gateway.data_dir.resolve()}/gatewright.db" in log and "secret" not in log
     engine: AsyncEngine = create_engine(sqlite_url(gateway))
     try:
         result = await wait_settled(engine, account_id=1, within=5)

@@ -9,8 +9,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts
+from gatewright.core.keys import key_prefix
 from tests.platform.wire import assert_error, auth, chat_body
+from tests.support.accounts import accounts_on
+from tests.support.app import AppGateway
 from tests.support.procs import Gateway
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -36,13 +38,13 @@ async def _create(http: httpx.AsyncClient, gw: Gateway, **body: object) -> dict[
 
 
 async def test_create_key_returns_the_documented_object_and_the_key_once(
-    http: httpx.AsyncClient, platform_gateway: Gateway
+    http: httpx.AsyncClient, platform_gateway: AppGateway
 ) -> None:
     body = {"name": "20260202-key-for-llms", "limit": {"retention": "week", "threshold": 25}}
     data = await _create(http, platform_gateway, **body, scopes=["model:chat", "model:responses"])
     assert set(data) == KEY_FIELDS | {"key"}
     key = str(data["key"])
-    assert re.fullmatch(r"[0-9a-f]{32}", key) and data["prefix"] == key[:8]
+    assert re.fullmatch(r"gw-[0-9a-f]{32}", key) and data["prefix"] == key_prefix(key) == key[3:11]
     assert data["name"] == "20260202-key-for-llms" and data["disabled"] is False
     assert data["scopes"] == ["model:chat", "model:responses"]
     assert data["limit"] == {"retention": "week", "threshold": 25}
@@ -58,7 +60,7 @@ async def test_create_key_returns_the_documented_object_and_the_key_once(
 
 
 async def test_create_with_no_body_gives_a_chat_key_without_limit(
-    http: httpx.AsyncClient, platform_gateway: Gateway
+    http: httpx.AsyncClient, platform_gateway: AppGateway
 ) -> None:
     response = await http.post("/v1/keys", headers=auth(platform_gateway.management_key))
     assert response.status_code == 200, response.text
@@ -67,24 +69,26 @@ async def test_create_with_no_body_gives_a_chat_key_without_limit(
     assert data["rate_limit"] == {"requests_per_minute": None, "tokens_per_minute": None}
 
 
-async def test_a_limit_without_retention_never_resets(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_a_limit_without_retention_never_resets(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     data = await _create(http, platform_gateway, limit={"threshold": 0.5})
     assert data["limit"] == {"retention": "no_reset", "threshold": 0.5}
 
 
-async def test_list_is_oldest_first_and_holds_only_api_keys(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_list_is_oldest_first_and_holds_only_api_keys(
+    http: httpx.AsyncClient, platform_gateway: AppGateway
+) -> None:
     first = await _create(http, platform_gateway, name="first")
     second = await _create(http, platform_gateway, name="second")
     listed = (await http.get("/v1/keys", headers=auth(platform_gateway.management_key))).json()["data"]
     prefixes = [k["prefix"] for k in listed]
     assert prefixes.index(first["prefix"]) < prefixes.index(second["prefix"])
-    assert platform_gateway.api_key and platform_gateway.api_key[:8] == prefixes[0]  # made on first start
-    assert platform_gateway.management_key and platform_gateway.management_key[:8] not in prefixes
+    assert platform_gateway.api_key and key_prefix(platform_gateway.api_key) == prefixes[0]  # made on first start
+    assert platform_gateway.management_key and key_prefix(platform_gateway.management_key) not in prefixes
     assert {k["kind"] for k in listed} == {"api"}
     assert [k["created_at"] for k in listed] == sorted(k["created_at"] for k in listed)
 
 
-async def test_get_key_describes_the_calling_key(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_get_key_describes_the_calling_key(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     made = await _create(http, platform_gateway, name="me", limit={"retention": "day", "threshold": 3})
     response = await http.get("/v1/key", headers=auth(str(made["key"])))
     assert response.status_code == 200, response.text
@@ -92,10 +96,11 @@ async def test_get_key_describes_the_calling_key(http: httpx.AsyncClient, platfo
     assert set(data) == KEY_FIELDS
     assert (data["prefix"], data["name"], data["limit"]) == (made["prefix"], "me", {"retention": "day", "threshold": 3})
     management = (await http.get("/v1/key", headers=auth(platform_gateway.management_key))).json()["data"]
-    assert management["kind"] == "management" and management["prefix"] == str(platform_gateway.management_key)[:8]
+    own = key_prefix(str(platform_gateway.management_key))
+    assert management["kind"] == "management" and management["prefix"] == own
 
 
-async def test_patch_updates_only_the_fields_given(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_patch_updates_only_the_fields_given(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     made = await _create(http, platform_gateway, name="before", limit={"retention": "week", "threshold": 25})
     headers = auth(platform_gateway.management_key)
     url = f"/v1/keys/{made['prefix']}"
@@ -119,7 +124,7 @@ async def test_patch_updates_only_the_fields_given(http: httpx.AsyncClient, plat
     }
 
 
-async def test_disabled_keys_are_refused_until_enabled(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_disabled_keys_are_refused_until_enabled(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     made = await _create(http, platform_gateway)
     key, url, headers = str(made["key"]), f"/v1/keys/{made['prefix']}", auth(platform_gateway.management_key)
     disabled = (await http.patch(url, json={"disabled": True}, headers=headers)).json()["data"]
@@ -131,7 +136,7 @@ async def test_disabled_keys_are_refused_until_enabled(http: httpx.AsyncClient, 
 
 
 async def test_delete_answers_as_documented_and_the_key_stops_working(
-    http: httpx.AsyncClient, platform_gateway: Gateway
+    http: httpx.AsyncClient, platform_gateway: AppGateway
 ) -> None:
     made = await _create(http, platform_gateway)
     key, url, headers = str(made["key"]), f"/v1/keys/{made['prefix']}", auth(platform_gateway.management_key)
@@ -144,7 +149,9 @@ async def test_delete_answers_as_documented_and_the_key_stops_working(
     assert_error(await http.patch(url, json={"name": "x"}, headers=headers), 404, "key_not_found", "prefix")
 
 
-async def test_a_key_scoped_away_from_chat_cannot_call_chat(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_a_key_scoped_away_from_chat_cannot_call_chat(
+    http: httpx.AsyncClient, platform_gateway: AppGateway
+) -> None:
     made = await _create(http, platform_gateway, scopes=["model:responses"])
     response = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(str(made["key"])))
     assert_error(response, 403, "missing_scope")
@@ -171,21 +178,21 @@ async def test_missing_and_unknown_keys_get_401(http: httpx.AsyncClient, method:
     [("POST", "/v1/keys"), ("GET", "/v1/keys"), ("PATCH", "/v1/keys/abcdef12"), ("DELETE", "/v1/keys/abcdef12")],
 )
 async def test_api_keys_cannot_manage_keys(
-    http: httpx.AsyncClient, platform_gateway: Gateway, method: str, path: str
+    http: httpx.AsyncClient, platform_gateway: AppGateway, method: str, path: str
 ) -> None:
     response = await http.request(method, path, headers=auth(platform_gateway.api_key))
     assert_error(response, 403, "management_key_required")
 
 
-async def test_a_management_key_cannot_call_models(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_a_management_key_cannot_call_models(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     response = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(platform_gateway.management_key))
     assert_error(response, 403, "api_key_required")
 
 
 async def test_management_keys_are_not_managed_through_the_api(
-    http: httpx.AsyncClient, platform_gateway: Gateway
+    http: httpx.AsyncClient, platform_gateway: AppGateway
 ) -> None:
-    own = str(platform_gateway.management_key)[:8]
+    own = key_prefix(str(platform_gateway.management_key))
     headers = auth(platform_gateway.management_key)
     assert_error(await http.patch(f"/v1/keys/{own}", json={"disabled": True}, headers=headers), 404, "key_not_found")
     assert_error(await http.delete(f"/v1/keys/{own}", headers=headers), 404, "key_not_found")
@@ -208,7 +215,7 @@ async def test_management_keys_are_not_managed_through_the_api(
     ],
 )
 async def test_invalid_create_bodies_get_400_naming_the_param(
-    http: httpx.AsyncClient, platform_gateway: Gateway, body: dict[str, object], param: str
+    http: httpx.AsyncClient, platform_gateway: AppGateway, body: dict[str, object], param: str
 ) -> None:
     response = await http.post("/v1/keys", json=body, headers=auth(platform_gateway.management_key))
     assert_error(response, 400, param=param)
@@ -224,16 +231,16 @@ async def test_invalid_create_bodies_get_400_naming_the_param(
     ],
 )
 async def test_invalid_patch_bodies_get_400_naming_the_param(
-    http: httpx.AsyncClient, platform_gateway: Gateway, body: dict[str, object], param: str
+    http: httpx.AsyncClient, platform_gateway: AppGateway, body: dict[str, object], param: str
 ) -> None:
-    prefix = str(platform_gateway.api_key)[:8]
+    prefix = key_prefix(str(platform_gateway.api_key))
     response = await http.patch(f"/v1/keys/{prefix}", json=body, headers=auth(platform_gateway.management_key))
     assert_error(response, 400, param=param)
     listed = (await http.get("/v1/keys", headers=auth(platform_gateway.management_key))).json()["data"]
     assert next(k for k in listed if k["prefix"] == prefix)["disabled"] is False  # nothing changed
 
 
-async def test_malformed_json_and_prefix_get_400(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_malformed_json_and_prefix_get_400(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     headers = {**auth(platform_gateway.management_key), "content-type": "application/json"}
     assert_error(await http.post("/v1/keys", content=b'{"name": ', headers=headers), 400, "invalid_json")
     assert_error(await http.post("/v1/keys", content=b"[1, 2]", headers=headers), 400)
@@ -242,12 +249,12 @@ async def test_malformed_json_and_prefix_get_400(http: httpx.AsyncClient, platfo
 
 
 async def test_another_accounts_keys_are_invisible(
-    http: httpx.AsyncClient, platform_gateway: Gateway, store: AsyncEngine
+    http: httpx.AsyncClient, platform_gateway: AppGateway, store: AsyncEngine
 ) -> None:
-    accounts = Accounts(store)
-    other = await accounts.create_account("other", 1_000)
-    their_management = await accounts.create_key(other, "management", scopes=[])
-    their_key = await accounts.create_key(other, "api", name="theirs")
+    async with accounts_on(store) as accounts:
+        other = await accounts.create_account("other", 1_000)
+        their_management = await accounts.create_key(other, "management", scopes=[])
+        their_key = await accounts.create_key(other, "api", name="theirs")
     ours = auth(platform_gateway.management_key)
     theirs = auth(their_management.key)
     url = f"/v1/keys/{their_key.row.prefix}"

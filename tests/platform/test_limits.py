@@ -12,8 +12,9 @@ import pytest
 import redis.asyncio as redis
 
 from gatewright.core.errors import RateLimited
-from gatewright.core.limits import Defaults, MemoryLimiter, RedisLimiter
+from gatewright.core.limits import Defaults, MemoryLimiter
 from gatewright.core.platform import LimitState, Principal
+from gatewright.store.redis_limits import RedisLimiter
 from tests.support.procs import free_port
 from tests.support.services import Redis
 

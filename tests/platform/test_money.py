@@ -1,4 +1,5 @@
-"""Money over HTTP against real gateway processes: what a request costs, what is never billed,
+"""Money over HTTP against the whole gateway (in process; a real process where a client hangs up
+mid-stream): what a request costs, what is never billed,
 spend limits and low balances refused before any work, abandoned streams billed for what was
 generated. The store is read back after each case and must balance to the credit."""
 
@@ -6,19 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts, KeyLimit
+from gatewright.core.accounts import KeyLimit
+from gatewright.core.keys import key_prefix
+from gatewright.store.db import create_engine
 from gatewright.store.tables import holds, usage_records
 from tests.conftest import MODEL
 from tests.platform.audit import assert_consistent, wait_settled
-from tests.platform.conftest import IN_CREDITS, OUT_CREDITS, fake_prompt_tokens, worst_case
+from tests.platform.conftest import (
+    IN_CREDITS,
+    OUT_CREDITS,
+    UNLIMITED,
+    fake_prompt_tokens,
+    sqlite_url,
+    worst_case,
+)
 from tests.platform.wire import assert_error, auth, chat_body, stream_chat
-from tests.support.procs import Gateway
+from tests.support.accounts import accounts_on
+from tests.support.app import FAKE_CATALOG, AppGateway
+from tests.support.procs import Gateway, running_gateway
 
 START = 100_000
 
@@ -27,9 +40,9 @@ async def _account(
     store: AsyncEngine, credits: int = START, limit: KeyLimit | None = None, rpm: int | None = None
 ) -> tuple[int, str]:
     """A fresh account with one API key, made in the gateway's store (as the CLI would)."""
-    accounts = Accounts(store)
-    account_id = await accounts.create_account("money", credits)
-    made = await accounts.create_key(account_id, "api", limit=limit, requests_per_minute=rpm)
+    async with accounts_on(store) as accounts:
+        account_id = await accounts.create_account("money", credits)
+        made = await accounts.create_key(account_id, "api", limit=limit, requests_per_minute=rpm)
     return account_id, made.key
 
 
@@ -86,9 +99,33 @@ async def test_streams_report_what_they_were_charged(
     assert books.charge_rows == {result.request_id: expected}
 
 
+@pytest.fixture(scope="module")
+def process_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A real `gatewright serve`: a client hanging up mid-stream needs a real connection to close
+    (the in-process transport delivers an answer whole)."""
+    with running_gateway(tmp_path_factory.mktemp("money-process"), catalog=FAKE_CATALOG, env=UNLIMITED) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def process_http(process_gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=process_gateway.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+async def process_store(process_gateway: Gateway) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(sqlite_url(process_gateway))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 async def test_an_abandoned_stream_is_billed_for_what_was_generated(
-    http: httpx.AsyncClient, store: AsyncEngine
+    process_http: httpx.AsyncClient, process_store: AsyncEngine
 ) -> None:
+    http, store = process_http, process_store
     account_id, key = await _account(store)
     words = " ".join(f"w{i}" for i in range(60))  # 60 tokens at 20 ms each: far longer than we stay
     counted_before = await _credits_metric(http, "fake-slow")
@@ -125,7 +162,7 @@ async def test_a_low_balance_is_refused_before_any_work(http: httpx.AsyncClient,
 
 
 async def test_a_key_spend_limit_is_refused_before_any_work(
-    http: httpx.AsyncClient, store: AsyncEngine, platform_gateway: Gateway
+    http: httpx.AsyncClient, store: AsyncEngine, platform_gateway: AppGateway
 ) -> None:
     # 0.00005 USD = 100 credits a day; each request below may cost 32 and costs 24.
     account_id, key = await _account(store, limit=KeyLimit("day", 0.00005))
@@ -141,9 +178,10 @@ async def test_a_key_spend_limit_is_refused_before_any_work(
     assert key_object["monthly_usage"] == 72 / 2_000_000
 
     # The management side raises the limit; the next request goes through at once.
-    management = await Accounts(store).create_key(account_id, "management", scopes=[])
+    async with accounts_on(store) as accounts:
+        management = await accounts.create_key(account_id, "management", scopes=[])
     patched = await http.patch(
-        f"/v1/keys/{key[:8]}",
+        f"/v1/keys/{key_prefix(key)}",
         json={"limit": {"retention": "day", "threshold": 0.001}},
         headers=auth(management.key),
     )
@@ -153,13 +191,14 @@ async def test_a_key_spend_limit_is_refused_before_any_work(
 
 
 async def test_refused_and_failed_requests_are_never_billed(
-    http: httpx.AsyncClient, store: AsyncEngine, platform_gateway: Gateway
+    http: httpx.AsyncClient, store: AsyncEngine, platform_gateway: AppGateway
 ) -> None:
     account_id, key = await _account(store)
     _, poor = await _account(store, credits=1)
     limited_account, limited = await _account(store, rpm=1)
     disabled_account, disabled = await _account(store)
-    await Accounts(store).update_key(disabled[:8], disabled_account, {"disabled": True})
+    async with accounts_on(store) as accounts:
+        await accounts.update_key(key_prefix(disabled), disabled_account, {"disabled": True})
     cases: list[tuple[str, int, str | None, dict[str, str], dict[str, object]]] = [
         ("bad body", 400, None, auth(key), {"model": "fake", "messages": "hello"}),
         ("bad param", 400, None, auth(key), chat_body(temperature=7)),
@@ -218,7 +257,9 @@ async def test_rate_limit_headers_on_every_model_response(http: httpx.AsyncClien
     assert 1 <= int(refused.headers["retry-after"]) <= 30  # one request comes back every 30 s
 
 
-async def test_key_rate_limits_are_set_through_the_key_api(http: httpx.AsyncClient, platform_gateway: Gateway) -> None:
+async def test_key_rate_limits_are_set_through_the_key_api(
+    http: httpx.AsyncClient, platform_gateway: AppGateway
+) -> None:
     management = auth(platform_gateway.management_key)
     made = await http.post(
         "/v1/keys", json={"rate_limit": {"requests_per_minute": 1, "tokens_per_minute": 500}}, headers=management
@@ -229,7 +270,7 @@ async def test_key_rate_limits_are_set_through_the_key_api(http: httpx.AsyncClie
     assert (first.headers["x-ratelimit-limit-requests"], first.headers["x-ratelimit-limit-tokens"]) == ("1", "500")
     assert_error(await http.post("/v1/chat/completions", json=chat_body(), headers=auth(key)), 429)
     raised = await http.patch(
-        f"/v1/keys/{key[:8]}", json={"rate_limit": {"requests_per_minute": 100}}, headers=management
+        f"/v1/keys/{key_prefix(key)}", json={"rate_limit": {"requests_per_minute": 100}}, headers=management
     )
     assert raised.status_code == 200
     again = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(key))

@@ -10,9 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts, KeyLimit
 from gatewright.core.errors import InvalidRequest, NotFound, PermissionDenied, Unauthorized
-from gatewright.core.keys import Authenticator
+from gatewright.core.keys import Authenticator, key_prefix
 from gatewright.store.db import migrate
+from gatewright.store.keys import SqlKeyStore
 from gatewright.store.tables import api_keys, ledger
+from tests.support.accounts import accounts_on
 
 
 async def test_migrations_create_every_table_and_rerun_cleanly(engine: AsyncEngine) -> None:
@@ -26,7 +28,7 @@ async def test_account_starting_credits_are_one_ledger_row(accounts: Accounts) -
     account_id = await accounts.create_account("acme", 5_000)
     row = await accounts.account(account_id)
     assert (row.balance, row.reserved, row.name) == (5_000, 0, "acme")
-    rows = await accounts.ledger(account_id)
+    rows = await accounts.ledger_entries(account_id)
     assert [(r.kind, r.credits, r.balance_after) for r in rows] == [("grant", 5_000, 5_000)]
 
 
@@ -40,7 +42,7 @@ async def test_add_and_remove_credits_never_below_available(accounts: Accounts) 
         await accounts.add_credits(account_id, 0)
     with pytest.raises(NotFound):
         await accounts.add_credits(account_id + 99, 10)
-    rows = await accounts.ledger(account_id)
+    rows = await accounts.ledger_entries(account_id)
     assert [r.credits for r in reversed(rows)] == [1_000, 500, -1_200]
     assert sum(r.credits for r in rows) == (await accounts.account(account_id)).balance
 
@@ -48,8 +50,8 @@ async def test_add_and_remove_credits_never_below_available(accounts: Accounts) 
 async def test_key_is_stored_only_as_hash_and_prefix(accounts: Accounts, engine: AsyncEngine) -> None:
     account_id = await accounts.create_account("acme", 0)
     made = await accounts.create_key(account_id, "api", name="ci", scopes=["model:chat"])
-    assert len(made.key) == 32 and all(c in "0123456789abcdef" for c in made.key)
-    assert made.row.prefix == made.key[:8]
+    assert made.key.startswith("gw-") and len(made.key) == 35 and all(c in "0123456789abcdef" for c in made.key[3:])
+    assert made.row.prefix == key_prefix(made.key)
     async with engine.connect() as conn:
         stored = (await conn.execute(select(api_keys).where(api_keys.c.prefix == made.row.prefix))).one()
     assert stored.key_hash == hashlib.sha256(made.key.encode()).hexdigest()
@@ -66,7 +68,7 @@ async def test_keys_list_oldest_first_and_update_fields(accounts: Accounts) -> N
     updated = await accounts.update_key(
         first.row.prefix, account_id, {"name": "renamed", "disabled": True, "scopes": ["model:chat", "model:tasks"]}
     )
-    assert (updated.name, updated.disabled, updated.scopes) == ("renamed", True, ["model:chat", "model:tasks"])
+    assert (updated.name, updated.disabled, updated.scopes) == ("renamed", True, ("model:chat", "model:tasks"))
     assert updated.updated_at >= updated.created_at
     cleared = await accounts.update_key(second.row.prefix, account_id, {"limit": None})
     assert cleared.limit_retention is None and cleared.limit_threshold is None
@@ -149,11 +151,11 @@ async def test_authenticator_kinds_disabled_and_unknown(accounts: Accounts) -> N
 async def test_authenticator_cache_sees_other_writers_after_its_ttl(accounts: Accounts, engine: AsyncEngine) -> None:
     account_id = await accounts.create_account("acme", 0)
     made = await accounts.create_key(account_id, "api")
-    other_replica = Accounts(engine)  # changes made elsewhere: no cache of ours is dropped
-    cached = Authenticator(engine, ttl=3600)
-    fresh = Authenticator(engine, ttl=0)
+    cached = Authenticator(SqlKeyStore(engine), ttl=3600)
+    fresh = Authenticator(SqlKeyStore(engine), ttl=0)
     await cached.authenticate(made.key)
-    await other_replica.update_key(made.row.prefix, account_id, {"disabled": True})
+    async with accounts_on(engine) as other_replica:  # changes made elsewhere: no cache of ours is dropped
+        await other_replica.update_key(made.row.prefix, account_id, {"disabled": True})
     assert (await cached.authenticate(made.key)).prefix == made.row.prefix  # still cached
     with pytest.raises(PermissionDenied):
         await fresh.authenticate(made.key)

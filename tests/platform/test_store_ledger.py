@@ -15,23 +15,24 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core import ledger as ledger_module
 from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
 from gatewright.core.clock import utcnow
-from gatewright.core.errors import InsufficientCredits, InternalError
+from gatewright.core.errors import InsufficientCredits, InternalError, InvalidRequest
 from gatewright.core.keys import principal_of
-from gatewright.core.ledger import SqlLedger, apply_batch, release_stale_holds
-from gatewright.core.ledger_rules import AccountRow, Changes, Locked, Reservation, Settlement, decide_reserve
+from gatewright.core.ledger import LedgerWriter
+from gatewright.core.ledger_rules import AccountRow, Changes, HoldRow, Locked, Reservation, Settlement, decide_reserve
 from gatewright.core.platform import Hold, Principal
 from gatewright.core.types import Cost, Usage
+from gatewright.store import ledger as ledger_store
 from gatewright.store.db import create_engine, is_sqlite
+from gatewright.store.ledger import SqlLedgerStore, apply_batch
 from gatewright.store.tables import api_keys, holds
 from tests.platform.audit import assert_consistent, audit, wait_settled
 
 
 @pytest.fixture
-async def ledger(engine: AsyncEngine) -> AsyncIterator[SqlLedger]:
-    writer = SqlLedger(engine, owner="test")
+async def ledger(engine: AsyncEngine) -> AsyncIterator[LedgerWriter]:
+    writer = LedgerWriter(SqlLedgerStore(engine, owner="test"))
     await writer.start()
     try:
         yield writer
@@ -45,11 +46,18 @@ async def _principal(accounts: Accounts, credits: int, limit: KeyLimit | None = 
     return principal_of(made.row)
 
 
+def ledger_store_of(writer: LedgerWriter) -> SqlLedgerStore:
+    assert isinstance(writer.store, SqlLedgerStore)
+    return writer.store
+
+
 def _cost(credits: int) -> Cost:
     return Cost(credits, credits / 2_000_000)
 
 
-async def test_reserve_then_settle_moves_money_once(accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine) -> None:
+async def test_reserve_then_settle_moves_money_once(
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
+) -> None:
     who = await _principal(accounts, 1_000)
     hold = await ledger.reserve(who, 300, "req-1", "fake")
     account = await accounts.account(who.account_id)
@@ -70,7 +78,7 @@ async def test_reserve_then_settle_moves_money_once(accounts: Accounts, ledger: 
 
 
 async def test_free_or_failed_requests_write_usage_but_no_charge(
-    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
 ) -> None:
     who = await _principal(accounts, 1_000)
     failed = await ledger.reserve(who, 500, "failed", "fake")
@@ -81,7 +89,7 @@ async def test_free_or_failed_requests_write_usage_but_no_charge(
     assert result.usage["failed"].status == "error" and result.usage["failed"].credits == 0
 
 
-async def test_reserve_refuses_what_the_balance_cannot_cover(accounts: Accounts, ledger: SqlLedger) -> None:
+async def test_reserve_refuses_what_the_balance_cannot_cover(accounts: Accounts, ledger: LedgerWriter) -> None:
     who = await _principal(accounts, 1_000)
     await ledger.reserve(who, 700, "a", "fake")
     with pytest.raises(InsufficientCredits) as refused:
@@ -90,7 +98,7 @@ async def test_reserve_refuses_what_the_balance_cannot_cover(accounts: Accounts,
     assert (await accounts.account(who.account_id)).reserved == 700
 
 
-async def test_key_spend_limit_counts_spent_and_held(accounts: Accounts, ledger: SqlLedger) -> None:
+async def test_key_spend_limit_counts_spent_and_held(accounts: Accounts, ledger: LedgerWriter) -> None:
     # 0.0005 USD = 1,000 credits per day for this key; the account has far more.
     who = await _principal(accounts, 1_000_000, KeyLimit("day", 0.0005))
     first = await ledger.reserve(who, 600, "a", "fake")
@@ -105,7 +113,7 @@ async def test_key_spend_limit_counts_spent_and_held(accounts: Accounts, ledger:
 
 
 async def test_key_spend_limit_resets_with_its_period(
-    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
 ) -> None:
     who = await _principal(accounts, 1_000_000, KeyLimit("day", 0.0005))
     hold = await ledger.reserve(who, 1_000, "a", "fake")
@@ -120,7 +128,7 @@ async def test_key_spend_limit_resets_with_its_period(
     assert (key.period_spent, key.period_reserved, key.month_spent) == (0, 1_000, 1_000)
 
 
-async def test_no_reset_limit_never_rolls_over(accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine) -> None:
+async def test_no_reset_limit_never_rolls_over(accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine) -> None:
     who = await _principal(accounts, 1_000_000, KeyLimit("no_reset", 0.0005))
     hold = await ledger.reserve(who, 1_000, "a", "fake")
     await ledger.settle(hold, Usage(output_tokens=1), _cost(1_000), "ok", "fake")
@@ -129,7 +137,7 @@ async def test_no_reset_limit_never_rolls_over(accounts: Accounts, ledger: SqlLe
 
 
 async def test_charge_above_the_hold_is_capped_at_zero_balance(
-    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
 ) -> None:
     # An upstream may report more tokens than the worst case estimated; the balance still stops at 0.
     who = await _principal(accounts, 1_000)
@@ -142,7 +150,7 @@ async def test_charge_above_the_hold_is_capped_at_zero_balance(
     assert result.balance == 0
 
 
-async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine) -> None:
+async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine) -> None:
     who = await _principal(accounts, 1_000)
     old = await ledger.reserve(who, 300, "old", "fake")
     await ledger.reserve(who, 200, "young", "fake")
@@ -150,10 +158,10 @@ async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: Sql
         await conn.execute(
             update(holds).where(holds.c.request_id == "old").values(created_at=utcnow() - timedelta(hours=2))
         )
-    assert await release_stale_holds(engine, timedelta(hours=1)) == 1
+    assert await ledger.release_stale(timedelta(hours=1)) == 1
     assert (await accounts.account(who.account_id)).reserved == 200
     assert await ledger.settle(old, Usage(output_tokens=3), _cost(50), "ok", "fake") == 0  # released: never billed
-    assert await release_stale_holds(engine, None) == 1  # start-up of a single-node store: all of them
+    assert await ledger.release_stale(None) == 1  # start-up of a single-node store: all of them
     account = await accounts.account(who.account_id)
     assert (account.balance, account.reserved) == (1_000, 0)
     key = await accounts.key(who.prefix)
@@ -163,7 +171,7 @@ async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: Sql
     assert statuses == {"old": "released", "young": "released"}
 
 
-async def test_a_caller_that_leaves_during_reserve_leaves_no_hold(accounts: Accounts, ledger: SqlLedger) -> None:
+async def test_a_caller_that_leaves_during_reserve_leaves_no_hold(accounts: Accounts, ledger: LedgerWriter) -> None:
     who = await _principal(accounts, 1_000)
     task = asyncio.create_task(ledger.reserve(who, 300, "gone", "fake"))
     await asyncio.sleep(0)  # queued, not yet written
@@ -178,7 +186,7 @@ async def test_a_caller_that_leaves_during_reserve_leaves_no_hold(accounts: Acco
     assert (account.balance, account.reserved) == (1_000, 0)
 
 
-async def _spend(ledger: SqlLedger, who: Principal, request_id: str, rng: random.Random) -> tuple[str, int]:
+async def _spend(ledger: LedgerWriter, who: Principal, request_id: str, rng: random.Random) -> tuple[str, int]:
     """One request's money: reserve a worst case, then settle at most that (or fail: nothing)."""
     worst = rng.randint(10, 200)
     try:
@@ -193,7 +201,7 @@ async def _spend(ledger: SqlLedger, who: Principal, request_id: str, rng: random
 
 
 async def test_concurrent_requests_against_a_small_balance(
-    accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
 ) -> None:
     start = 20_000  # enough for roughly a fifth of the 600 worst cases at once
     who = await _principal(accounts, start)
@@ -204,11 +212,11 @@ async def test_concurrent_requests_against_a_small_balance(
         nonlocal commits
         commits += 1
 
-    event.listen(ledger.sql_engine, "commit", count)
+    event.listen(ledger_store_of(ledger).sql_engine, "commit", count)
     try:
         outcomes = await asyncio.gather(*(_spend(ledger, who, f"r{i}", rng) for i in range(600)))
     finally:
-        event.remove(ledger.sql_engine, "commit", count)
+        event.remove(ledger_store_of(ledger).sql_engine, "commit", count)
     kinds = [kind for kind, _ in outcomes]
     assert kinds.count("refused") > 0 and kinds.count("ok") > 0, kinds
     assert commits < len(outcomes), "reservations and settlements share group commits"
@@ -219,14 +227,14 @@ async def test_concurrent_requests_against_a_small_balance(
 
 
 async def test_three_writers_on_one_store_keep_the_books(
-    store_url: str, accounts: Accounts, ledger: SqlLedger, engine: AsyncEngine
+    store_url: str, accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
 ) -> None:
     # Three gateway replicas (separate engines and writer tasks, one database) spending from four
     # accounts at once: batches overlap on the same rows in every order.
     start = 8_000
     payers = [await _principal(accounts, start) for _ in range(4)]
     others = [create_engine(store_url) for _ in range(2)]
-    writers = [ledger, *(SqlLedger(e, owner=f"replica-{i}") for i, e in enumerate(others))]
+    writers = [ledger, *(LedgerWriter(SqlLedgerStore(e, owner=f"replica-{i}")) for i, e in enumerate(others))]
     for writer in writers[1:]:
         await writer.start()
     rng = random.Random(5)
@@ -248,6 +256,35 @@ async def test_three_writers_on_one_store_keep_the_books(
     assert {kind for kind, _ in outcomes} >= {"ok", "refused"}
 
 
+async def test_grants_beside_requests_keep_the_books(
+    accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
+) -> None:
+    # Credits added and removed (as the CLI or the billing API does, through a writer of its own)
+    # while requests reserve and settle: every grant is decided on the locked row, so removals never
+    # take what holds were promised and no change is lost.
+    start = 5_000
+    who = await _principal(accounts, start)
+    rng = random.Random(11)
+
+    async def grant(amount: int) -> int:
+        try:
+            await accounts.add_credits(who.account_id, amount, "test")
+        except InvalidRequest:  # a removal larger than what is not held: refused whole
+            return 0
+        return amount
+
+    amounts = [rng.choice((1_000, 3_000, -500, -2_000)) for _ in range(40)]
+    outcomes = await asyncio.gather(
+        *(_spend(ledger, who, f"r{i}", rng) for i in range(300)), *(grant(amount) for amount in amounts)
+    )
+    spent = [o for o in outcomes if isinstance(o, tuple)]
+    granted = sum(o for o in outcomes if isinstance(o, int))
+    result = await audit(engine, who.account_id)
+    assert result.reserved == 0 and result.balance >= 0 and (result.ledger_min_balance_after or 0) >= 0
+    assert result.charges == sum(charged for _, charged in spent) == result.usage_credits
+    assert result.balance == start + granted - result.charges == result.ledger_sum
+
+
 class _Outage:
     """Fault injection: the ledger's inserts into ``table`` fail while ``failures`` is above zero.
 
@@ -256,8 +293,8 @@ class _Outage:
 
     def __init__(self, table: str, failures: int) -> None:
         self.table, self.failures = table, failures
-        self._real = ledger_module._execute
-        ledger_module._execute = self._maybe_fail  # type: ignore[assignment]
+        self._real = ledger_store._execute
+        ledger_store._execute = self._maybe_fail  # type: ignore[assignment]
 
     def _maybe_fail(self, conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
         if self.failures > 0 and getattr(statement, "table", None) is not None and statement.table.name == self.table:
@@ -267,12 +304,12 @@ class _Outage:
 
     def end(self) -> None:
         self.failures = 0
-        ledger_module._execute = self._real  # type: ignore[assignment]
+        ledger_store._execute = self._real  # type: ignore[assignment]
 
 
 async def test_a_failed_batch_is_retried_and_applied_once(accounts: Accounts, engine: AsyncEngine) -> None:
     who = await _principal(accounts, 1_000)
-    writer = SqlLedger(engine, owner="test", retry_delays=(0.01, 0.01, 0.01))
+    writer = LedgerWriter(SqlLedgerStore(engine, owner="test"), retry_delays=(0.01, 0.01, 0.01))
     await writer.start()
     outage = _Outage("usage_records", failures=2)
     try:
@@ -288,7 +325,7 @@ async def test_a_failed_batch_is_retried_and_applied_once(accounts: Accounts, en
 
 async def test_a_settlement_outlives_a_long_outage(accounts: Accounts, engine: AsyncEngine) -> None:
     who = await _principal(accounts, 1_000)
-    writer = SqlLedger(engine, owner="test", retry_delays=(0.01,), background_retry=0.05)
+    writer = LedgerWriter(SqlLedgerStore(engine, owner="test"), retry_delays=(0.01,), background_retry=0.05)
     await writer.start()
     outage = _Outage("usage_records", failures=10**6)
     try:
@@ -307,9 +344,9 @@ async def test_a_settlement_outlives_a_long_outage(accounts: Accounts, engine: A
 
 def test_a_reservation_retried_after_a_lost_commit_returns_the_same_hold() -> None:
     who = Principal(account_id=1, key_id=7, prefix="abcd1234", kind="api", scopes=frozenset())
-    existing = {"request_id": "req", "account_id": 1, "key_id": 7, "credits": 50, "model": "fake", "status": "held"}
+    existing = HoldRow("req", 1, 7, 50, "fake", "held")
     locked = Locked(accounts={1: AccountRow(1_000, 50)}, keys={}, holds={"req": existing})
-    changes = Changes(now=utcnow(), owner="test")
+    changes = Changes(now=utcnow())
     hold = decide_reserve(Reservation(who, 50, "req", "fake"), locked, changes)
     assert hold == Hold("req", 1, 7, "abcd1234", 50, "fake")
     assert changes.new_holds == [] and locked.accounts[1].reserved == 50  # nothing held twice
@@ -341,7 +378,7 @@ async def test_rows_the_ledger_writes_read_back_like_any_other(accounts: Account
     # On SQLite the ledger writes through the raw driver (store.sqlite_raw): its timestamps must be
     # stored in the text form SQLAlchemy writes, or date-range queries would compare unlike strings.
     who = await _principal(accounts, 1_000)
-    writer = SqlLedger(engine, owner="test")
+    writer = LedgerWriter(SqlLedgerStore(engine, owner="test"))
     await writer.start()
     try:
         hold = await writer.reserve(who, 100, "req", "fake")

@@ -20,9 +20,10 @@ from starlette.testclient import TestClient
 
 from gatewright import telemetry
 from gatewright.app import create_app
+from gatewright.core.keys import key_prefix
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
-from tests.platform.conftest import FAKE_CATALOG
+from tests.support.app import FAKE_CATALOG
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, running_faulty_upstream
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -59,7 +60,7 @@ base_url = "{upstream.base_url("relay")}"
 upstream_model = "relay-model"
 max_retries = 1
 """
-    catalog.write_text(FAKE_CATALOG + relay)
+    catalog.write_text(FAKE_CATALOG.read_text() + relay)
     settings = Settings(data_dir=tmp_path, catalog=catalog)
     first = asyncio.run(bootstrap(settings))
     assert first is not None
@@ -94,7 +95,7 @@ def test_a_relayed_request_is_one_trace(
         "gen_ai.request.max_tokens": 16,
         "gen_ai.usage.input_tokens": 11,
         "gen_ai.usage.output_tokens": 3,
-        "gatewright.key_prefix": key[:8],
+        "gatewright.key_prefix": key_prefix(key),
         "gatewright.account_id": 1,
         "gatewright.credits": credits,
         "gatewright.outcome": "ok",

@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gatewright.core.keys import key_prefix
 from gatewright.store.db import create_engine
 from tests.platform.audit import assert_consistent, wait_settled
 from tests.platform.conftest import UNLIMITED, sqlite_url
@@ -55,7 +56,7 @@ async def test_two_workers_bill_exactly_once(two_workers: Gateway) -> None:
     assert_consistent(result, START)
     assert START - result.balance == told
     assert two_workers.api_key is not None
-    assert len(result.usage) == 120 and first["prefix"] == two_workers.api_key[:8]
+    assert len(result.usage) == 120 and first["prefix"] == key_prefix(two_workers.api_key)
     assert len(_worker_pids(two_workers)) == 2, "two worker processes served the port"
 
 

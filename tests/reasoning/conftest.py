@@ -10,7 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.procs import Gateway, free_port, running_gateway, wait_http
+from tests.support.app import AppGateway, app_gateway
+from tests.support.procs import free_port, wait_http
 
 PRICES = {"input": 1.0, "cached_input": 0.25, "output": 4.0}
 
@@ -58,14 +59,15 @@ def replay_upstream() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def glm_gateway(tmp_path_factory: pytest.TempPathFactory, replay_upstream: str) -> Iterator[Gateway]:
+def glm_gateway(tmp_path_factory: pytest.TempPathFactory, replay_upstream: str) -> Iterator[AppGateway]:
+    """The gateway in process; the upstream it relays to is a real process on loopback."""
     data_dir = tmp_path_factory.mktemp("glm-gateway")
     catalog = data_dir / "catalog.toml"
     catalog.write_text(catalog_text(replay_upstream))
-    with running_gateway(data_dir, catalog=catalog) as gw:
+    with app_gateway(data_dir, catalog=catalog) as gw:
         yield gw
 
 
 @pytest.fixture(scope="session")
-def glm(glm_gateway: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{glm_gateway.url}/v1", api_key=glm_gateway.api_key, max_retries=0)
+def glm(glm_gateway: AppGateway) -> openai.OpenAI:
+    return glm_gateway.openai()

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.accounts import Accounts
 from gatewright.core.clock import utcnow
 from gatewright.core.stored import MemoryResponseStore, ResponseStore
 from gatewright.store.db import create_engine, migrate
 from gatewright.store.responses import SqlResponseStore
 from gatewright.store.tables import responses
+from tests.support.accounts import accounts_on
 from tests.support.services import Postgres, ServiceUnavailable, in_ci, running_postgres
 
 
@@ -65,9 +65,9 @@ async def _exercise(store: ResponseStore, first: int, second: int) -> None:
 
 
 async def test_sql_store(engine: AsyncEngine) -> None:
-    accounts = Accounts(engine)
-    first = await accounts.create_account("one", 0)
-    second = await accounts.create_account("two", 0)
+    async with accounts_on(engine) as accounts:
+        first = await accounts.create_account("one", 0)
+        second = await accounts.create_account("two", 0)
     await _exercise(SqlResponseStore(engine), first, second)
     async with engine.connect() as conn:
         left = (await conn.execute(select(responses.c.id, responses.c.account_id))).all()

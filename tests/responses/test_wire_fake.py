@@ -12,6 +12,7 @@ import pytest
 
 from tests.responses.conftest import new_key
 from tests.responses.wire import assert_error, check, check_stream, get, kinds, post
+from tests.support.app import AppGateway
 from tests.support.procs import Gateway
 from tests.upstream.conftest import Store
 
@@ -35,11 +36,11 @@ TOOL = {
 }
 
 
-def store_of(gw: Gateway) -> Store:
+def store_of(gw: Gateway | AppGateway) -> Store:
     return Store(gw.data_dir / "gatewright.db")
 
 
-def test_a_whole_response_has_openais_shape(fake_gateway: Gateway) -> None:
+def test_a_whole_response_has_openais_shape(fake_gateway: AppGateway) -> None:
     body = {
         "model": "echo-alias",
         "input": "one two three",
@@ -76,7 +77,7 @@ def test_a_whole_response_has_openais_shape(fake_gateway: Gateway) -> None:
     assert meta["usd_spent"] == pytest.approx(meta["credits_used"] / 2_000_000)
 
 
-def test_streamed_text_events_in_order_and_valid(fake_gateway: Gateway) -> None:
+def test_streamed_text_events_in_order_and_valid(fake_gateway: AppGateway) -> None:
     response = post(fake_gateway, {"model": "echo", "input": "alpha beta gamma", "stream": True})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = check_stream(response.content)
@@ -97,7 +98,7 @@ def test_streamed_text_events_in_order_and_valid(fake_gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_running_out_of_output_tokens_is_incomplete(fake_gateway: Gateway, stream: bool) -> None:
+def test_running_out_of_output_tokens_is_incomplete(fake_gateway: AppGateway, stream: bool) -> None:
     words = " ".join(f"w{i}" for i in range(40))
     response = post(fake_gateway, {"model": "echo", "input": words, "max_output_tokens": 16, "stream": stream})
     if stream:
@@ -112,7 +113,7 @@ def test_running_out_of_output_tokens_is_incomplete(fake_gateway: Gateway, strea
     assert data["completed_at"] is None
 
 
-def test_function_call_stream_then_its_output_continues_the_conversation(fake_gateway: Gateway) -> None:
+def test_function_call_stream_then_its_output_continues_the_conversation(fake_gateway: AppGateway) -> None:
     body = {"model": "echo", "input": "find cats", "tools": [TOOL], "tool_choice": "required", "stream": True}
     events = check_stream(post(fake_gateway, body).content)
     assert kinds(events) == [
@@ -146,7 +147,7 @@ def test_function_call_stream_then_its_output_continues_the_conversation(fake_ga
     assert listed["data"][1]["call_id"] == call["call_id"] and listed["data"][2]["output"] == "cats purr"
 
 
-def test_a_call_without_its_output_or_an_output_without_its_call_is_refused(fake_gateway: Gateway) -> None:
+def test_a_call_without_its_output_or_an_output_without_its_call_is_refused(fake_gateway: AppGateway) -> None:
     call = {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{}"}
     hi = {"role": "user", "content": "hi"}
     response = post(fake_gateway, {"model": "echo", "input": [hi, call, hi], "tools": [TOOL]})
@@ -155,7 +156,7 @@ def test_a_call_without_its_output_or_an_output_without_its_call_is_refused(fake
     assert_error(post(fake_gateway, {"model": "echo", "input": [hi, orphan]}), 400, "input[1].call_id")
 
 
-def test_reasoning_comes_as_a_reasoning_item(fake_gateway: Gateway) -> None:
+def test_reasoning_comes_as_a_reasoning_item(fake_gateway: AppGateway) -> None:
     body = {"model": "thinker", "input": "<think> weigh it </think> settled", "reasoning": {"effort": "low"}}
     events = check_stream(post(fake_gateway, {**body, "stream": True}).content)
     assert kinds(events)[2:10] == [
@@ -179,13 +180,13 @@ def test_reasoning_comes_as_a_reasoning_item(fake_gateway: Gateway) -> None:
     assert [i["type"] for i in whole["output"]] == ["reasoning", "message"]
 
 
-def test_a_reasoning_hint_to_a_model_that_cannot_reason_is_ignored_and_said(fake_gateway: Gateway) -> None:
+def test_a_reasoning_hint_to_a_model_that_cannot_reason_is_ignored_and_said(fake_gateway: AppGateway) -> None:
     response = post(fake_gateway, {"model": "echo", "input": "hi", "reasoning": {"effort": "high"}})
     assert response.status_code == 200
     assert response.headers["x-gatewright-reasoning"] == "ignored: model does not reason"
 
 
-def test_failure_mid_stream_is_response_failed_and_not_billed(fake_gateway: Gateway) -> None:
+def test_failure_mid_stream_is_response_failed_and_not_billed(fake_gateway: AppGateway) -> None:
     store = store_of(fake_gateway)
     before = store.balance()
     events = check_stream(post(fake_gateway, {"model": "dies-midway", "input": "a b c d e", "stream": True}).content)
@@ -217,11 +218,11 @@ def test_failure_mid_stream_is_response_failed_and_not_billed(fake_gateway: Gate
         ({"model": "nope", "input": "x"}, 404, None),
     ],
 )  # fmt: skip
-def test_bad_requests_name_the_field(fake_gateway: Gateway, body: dict[str, Any], status: int, param: str) -> None:
+def test_bad_requests_name_the_field(fake_gateway: AppGateway, body: dict[str, Any], status: int, param: str) -> None:
     assert_error(post(fake_gateway, body), status, param)
 
 
-def test_refusals_before_any_work_cost_nothing(fake_gateway: Gateway) -> None:
+def test_refusals_before_any_work_cost_nothing(fake_gateway: AppGateway) -> None:
     store = store_of(fake_gateway)
     before = store.balance()
     response = post(fake_gateway, {"model": "pricey", "input": "x"})
@@ -230,7 +231,7 @@ def test_refusals_before_any_work_cost_nothing(fake_gateway: Gateway) -> None:
     assert store.balance() == before
 
 
-def test_the_responses_scope_is_required_here(fake_gateway: Gateway, http: httpx.Client) -> None:
+def test_the_responses_scope_is_required_here(fake_gateway: AppGateway, http: httpx.Client) -> None:
     chat_only = new_key(fake_gateway, ["model:chat"])
     assert_error(post(fake_gateway, {"model": "echo", "input": "x"}, key=chat_only), 403, code="missing_scope")
     mine = post(fake_gateway, {"model": "echo", "input": "x"}).json()["id"]
@@ -250,7 +251,7 @@ def test_the_responses_scope_is_required_here(fake_gateway: Gateway, http: httpx
     assert_error(post(fake_gateway, {"model": "echo", "input": "x"}, key="0" * 32), 401)
 
 
-def test_rate_limits_apply_with_their_headers(fake_gateway: Gateway) -> None:
+def test_rate_limits_apply_with_their_headers(fake_gateway: AppGateway) -> None:
     key = new_key(fake_gateway, ["model:responses"], requests_per_minute=1)
     first = post(fake_gateway, {"model": "echo", "input": "x"}, key=key)
     assert first.status_code == 200 and first.headers["x-ratelimit-limit-requests"] == "1"
@@ -259,7 +260,7 @@ def test_rate_limits_apply_with_their_headers(fake_gateway: Gateway) -> None:
     assert int(second.headers["retry-after"]) >= 1
 
 
-def test_stored_responses_list_page_and_delete(fake_gateway: Gateway, http: httpx.Client) -> None:
+def test_stored_responses_list_page_and_delete(fake_gateway: AppGateway, http: httpx.Client) -> None:
     first = post(fake_gateway, {"model": "echo", "input": [{"role": "user", "content": "one"}]}).json()
     items = [
         {"role": "developer", "content": "be brief"},
@@ -292,7 +293,7 @@ def test_stored_responses_list_page_and_delete(fake_gateway: Gateway, http: http
     assert_error(get(fake_gateway, path), 404)
 
 
-def test_a_response_is_visible_only_to_its_own_account(fake_gateway: Gateway, http: httpx.Client) -> None:
+def test_a_response_is_visible_only_to_its_own_account(fake_gateway: AppGateway, http: httpx.Client) -> None:
     mine = post(fake_gateway, {"model": "echo", "input": "secret plans"}).json()["id"]
     other = new_key(fake_gateway, ["model:responses"], new_account=True)
     assert_error(get(fake_gateway, f"/v1/responses/{mine}", key=other), 404)
@@ -307,7 +308,7 @@ def test_a_response_is_visible_only_to_its_own_account(fake_gateway: Gateway, ht
     assert get(fake_gateway, f"/v1/responses/{mine}", key=sibling).status_code == 200
 
 
-def test_store_false_keeps_nothing(fake_gateway: Gateway) -> None:
+def test_store_false_keeps_nothing(fake_gateway: AppGateway) -> None:
     data = post(fake_gateway, {"model": "echo", "input": "ephemeral", "store": False}).json()
     assert data["store"] is False
     assert_error(get(fake_gateway, f"/v1/responses/{data['id']}"), 404)
@@ -315,7 +316,7 @@ def test_store_false_keeps_nothing(fake_gateway: Gateway) -> None:
     assert_error(carried, 400, "previous_response_id", "previous_response_not_found")
 
 
-def test_instructions_are_not_carried_to_the_next_response(fake_gateway: Gateway) -> None:
+def test_instructions_are_not_carried_to_the_next_response(fake_gateway: AppGateway) -> None:
     first = post(fake_gateway, {"model": "echo", "input": "hi", "instructions": "one two three four five"}).json()
     second = post(fake_gateway, {"model": "echo", "input": "hi", "previous_response_id": first["id"]}).json()
     # The fake counts words + 3 per message: the second prompt is hi, the answer, hi (no instructions).
@@ -323,13 +324,13 @@ def test_instructions_are_not_carried_to_the_next_response(fake_gateway: Gateway
     assert second["usage"]["input_tokens"] == 3 * (1 + 3)
 
 
-def test_bare_gateway_keeps_responses_in_memory_for_the_retention(bare_gateway: Gateway) -> None:
-    response = httpx.post(f"{bare_gateway.url}/v1/responses", json={"model": "echo", "input": "hi"}, timeout=60)
+def test_bare_gateway_keeps_responses_in_memory_for_the_retention(bare_gateway: AppGateway) -> None:
+    response = bare_gateway.http.post("/v1/responses", json={"model": "echo", "input": "hi"})
     assert response.status_code == 200  # no key: a bare proxy has none
     url = f"{bare_gateway.url}/v1/responses/{response.json()['id']}"
-    assert httpx.get(url).status_code == 200
+    assert bare_gateway.http.get(url).status_code == 200
     deadline = time.monotonic() + 30
-    while httpx.get(url).status_code == 200:  # retention is 2 seconds
+    while bare_gateway.http.get(url).status_code == 200:  # retention is 2 seconds
         assert time.monotonic() < deadline, "a stored response outlived its retention"
         time.sleep(0.5)
-    assert_error(httpx.get(url), 404)
+    assert_error(bare_gateway.http.get(url), 404)

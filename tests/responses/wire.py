@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from tests.support.app import AppGateway
 from tests.support.procs import Gateway
 from tests.support.services import in_ci
 
@@ -109,17 +110,17 @@ def kinds(parsed: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in parsed]
 
 
-def post(gw: Gateway, body: Any, key: str | None = None, timeout: float = 300) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/responses",
+def post(gw: Gateway | AppGateway, body: Any, key: str | None = None, timeout: float = 300) -> httpx.Response:
+    return gw.http.post(
+        "/v1/responses",
         json=body,
         headers={"authorization": f"Bearer {key or gw.api_key}"},
         timeout=timeout,
     )
 
 
-def get(gw: Gateway, path: str, key: str | None = None, **params: Any) -> httpx.Response:
-    return httpx.get(f"{gw.url}{path}", params=params, headers={"authorization": f"Bearer {key or gw.api_key}"})
+def get(gw: Gateway | AppGateway, path: str, key: str | None = None, **params: Any) -> httpx.Response:
+    return gw.http.get(path, params=params, headers={"authorization": f"Bearer {key or gw.api_key}"})
 
 
 def assert_error(response: httpx.Response, status: int, param: str | None = None, code: str | None = None) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -14,7 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
+
+from gatewright.cli.serve import read_first_start_keys
 
 
 def free_port() -> int:
@@ -53,10 +57,24 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @functools.cached_property
+    def http(self) -> httpx.Client:
+        """A client for raw HTTP on this gateway (paths relative to it), as ``AppGateway.http``."""
+        return httpx.Client(base_url=self.url, timeout=600)
+
+    def openai(self, key: str | None = None) -> openai.OpenAI:
+        """The official SDK on this gateway (no retries: a test sees the first answer)."""
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.api_key, max_retries=0, timeout=600)
+
+    def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=key or self.api_key, max_retries=0, timeout=600)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        if "http" in self.__dict__:
+            self.http.close()
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -101,11 +119,8 @@ def start_gateway(
     except Exception:
         gateway.stop()
         raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
-    text = gateway.log()
-    api = re.search(r"API key \(calls models\):\s+(\w+)", text)
-    management = re.search(r"management key \(keys, billing\):\s+(\w+)", text)
-    gateway.api_key = api.group(1) if api else None
-    gateway.management_key = management.group(1) if management else None
+    # Standard output is a file here, not a terminal: the first start writes its keys to a file.
+    gateway.api_key, gateway.management_key = read_first_start_keys(data_dir)
     return gateway
 
 

@@ -25,9 +25,11 @@ from gatewright.core.platform import Principal
 from gatewright.core.routing import Router
 from gatewright.settings import Settings
 from gatewright.store.tables import ledger, tasks, usage_records
+from gatewright.store.tasks import SqlTaskStore
 from gatewright.wiring import PlatformServices, bootstrap, open_platform
+from tests.support.app import FAKE_CATALOG
 from tests.support.services import Postgres, ServiceUnavailable, in_ci, running_postgres
-from tests.tasks.conftest import FAKE_CATALOG, text_task
+from tests.tasks.conftest import text_task
 
 pytestmark = pytest.mark.postgres
 
@@ -61,12 +63,12 @@ class Node:
 
 
 async def start_node(settings: Settings, owner: str) -> Node:
-    catalog = parse_catalog(tomllib.loads(FAKE_CATALOG), "test", REQUIRED_FIELDS)
+    catalog = parse_catalog(tomllib.loads(FAKE_CATALOG.read_text()), "test", REQUIRED_FIELDS)
     stack = AsyncExitStack()
     bundle = await stack.enter_async_context(open_platform(settings))
     backends = build_backends(catalog, BackendEnv(model_cache=settings.model_cache))
     gateway = Gateway(catalog, Router(catalog, backends), bundle.platform)
-    jobs = Jobs(gateway, TaskApiCodec(), owner, engine=bundle.store, lease=LEASE)
+    jobs = Jobs(gateway, TaskApiCodec(), owner, store=SqlTaskStore(bundle.store), lease=LEASE)
     await jobs.start()
     return Node(jobs, bundle, stack)
 
@@ -103,8 +105,8 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
             if job is not None and job.finished:
                 break
             await asyncio.sleep(0.1)
-        assert job is not None and job.status == "success" and job.items[0] is not None
-        assert job.items[0]["text"] == words
+        assert job is not None and job.status == "success" and job.outcomes[0] is not None
+        assert job.outcomes[0].choice is not None and job.outcomes[0].choice.text == words
         async with b.bundle.store.connect() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_uuid == spec.key))).one()
             charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.procs import running_gateway
-from tests.tasks.conftest import FAKE_CATALOG, post, text_task
+from tests.support.app import app_gateway
+from tests.tasks.conftest import post, text_task
 
 
 def test_requests_over_the_limit_are_429(tmp_path: Path) -> None:
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(FAKE_CATALOG)
-    with running_gateway(tmp_path, catalog=catalog, env={"GATEWRIGHT_DEFAULT_REQUESTS_PER_MINUTE": "2"}) as gw:
+    with app_gateway(tmp_path, default_requests_per_minute=2) as gw:
         both = post(gw, [text_task(), text_task(numberResults=2)])  # three generations, two allowed
         refused = post(gw, [text_task()])
         ping = post(gw, [{"taskType": "ping", "ping": True}])  # no generation: not rate limited

@@ -13,8 +13,9 @@ import orjson
 
 from gatewright.outbound.webhooks import verify
 from tests.conftest import MODEL
+from tests.support.app import FAKE_CATALOG
 from tests.support.procs import Gateway, start_gateway
-from tests.tasks.conftest import FAKE_CATALOG, post, text_task
+from tests.tasks.conftest import RECEIVER_ENV, post, text_task
 from tests.tasks.receiver import running_receiver
 from tests.tasks.store import charges_of, query, task_row, usage_of
 
@@ -38,7 +39,7 @@ def wait(gw: Gateway, uuids: list[str], ready: Any, timeout: float) -> dict[str,
 
 
 def restarted(old: Gateway, **kwargs: Any) -> Gateway:
-    gw = start_gateway(old.data_dir, **kwargs)
+    gw = start_gateway(old.data_dir, **{"env": old.env, **kwargs})
     gw.api_key, gw.management_key = old.api_key, old.management_key  # shown on first start only
     return gw
 
@@ -94,11 +95,10 @@ def test_killed_process_resumes_pending_tasks_on_the_real_model(tmp_path: Path) 
 def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
     """SIGTERM: the run being generated is settled as aborted (its tokens billed); the next process
     reruns that result for free, and delivers its webhook signed with the secret in the data dir."""
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(FAKE_CATALOG)
+    catalog = FAKE_CATALOG
     words = " ".join(f"w{i}" for i in range(20))  # 20 tokens at 0.2 s each
     with running_receiver(fail_first=0) as receiver:
-        gw = start_gateway(tmp_path, catalog=catalog)
+        gw = start_gateway(tmp_path, catalog=catalog, env=RECEIVER_ENV)
         try:
             task = text_task(
                 model="slow",
@@ -138,10 +138,9 @@ def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
 
 
 def test_webhook_deliveries_continue_after_a_restart(tmp_path: Path) -> None:
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(FAKE_CATALOG)
+    catalog = FAKE_CATALOG
     with running_receiver(fail_first=1_000) as receiver:
-        gw = start_gateway(tmp_path, catalog=catalog)
+        gw = start_gateway(tmp_path, catalog=catalog, env=RECEIVER_ENV)
         try:
             task = text_task(webhookURL=receiver.url)
             assert post(gw, [task]).status_code == 200

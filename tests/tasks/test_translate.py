@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from gatewright.api.tasks.codec import TaskApiCodec, fingerprint, spec_of
+from gatewright.api.tasks.codec import TaskApiCodec, fingerprint, render, spec_of
 from gatewright.api.tasks.errors import code_for, error_object, wire_code
-from gatewright.api.tasks.stream import ResultStream, replay
+from gatewright.api.tasks.stream import event_frame, replay
 from gatewright.core import errors as e
+from gatewright.core.accumulate import Accumulator
 from gatewright.core.events import ChoiceEnd, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart, UsageReport
 from gatewright.core.jobs import Outcome
 from gatewright.core.types import Cost, Reasoning, TextPart, ToolCallPart, ToolChoice, ToolResultPart, Usage
@@ -129,11 +130,14 @@ def test_assistant_text_is_kept_next_to_its_tool_calls() -> None:
     assert parts == (TextPart("Let me look."), ToolCallPart("x", "get_weather", "{}"))
 
 
-def fold(events: list[Any]) -> Outcome:
-    stream = ResultStream(UUID, 0, 7)
-    frames = [stream.frame(event) for event in events]
+def fold(events: list[Any], index: int = 0, seed: int = 7) -> Outcome:
+    """The frames a streamed result sends, and the outcome its job stores."""
+    frames = [event_frame(UUID, index, event) for event in events]
     assert all(f is None or f.startswith(b"data: ") for f in frames)
-    return stream.outcome()
+    acc = Accumulator(1)
+    for event in events:
+        acc.add(event)
+    return Outcome(index, seed, acc.finish()[0], acc.usage, acc.cost)
 
 
 def test_tool_calls_come_back_as_id_name_input() -> None:
@@ -150,7 +154,7 @@ def test_tool_calls_come_back_as_id_name_input() -> None:
         ]
     )
     spec = spec_of(task(tools=[WEATHER], includeCost=True, includeUsage=True, seed=7))
-    item = TaskApiCodec().render(spec, outcome)
+    item = render(spec, outcome)
     assert item == {
         "taskType": "textInference",
         "taskUUID": UUID,
@@ -170,7 +174,7 @@ def test_tool_calls_come_back_as_id_name_input() -> None:
 
 def test_tool_arguments_that_are_not_json_stay_text() -> None:
     outcome = fold([ToolCallStart(0, 0, "c", "f"), ToolCallDelta(0, 0, "{broken"), ChoiceEnd(0, "tool_calls")])
-    item = TaskApiCodec().render(spec_of(task(tools=[WEATHER])), outcome)
+    item = render(spec_of(task(tools=[WEATHER])), outcome)
     assert item["tools"] == [{"id": "c", "name": "f", "input": "{broken"}]
 
 
@@ -184,14 +188,14 @@ def test_reasoning_text_and_flags_off() -> None:
             UsageReport(Usage(input_tokens=3, output_tokens=4, reasoning_tokens=2)),
         ]
     )
-    item = TaskApiCodec().render(spec_of(task()), outcome)
+    item = render(spec_of(task()), outcome)
     assert item["text"] == "Hi!" and item["reasoningContent"] == "Think." and item["finishReason"] == "stop"
     assert "cost" not in item and "usage" not in item and "tools" not in item
 
 
 def test_stream_frames_and_replay() -> None:
-    stream = ResultStream(UUID, 2, 1)
-    frames = [stream.frame(ev) for ev in (ReasoningDelta(0, "r"), TextDelta(0, "t"), ChoiceEnd(0, "length"))]
+    events = (ReasoningDelta(0, "r"), TextDelta(0, "t"), ChoiceEnd(0, "length"))
+    frames = [event_frame(UUID, 2, ev) for ev in events]
     assert orjson.loads(frames[0][6:]) == {
         "taskType": "textInference",
         "taskUUID": UUID,
@@ -199,7 +203,7 @@ def test_stream_frames_and_replay() -> None:
         "delta": {"reasoningContent": "r"},
     }
     assert orjson.loads(frames[1][6:])["delta"] == {"text": "t"} and frames[2] is None
-    item = TaskApiCodec().render(spec_of(task(includeUsage=True)), stream.outcome())
+    item = render(spec_of(task(includeUsage=True)), fold(list(events), index=2, seed=1))
     replayed = [orjson.loads(f[6:]) for f in replay([item])]
     assert [f["delta"] for f in replayed] == [{"reasoningContent": "r"}, {"text": "t"}, {}]
     assert replayed[-1]["finishReason"] == "length" and "usage" in replayed[-1] and "cost" not in replayed[-1]
@@ -207,7 +211,7 @@ def test_stream_frames_and_replay() -> None:
 
 def test_error_outcome_is_an_error_item() -> None:
     error = e.InsufficientCredits("no money", code="insufficient_credits")
-    item = TaskApiCodec().render(spec_of(task()), Outcome(1, 5, error=error))
+    item = render(spec_of(task()), Outcome(1, 5, error=error))
     assert item == {
         "taskType": "textInference",
         "taskUUID": UUID,

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import orjson
 
 from gatewright.outbound.webhooks import verify
-from tests.support.procs import Gateway
+from tests.support.app import AppGateway
 from tests.tasks.conftest import WEBHOOK_SECRET, post, text_task
 from tests.tasks.receiver import Receiver
 
 
-def test_each_result_is_delivered_after_two_failures(fake_gateway: Gateway, receiver: Receiver) -> None:
+def test_each_result_is_delivered_after_two_failures(fake_gateway: AppGateway, receiver: Receiver) -> None:
     task = text_task(deliveryMethod="async", numberResults=2, webhookURL=receiver.url, includeCost=True)
     assert post(fake_gateway, [task]).status_code == 200
     delivered = receiver.wait_for(2)
     by_index = {orjson.loads(p.body)["data"][0]["resultIndex"]: p for p in delivered}
     assert sorted(by_index) == [0, 1]
-    polled = post(fake_gateway, [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]).json()["data"]
+    # The receiver has answered; the gateway records that answer a moment later.
+    deadline = time.monotonic() + 10
+    while True:
+        polled = post(fake_gateway, [{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]).json()["data"]
+        if all(p["webhook"]["state"] != "pending" for p in polled) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     for index, post_ in by_index.items():
         attempts = [p for p in receiver.posts if p.headers["x-gatewright-delivery"] == f"{task['taskUUID']}:{index}"]
         assert [p.answered for p in attempts] == [500, 500, 200]
@@ -35,7 +42,7 @@ def test_each_result_is_delivered_after_two_failures(fake_gateway: Gateway, rece
         assert [a["attempt"] for a in state["attempts"]] == [1, 2, 3]
 
 
-def test_signature_is_hmac_sha256_of_timestamp_and_body(fake_gateway: Gateway, receiver: Receiver) -> None:
+def test_signature_is_hmac_sha256_of_timestamp_and_body(fake_gateway: AppGateway, receiver: Receiver) -> None:
     receiver.fail_first = 0
     post(fake_gateway, [text_task(webhookURL=receiver.url)])
     (delivery,) = receiver.wait_for(1)
@@ -48,7 +55,7 @@ def test_signature_is_hmac_sha256_of_timestamp_and_body(fake_gateway: Gateway, r
     assert not verify(WEBHOOK_SECRET.encode(), str(int(timestamp) - 3600), delivery.body, signature)
 
 
-def test_failed_result_is_delivered_as_an_error(fake_gateway: Gateway, receiver: Receiver) -> None:
+def test_failed_result_is_delivered_as_an_error(fake_gateway: AppGateway, receiver: Receiver) -> None:
     receiver.fail_first = 0
     task = text_task(model="pricey", deliveryMethod="async", webhookURL=receiver.url)
     post(fake_gateway, [task])

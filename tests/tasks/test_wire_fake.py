@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.procs import Gateway
+from tests.support.app import AppGateway
 from tests.tasks.conftest import new_uuid, post, text_task
 from tests.tasks.store import billed, charges_of, task_row
 
@@ -24,7 +24,7 @@ def sse(response: httpx.Response) -> list[Any]:
     return [orjson.loads(f) for f in frames[:-1]]
 
 
-def poll(gw: Gateway, task_uuid: str, until: str = "done", timeout: float = 30.0) -> list[dict[str, Any]]:
+def poll(gw: AppGateway, task_uuid: str, until: str = "done", timeout: float = 30.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = post(gw, [{"taskType": "getResponse", "taskUUID": task_uuid}])
@@ -41,7 +41,7 @@ def poll(gw: Gateway, task_uuid: str, until: str = "done", timeout: float = 30.0
 # -- the envelope ------------------------------------------------------------------------------
 
 
-def test_sync_result_shape_cost_and_usage(fake_gateway: Gateway) -> None:
+def test_sync_result_shape_cost_and_usage(fake_gateway: AppGateway) -> None:
     task = text_task(includeCost=True, includeUsage=True, seed=12)
     response = post(fake_gateway, [task])
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
@@ -64,18 +64,18 @@ def test_sync_result_shape_cost_and_usage(fake_gateway: Gateway) -> None:
     assert item["cost"] == pytest.approx(usage["credits"] / CREDITS_PER_USD) and usage["credits"] > 0
 
 
-def test_flags_off_leave_cost_and_usage_out(fake_gateway: Gateway) -> None:
+def test_flags_off_leave_cost_and_usage_out(fake_gateway: AppGateway) -> None:
     (item,) = post(fake_gateway, [text_task()]).json()["data"]
     assert "cost" not in item and "usage" not in item and isinstance(item["seed"], int)
 
 
-def test_tasks_path_air_alias_and_length(fake_gateway: Gateway) -> None:
+def test_tasks_path_air_alias_and_length(fake_gateway: AppGateway) -> None:
     task = text_task(model="fake:echo@1", settings={"maxTokens": 2})
     (item,) = post(fake_gateway, [task], path="/v1/tasks").json()["data"]
     assert (item["text"], item["finishReason"]) == ("one two", "length")
 
 
-def test_stop_sequences_and_system_prompt(fake_gateway: Gateway) -> None:
+def test_stop_sequences_and_system_prompt(fake_gateway: AppGateway) -> None:
     task = text_task(
         messages=[{"role": "user", "content": "alpha beta STOP gamma"}],
         settings={"systemPrompt": "You echo.", "stopSequences": ["STOP"]},
@@ -84,7 +84,7 @@ def test_stop_sequences_and_system_prompt(fake_gateway: Gateway) -> None:
     assert item["text"] == "alpha beta" and item["finishReason"] == "stop"
 
 
-def test_ping(fake_gateway: Gateway) -> None:
+def test_ping(fake_gateway: AppGateway) -> None:
     response = post(fake_gateway, [{"taskType": "ping", "ping": True}])
     assert response.status_code == 200 and response.json() == {"data": [{"taskType": "ping", "pong": True}]}
 
@@ -92,7 +92,7 @@ def test_ping(fake_gateway: Gateway) -> None:
 # -- authentication ------------------------------------------------------------------------------
 
 
-def test_authentication_task_instead_of_header(fake_gateway: Gateway) -> None:
+def test_authentication_task_instead_of_header(fake_gateway: AppGateway) -> None:
     auth = {"taskType": "authentication", "apiKey": fake_gateway.api_key}
     response = post(fake_gateway, [auth, text_task()], key=None)
     assert response.status_code == 200
@@ -114,7 +114,7 @@ def test_authentication_task_instead_of_header(fake_gateway: Gateway) -> None:
     ],
 )
 def test_bad_or_missing_key_is_401(
-    fake_gateway: Gateway, tasks: list[Any], key: str | None, code: str, task_type: str | None, parameter: str | None
+    fake_gateway: AppGateway, tasks: list[Any], key: str | None, code: str, task_type: str | None, parameter: str | None
 ) -> None:
     response = post(fake_gateway, tasks, key=key)
     assert response.status_code == 401
@@ -128,7 +128,7 @@ def test_bad_or_missing_key_is_401(
     assert "data" not in response.json()
 
 
-def test_authentication_task_must_come_first(fake_gateway: Gateway) -> None:
+def test_authentication_task_must_come_first(fake_gateway: AppGateway) -> None:
     auth = {"taskType": "authentication", "apiKey": fake_gateway.api_key}
     response = post(fake_gateway, [{"taskType": "ping", "ping": True}, auth])
     assert response.status_code == 200
@@ -140,7 +140,7 @@ def test_authentication_task_must_come_first(fake_gateway: Gateway) -> None:
 # -- batches and validation ----------------------------------------------------------------------
 
 
-def test_mixed_batch_keeps_order_and_reports_the_invalid_task(fake_gateway: Gateway) -> None:
+def test_mixed_batch_keeps_order_and_reports_the_invalid_task(fake_gateway: AppGateway) -> None:
     good, bad = text_task(), text_task(settings={"temperature": 3})
     later = text_task(messages=[{"role": "user", "content": "last one"}])
     response = post(fake_gateway, [good, bad, {"taskType": "ping", "ping": True}, later])
@@ -161,7 +161,7 @@ def test_mixed_batch_keeps_order_and_reports_the_invalid_task(fake_gateway: Gate
         task_row(fake_gateway, bad["taskUUID"])  # an invalid task is never stored
 
 
-def test_all_tasks_failing_take_their_status(fake_gateway: Gateway) -> None:
+def test_all_tasks_failing_take_their_status(fake_gateway: AppGateway) -> None:
     response = post(fake_gateway, [text_task(seed=-1), text_task(numberResults=5)])
     assert response.status_code == 400
     assert [e["code"] for e in response.json()["errors"]] == ["invalidSeed", "invalidNumberResults"]
@@ -170,7 +170,7 @@ def test_all_tasks_failing_take_their_status(fake_gateway: Gateway) -> None:
     assert [e["code"] for e in mixed.json()["errors"]] == ["invalidSeed", "unknownModel"]
 
 
-def test_same_uuid_twice_in_one_request(fake_gateway: Gateway) -> None:
+def test_same_uuid_twice_in_one_request(fake_gateway: AppGateway) -> None:
     first = text_task()
     second = {**first, "messages": [{"role": "user", "content": "other"}]}
     body = post(fake_gateway, [first, second]).json()
@@ -187,10 +187,8 @@ def test_same_uuid_twice_in_one_request(fake_gateway: Gateway) -> None:
         (orjson.dumps([{"taskType": "ping", "ping": True}] * 65), "invalidRequestBody"),
     ],
 )
-def test_bodies_that_are_not_a_task_array(fake_gateway: Gateway, body: bytes, code: str) -> None:
-    response = httpx.post(
-        f"{fake_gateway.url}/v1", content=body, headers={"authorization": f"Bearer {fake_gateway.api_key}"}
-    )
+def test_bodies_that_are_not_a_task_array(fake_gateway: AppGateway, body: bytes, code: str) -> None:
+    response = fake_gateway.http.post("/v1", content=body, headers={"authorization": f"Bearer {fake_gateway.api_key}"})
     assert response.status_code == 400 and [e["code"] for e in response.json()["errors"]] == [code]
 
 
@@ -257,7 +255,7 @@ INVALID: list[tuple[dict[str, Any], str, str | None]] = [
 
 @pytest.mark.parametrize(("change", "code", "parameter"), INVALID, ids=[c for _, c, _ in INVALID])
 def test_every_validation_error(
-    fake_gateway: Gateway, change: dict[str, Any], code: str, parameter: str | None
+    fake_gateway: AppGateway, change: dict[str, Any], code: str, parameter: str | None
 ) -> None:
     task = {**text_task(), **change}
     if task["taskUUID"] is None:
@@ -270,7 +268,7 @@ def test_every_validation_error(
     assert error["message"] and "data" not in response.json()
 
 
-def test_builtin_tool_error_names_the_tool(fake_gateway: Gateway) -> None:
+def test_builtin_tool_error_names_the_tool(fake_gateway: AppGateway) -> None:
     (error,) = post(fake_gateway, [text_task(tools=[{"type": "search"}])]).json()["errors"]
     assert "`search`" in error["message"] and "not available" in error["message"]
 
@@ -285,7 +283,7 @@ def test_builtin_tool_error_names_the_tool(fake_gateway: Gateway) -> None:
         ("ping", "invalidTask", None),
     ],
 )
-def test_other_task_errors(fake_gateway: Gateway, task: Any, code: str, parameter: str | None) -> None:
+def test_other_task_errors(fake_gateway: AppGateway, task: Any, code: str, parameter: str | None) -> None:
     response = post(fake_gateway, [task])
     assert response.status_code == 400
     (error,) = response.json()["errors"]
@@ -295,7 +293,7 @@ def test_other_task_errors(fake_gateway: Gateway, task: Any, code: str, paramete
 # -- identity of tasks: retries and conflicts ------------------------------------------------------
 
 
-def test_identical_retry_returns_the_stored_result_without_running_again(fake_gateway: Gateway) -> None:
+def test_identical_retry_returns_the_stored_result_without_running_again(fake_gateway: AppGateway) -> None:
     task = text_task(numberResults=2, includeCost=True)
     first = post(fake_gateway, [task]).json()
     again = post(fake_gateway, [task]).json()
@@ -307,7 +305,7 @@ def test_identical_retry_returns_the_stored_result_without_running_again(fake_ga
     assert task_row(fake_gateway, task["taskUUID"])["attempt"] == 1
 
 
-def test_uuid_reused_for_a_different_task_is_a_conflict(fake_gateway: Gateway) -> None:
+def test_uuid_reused_for_a_different_task_is_a_conflict(fake_gateway: AppGateway) -> None:
     task = text_task()
     assert post(fake_gateway, [task]).status_code == 200
     changed = {**task, "messages": [{"role": "user", "content": "something else"}]}
@@ -317,14 +315,14 @@ def test_uuid_reused_for_a_different_task_is_a_conflict(fake_gateway: Gateway) -
     assert (error["code"], error["parameter"], error["taskUUID"]) == ("conflictTaskUUID", "taskUUID", task["taskUUID"])
 
 
-def test_uuid_case_does_not_make_a_new_task(fake_gateway: Gateway) -> None:
+def test_uuid_case_does_not_make_a_new_task(fake_gateway: AppGateway) -> None:
     task = text_task()
     post(fake_gateway, [task])
     upper = {**task, "taskUUID": task["taskUUID"].upper()}
     assert post(fake_gateway, [upper]).status_code == 409
 
 
-def test_failed_task_retried_runs_again_and_bills_once(fake_gateway: Gateway) -> None:
+def test_failed_task_retried_runs_again_and_bills_once(fake_gateway: AppGateway) -> None:
     task = text_task(model="broken")
     first = post(fake_gateway, [task])
     assert first.status_code == 500
@@ -340,7 +338,7 @@ def test_failed_task_retried_runs_again_and_bills_once(fake_gateway: Gateway) ->
 # -- async and getResponse ----------------------------------------------------------------------
 
 
-def test_async_ack_then_cumulative_polling(fake_gateway: Gateway) -> None:
+def test_async_ack_then_cumulative_polling(fake_gateway: AppGateway) -> None:
     words = " ".join(f"w{i}" for i in range(8))  # 8 tokens at 0.2 s each
     task = text_task(
         model="slow", deliveryMethod="async", numberResults=2, messages=[{"role": "user", "content": words}]
@@ -358,7 +356,7 @@ def test_async_ack_then_cumulative_polling(fake_gateway: Gateway) -> None:
     assert done[1]["seed"] == done[0]["seed"] + 1
 
 
-def test_sync_retry_of_an_async_task_waits_for_its_results(fake_gateway: Gateway) -> None:
+def test_sync_retry_of_an_async_task_waits_for_its_results(fake_gateway: AppGateway) -> None:
     task = text_task(model="slow", deliveryMethod="async", messages=[{"role": "user", "content": "a b c d"}])
     post(fake_gateway, [task])
     (item,) = post(fake_gateway, [{**task, "deliveryMethod": "sync"}]).json()["data"]
@@ -366,7 +364,7 @@ def test_sync_retry_of_an_async_task_waits_for_its_results(fake_gateway: Gateway
     assert len(billed(fake_gateway, task["taskUUID"], 1)) == 1
 
 
-def test_async_failure_shows_as_an_error_item(fake_gateway: Gateway) -> None:
+def test_async_failure_shows_as_an_error_item(fake_gateway: AppGateway) -> None:
     task = text_task(model="pricey", deliveryMethod="async")
     post(fake_gateway, [task])
     (item,) = poll(fake_gateway, task["taskUUID"])
@@ -374,7 +372,7 @@ def test_async_failure_shows_as_an_error_item(fake_gateway: Gateway) -> None:
     assert (item["error"]["code"], item["error"]["taskUUID"]) == ("insufficientCredits", task["taskUUID"])
 
 
-def test_get_response_of_an_unknown_task(fake_gateway: Gateway) -> None:
+def test_get_response_of_an_unknown_task(fake_gateway: AppGateway) -> None:
     unknown = new_uuid()
     response = post(fake_gateway, [{"taskType": "getResponse", "taskUUID": unknown}])
     assert response.status_code == 404
@@ -385,7 +383,7 @@ def test_get_response_of_an_unknown_task(fake_gateway: Gateway) -> None:
 # -- failures of the model or the account ---------------------------------------------------------
 
 
-def test_insufficient_credits_is_402_and_unbilled(fake_gateway: Gateway) -> None:
+def test_insufficient_credits_is_402_and_unbilled(fake_gateway: AppGateway) -> None:
     task = text_task(model="pricey")
     response = post(fake_gateway, [task])
     assert response.status_code == 402
@@ -394,7 +392,7 @@ def test_insufficient_credits_is_402_and_unbilled(fake_gateway: Gateway) -> None
     assert charges_of(fake_gateway, task["taskUUID"]) == []
 
 
-def test_some_results_fail_some_succeed(fake_gateway: Gateway) -> None:
+def test_some_results_fail_some_succeed(fake_gateway: AppGateway) -> None:
     ok, broken = text_task(), text_task(model="broken")
     response = post(fake_gateway, [ok, broken])
     assert response.status_code == 200
@@ -402,7 +400,7 @@ def test_some_results_fail_some_succeed(fake_gateway: Gateway) -> None:
     assert [e["taskUUID"] for e in response.json()["errors"]] == [broken["taskUUID"]]
 
 
-def test_tool_calls_come_back_in_the_tools_shape(fake_gateway: Gateway) -> None:
+def test_tool_calls_come_back_in_the_tools_shape(fake_gateway: AppGateway) -> None:
     task = text_task(tools=[WEATHER], toolChoice={"type": "any"}, includeUsage=True)
     (item,) = post(fake_gateway, [task]).json()["data"]
     assert item["finishReason"] == "tool_calls" and item["text"] == ""
@@ -425,7 +423,7 @@ def test_tool_calls_come_back_in_the_tools_shape(fake_gateway: Gateway) -> None:
 # -- streaming ------------------------------------------------------------------------------------
 
 
-def test_stream_frames(fake_gateway: Gateway) -> None:
+def test_stream_frames(fake_gateway: AppGateway) -> None:
     task = text_task(deliveryMethod="stream", includeCost=True, includeUsage=True, seed=4)
     response = post(fake_gateway, [task])
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -446,13 +444,13 @@ def test_stream_frames(fake_gateway: Gateway) -> None:
     assert stored["text"] == "one two three" and stored["cost"] == last["cost"]
 
 
-def test_stream_of_several_results_one_after_the_other(fake_gateway: Gateway) -> None:
+def test_stream_of_several_results_one_after_the_other(fake_gateway: AppGateway) -> None:
     frames = sse(post(fake_gateway, [text_task(deliveryMethod="stream", numberResults=2, seed=1)]))
     assert [f["resultIndex"] for f in frames] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert [f.get("seed") for f in frames if "finishReason" in f] == [1, 2]
 
 
-def test_stream_retry_replays_the_stored_result(fake_gateway: Gateway) -> None:
+def test_stream_retry_replays_the_stored_result(fake_gateway: AppGateway) -> None:
     task = text_task(deliveryMethod="stream")
     first = sse(post(fake_gateway, [task]))
     replayed = sse(post(fake_gateway, [task]))
@@ -461,13 +459,13 @@ def test_stream_retry_replays_the_stored_result(fake_gateway: Gateway) -> None:
     assert len(billed(fake_gateway, task["taskUUID"], 1)) == 1
 
 
-def test_stream_error_before_the_first_frame_is_a_plain_error(fake_gateway: Gateway) -> None:
+def test_stream_error_before_the_first_frame_is_a_plain_error(fake_gateway: AppGateway) -> None:
     response = post(fake_gateway, [text_task(deliveryMethod="stream", model="pricey")])
     assert response.status_code == 402 and response.headers["content-type"] == "application/json"
     assert response.json()["errors"][0]["code"] == "insufficientCredits"
 
 
-def test_stream_error_after_the_first_frame_is_an_error_frame(fake_gateway: Gateway) -> None:
+def test_stream_error_after_the_first_frame_is_an_error_frame(fake_gateway: AppGateway) -> None:
     task = text_task(deliveryMethod="stream", model="dies-midway")
     frames = sse(post(fake_gateway, [task]))
     assert [f["delta"]["text"] for f in frames[:2]] == ["one", " two"]
@@ -479,14 +477,14 @@ def test_stream_error_after_the_first_frame_is_an_error_frame(fake_gateway: Gate
     assert charges_of(fake_gateway, task["taskUUID"]) == []  # a failed generation is not billed
 
 
-def test_stream_must_be_alone_in_its_request(fake_gateway: Gateway) -> None:
+def test_stream_must_be_alone_in_its_request(fake_gateway: AppGateway) -> None:
     response = post(fake_gateway, [text_task(deliveryMethod="stream"), {"taskType": "ping", "ping": True}])
     assert response.status_code == 200
     (error,) = response.json()["errors"]
     assert (error["code"], error["parameter"]) == ("invalidDeliveryMethod", "deliveryMethod")
 
 
-def test_stream_after_authentication_task(fake_gateway: Gateway) -> None:
+def test_stream_after_authentication_task(fake_gateway: AppGateway) -> None:
     auth = {"taskType": "authentication", "apiKey": fake_gateway.api_key}
     frames = sse(post(fake_gateway, [auth, text_task(deliveryMethod="stream")], key=None))
     assert "".join(f["delta"].get("text", "") for f in frames) == "one two three"

@@ -5,10 +5,8 @@ GGUF. Billing is checked in the gateway's own SQLite store."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,41 +14,17 @@ from typing import Any
 import openai
 import pytest
 
-from gatewright.backends.weights import resolve_model_path
-from gatewright.settings import Settings
+from tests.support.app import AppGateway, app_gateway
+from tests.support.catalogs import catalog_toml, toml_value  # noqa: F401  (re-exported for the tests here)
 from tests.support.faulty_upstream import FaultyUpstream, running_faulty_upstream
-from tests.support.procs import Gateway, free_port, running_gateway, wait_http
+from tests.support.llama_server import LLAMA_PRICES  # noqa: F401  (re-exported)
+from tests.support.procs import Gateway
 
 PRICES = {"input": 1.0, "output": 2.0}
 BACKUP_PRICES = {"input": 3.0, "output": 5.0}
 UPSTREAM_KEY = "sk-upstream-test-key"
 # Long enough that a slow, busy machine still sends the next requests inside it.
 BREAKER_COOLDOWN = 3.0
-EMBEDDED_WEIGHTS = "package:qwen2.5-coder-0.5b-instruct"
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
-    raise TypeError(type(value))
-
-
-def catalog_toml(models: list[dict[str, Any]]) -> str:
-    """``[[models]]`` tables, one key per line (inline tables for nested values)."""
-    out = []
-    for entry in models:
-        out.append("[[models]]")
-        out += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 def model(model_id: str, prices: dict[str, float] = PRICES, **fields: Any) -> dict[str, Any]:
@@ -149,87 +123,26 @@ def fault_catalog(up: FaultyUpstream) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def fault_gateway(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyUpstream) -> Iterator[Gateway]:
+def fault_gateway(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyUpstream) -> Iterator[AppGateway]:
+    """The gateway in process in front of the scripted faulty upstream (a real loopback server)."""
     data_dir = tmp_path_factory.mktemp("fault-gateway")
     catalog = data_dir / "catalog.toml"
     catalog.write_text(catalog_toml(fault_catalog(faulty)))
-    env = {"GW_TEST_UPSTREAM_KEY": UPSTREAM_KEY, "GATEWRIGHT_DEFAULT_REQUESTS_PER_MINUTE": "100000"}
-    with running_gateway(data_dir, catalog=catalog, env=env) as gw:
-        assert gw.api_key, gw.log()
-        yield gw
+    # The catalog reads upstream keys from the environment (api_key_env), as `serve` would.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GW_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+        with app_gateway(data_dir, catalog=catalog, default_requests_per_minute=100_000) as gw:
+            yield gw
 
 
 @pytest.fixture(scope="session")
-def fault_client(fault_gateway: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{fault_gateway.url}/v1", api_key=fault_gateway.api_key, max_retries=0, timeout=60)
+def fault_client(fault_gateway: AppGateway) -> openai.OpenAI:
+    return fault_gateway.openai()
 
 
 @pytest.fixture(scope="session")
-def fault_store(fault_gateway: Gateway) -> Store:
+def fault_store(fault_gateway: AppGateway) -> Store:
     return Store(fault_gateway.data_dir / "gatewright.db")
-
-
-# -- a real OpenAI-compatible server: llama_cpp.server on the local GGUF ----------------------
-
-
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    gguf = resolve_model_path(EMBEDDED_WEIGHTS, Settings().model_cache)
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    # One thread: it shares two cores with the gateway, the tests and other engineers' runs.
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--interrupt_requests", "false"]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/v1/models", 180, process)
-    except Exception:
-        process.kill()
-        raise RuntimeError(f"llama_cpp.server did not start:\n{log_path.read_text()}") from None
-    try:
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-LLAMA_PRICES = {"input": 2.0, "cached_input": 1.0, "output": 6.0}
-
-
-@pytest.fixture(scope="session")
-def llama_gateway(tmp_path_factory: pytest.TempPathFactory, llama_server: str) -> Iterator[Gateway]:
-    def served(model_id: str, **extra: Any) -> dict[str, Any]:
-        fields = {
-            "context_window": 2048,
-            "max_output": 256,
-            "prices": LLAMA_PRICES,
-            "capabilities": {"tools": True},
-            "backend": "openai",
-            "base_url": f"{llama_server}/v1",
-            "upstream_model": "qwen2.5-coder-0.5b-instruct",
-            **extra,
-        }
-        return {"id": model_id, **fields}
-
-    models = [
-        served("served-qwen", aliases=["served"]),
-        # Claims a larger window than the server has: the upstream itself refuses long prompts.
-        served("served-qwen-wide", context_window=32768, max_retries=0),
-        # json_schema is claimed, but llama_cpp.server answers it with a 500: the upstream's own error.
-        served("served-qwen-schema", capabilities={"json_schema": True}, max_retries=0),
-    ]
-    data_dir = tmp_path_factory.mktemp("llama-gateway")
-    catalog = data_dir / "catalog.toml"
-    catalog.write_text(catalog_toml(models))
-    with running_gateway(data_dir, catalog=catalog) as gw:
-        assert gw.api_key, gw.log()
-        yield gw
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import pytest
 from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
+from tests.support.app import AppGateway
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Raw, Reset, sse
-from tests.support.procs import Gateway
 from tests.upstream.conftest import BACKUP_PRICES, BREAKER_COOLDOWN, PRICES, UPSTREAM_KEY, Store
 
 HI = [{"role": "user", "content": "Say hi"}]
@@ -289,9 +289,9 @@ def test_anthropic_upstream_overloaded_is_retried(fault_client: openai.OpenAI, f
 
 
 def test_upstream_errors_reach_an_anthropic_caller_in_its_dialect(
-    fault_gateway: Gateway, faulty: FaultyUpstream
+    fault_gateway: AppGateway, faulty: FaultyUpstream
 ) -> None:
-    client = anthropic.Anthropic(base_url=fault_gateway.url, api_key=fault_gateway.api_key, max_retries=0)
+    client = fault_gateway.anthropic()
     hello: Any = [{"role": "user", "content": "Say hi"}]
     faulty.script("rejects", Fail(400, "temperature is out of range"))
     with pytest.raises(anthropic.BadRequestError) as rejected:

@@ -186,7 +186,6 @@ def test_wire_request_maps_history_tools_and_options() -> None:
     assert body["model"] == "upstream-name"
     assert body["messages"][2] == {
         "role": "assistant",
-        "content": None,
         "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatewright.api.public import public_message
 from gatewright.core import errors as e
 
 ErrorRow = tuple[str, int]  # (error.type, HTTP status)
@@ -22,6 +23,7 @@ ERROR_TYPES: dict[type[e.GatewrightError], ErrorRow] = {
     e.PermissionDenied: ("permission_error", 403),
     e.NotFound: ("not_found_error", 404),
     e.Conflict: ("conflict_error", 409),
+    e.PayloadTooLarge: ("request_too_large", 413),
     e.RateLimited: ("rate_limit_error", 429),
     e.ServerError: ("api_error", 500),
     e.Overloaded: ("overloaded_error", 529),
@@ -56,4 +58,4 @@ def lookup(error: e.GatewrightError) -> ErrorRow:
 
 def error_body(error: e.GatewrightError, request_id: str) -> dict[str, Any]:
     kind, _ = lookup(error)
-    return {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
+    return {"type": "error", "error": {"type": kind, "message": public_message(error)}, "request_id": request_id}

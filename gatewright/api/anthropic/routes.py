@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from gatewright.api.anthropic import schemas
 from gatewright.api.anthropic.errors import error_body, lookup
@@ -20,6 +20,7 @@ from gatewright.api.anthropic.stream import MessageRenderer, render
 from gatewright.api.anthropic.translate import count_request, from_core, to_core
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
+from gatewright.api.openapi import Operation, routes_of
 from gatewright.core.accumulate import collect
 from gatewright.core.errors import GatewrightError
 from gatewright.core.ids import now, random_hex
@@ -111,9 +112,31 @@ async def count_tokens(request: Request) -> Response:
     return JSONResponse({"input_tokens": tokens}, headers={"request-id": rid})
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/messages", messages, methods=["POST"]),
-    Route("/messages", messages, methods=["POST"]),
-    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-    Route("/messages/count_tokens", count_tokens, methods=["POST"]),
+_KEY = ("anthropicApiKey", "apiKey")
+_EXAMPLE = {"model": "local", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello"}]}
+
+operations = [
+    Operation(
+        "POST",
+        "/v1/messages",
+        messages,
+        "Create a message (Anthropic Messages).",
+        "anthropic",
+        body=schemas.MessagesRequest,
+        security=_KEY,
+        aliases=("/messages",),
+        example=_EXAMPLE,
+    ),
+    Operation(
+        "POST",
+        "/v1/messages/count_tokens",
+        count_tokens,
+        "Count the tokens of a message's prompt.",
+        "anthropic",
+        body=schemas.CountTokensRequest,
+        security=_KEY,
+        aliases=("/messages/count_tokens",),
+        example={k: v for k, v in _EXAMPLE.items() if k != "max_tokens"},
+    ),
 ]
+routes: list[BaseRoute] = routes_of(operations)

@@ -3,7 +3,7 @@
 Fields follow Anthropic's Messages API reference. Only requests are validated with pydantic; responses
 and stream events are plain dicts built in ``translate`` and ``stream`` (cheaper on the hot path).
 Unknown fields (``cache_control``, ``service_tier``, ``container`` …) are ignored, as optional
-features a client may send without depending on them.
+features a client may send without depending on them; known fields are strictly typed (``api.wire``).
 
 Content given as a plain string is normalised into one text block before validation, so a bad block
 is reported at its own path (``messages[0].content[1].source``) instead of as a failed string.
@@ -15,13 +15,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from gatewright.api.wire import MAX_COUNT, Int64, JsonObject
+
 # Anthropic's tool-name rule (1-128 characters of letters, digits, `_` and `-`).
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,128}$"
 MIN_THINKING_BUDGET = 1024
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="ignore")
 
 
 def _blocks(value: Any) -> Any:
@@ -59,7 +61,9 @@ ToolResultContent = Annotated[TextBlock | ImageBlock, Field(discriminator="type"
 class ToolResultBlock(Wire):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: Annotated[list[ToolResultContent], BeforeValidator(_blocks)] = Field(default_factory=list)
+    content: Annotated[
+        list[ToolResultContent], BeforeValidator(_blocks, json_schema_input_type=str | list[ToolResultContent])
+    ] = Field(default_factory=list)
     is_error: bool = False
 
 
@@ -67,7 +71,7 @@ class ToolUseBlock(Wire):
     type: Literal["tool_use"]
     id: str
     name: str
-    input: dict[str, Any]
+    input: JsonObject
 
 
 class ThinkingBlock(Wire):
@@ -89,12 +93,14 @@ AssistantBlock = Annotated[
 
 class UserMessage(Wire):
     role: Literal["user"]
-    content: Annotated[list[UserBlock], BeforeValidator(_blocks)]
+    content: Annotated[list[UserBlock], BeforeValidator(_blocks, json_schema_input_type=str | list[UserBlock])]
 
 
 class AssistantMessage(Wire):
     role: Literal["assistant"]
-    content: Annotated[list[AssistantBlock], BeforeValidator(_blocks)]
+    content: Annotated[
+        list[AssistantBlock], BeforeValidator(_blocks, json_schema_input_type=str | list[AssistantBlock])
+    ]
 
 
 MessageParam = Annotated[UserMessage | AssistantMessage, Field(discriminator="role")]
@@ -105,7 +111,7 @@ class Tool(Wire):
     description: str | None = None
     # Required for client tools; checked in translate, after the type, so that a server tool
     # (web_search_…, bash_…: their own ``type``, no schema) is refused as what it is.
-    input_schema: dict[str, Any] | None = None
+    input_schema: JsonObject | None = None
     type: str | None = None
     strict: bool | None = None
 
@@ -135,7 +141,7 @@ ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolCho
 
 class ThinkingEnabled(Wire):
     type: Literal["enabled"]
-    budget_tokens: int = Field(ge=MIN_THINKING_BUDGET)
+    budget_tokens: int = Field(ge=MIN_THINKING_BUDGET, le=MAX_COUNT)
 
 
 class ThinkingDisabled(Wire):
@@ -153,26 +159,25 @@ class Metadata(Wire):
     user_id: str | None = None
 
 
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-
-
 class CountTokensRequest(Wire):
     """``POST /v1/messages/count_tokens``: the conversation part of a Messages request."""
 
     model: str
     messages: list[MessageParam] = Field(min_length=1)
-    system: Annotated[list[TextBlock] | None, BeforeValidator(_blocks)] = None
+    system: Annotated[
+        list[TextBlock] | None, BeforeValidator(_blocks, json_schema_input_type=str | list[TextBlock] | None)
+    ] = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=MAX_COUNT)
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=MAX_COUNT)
     metadata: Metadata | None = None
     stream: bool | None = False
     # gatewright extension: not in the Anthropic spec. Seeded sampling, so a conversation gives the

@@ -15,6 +15,7 @@ from typing import Any
 
 from gatewright.api.anthropic.errors import error_body
 from gatewright.api.anthropic.translate import StopReason, meta_dict, stop_reason, usage_dict
+from gatewright.api.public import internal
 from gatewright.api.sse import event_frame
 from gatewright.core.errors import GatewrightError
 from gatewright.core.events import (
@@ -163,8 +164,9 @@ async def render(events: AsyncIterator[Event], renderer: MessageRenderer, reques
         async for event in events:
             for frame in renderer.render(event):
                 yield frame
-    except GatewrightError as error:
+    except Exception as raised:
         # After the first byte an error can only travel in-stream; the SDK raises on `event: error`.
+        error = raised if isinstance(raised, GatewrightError) else internal(raised)
         yield event_frame("error", error_body(error, request_id))
         return
     finally:

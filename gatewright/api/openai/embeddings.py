@@ -9,7 +9,7 @@ float32 rows straight from the array.
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import Field
@@ -20,21 +20,22 @@ from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import bearer, limit_headers, parse, request_id
 from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.schemas import Wire
+from gatewright.api.wire import INT32_MAX, MAX_COUNT
 from gatewright.core.embedding import EmbeddingCall
 from gatewright.core.errors import GatewrightError
 from gatewright.core.types import EmbeddingInput, EmbeddingRequest
 
-TokenArray = list[int]
+TokenArray = list[Annotated[int, Field(ge=0, le=INT32_MAX)]]  # token ids
 
 
 class EmbeddingsRequest(Wire):
     model: str
     input: str | list[str] | TokenArray | list[TokenArray]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=MAX_COUNT)
     user: str | None = None
     # vLLM's extension: cut each input to this many tokens (-1: the model's limit) instead of a 400.
-    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    truncate_prompt_tokens: int | None = Field(None, ge=-1, le=MAX_COUNT)
 
 
 def to_core(wire: EmbeddingsRequest) -> EmbeddingRequest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatewright.api.public import public_message
 from gatewright.core import errors as e
 
 # (type, default code), looked up along the exception's MRO; the status comes from the error.
@@ -16,6 +17,7 @@ ERROR_TYPES: dict[type[e.GatewrightError], tuple[str, str | None]] = {
     e.NotFound: ("invalid_request_error", "not_found"),
     e.ModelNotFound: ("invalid_request_error", "model_not_found"),
     e.Conflict: ("invalid_request_error", "conflict"),
+    e.PayloadTooLarge: ("invalid_request_error", "request_too_large"),
     e.RateLimited: ("rate_limit_error", "rate_limit_exceeded"),
     e.ServerError: ("server_error", None),
     e.Overloaded: ("server_error", "overloaded"),
@@ -34,4 +36,4 @@ def lookup(error: e.GatewrightError) -> tuple[str, str | None]:
 
 def error_body(error: e.GatewrightError) -> dict[str, Any]:
     kind, code = lookup(error)
-    return {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code or code}}
+    return {"error": {"message": public_message(error), "type": kind, "param": error.param, "code": error.code or code}}

@@ -6,15 +6,15 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
 from gatewright.api.openai import schemas
-from gatewright.api.openai.embeddings import embeddings
+from gatewright.api.openai.embeddings import EmbeddingsRequest, embeddings
 from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
+from gatewright.api.openapi import Operation, routes_of
 from gatewright.core.accumulate import collect
 from gatewright.core.catalog import ModelEntry
 from gatewright.core.errors import GatewrightError
@@ -132,11 +132,27 @@ def _features(entry: object) -> list[str]:
     return features
 
 
-routes = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
-    Route("/embeddings", embeddings, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/models", list_models, methods=["GET"]),
+operations = [
+    Operation(
+        "POST",
+        "/v1/chat/completions",
+        chat_completions,
+        "Create a chat completion (OpenAI Chat Completions).",
+        "openai",
+        body=schemas.ChatCompletionRequest,
+        aliases=("/chat/completions",),
+        example={"model": "local", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16},
+    ),
+    Operation("GET", "/v1/models", list_models, "List the models.", "openai", security=(), aliases=("/models",)),
+    Operation(
+        "POST",
+        "/v1/embeddings",
+        embeddings,
+        "Create embeddings (OpenAI Embeddings).",
+        "openai",
+        body=EmbeddingsRequest,
+        aliases=("/embeddings",),
+        example={"model": "local-embedding", "input": "Say hello"},
+    ),
 ]
+routes = routes_of(operations)

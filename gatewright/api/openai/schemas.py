@@ -2,20 +2,22 @@
 
 Only requests are validated with pydantic; responses are built as plain dicts in ``translate`` and
 ``stream`` because that is several times cheaper on the hot path. Unknown request fields are
-ignored, as OpenAI ignores them.
+ignored, as OpenAI ignores them; known ones are strictly typed (``api.wire``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gatewright.api.wire import MAX_COUNT, Int64, JsonObject
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="ignore")
 
 
 class TextContent(Wire):
@@ -45,7 +47,7 @@ class AudioContent(Wire):
 
 class FileContent(Wire):
     type: Literal["file"]
-    file: dict[str, Any]
+    file: JsonObject
 
 
 class RefusalContent(Wire):
@@ -112,7 +114,7 @@ Message = Annotated[
 class FunctionDef(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
     strict: bool | None = None
 
 
@@ -133,7 +135,7 @@ class NamedToolChoice(Wire):
 class JsonSchemaFormat(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: JsonObject | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
@@ -161,7 +163,7 @@ class ReasoningOptions(Wire):
     """OpenRouter/AI-ML-API style ``reasoning`` object (003 L28178-28194)."""
 
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    max_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0, le=MAX_COUNT)
     exclude: bool = False
     enabled: bool | None = None
 
@@ -170,17 +172,14 @@ class ThinkingOptions(Wire):
     """Anthropic-style ``thinking`` object accepted on chat completions (003 L21467-21469)."""
 
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = Field(None, ge=0)
-
-
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    budget_tokens: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
 class ChatCompletionRequest(Wire):
     model: str
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDef] | None = Field(None, max_length=128)
@@ -202,6 +201,6 @@ class ChatCompletionRequest(Wire):
     thinking: ThinkingOptions | None = None
     # Qwen-style switches (003 L1521, L20525-20532).
     enable_thinking: bool | None = None
-    thinking_budget: int | None = Field(None, ge=0)
+    thinking_budget: int | None = Field(None, ge=0, le=MAX_COUNT)
     # gatewright extension, llama.cpp style: sample from the k most likely tokens only.
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=MAX_COUNT)

@@ -9,6 +9,7 @@ from typing import Any
 
 from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.translate import logprobs_dict, usage_dict
+from gatewright.api.public import internal
 from gatewright.api.sse import DONE, data_frame
 from gatewright.core.errors import GatewrightError
 from gatewright.core.events import (
@@ -119,8 +120,10 @@ async def render(events: AsyncIterator[Event], renderer: ChunkRenderer) -> Async
         async for event in events:
             for frame in renderer.render(event):
                 yield frame
-    except GatewrightError as error:
+    except Exception as raised:
         # After the first byte an error can only travel in-stream; the SDK raises on an `error` key.
+        # A bug is told as a generic error in the stream too, not as a dropped connection.
+        error = raised if isinstance(raised, GatewrightError) else internal(raised)
         for frame in renderer.close():
             yield frame
         yield data_frame(error_body(error))

@@ -22,10 +22,11 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from gatewright.api.http import JSONResponse, bearer, invalid_from, parse
 from gatewright.api.openai.errors import error_body
+from gatewright.api.openapi import Operation, routes_of
 from gatewright.api.platform import schemas, views
 from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
 from gatewright.core.billing import usd_to_credits
@@ -247,15 +248,55 @@ async def usage(request: Request) -> Response:
     )
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/keys", _endpoint(create_key), methods=["POST"]),
-    Route("/v1/keys", _endpoint(list_keys), methods=["GET"]),
-    Route("/v1/key", _endpoint(current_key), methods=["GET"]),
-    Route("/v1/keys/{prefix}", _endpoint(update_key), methods=["PATCH"]),
-    Route("/v1/keys/{prefix}", _endpoint(delete_key), methods=["DELETE"]),
-    Route("/v1/billing/balance", _endpoint(balance), methods=["GET"]),
-    Route("/v2/billing", _endpoint(billing), methods=["GET"]),
-    Route("/v2/billing/detail", _endpoint(billing_detail), methods=["GET"]),
-    Route("/v1/billing/credits", _endpoint(add_credits), methods=["POST"]),
-    Route("/v1/billing/usage", _endpoint(usage), methods=["GET"]),
+_MANAGEMENT = ("managementKey",)
+_ANY_KEY = ("apiKey", "managementKey")
+
+
+def _op(method: str, path: str, handler: Handler, summary: str, **kwargs: Any) -> Operation:
+    return Operation(method, path, _endpoint(handler), summary, "openai", tags=("platform",), **kwargs)
+
+
+operations = [
+    _op(
+        "POST",
+        "/v1/keys",
+        create_key,
+        "Create an API key (the secret is in this answer only).",
+        body=schemas.KeyCreate,
+        security=_MANAGEMENT,
+        example={"name": "ci", "scopes": ["model:chat"], "limit": {"retention": "month", "threshold": 5.0}},
+    ),
+    _op("GET", "/v1/keys", list_keys, "List the account's API keys.", security=_MANAGEMENT),
+    _op("GET", "/v1/key", current_key, "The calling key.", security=_ANY_KEY),
+    _op(
+        "PATCH",
+        "/v1/keys/{prefix}",
+        update_key,
+        "Change an API key (only the fields given).",
+        body=schemas.KeyUpdate,
+        security=_MANAGEMENT,
+        example={"name": "renamed", "disabled": False, "rate_limit": {"requests_per_minute": 60}},
+    ),
+    _op("DELETE", "/v1/keys/{prefix}", delete_key, "Delete an API key.", security=_MANAGEMENT),
+    _op("GET", "/v1/billing/balance", balance, "The account's balance in credits.", security=_ANY_KEY),
+    _op("GET", "/v2/billing", billing, "The account's balance in USD.", security=_ANY_KEY),
+    _op("GET", "/v2/billing/detail", billing_detail, "The balance with its parts.", security=_ANY_KEY),
+    _op(
+        "POST",
+        "/v1/billing/credits",
+        add_credits,
+        "Add (or remove) credits.",
+        body=schemas.CreditsBody,
+        security=_MANAGEMENT,
+        example={"usd": 5.0, "note": "top-up"},
+    ),
+    _op(
+        "GET",
+        "/v1/billing/usage",
+        usage,
+        "The account's requests, newest first, with totals.",
+        query=schemas.UsageQuery,
+        security=_ANY_KEY,
+    ),
 ]
+routes: list[BaseRoute] = routes_of(operations)

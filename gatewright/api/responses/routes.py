@@ -10,10 +10,10 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, request_id
+from gatewright.api.openapi import Operation, routes_of
 from gatewright.api.responses import history
 from gatewright.api.responses import schemas as w
 from gatewright.api.responses.errors import error_body
@@ -68,6 +68,11 @@ async def _caller(request: Request) -> tuple[Principal | None, int]:
     return principal, principal.account_id if principal is not None else NO_ACCOUNT
 
 
+def _first(*values: float | None) -> float | None:
+    """The setting as used: the request's, else the model's default, else OpenAI's."""
+    return next((v for v in values if v is not None), None)
+
+
 def _base(response_id: str, req: w.CreateResponse, entry: ModelEntry, store: bool) -> dict[str, Any]:
     """The Response object's fields that come from the request (and the model's defaults)."""
     d = entry.defaults
@@ -92,12 +97,12 @@ def _base(response_id: str, req: w.CreateResponse, entry: ModelEntry, store: boo
             "summary": (reasoning.summary or reasoning.generate_summary) if reasoning else None,
         },
         "store": store,
-        "temperature": req.temperature if req.temperature is not None else (d.temperature or 1.0),
+        "temperature": _first(req.temperature, d.temperature, 1.0),
         "text": text_echo(req),
         "tool_choice": tool_choice_echo(req),
         "tools": tools_echo(req),
         "top_logprobs": req.top_logprobs or 0,
-        "top_p": req.top_p if req.top_p is not None else (d.top_p or 1.0),
+        "top_p": _first(req.top_p, d.top_p, 1.0),
         "truncation": "disabled",
         "metadata": req.metadata or {},
         "background": False,
@@ -265,10 +270,34 @@ async def list_input_items(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/v1/responses", create_response, methods=["POST"]),
-    Route("/responses", create_response, methods=["POST"]),
-    Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
-    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
-    Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+operations = [
+    Operation(
+        "POST",
+        "/v1/responses",
+        create_response,
+        "Create a model response (OpenAI Responses).",
+        "openai",
+        body=w.CreateResponse,
+        aliases=("/responses",),
+        example={"model": "local", "input": "Say hello", "max_output_tokens": 16},
+        tags=("responses",),
+    ),
+    Operation("GET", "/v1/responses/{response_id}", get_response, "A stored response.", "openai", tags=("responses",)),
+    Operation(
+        "DELETE",
+        "/v1/responses/{response_id}",
+        delete_response,
+        "Delete a stored response.",
+        "openai",
+        tags=("responses",),
+    ),
+    Operation(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        list_input_items,
+        "The input items of a stored response.",
+        "openai",
+        tags=("responses",),
+    ),
 ]
+routes = routes_of(operations)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from gatewright.api.http import invalid_from
+from gatewright.api.http import invalid_from, shorten, shown_value
+from gatewright.api.wire import MAX_COUNT, JsonAny, JsonObject, read_json
 from gatewright.core.errors import InvalidRequest
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -26,13 +26,13 @@ Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="forbid")
 
 
 class Unsupported(BaseModel):
     """A part, item or tool of a type gatewright does not serve; refused by ``translate``."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="allow")
     type: str
 
 
@@ -43,7 +43,7 @@ def _by_type(known: frozenset[str], default: str | None = None) -> Any:
         kind = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
         if kind is None:
             return None
-        return kind if kind in known else "other"
+        return kind if isinstance(kind, str) and kind in known else "other"  # "other" refuses a non-string
 
     return Discriminator(pick)
 
@@ -66,8 +66,8 @@ class InputImage(Wire):
 class OutputText(Wire):
     type: Literal["output_text"]
     text: str
-    annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] | None = None
+    annotations: list[JsonAny] = Field(default_factory=list)
+    logprobs: list[JsonAny] | None = None
 
 
 class Refusal(Wire):
@@ -152,7 +152,7 @@ class FunctionTool(Wire):
     type: Literal["function"]
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
     strict: bool | None = None
 
 
@@ -184,7 +184,7 @@ class JsonObjectFormat(Wire):
 class JsonSchemaFormat(Wire):
     type: Literal["json_schema"]
     name: str = Field(pattern=NAME_PATTERN)
-    schema_: dict[str, Any] = Field(alias="schema")
+    schema_: JsonObject = Field(alias="schema")
     description: str | None = None
     strict: bool | None = None
 
@@ -223,14 +223,14 @@ class CreateResponse(Wire):
     model: str = Field(min_length=1)
     input: str | list[InputItem] | None = None
     instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=16)
+    max_output_tokens: int | None = Field(None, ge=16, le=MAX_COUNT)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[Tool] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    max_tool_calls: int | None = Field(None, ge=1)  # counts built-in tool calls: none exist here
+    max_tool_calls: int | None = Field(None, ge=1, le=MAX_COUNT)  # counts built-in tool calls: none exist here
     text: TextParam | None = None
     reasoning: ReasoningParam | None = None
     include: list[Include] | None = None
@@ -241,16 +241,18 @@ class CreateResponse(Wire):
     safety_identifier: str | None = Field(None, max_length=64)
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    # Codex CLI's session ids and the like: labels for the caller's logs, never read by the model.
+    client_metadata: dict[str, str] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     service_tier: str | None = None
     truncation: Literal["auto", "disabled"] | None = None
     # Known to OpenAI, refused by ``translate`` with the reason (never dropped silently).
     background: bool | None = None
-    conversation: Any = None
-    prompt: Any = None
-    context_management: Any = None
-    moderation: Any = None
+    conversation: JsonAny = None
+    prompt: JsonAny = None
+    context_management: JsonAny = None
+    moderation: JsonAny = None
 
 
 # Union tags pydantic puts into error locations; they are not fields.
@@ -276,11 +278,11 @@ def parse_request(body: bytes) -> CreateResponse:
     Items and parts are unions, and pydantic reports every branch's complaint; the branch that got
     furthest into the value (the longest location) is the one the caller meant."""
     try:
-        return CreateResponse.model_validate_json(body)
+        return CreateResponse.model_validate(read_json(body))
     except ValidationError as error:
         errors = error.errors(include_url=False)
         deepest = max(errors, key=lambda e: len(e["loc"]))
-        kind, param = deepest["type"], _param(tuple(deepest["loc"]))
+        kind, param = deepest["type"], shorten(_param(tuple(deepest["loc"])))
         if kind in ("json_invalid", "model_type") or param is None:
             raise invalid_from(error) from None
         if kind == "missing":
@@ -291,7 +293,7 @@ def parse_request(body: bytes) -> CreateResponse:
             raise InvalidRequest(message, param=f"{param}.type", code="missing_required_parameter") from None
         if kind == "extra_forbidden":
             raise InvalidRequest(f"Unrecognized request argument supplied: '{param}'.", param=param) from None
-        got = deepest.get("input")
-        shown = f" (got {orjson.dumps(got).decode()[:80]})" if isinstance(got, (int, float, str, bool)) else ""
+        got = shown_value(deepest.get("input"))
+        shown = f" (got {got})" if got is not None else ""
         message = f"Invalid '{param}': {deepest['msg']}{shown}."
         raise InvalidRequest(message, param=param, code="invalid_value") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gatewright.api.public import public_message
 from gatewright.api.responses.translate import item_id
 from gatewright.api.sse import event_frame
 from gatewright.core.errors import GatewrightError
@@ -240,6 +241,10 @@ class ResponseBuilder:
             case ToolCallDelta(index=k, arguments=fragment):
                 item = self.calls[k]
                 item.chunks.append(fragment)
+                if item is not self.open:
+                    # An upstream interleaving parallel calls: the call was closed when the next one
+                    # began (OpenAI's order); its arguments still end up whole in the final response.
+                    item.body["arguments"] += fragment
                 where = {"item_id": item.id, "output_index": item.index}
                 self._event(frames, "response.function_call_arguments.delta", **where, delta=fragment)
             case ChoiceEnd(finish_reason=reason):
@@ -263,6 +268,9 @@ class ResponseBuilder:
         frames: list[bytes] = []
         self._close(frames, "incomplete")
         response = self.snapshot("failed")
-        response["error"] = {"code": FAILED_CODE.get(error.code or "", "server_error"), "message": error.message}
+        response["error"] = {
+            "code": FAILED_CODE.get(error.code or "", "server_error"),
+            "message": public_message(error),
+        }
         self._event(frames, "response.failed", response=response)
         return frames

@@ -1,7 +1,8 @@
-"""The task API's side of durable jobs: a task object → ``TaskSpec``, and results → wire items.
+"""The task API's side of durable jobs: a task object → ``TaskSpec``, outcomes → wire items.
 
 ``spec_of`` is used for a task as it arrives and, through ``TaskApiCodec.rebuild``, for a task read
 back from the store after a restart, so both give the same requests (the generated seed is stored).
+Jobs store neutral outcomes; ``result_item`` renders one whenever it is answered, polled or posted.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pydantic import ValidationError
 
 from gatewright.api.tasks import schemas as w
 from gatewright.api.tasks.errors import from_validation
-from gatewright.api.tasks.translate import TASK_TYPE, result_item, result_seeds, to_core
-from gatewright.core.jobs import Item, Outcome, TaskSpec
+from gatewright.api.tasks.translate import TASK_TYPE, Item, result_item, result_seeds, to_core
+from gatewright.core.errors import Conflict
+from gatewright.core.jobs import Job, JobConflict, Jobs, Outcome, TaskSpec
+from gatewright.core.platform import Principal
 
 # What an identical retry may change: the SDK retries with the same task, but a client may
 # switch how it waits for it (e.g. an async task re-sent as sync to wait for its result).
@@ -54,14 +57,32 @@ def spec_of(raw: dict[str, Any], print_: str | None = None) -> TaskSpec:
     )
 
 
+def render(spec: TaskSpec, outcome: Outcome) -> Item:
+    return result_item(spec.wire, outcome)
+
+
+def conflict(spec: TaskSpec) -> Conflict:
+    return Conflict(
+        f"The taskUUID {spec.uuid} already names a different task. Send each new task with a new UUID v4; "
+        "resend a task unchanged to get its state back.",
+        param="taskUUID",
+        code="conflictTaskUUID",
+    )
+
+
+async def submit(jobs: Jobs, spec: TaskSpec, principal: Principal | None) -> tuple[Job, bool]:
+    try:
+        return await jobs.submit(spec, principal)
+    except JobConflict:
+        raise conflict(spec) from None
+
+
 class TaskApiCodec:
     def rebuild(self, stored: dict[str, Any], fingerprint: str) -> TaskSpec:
         return spec_of(stored, fingerprint)
 
-    def render(self, spec: TaskSpec, outcome: Outcome) -> Item:
-        return result_item(spec.wire, outcome)
-
-    def webhook_body(self, spec: TaskSpec, item: Item) -> bytes:
+    def webhook_body(self, spec: TaskSpec, outcome: Outcome) -> bytes:
+        item = render(spec, outcome)
         if item.get("status") == "error":
             return orjson.dumps({"errors": [item["error"]]})
         return orjson.dumps({"data": [item]})

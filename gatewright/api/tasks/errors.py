@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatewright.api.http import param_of
+from gatewright.api.http import param_of, shorten, shown_value
+from gatewright.api.public import public_message
 from gatewright.api.tasks.schemas import TOOL_NAME, UUID_V4
 from gatewright.core import errors as e
 
@@ -33,6 +34,7 @@ CODES: dict[str, str] = {
     "model_inactive": "unsupportedModel",
     "engine_queue_full": "serviceUnavailable",
     "upstream_rate_limited": "providerRateLimitExceeded",
+    "invalid_webhook_url": "invalidWebhookURL",
 }
 
 # Otherwise by class, along the MRO. ``None``: a validation code made from the parameter.
@@ -45,6 +47,7 @@ CLASS_CODES: dict[type[e.GatewrightError], str | None] = {
     e.NotFound: "taskNotFound",
     e.ModelNotFound: "unknownModel",
     e.Conflict: "conflictTaskUUID",
+    e.PayloadTooLarge: "payloadTooLarge",
     e.RateLimited: "rateLimitExceeded",
     e.ServerError: "internalServerError",
     e.Overloaded: "serviceUnavailable",
@@ -123,7 +126,7 @@ def error_object(
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "code": wire_code(error),
-        "message": error.message,
+        "message": public_message(error),
         "parameter": wire_param(error),
         "taskType": task_type,
         "taskUUID": task_uuid,
@@ -143,7 +146,7 @@ def from_validation(error: ValidationError) -> e.InvalidRequest:
     first = error.errors(include_url=False)[0]
     kind = first["type"]
     loc = tuple(first["loc"])
-    param = param_of(loc)
+    param = shorten(param_of(loc))
     if kind in ("missing", "union_tag_not_found"):
         if kind == "union_tag_not_found":
             param = f"{param}.role" if param else "role"
@@ -152,8 +155,7 @@ def from_validation(error: ValidationError) -> e.InvalidRequest:
         return invalid(
             "unknownParameter", f"Unknown parameter '{param}': gatewright's task API does not accept it.", param
         )
-    got = first.get("input")
-    shown = repr(got)[:80] if isinstance(got, (int, float, str, bool)) else None
+    shown = shown_value(first.get("input"))
     suffix = f" (got {shown})" if shown is not None else ""
     message = str(first["msg"]).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
@@ -172,6 +174,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "keySpendQuotaExceeded": 402,
     "unknownModel": 404,
     "taskNotFound": 404,
+    "payloadTooLarge": 413,
     "rateLimitExceeded": 429,
     "internalServerError": 500,
     "providerError": 502,

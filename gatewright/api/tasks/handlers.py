@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from gatewright.api.tasks import schemas as w
-from gatewright.api.tasks.codec import spec_of
-from gatewright.api.tasks.errors import error_object, from_validation, invalid, status_for
-from gatewright.api.tasks.translate import ack_item, processing_item
+from gatewright.api.tasks.codec import render, spec_of, submit
+from gatewright.api.tasks.errors import error_object, from_validation, invalid
+from gatewright.api.tasks.translate import Item, ack_item, processing_item
 from gatewright.core.errors import NotFound
-from gatewright.core.jobs import Item, Job, Jobs
+from gatewright.core.jobs import Job, Jobs
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Principal
 
@@ -33,15 +33,14 @@ class Batch:
     retry_after: float | None = None  # from a rate-limit error, for the retry-after header
 
     def add_results(self, job: Job) -> None:
-        for index, item in enumerate(job.items):
-            if item is None:
+        for index, outcome in enumerate(job.outcomes):
+            if outcome is None:
                 self.data.append(processing_item(job.spec.uuid, index))
-            elif item.get("status") == "error":
-                error = job.errors.get(index)
-                self.errors.append((error.status if error else status_for(item["error"]["code"]), item["error"]))
-                self.retry_after = getattr(error, "retry_after", None) or self.retry_after
+            elif outcome.error is not None:
+                self.errors.append((outcome.error.status, render(job.spec, outcome)["error"]))
+                self.retry_after = getattr(outcome.error, "retry_after", None) or self.retry_after
             else:
-                self.data.append(item)
+                self.data.append(render(job.spec, outcome))
 
 
 Handler = Callable[[Batch, dict[str, Any]], Awaitable[None]]
@@ -57,7 +56,7 @@ async def text_inference(batch: Batch, raw: dict[str, Any]) -> None:
             "of its request (an authentication task may come first).",
             "deliveryMethod",
         )
-    job, _ = await batch.jobs.submit(spec, batch.principal)
+    job, _ = await submit(batch.jobs, spec, batch.principal)
     if spec.delivery == "async":
         batch.data.append(ack_item(spec.uuid))
         return
@@ -71,7 +70,7 @@ def with_webhook(job: Job, index: int, item: Item) -> Item:
     if state is None:
         return item
     # gatewright extension: each POST to the task's webhookURL, as polled state.
-    return {**item, "webhook": {"state": state["state"], "attempts": list(state["attempts"])}}
+    return {**item, "webhook": {"state": state.state, "attempts": [a.as_dict() for a in state.attempts]}}
 
 
 async def get_response(batch: Batch, raw: dict[str, Any]) -> None:
@@ -86,8 +85,9 @@ async def get_response(batch: Batch, raw: dict[str, Any]) -> None:
             param="taskUUID",
             code="taskNotFound",
         )
-    for index, item in enumerate(job.items):
-        batch.data.append(with_webhook(job, index, item if item is not None else processing_item(task.taskUUID, index)))
+    for index, outcome in enumerate(job.outcomes):
+        item = processing_item(task.taskUUID, index) if outcome is None else render(job.spec, outcome)
+        batch.data.append(with_webhook(job, index, item))
 
 
 async def ping(batch: Batch, raw: dict[str, Any]) -> None:

@@ -12,33 +12,33 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer
+from gatewright.api.openapi import Operation, routes_of
 from gatewright.api.tasks import schemas as w
 from gatewright.api.tasks.errors import from_validation, invalid
 from gatewright.api.tasks.handlers import HANDLERS, Batch, error_for
 from gatewright.api.tasks.responses import errors_response, single_error
 from gatewright.api.tasks.stream import open_stream
+from gatewright.api.wire import read_json
 from gatewright.core.errors import GatewrightError, InternalError
 from gatewright.core.jobs import Jobs
 from gatewright.core.platform import Principal
 
 log = logging.getLogger("gatewright.tasks")
 
-MAX_TASKS = 64  # per request
+MAX_TASKS = w.MAX_TASKS
 
 
 def parse_body(body: bytes) -> list[Any]:
     try:
-        tasks = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise invalid("invalidRequestBody", f"The body is not valid JSON: {error}.") from None
+        tasks = read_json(body)
+    except GatewrightError as error:
+        raise invalid("invalidRequestBody", error.message) from None
     if not isinstance(tasks, list):
         raise invalid("invalidRequestBody", "The body must be a JSON array of task objects, even for one task.")
     if not tasks:
@@ -98,7 +98,7 @@ async def _run_one(batch: Batch, task: Any, duplicate: bool) -> None:
         batch.retry_after = getattr(error, "retry_after", None)
     except Exception as error:  # a bug or a store outage, never the caller's input
         log.exception("task failed")
-        batch.errors.append((500, error_for(task, InternalError(f"The task failed on the server: {error!r}"))))
+        batch.errors.append((500, error_for(task, InternalError(f"task failed: {error!r}"))))  # shown generically
 
 
 def render_error(error: GatewrightError, request_id: str) -> Response:
@@ -138,7 +138,24 @@ async def run_tasks(request: Request) -> Response:
     return errors_response(errors, next((p.retry_after for p in parts if p.retry_after is not None), None))
 
 
-routes = [
-    Route("/v1", run_tasks, methods=["POST"]),
-    Route("/v1/tasks", run_tasks, methods=["POST"]),
+operations = [
+    Operation(
+        "POST",
+        "/v1/tasks",
+        run_tasks,
+        "Run tasks (the task API): a JSON array of task objects.",
+        "tasks",
+        body=w.TaskArray,
+        aliases=("/v1",),
+        example=[
+            {
+                "taskType": "textInference",
+                "taskUUID": "a770f077-f413-47de-9dac-be0b26a35da6",
+                "model": "local",
+                "messages": [{"role": "user", "content": "Say hello"}],
+                "settings": {"maxTokens": 16},
+            }
+        ],
+    ),
 ]
+routes = routes_of(operations)

@@ -7,21 +7,24 @@ dicts built in ``translate``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
+from gatewright.api.wire import MAX_COUNT, JsonObject
 
 UUID_V4 = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 MAX_SEED = 2**63 - 1
+MAX_TASKS = 64  # per request
 
 DeliveryMethod = Literal["sync", "async", "stream"]
 ThinkingLevel = Literal["none", "low", "medium", "high"]
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="forbid", populate_by_name=True)
 
 
 class ToolUse(Wire):
@@ -29,7 +32,7 @@ class ToolUse(Wire):
 
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: JsonObject = Field(default_factory=dict)
 
 
 class UserMessage(Wire):
@@ -64,7 +67,7 @@ class Settings(Wire):
     systemPrompt: str | None = Field(None, min_length=1, max_length=200_000)
     temperature: float | None = Field(None, ge=0, le=1)
     topP: float | None = Field(None, ge=0.01, le=1)
-    topK: int | None = Field(None, ge=0)
+    topK: int | None = Field(None, ge=0, le=MAX_COUNT)
     frequencyPenalty: float | None = Field(None, ge=-2, le=2)
     presencePenalty: float | None = Field(None, ge=-2, le=2)
     maxTokens: int | None = Field(None, ge=1, le=131_072)
@@ -89,7 +92,7 @@ class ToolDef(Wire):
     type: Literal["function", "search", "codeInterpreter"]
     name: str | None = Field(None, pattern=TOOL_NAME)
     description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: JsonObject | None = Field(None, alias="schema")
 
 
 class TextInferenceTask(Wire):
@@ -134,3 +137,15 @@ class AuthenticationTask(Wire):
     taskType: Literal["authentication"]
     apiKey: str = Field(min_length=1)
     connectionSessionUUID: str | None = None  # WebSocket sessions; accepted and unused over HTTP
+
+
+AnyTask = Annotated[
+    TextInferenceTask | GetResponseTask | PingTask | AuthenticationTask, Field(discriminator="taskType")
+]
+
+
+class TaskArray(RootModel[list[AnyTask]]):
+    """The request body, for the OpenAPI document: tasks are validated one by one as they run, so
+    that one bad task of an array does not fail the others."""
+
+    root: list[AnyTask] = Field(min_length=1, max_length=MAX_TASKS)

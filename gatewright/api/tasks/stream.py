@@ -10,21 +10,19 @@ apart by ``resultIndex``. Errors before the first frame are a plain ``{"errors"}
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
 from gatewright.api.sse import DONE, data_frame
-from gatewright.api.tasks.codec import spec_of
-from gatewright.api.tasks.errors import status_for
+from gatewright.api.tasks.codec import conflict, render, spec_of
 from gatewright.api.tasks.responses import errors_response, single_error
-from gatewright.api.tasks.translate import TASK_TYPE
-from gatewright.core.accumulate import Accumulator
+from gatewright.api.tasks.translate import TASK_TYPE, Item
 from gatewright.core.errors import ClientError, Conflict, GatewrightError
 from gatewright.core.events import Event, ReasoningDelta, TextDelta
-from gatewright.core.jobs import Item, Job, Jobs, Outcome
-from gatewright.core.pipeline import Call, Gateway
+from gatewright.core.jobs import JobConflict, Jobs, Outcome, StreamItem, TaskSpec
+from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Principal
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -55,27 +53,19 @@ def closing_frame(item: Item) -> bytes:
     return data_frame(frame)
 
 
-class ResultStream:
-    """Renders one result's events and folds them into the outcome that gets stored."""
+def event_frame(task_uuid: str, index: int, event: Event) -> bytes | None:
+    """The frame of one event of a result being generated (most events show only in its end)."""
+    match event:
+        case TextDelta(text=text) if text:
+            return delta_frame(task_uuid, index, "text", text)
+        case ReasoningDelta(text=text) if text:
+            return delta_frame(task_uuid, index, "reasoningContent", text)
+    return None
 
-    def __init__(self, task_uuid: str, index: int, seed: int | None) -> None:
-        self.task_uuid = task_uuid
-        self.index = index
-        self.seed = seed
-        self.acc = Accumulator(1)
 
-    def frame(self, event: Event) -> bytes | None:
-        self.acc.add(event)
-        match event:
-            case TextDelta(text=text) if text:
-                return delta_frame(self.task_uuid, self.index, "text", text)
-            case ReasoningDelta(text=text) if text:
-                return delta_frame(self.task_uuid, self.index, "reasoningContent", text)
-        return None
-
-    def outcome(self) -> Outcome:
-        choice = self.acc.finish()[0]
-        return Outcome(self.index, self.seed, choice, self.acc.usage, self.acc.cost)
+def outcome_frame(spec: TaskSpec, outcome: Outcome) -> bytes:
+    item = render(spec, outcome)
+    return error_frame(item["error"]) if outcome.error is not None else closing_frame(item)
 
 
 def replay(items: list[Item]) -> list[bytes]:
@@ -99,56 +89,32 @@ async def _replayed(items: list[Item]) -> AsyncIterator[bytes]:
     yield DONE
 
 
-async def _one(jobs: Jobs, job: Job, index: int, call: Call | None) -> AsyncIterator[bytes]:
-    seed = job.spec.seeds[index]
-    if call is None:
-        try:
-            call = await jobs.start_call(job, index)
-        except Exception as error:
-            item = await jobs.complete(job, index, jobs.outcome_of(index, seed, error))
-            yield error_frame(item["error"])
-            return
-    result = ResultStream(job.spec.uuid, index, seed)
+async def _frames(spec: TaskSpec, items: AsyncGenerator[StreamItem, None]) -> AsyncIterator[bytes]:
     try:
-        async for event in call.events:
-            frame = result.frame(event)
+        async for index, item in items:
+            frame = outcome_frame(spec, item) if isinstance(item, Outcome) else event_frame(spec.uuid, index, item)
             if frame is not None:
-                yield frame
-    except Exception as error:
-        item = await jobs.complete(job, index, jobs.outcome_of(index, seed, error))
-        yield error_frame(item["error"])
-        return
-    finally:
-        await call.aclose()
-    yield closing_frame(await jobs.complete(job, index, result.outcome()))
-
-
-async def _results(jobs: Jobs, job: Job, first: Call | None, lead: list[bytes]) -> AsyncIterator[bytes]:
-    """Frames of every unfinished result, one after the other; each result is stored as it ends."""
-    try:
-        for frame in lead:
-            yield frame
-        for index in job.pending():
-            call, first = first, None
-            async for frame in _one(jobs, job, index, call):
                 yield frame
         yield DONE
     finally:
-        if job.pending():
-            jobs.fail_pending_soon(job, StreamAborted("The client closed the stream first.", code="streamAborted"))
-        jobs.release(job)
+        await items.aclose()  # the run's own cleanup (results left unfinished, release) runs now
 
 
 async def open_stream(gateway: Gateway, jobs: Jobs, principal: Principal | None, raw: dict[str, Any]) -> Response:
     try:
         spec = spec_of(raw)
         gateway.catalog.resolve(spec.wire.model)
-        job, started = await jobs.submit(spec, principal, run=False)
+        run = await jobs.stream(
+            spec, principal, StreamAborted("The client closed the stream first.", code="streamAborted")
+        )
+    except JobConflict:
+        return single_error(conflict(spec), TASK_TYPE)
     except GatewrightError as error:
         return single_error(error, TASK_TYPE)
-    if not started:
+    job = run.job
+    if not run.started:
         if job.finished and job.status == "success":
-            done = [item for item in job.items if item is not None]
+            done = [render(job.spec, outcome) for outcome in job.outcomes if outcome is not None]
             return StreamingResponse(_replayed(done), media_type="text/event-stream", headers=SSE_HEADERS)
         running = Conflict(
             f"The task {spec.uuid} is already running; poll it with getResponse.",
@@ -156,21 +122,11 @@ async def open_stream(gateway: Gateway, jobs: Jobs, principal: Principal | None,
             code="conflictTaskRunning",
         )
         return single_error(running, TASK_TYPE)
-    pending = job.pending()
-    lead: list[bytes] = []
-    first: Call | None = None
-    try:
-        first = await jobs.start_call(job, pending[0])
-    except Exception as error:  # before any byte: a plain error answer when nothing else is to come
-        outcome = jobs.outcome_of(pending[0], job.spec.seeds[pending[0]], error)
-        item = await jobs.complete(job, pending[0], outcome)
-        if len(pending) == 1:
-            jobs.release(job)
-            core_error = job.errors.get(pending[0])
-            status = core_error.status if core_error else status_for(item["error"]["code"])
-            return errors_response([(status, item["error"])], getattr(error, "retry_after", None))
-        lead.append(error_frame(item["error"]))
+    if run.refused is not None and run.refused.error is not None:  # before any byte, and nothing else to come
+        refusal = run.refused.error
+        item = render(job.spec, run.refused)
+        return errors_response([(refusal.status, item["error"])], getattr(refusal, "retry_after", None))
     headers = dict(SSE_HEADERS)
-    if first is not None:
-        headers["x-gatewright-deployment"] = first.deployment
-    return StreamingResponse(_results(jobs, job, first, lead), media_type="text/event-stream", headers=headers)
+    if run.deployment is not None:
+        headers["x-gatewright-deployment"] = run.deployment
+    return StreamingResponse(_frames(job.spec, run.items), media_type="text/event-stream", headers=headers)

@@ -14,7 +14,7 @@ import orjson
 from gatewright.api.tasks import schemas as w
 from gatewright.api.tasks.errors import error_object, invalid
 from gatewright.core.errors import UnsupportedFeature
-from gatewright.core.jobs import Item, Outcome
+from gatewright.core.jobs import Outcome
 from gatewright.core.types import (
     TOOL_CHOICE_AUTO,
     TOOL_CHOICE_NONE,
@@ -32,6 +32,8 @@ from gatewright.core.types import (
     ToolSpec,
     Usage,
 )
+
+Item = dict[str, Any]  # one result as this dialect renders it
 
 TASK_TYPE = "textInference"
 SEED_SPACE = 2**63

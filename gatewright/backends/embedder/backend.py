@@ -26,7 +26,7 @@ from gatewright.backends.registry import BackendEnv
 from gatewright.backends.weights import resolve_embedding_model
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import Deployment, ModelEntry
-from gatewright.core.errors import InternalError, InvalidRequest, UnsupportedFeature
+from gatewright.core.errors import InternalError, InvalidRequest, Overloaded, UnsupportedFeature
 from gatewright.core.events import Event
 from gatewright.core.types import CoreRequest, EmbeddingInput, EmbeddingRequest, Embeddings, Usage
 
@@ -96,7 +96,8 @@ class EmbedderBackend:
             self.workers.append(worker)
 
     async def close(self) -> None:
-        self.queue.close()
+        for job in self.queue.close():
+            job.fail(Overloaded("The embedding engine is stopping; try again.", code="engine_stopping"))
         for worker in self.workers:
             if worker.thread is not None:
                 await asyncio.to_thread(worker.thread.join, 10)

@@ -96,10 +96,15 @@ class BatchQueue:
             self._waiting += len(job.ids)
             self._cond.notify_all()
 
-    def close(self) -> None:
+    def close(self) -> list[EmbedJob]:
+        """Stop handing out work; returns the jobs still waiting, for the caller to fail."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            waiting = [job for jobs in self._owners.values() for job in jobs]
+            self._owners.clear()
+            self._waiting = 0
+            return waiting
 
     def take(self, budget: int, capacity: int) -> list[Piece] | None:
         """Inputs for one batch: about ``budget`` tokens, never more than ``capacity``; ``None``

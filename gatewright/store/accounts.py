@@ -1,0 +1,176 @@
+"""Accounts, keys, usage records and ledger entries in SQL: the ``core.accounts.AccountStore``.
+
+Balances are never written here: every change of ``balance`` or ``reserved`` is an operation of
+the ledger's one writer (``store.ledger``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatewright.core.accounts import AccountRecord, LedgerEntry, UsageFilter, UsageRecord, UsageTotals
+from gatewright.core.clock import utcnow
+from gatewright.core.keys import KeyRecord
+from gatewright.core.platform import KeyKind
+from gatewright.store.keys import key_record
+from gatewright.store.tables import accounts, api_keys, ledger, usage_records
+
+
+def account_record(row: Any) -> AccountRecord:
+    return AccountRecord(
+        id=int(row.id),
+        name=row.name,
+        email=row.email,
+        balance=int(row.balance),
+        reserved=int(row.reserved),
+        low_balance_threshold=int(row.low_balance_threshold),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def usage_record(row: Any) -> UsageRecord:
+    return UsageRecord(
+        id=int(row.id),
+        request_id=row.request_id,
+        account_id=int(row.account_id),
+        key_id=int(row.key_id),
+        key_prefix=row.key_prefix,
+        model=row.model,
+        input_tokens=int(row.input_tokens),
+        cached_tokens=int(row.cached_tokens),
+        output_tokens=int(row.output_tokens),
+        reasoning_tokens=int(row.reasoning_tokens),
+        credits=int(row.credits),
+        usd=float(row.usd),
+        status=row.status,
+        estimated=bool(row.estimated),
+        created_at=row.created_at,
+    )
+
+
+def ledger_entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        id=int(row.id),
+        account_id=int(row.account_id),
+        key_id=None if row.key_id is None else int(row.key_id),
+        request_id=row.request_id,
+        kind=row.kind,
+        credits=int(row.credits),
+        balance_after=int(row.balance_after),
+        note=row.note,
+        created_at=row.created_at,
+    )
+
+
+def _usage_where(query: Any, account_id: int | None, flt: UsageFilter) -> Any:
+    u = usage_records.c
+    if account_id is not None:
+        query = query.where(u.account_id == account_id)
+    if flt.since is not None:
+        query = query.where(u.created_at >= flt.since)
+    if flt.until is not None:
+        query = query.where(u.created_at < flt.until)
+    if flt.model:
+        query = query.where(u.model == flt.model)
+    if flt.key_prefix:
+        query = query.where(u.key_prefix == flt.key_prefix)
+    if flt.status:
+        query = query.where(u.status == flt.status)
+    return query
+
+
+def _keys_of(query: Any, account_id: int | None, kind: KeyKind | None) -> Any:
+    if account_id is not None:
+        query = query.where(api_keys.c.account_id == account_id)
+    if kind is not None:
+        query = query.where(api_keys.c.kind == kind)
+    return query
+
+
+class SqlAccountStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def _rows(self, query: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(query))
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
+
+    async def insert_account(self, name: str, low_balance_threshold: int) -> int:
+        now = utcnow()
+        values = {
+            "name": name,
+            "balance": 0,
+            "reserved": 0,
+            "low_balance_threshold": low_balance_threshold,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(accounts).values(**values))
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def account(self, account_id: int) -> AccountRecord | None:
+        rows = await self._rows(select(accounts).where(accounts.c.id == account_id))
+        return account_record(rows[0]) if rows else None
+
+    async def accounts(self) -> list[AccountRecord]:
+        return [account_record(row) for row in await self._rows(select(accounts).order_by(accounts.c.id))]
+
+    async def insert_key(self, values: dict[str, Any]) -> bool:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(api_keys).values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    async def key(self, prefix: str, account_id: int | None, kind: KeyKind | None) -> KeyRecord | None:
+        query = select(api_keys).where(api_keys.c.prefix == prefix, api_keys.c.deleted_at.is_(None))
+        rows = await self._rows(_keys_of(query, account_id, kind))
+        return key_record(rows[0]) if rows else None
+
+    async def keys(self, account_id: int | None, kind: KeyKind | None) -> list[KeyRecord]:
+        query = select(api_keys).where(api_keys.c.deleted_at.is_(None)).order_by(api_keys.c.created_at, api_keys.c.id)
+        return [key_record(row) for row in await self._rows(_keys_of(query, account_id, kind))]
+
+    async def update_key(self, key_id: int, values: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
+
+    async def delete_key(self, key_id: int) -> None:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id).values(deleted_at=now, disabled=True, updated_at=now)
+            )
+
+    async def usage(self, account_id: int | None, flt: UsageFilter) -> list[UsageRecord]:
+        u = usage_records.c
+        query = _usage_where(select(usage_records), account_id, flt).order_by(u.id.desc()).limit(flt.limit)
+        if flt.after_id is not None:
+            query = query.where(u.id < flt.after_id)
+        return [usage_record(row) for row in await self._rows(query)]
+
+    async def usage_totals(self, account_id: int | None, flt: UsageFilter) -> UsageTotals:
+        u = usage_records.c
+        sums = select(
+            func.count(),
+            func.coalesce(func.sum(u.input_tokens), 0),
+            func.coalesce(func.sum(u.cached_tokens), 0),
+            func.coalesce(func.sum(u.output_tokens), 0),
+            func.coalesce(func.sum(u.credits), 0),
+        )
+        (row,) = await self._rows(_usage_where(sums, account_id, flt))
+        return UsageTotals(*(int(value) for value in row))
+
+    async def ledger(self, account_id: int, limit: int) -> list[LedgerEntry]:
+        query = select(ledger).where(ledger.c.account_id == account_id).order_by(ledger.c.id.desc()).limit(limit)
+        return [ledger_entry(row) for row in await self._rows(query)]

@@ -1,0 +1,60 @@
+"""Task results are stored as neutral outcomes (``store.tasks``) and read back as they were: the
+choice, usage, cost and the error with its core class, status, code and retry-after; and they
+render to the same task-API items before and after the round trip."""
+
+from __future__ import annotations
+
+import orjson
+
+from gatewright.api.tasks.codec import render, spec_of
+from gatewright.api.tasks.stream import StreamAborted
+from gatewright.core import errors as e
+from gatewright.core.jobs import Outcome
+from gatewright.core.types import Choice, Cost, ToolCall, Usage
+from gatewright.store.tasks import UNREADABLE, outcome_json, outcome_of
+
+UUID = "a770f077-f413-47de-9dac-be0b26a35da6"
+TASK = {
+    "taskType": "textInference",
+    "taskUUID": UUID,
+    "model": "fake",
+    "messages": [{"role": "user", "content": "hi"}],
+    "includeCost": True,
+    "includeUsage": True,
+}
+
+
+def _round_trip(outcome: Outcome) -> Outcome:
+    # Through JSON text, as the tasks table's JSON column keeps it.
+    return outcome_of(orjson.loads(orjson.dumps(outcome_json(outcome))), outcome.index)
+
+
+def test_a_success_comes_back_whole_and_renders_the_same() -> None:
+    choice = Choice(0, text="Hi!", reasoning="Think.", finish_reason="tool_calls")
+    choice.tool_calls.append(ToolCall("call_1", "get_weather", '{"city": "Tokyo"}'))
+    usage = Usage(input_tokens=12, output_tokens=7, cached_tokens=4, reasoning_tokens=2, estimated=True)
+    outcome = Outcome(1, 42, choice, usage, Cost(90, 0.000045))
+    back = _round_trip(outcome)
+    assert back == outcome
+    spec = spec_of(TASK)
+    assert render(spec, back) == render(spec, outcome)
+
+
+def test_errors_keep_their_core_class_status_code_and_retry_after() -> None:
+    limited = _round_trip(Outcome(0, 1, error=e.RateLimited("slow down", retry_after=2.5, code="rate_limit_requests")))
+    assert isinstance(limited.error, e.RateLimited)
+    assert (limited.error.status, limited.error.code, limited.error.retry_after) == (429, "rate_limit_requests", 2.5)
+    upstream = _round_trip(Outcome(0, 1, error=e.UpstreamTimeout("too slow", param="model", upstream_status=504)))
+    assert isinstance(upstream.error, e.UpstreamTimeout) and upstream.error.param == "model"
+    assert (upstream.error.upstream_status, upstream.error.retry_after) == (504, None)
+    # A dialect's own error class is stored as its nearest core class, its code kept.
+    aborted = _round_trip(Outcome(2, 3, error=StreamAborted("left", code="streamAborted")))
+    assert type(aborted.error) is e.ClientError and aborted.error.code == "streamAborted"
+    spec = spec_of(TASK)
+    assert render(spec, aborted) == render(spec, Outcome(2, 3, error=StreamAborted("left", code="streamAborted")))
+
+
+def test_a_result_stored_by_an_older_version_reads_as_an_error_not_a_crash() -> None:
+    legacy = {"taskType": "textInference", "taskUUID": UUID, "status": "success", "resultIndex": 0, "text": "x"}
+    outcome = outcome_of(legacy, 0)
+    assert isinstance(outcome.error, e.InternalError) and outcome.error.message == UNREADABLE
