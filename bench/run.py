@@ -53,6 +53,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-label", default="before", help="its name in the tables (default: before)")
     parser.add_argument("--engine-reps", type=int, help="embedded-engine repetitions (default 3; quick 1)")
     parser.add_argument("--max-tokens", type=int, help="tokens generated per engine request (default 64)")
+    parser.add_argument("--batching-concurrency", help="concurrent requests of the batching part (default 1,2,4,8)")
     parser.add_argument("--code-tokens", type=int, help="code in the speed prompt, in tokens (default 200)")
     parser.add_argument("--prefix-tokens", type=int, help="shared prefix of the cache runs (default 2000)")
     parser.add_argument("--profile-seconds", type=float, help="py-spy sampling time per gateway (default 20)")
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     if "batching" in parts:
         batching_config = BatchingConfig(
             reps=args.engine_reps or (1 if quick else 3),
-            concurrency=(1, 2) if quick else (1, 2, 4, 8),
+            concurrency=tuple(int(c) for c in args.batching_concurrency.split(","))
+            if args.batching_concurrency
+            else ((1, 2) if quick else (1, 2, 4, 8)),
             max_tokens=args.max_tokens or (8 if quick else 64),
             mixed_tokens=(40, 80, 120, 200) if quick else (100, 400, 1000, 2000),
             join_tokens=200 if quick else 2000,
