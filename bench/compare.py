@@ -3,10 +3,13 @@ same target from another checkout, interleaved in the same repetitions) as one t
 
 python -m bench.compare bench/results/<stamp>.json [--label c465a88]
 
-For each cell: the median over repetitions of req/s and CPU ms per request, after and before, the
-change, and the noise: the spread (highest − lowest, as a share of the median) of each side's own
-repetitions. A change is called a regression only when it is worse than both sides' spreads, i.e.
-larger than what repeating the same code measured on this machine in this run.
+For each cell: the median over repetitions of req/s and CPU ms per request, before and after, and
+the paired change: within one repetition the two targets ran back to back, so the machine's drift
+(other work on a shared host) hits both alike and their ratio is steadier than either. Noise is
+judged from that repetition: the range of the paired changes across repetitions. A change is
+called a regression only when every repetition shows the after side worse (with 5 repetitions a
+sign test gives p ≈ 0.03 that this happens by chance), "better" when every one shows it better,
+and "within noise" otherwise.
 """
 
 from __future__ import annotations
@@ -21,46 +24,50 @@ from typing import Any
 METRICS = (("rps", "req/s", True), ("cpu_ms_per_request", "CPU ms/req", False))  # (key, name, higher is better)
 
 
-def _spread(values: list[float]) -> float:
-    middle = statistics.median(values)
-    return (max(values) - min(values)) / middle if middle else 0.0
+def _paired(runs: list[dict[str, Any]], key: str) -> dict[tuple[str, int, str], dict[int, float]]:
+    out: dict[tuple[str, int, str], dict[int, float]] = defaultdict(dict)
+    for run in runs:
+        if run.get(key) is not None:
+            out[(run["mode"], run["concurrency"], run["target"])][run["rep"]] = float(run[key])
+    return out
 
 
 def compare(results: dict[str, Any], label: str) -> str:
-    cells: dict[tuple[str, int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in results["overhead"]["runs"]:
-        for key, _, _ in METRICS:
-            if run.get(key) is not None:
-                cells[(run["mode"], run["concurrency"], run["target"])][key].append(float(run[key]))
+    runs = results["overhead"]["runs"]
     suffix = f" @{label}"
     lines: list[str] = []
     for mode in ("non-streaming", "streaming"):
         rows = []
-        for (cell_mode, concurrency, target), after in sorted(cells.items()):
-            if cell_mode != mode or target.endswith(suffix) or not target.startswith("gatewright"):
-                continue
-            before = cells.get((mode, concurrency, target + suffix))
-            if before is None:
-                continue
-            row = [str(concurrency), target]
-            for key, _, higher_better in METRICS:
-                a, b = statistics.median(after[key]), statistics.median(before[key])
-                change = (a - b) / b
-                noise = max(_spread(after[key]), _spread(before[key]))
-                worse = -change if higher_better else change
-                verdict = "regression" if worse > noise else ("better" if -worse > noise else "within noise")
-                row += [f"{b:,.3g}", f"{a:,.3g}", f"{change:+.0%}", f"±{noise:.0%}", verdict]
-            rows.append(row)
+        for key, name, higher_better in METRICS:
+            cells = _paired(runs, key)
+            for (cell_mode, concurrency, target), after in sorted(cells.items()):
+                if cell_mode != mode or target.endswith(suffix) or not target.startswith("gatewright"):
+                    continue
+                before = cells.get((mode, concurrency, target + suffix))
+                if not before:
+                    continue
+                reps = sorted(set(after) & set(before))
+                changes = [(after[r] - before[r]) / before[r] for r in reps]
+                worse = [(-c if higher_better else c) > 0 for c in changes]
+                verdict = "regression" if all(worse) else ("better" if not any(worse) else "within noise")
+                rows.append(
+                    [
+                        name,
+                        str(concurrency),
+                        target,
+                        f"{statistics.median(before[r] for r in reps):,.3g}",
+                        f"{statistics.median(after[r] for r in reps):,.3g}",
+                        f"{statistics.median(changes):+.0%} ({min(changes):+.0%} … {max(changes):+.0%})",
+                        f"{sum(worse)} of {len(reps)}",
+                        verdict,
+                    ]
+                )
         if not rows:
             continue
-        head = ["c", "target"]
-        for _, name, _ in METRICS:
-            head += [f"{name} before", f"{name} after", "change", "noise", "verdict"]
+        head = ["metric", "c", "target", label, "after", "paired change (range)", "reps worse", "verdict"]
         lines += [f"#### {mode}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
-    reps = results["overhead"]["config"]["reps"]
-    lines.append(f"Medians of {reps} repetitions; noise = the larger of the two sides' (max − min) / median.")
     return "\n".join(lines)
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -83,9 +85,16 @@ class Direct:
                 answer: dict[str, Any] = json.loads(line)
                 return answer
 
-    def run(self, texts: list[str], n: int, seconds: float, batch_size: int) -> list[float]:
+    def run(self, texts: list[str], n: int, seconds: float, batch_size: int, threads: int) -> list[float]:
         assert self.process.stdin is not None
-        command = {"op": "run", "texts": texts, "n": n, "seconds": seconds, "batch_size": batch_size}
+        command = {
+            "op": "run",
+            "texts": texts,
+            "n": n,
+            "seconds": seconds,
+            "batch_size": batch_size,
+            "threads": threads,
+        }
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
         latencies: list[float] = self._read()["latencies"]
@@ -147,21 +156,30 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(
-    direct: Direct, client: httpx.Client, gateway: procs.Service, texts: list[str], seconds: float, rounds: int
+    direct: Direct,
+    client: httpx.Client,
+    gateway: procs.Service,
+    texts: list[str],
+    seconds: float,
+    rounds: int,
+    sizes: tuple[int, ...] = SIZES,
+    ref_threads: tuple[int, ...] = (1, os.cpu_count() or 1),
 ) -> dict[str, Any]:
     """Per size, each side's best round; also sentences per CPU-second of the serving process
     (the reference's, the gateway's), which a busy machine distorts much less than wall time."""
     cells: dict[str, Any] = {}
-    for n in SIZES:
+    for n in sizes:
         best: dict[str, dict[str, float]] = {}
         for _ in range(rounds):
-            for batch_size in sorted({32, n}):  # sentence-transformers' default batch, and all at once
+            # The reference's best: sentence-transformers' default batch or all at once, on one
+            # intra-op thread per core or on one thread (which a busy machine may favour).
+            for batch_size, threads in itertools.product(sorted({32, n}), sorted(set(ref_threads))):
                 cpu = cpu_seconds(direct.process.pid)
-                latencies = direct.run(texts, n, seconds, batch_size)
+                latencies = direct.run(texts, n, seconds, batch_size, threads)
                 runs = summary(latencies, n)
                 runs["sentences_per_cpu_s"] = n * len(latencies) / max(cpu_seconds(direct.process.pid) - cpu, 1e-9)
                 if runs["sentences_per_s"] > best.get("reference", {}).get("sentences_per_s", 0):
-                    best["reference"] = {**runs, "batch_size": batch_size}
+                    best["reference"] = {**runs, "batch_size": batch_size, "threads": threads}
             cpu = gateway.cpu_seconds()
             latencies = http_run(client, texts, n, seconds)
             runs = summary(latencies, n)
@@ -254,6 +272,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, help="per cell and round (default 15; quick 2)")
     parser.add_argument("--rounds", type=int, help="turns per cell (default 2; quick 1)")
     parser.add_argument("--only", choices=("throughput", "fairness"), help="one part only")
+    parser.add_argument("--sizes", default="1,16,256", help="inputs per request (default 1,16,256)")
+    parser.add_argument(
+        "--ref-threads",
+        default=f"1,{os.cpu_count() or 1}",
+        help="the reference's intra-op thread counts to try (default 1 and one per core; on a busy machine "
+        "PyTorch's spinning threads collapse, so 1 alone saves time)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     seconds = args.seconds or (2.0 if args.quick else 15.0)
@@ -271,7 +296,9 @@ def main(argv: list[str] | None = None) -> None:
             http_run(client, texts, 16, 1.0)  # warm
             if direct is not None:
                 results["reference"] = direct.info
-                results["throughput"] = throughput(direct, client, gateway, texts, seconds, rounds)
+                sizes = tuple(int(x) for x in args.sizes.split(","))
+                ref_threads = tuple(int(x) for x in args.ref_threads.split(","))
+                results["throughput"] = throughput(direct, client, gateway, texts, seconds, rounds, sizes, ref_threads)
                 direct.close()
             if args.only != "throughput":
                 results["fairness"] = fairness(client, texts, seconds, 2 if args.quick else 5)

@@ -3,8 +3,9 @@ baseline of bench/embeddings.py. sentence-transformers on PyTorch (CPU, one intr
 core) loads the very model directory gatewright installs, and stays loaded between commands (one
 JSON object per line on stdin, one JSON answer per line):
 
-- ``{"op": "run", "texts": [...], "n": N, "seconds": S, "batch_size": B}``: ``encode`` the texts N at a
-  time, back to back, for S seconds; answers every call's latency in seconds.
+- ``{"op": "run", "texts": [...], "n": N, "seconds": S, "batch_size": B, "threads": T}``: ``encode``
+  the texts N at a time on T intra-op threads, back to back, for S seconds; answers every call's
+  latency in seconds.
 
     bench/.venv-embed-ref/bin/python bench/embeddings_direct.py MODEL_DIR
 
@@ -31,6 +32,7 @@ def main(model_dir: str) -> None:
         command: dict[str, Any] = json.loads(line)
         texts: list[str] = command["texts"]
         n, seconds, batch_size = int(command["n"]), float(command["seconds"]), int(command["batch_size"])
+        torch.set_num_threads(int(command.get("threads") or os.cpu_count() or 1))
         model.encode(texts[:n], batch_size=batch_size)  # warm
         latencies: list[float] = []
         offset = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -239,6 +240,9 @@ def start_gatewright(
     service = spawn(name, argv, port=port, health="/health", env=env, timeout=300, cwd=checkout)
     if platform:
         service.api_key, _ = read_first_start_keys(data_dir)  # stdout is a file: the keys are in one
+        if service.api_key is None:  # a checkout from before the keys file (a --baseline) prints them
+            found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
+            service.api_key = found.group(1) if found else None
         if service.api_key is None:
             service.stop()
             raise RuntimeError(f"{name}: no API key written on first start:\n{service.log()[-2000:]}")

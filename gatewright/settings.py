@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_CATALOG = Path(__file__).parent / "catalog" / "default.toml"
 ENV_PREFIX = "GATEWRIGHT_"
 # Variables read outside Settings (tests, the CLI's keys), not typos.
-OTHER_VARIABLES = frozenset({"GATEWRIGHT_API_KEY", "GATEWRIGHT_MANAGEMENT_KEY"})
+OTHER_VARIABLES = frozenset({"GATEWRIGHT_API_KEY", "GATEWRIGHT_MANAGEMENT_KEY", "GATEWRIGHT_OPENAI_SPEC"})
 
 # URL schemes accepted for the store, and the async driver each one means.
 _DATABASE_SCHEMES = {
@@ -164,6 +164,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return warnings
 
 
+LOG_HANDLER = "gatewright"
+
+
 def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
     from gatewright.logs import CutAtShutdown, JsonFormatter
 
@@ -172,8 +175,10 @@ def configure_logging(settings: Settings, *, warn_unknown: bool = True) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.set_name(LOG_HANDLER)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replaces the handler an earlier call installed; leaves others alone (a test runner's capture).
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != LOG_HANDLER] + [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     server = logging.getLogger("uvicorn.error")

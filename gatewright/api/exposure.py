@@ -66,6 +66,11 @@ class BodyLimit:
             response.headers["connection"] = "close"  # the unread body is not drained
             await response(scope, receive, send)
             return
+        if declared is not None:
+            # The HTTP server delivers no more than the declared length (h11 and httptools frame the
+            # body by it), so only a body without one (chunked) needs counting.
+            await self.app(scope, receive, send)
+            return
         received = 0
 
         async def limited() -> Message:

@@ -8,10 +8,12 @@ the fuzz tests (tests/hostile) reach every route a dialect registers, new ones i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
@@ -19,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_QUALIFIED = re.compile(r"gatewright__api__(\w+?)__\w+?__(\w+)")
 
 # How callers prove who they are. A route lists the schemes it accepts (any one of them).
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
@@ -188,9 +191,14 @@ def document(operations: Sequence[Operation], *, title: str, version: str) -> di
             if params:
                 entry["parameters"] = params
             paths.setdefault(path, {})[op.method.lower()] = entry
-    return {
+    doc = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
     }
+    # Models of the same name in two dialects get pydantic's module-path names; shorten them to
+    # ``openai.UserMessage`` (names and references alike).
+    text = _QUALIFIED.sub(lambda m: f"{m.group(1)}.{m.group(2)}", orjson.dumps(doc).decode())
+    named: dict[str, Any] = orjson.loads(text)
+    return named

@@ -28,6 +28,8 @@ def _words(request: CoreRequest) -> list[str]:
 
 
 class FakeBackend:
+    exact_prompt_count = True  # it bills exactly the words it counts (core.routing.counts_exactly)
+
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: object = None) -> None:
         self.deployment = deployment
         self.entry = entry

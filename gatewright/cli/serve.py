@@ -146,7 +146,12 @@ def serve(
 
     api_key = management_key = None
     if settings.platform:
-        first = asyncio.run(bootstrap(settings))
+        try:
+            first = asyncio.run(bootstrap(settings))
+        except Exception as error:  # unreachable store, bad credentials: one line, not a traceback
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            typer.echo(f"error: the store {shown_url(settings.db_url)} cannot be opened: {reason}", err=True)
+            raise typer.Exit(1) from None
         if first is not None:
             api_key, management_key = first.api_key.key, first.management_key.key
     server = dict(
@@ -167,7 +172,8 @@ def serve(
     if settings.workers == 1:
         app = create_app(settings, catalog=model_catalog)
         typer.echo(banner)
-        uvicorn.run(app, **server)  # type: ignore[arg-type]
+        with multiprocess_metrics(needed=False):  # only an operator's PROMETHEUS_MULTIPROC_DIR, emptied
+            uvicorn.run(app, **server)  # type: ignore[arg-type]
         return
     # Several processes: each builds its app from the environment (the settings travel there).
     for name, value in overrides.items():
@@ -178,16 +184,20 @@ def serve(
 
 
 @contextlib.contextmanager
-def multiprocess_metrics() -> Iterator[str]:
+def multiprocess_metrics(needed: bool = True) -> Iterator[str | None]:
     """Workers count into files in one directory that every scrape adds up (prometheus-client's
     multiprocess mode). The operator's ``PROMETHEUS_MULTIPROC_DIR`` is used (emptied first: an
-    earlier run's counts must not be added to this one's); otherwise a fresh temporary directory,
-    removed at the end."""
+    earlier run's counts must not be added to this one's); otherwise, when ``needed``, a fresh
+    temporary directory, removed at the end."""
     from gatewright.core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     given = os.environ.get(MULTIPROC_ENV)
+    if not given and not needed:
+        yield None
+        return
     path = given or tempfile.mkdtemp(prefix="gatewright-metrics-")
-    prepare_multiprocess_dir(path)
+    # One process serving: this one, which counts there already (its metrics were made at import).
+    prepare_multiprocess_dir(path, keep=None if needed else os.getpid())
     os.environ[MULTIPROC_ENV] = path  # before the workers start (and import prometheus_client)
     try:
         yield path

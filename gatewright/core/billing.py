@@ -13,8 +13,10 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 
+import orjson
+
 from gatewright.core.catalog import Prices
-from gatewright.core.types import Cost, Usage
+from gatewright.core.types import CoreRequest, Cost, ImagePart, ToolCallPart, ToolResultPart, Usage
 
 CREDITS_PER_USD = 2_000_000
 _MICRO = 1_000_000  # millionths of a credit
@@ -43,6 +45,43 @@ def price(usage: Usage, prices: Prices) -> Cost:
 def worst_case(prompt_tokens: int, max_output_tokens: int, prices: Prices) -> int:
     """Credits to hold before generating: every prompt token uncached, every output token used."""
     return price(Usage(input_tokens=prompt_tokens, output_tokens=max_output_tokens), prices).credits
+
+
+# A tokenizer's framing of the prompt that its text's bytes do not cover: role markers and
+# separators per message, a tool's rendering around its JSON, the reply's opening.
+MESSAGE_FRAMING = 16
+TOOL_FRAMING = 64
+PROMPT_FRAMING = 64
+# An image is priced by its pixels, not its bytes: the most any provider we know charges for one
+# (high-detail tiling); an image beyond it is still covered by the settlement's cap at the hold.
+IMAGE_TOKENS = 4_096
+
+
+def prompt_token_bound(request: CoreRequest) -> int:
+    """Prompt tokens no byte-level tokenizer can exceed: every token of byte-level BPE (and of
+    SentencePiece with byte fallback) covers at least one byte of UTF-8, so the text's byte count
+    bounds it, plus the framing each message and tool adds. Reserving this (where the model's own
+    tokenizer is not at hand) makes the hold cover what an upstream reports for CJK text, code or
+    long numbers, which a characters-based estimate undercounts several times over."""
+    size = PROMPT_FRAMING
+    for message in request.messages:
+        size += MESSAGE_FRAMING + len((message.name or "").encode())
+        for part in message.parts:
+            if isinstance(part, ImagePart):
+                size += IMAGE_TOKENS
+            elif isinstance(part, ToolCallPart):
+                size += len(part.id.encode()) + len(part.name.encode()) + len(part.arguments.encode()) + MESSAGE_FRAMING
+            elif isinstance(part, ToolResultPart):
+                size += len(part.call_id.encode()) + len(part.content.encode()) + MESSAGE_FRAMING
+            else:
+                size += len(part.text.encode())
+    for tool in request.tools:
+        size += TOOL_FRAMING + len(tool.name.encode()) + len((tool.description or "").encode())
+        size += len(orjson.dumps(tool.parameters))
+    schema = request.response_format.schema
+    if schema is not None:
+        size += PROMPT_FRAMING + len(orjson.dumps(schema))
+    return size
 
 
 def credits_to_usd(credits: int | Decimal) -> float:

@@ -8,6 +8,7 @@ Nothing is billed on error, and the 402 comes before any work. ``Gateway.embed``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 
@@ -201,10 +202,10 @@ async def run_embedding(
 async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
     """Settle; the cost the client is told is what was charged (as the chat pipeline does)."""
     settlement = platform.ledger.settle(hold, usage, cost, "ok", model)
-    if cost.credits <= hold.credits:
-        return cost  # within the hold a charge is never capped: no need to wait for the commit
     try:
-        charged = await settlement  # an upstream counted more than the estimate: the ledger caps it
+        # Durable before the response is sent (a crash must not leave an answer unbilled); an
+        # upstream that counted more than the hold is charged the hold (core.ledger_rules).
+        charged = await asyncio.shield(settlement)
     except GatewrightError as error:
         log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
         return cost

@@ -11,11 +11,14 @@ are safe against other writers and other gateway replicas, and it picks the data
 A batch that fails (a deadlock between replicas, a dropped connection) is tried again; both kinds
 of operation are idempotent per request id, so a retry after a commit whose answer was lost
 changes nothing twice. Settlements that still cannot be written are retried in the background
-until they are, because a settlement must never be lost.
+until they are, because a settlement must never be lost. A finished request waits for its
+settlement's commit before its answer ends (``core.pipeline._charge``): an answer a client received
+is billed even if the process dies the next instant.
 
 Guarantees, each tested: a request is settled at most once (holds change state from ``held``
-exactly once); the balance never goes below zero (a charge is capped by what is left); failed and
-refused requests cost nothing; holds whose process died are released, not billed.
+exactly once); a charge never exceeds its hold, so neither the balance (never below zero) nor a
+key's spend limit is overrun; failed and refused requests cost nothing; holds whose process died
+are released, not billed.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ log = logging.getLogger("gatewright.ledger")
 # are tried again in the background every BACKGROUND_RETRY seconds until they are written.
 RETRY_DELAYS = (0.05, 0.25, 1.0)
 BACKGROUND_RETRY = 5.0
-# How long settlements wait for a reservation to share their commit (see SqlLedger._linger).
+# How long unwaited settlements wait for company to share their commit (see LedgerWriter._linger).
 SETTLEMENT_LINGER = 0.005
 
 
@@ -74,8 +77,13 @@ class _Barrier:
 
 _BARRIER = _Barrier()
 Work = Reservation | Settlement | _Barrier
-# What a caller waits on: a batch holding one is committed without lingering for company.
-_WAITED = (Reservation, _Barrier)
+
+
+def _waited(work: Work) -> bool:
+    """What a caller waits on: a batch holding one is committed without lingering for company.
+    A finished request's settlement ("ok") is waited on: its answer's last byte goes out only
+    once it is durable. Settlements of failed or abandoned requests nobody waits for."""
+    return not isinstance(work, Settlement) or work.status == "ok"
 
 
 @dataclass(slots=True)
@@ -214,7 +222,7 @@ class LedgerWriter:
                 return
             batch: list[_Op] = [op]
             stop = self._drain(batch)
-            if not stop and not any(isinstance(o.work, _WAITED) for o in batch):
+            if not stop and not any(_waited(o.work) for o in batch):
                 stop = await self._linger(batch)
             await self._commit(batch)
 
@@ -228,8 +236,8 @@ class LedgerWriter:
         return False
 
     async def _linger(self, batch: list[_Op]) -> bool:
-        """Settlements alone wait a moment for company: nobody waits on them, while the next
-        reservation does, and sharing one commit with it halves the writer's work per request."""
+        """Settlements nobody waits on (aborted, failed) wait a moment for company: sharing the
+        next waited operation's commit saves the writer a commit of their own."""
         deadline = asyncio.get_running_loop().time() + self.linger
         while len(batch) < self.max_batch:
             left = deadline - asyncio.get_running_loop().time()
@@ -242,7 +250,7 @@ class LedgerWriter:
             if more is None:
                 return True
             batch.append(more)
-            if isinstance(more.work, _WAITED):
+            if _waited(more.work):
                 return self._drain(batch)
         return False
 

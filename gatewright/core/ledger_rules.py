@@ -6,8 +6,8 @@ and nowhere else, and written by the ledger's one writer (``store.ledger.apply_b
 
 * ``Reservation``: hold credits before a request runs; needs the account's available credits
   (balance minus what is held) and room under the key's spend limit for its period.
-* ``Settlement``: close a hold exactly once and charge at most what the account has, so the
-  balance never goes below zero.
+* ``Settlement``: close a hold exactly once and charge at most the hold (so neither the key's
+  spend limit nor the account's balance, both checked at reservation, can be overrun).
 * ``Release``: close a hold whose process died without charging (its tokens are unknown).
 * ``Grant``: add (or, negative, remove) credits; removal never takes what holds were promised.
 """
@@ -215,9 +215,11 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     key = locked.keys[held.key_id]
     key.roll(changes.now)
     hold_credits = held.credits
-    # Never below zero: an upstream that counted more than estimated is charged what is left.
+    # Never more than the hold: the reservation passed the key's limit and the account's balance
+    # with this amount, so capping here keeps both hard (an upstream that counted more tokens than
+    # the hold covers is charged the hold; the pipeline logs the excess). Never below zero either.
     spendable = account.balance - (account.reserved - hold_credits)
-    charge = max(0, min(op.cost.credits, spendable))
+    charge = max(0, min(op.cost.credits, hold_credits, spendable))
     account.reserved -= hold_credits
     account.balance -= charge
     account.touched = True

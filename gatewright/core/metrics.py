@@ -283,9 +283,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def prepare_multiprocess_dir(path: str) -> None:
+def prepare_multiprocess_dir(path: str, keep: int | None = None) -> None:
     """Empty (or make) the directory at the start of a run: files of an earlier run would be
-    added to this one's totals."""
+    added to this one's totals. ``keep``: a process already counting there (its files stay)."""
     os.makedirs(path, exist_ok=True)
     for file in glob.glob(os.path.join(path, "*.db")):
-        os.remove(file)
+        if keep is None or not file.endswith(f"_{keep}.db"):
+            os.remove(file)

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from gatewright.core import tracing
 from gatewright.core.backend import CallContext
-from gatewright.core.billing import credits_to_usd, price, worst_case
+from gatewright.core.billing import credits_to_usd, price, prompt_token_bound, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
 from gatewright.core.embedding import EmbeddingCall, run_embedding
 from gatewright.core.errors import (
@@ -202,7 +202,10 @@ class Gateway:
                 record_refusal(refused.status, refused.code)
                 raise
             max_out = (request.sampling.max_tokens or entry.max_output) * request.n
-            credits = max(worst_case(prompt_tokens, max_out, model.prices) for model in self.router.chain(entry))
+            held_prompt = prompt_tokens
+            if not self.router.counts_exactly(entry):  # an estimate: hold what it cannot exceed
+                held_prompt = max(prompt_tokens, prompt_token_bound(checked))
+            credits = max(worst_case(held_prompt, max_out, model.prices) for model in self.router.chain(entry))
             try:
                 if tracing.ENABLED:
                     hold = await _traced_reserve(platform, principal, credits, request_id, entry.id)
@@ -265,14 +268,20 @@ def _with_limits(error: GatewrightError, limits: LimitState | None) -> Gatewrigh
 
 
 async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
-    """Settle a finished request; the cost the client is told is what was actually charged."""
+    """Settle a finished request and wait until the charge is durable: the answer's last byte (the
+    usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
+    leaves an answer a client received unbilled. The cost the client is told is what was charged:
+    at most the hold (an upstream that reports more is capped there, and the excess logged)."""
+    if cost.credits > hold.credits:
+        log.warning(
+            "request %s: the upstream reported %d credits of usage, above its hold of %d; charged the hold",
+            hold.request_id,
+            cost.credits,
+            hold.credits,
+        )
     settlement = _settle(platform, hold, usage, cost, "ok", model)
-    if cost.credits <= hold.credits:
-        # Within its hold a charge is never capped (the account keeps balance >= reserved), so the
-        # answer is known: the response need not wait for the commit, which runs behind it.
-        return cost
     try:
-        charged = await settlement
+        charged = await asyncio.shield(settlement)
     except GatewrightError as error:
         # The store is unreachable: the ledger keeps retrying this settlement in the background.
         log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
@@ -399,10 +408,14 @@ async def _metered(
             await events.aclose()  # type: ignore[attr-defined]
         finally:  # settle even if closing the backend was interrupted (a cancelled request)
             if not settled and platform is not None and hold is not None:
-                # Abandoned by the client (bill what was generated) or failed (bill nothing).
+                # Abandoned by the client (bill what was generated) or failed (bill nothing); a
+                # stream that ended without a usage report is billed from the meter, durably first.
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
-                _settle(platform, hold, usage, cost, status, entry.id)
+                if status == "ok":
+                    cost = await _charge(platform, hold, usage, cost, entry.id)
+                else:
+                    _settle(platform, hold, usage, cost, status, entry.id)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:

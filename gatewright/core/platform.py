@@ -61,7 +61,7 @@ class Ledger(Protocol):
 
     def settle(self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str) -> asyncio.Future[int]:
         """Charge ``cost`` against ``hold`` and record the usage; resolves to the credits actually
-        charged (never more than the account has). Safe to call without awaiting."""
+        charged (never more than the hold). Safe to call without awaiting."""
         ...
 
     async def flush(self) -> None:

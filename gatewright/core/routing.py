@@ -153,6 +153,16 @@ class Router:
         deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
         return await self.backends[deployment.name].count_prompt_tokens(request)
 
+    def counts_exactly(self, entry: ModelEntry) -> bool:
+        """Whether every backend the request may reach counts prompts with the model's own tokenizer
+        (``exact_prompt_count = True``, as the embedded engine does): then that count bounds what
+        it bills, and the hold need not assume a byte-level worst case."""
+        return all(
+            getattr(self.backends.get(d.name), "exact_prompt_count", False)
+            for model in self.chain(entry)
+            for d in model.deployments
+        )
+
     async def open(self, entry: ModelEntry, request: CoreRequest, ctx: CallContext) -> Opened:
         now = time.monotonic()
         first: list[tuple[ModelEntry, Deployment, int]] = []

@@ -140,6 +140,31 @@ def test_a_bug_answers_a_generic_message_with_the_request_id(
         assert response.status_code == 500
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {**CHAT, "stream": True}),
+        ("/v1/messages", {**CHAT, "max_tokens": 8, "stream": True}),
+        ("/v1/responses", {"model": "local", "input": "one two", "stream": True}),
+    ],
+)
+def test_a_bug_mid_stream_ends_the_stream_with_a_generic_error(
+    gw: InProcess, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+) -> None:
+    """After the first byte, an unexpected exception is an error event, not a dropped connection."""
+
+    async def breaks(self: Any, request: Any, ctx: Any) -> Any:
+        yield TextDelta(0, "one")
+        raise RuntimeError(SECRETS)
+
+    monkeypatch.setattr(fake.FakeBackend, "stream", breaks)
+    response = gw.client.post(path, json=body, headers=gw.headers())  # raises if the connection drops
+    assert response.status_code == 200 and "one" in response.text
+    assert "error" in response.text and response.headers["x-request-id"] in response.text
+    assert "SELECT" not in response.text and "RuntimeError" not in response.text
+    assert_no_leak(response)
+
+
 def test_a_task_that_hits_a_bug_reports_it_generically(gw: InProcess, bug: None) -> None:
     task = {
         "taskType": "textInference",

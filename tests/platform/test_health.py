@@ -67,12 +67,13 @@ def test_ready_and_what_makes_it_fail(client: tuple[TestClient, str]) -> None:
         "default_model": True,
     }
     router = http.app.state.gateway.router  # type: ignore[attr-defined]
-    breaker = router.breaker(router.catalog.find("fake").deployments[0])
+    default = router.catalog.find(router.catalog.default_model).deployments[0]
+    breaker = router.breaker(default)
     for _ in range(breaker.threshold):
         breaker.record_failure(now=10**9)  # open until far in the future
     failing = http.get("/health/ready")
     assert failing.status_code == 503 and failing.json()["checks"]["default_model"]["ok"] is False
-    assert _breakers(http)["fake"] == 2.0 and _breakers(http)["fake-slow"] == 0.0  # open; never used: closed
+    assert _breakers(http)[default.name] == 2.0 and _breakers(http)["fake-slow"] == 0.0  # open; never used: closed
     breaker.record_success()
     LIFECYCLE.draining = True
     try:

@@ -5,6 +5,7 @@ together) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gatewright.cli import app
+from gatewright.settings import LOG_HANDLER
 from tests.support.services import Postgres
 
 
@@ -48,6 +50,17 @@ def test_bad_values_are_one_line_each_without_traceback(env: Path, monkeypatch: 
     code, _, err = cli("serve")
     assert code == 2 and len(err.strip().splitlines()) == 2, err
     assert "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': allowed: http/protobuf" in err and "http:// or https://" in err
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+    monkeypatch.setenv("GATEWRIGHT_DATABASE_URL", "postgresql://gw:hunter2@127.0.0.1:1/gw")  # nothing listens
+    try:
+        code, _, err = cli("serve")
+    finally:  # serve installed its log handler on the root logger of this test process
+        root = logging.getLogger()
+        root.handlers[:] = [h for h in root.handlers if h.get_name() != LOG_HANDLER]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert "the store postgresql+asyncpg://gw:***@127.0.0.1:1/gw cannot be opened" in err and "hunter2" not in err
 
 
 def test_config_check(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

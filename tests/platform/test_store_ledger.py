@@ -136,18 +136,23 @@ async def test_no_reset_limit_never_rolls_over(accounts: Accounts, ledger: Ledge
         await ledger.reserve(who, 1, "b", "fake")
 
 
-async def test_charge_above_the_hold_is_capped_at_zero_balance(
+async def test_a_charge_above_the_hold_is_capped_at_the_hold(
     accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine
 ) -> None:
-    # An upstream may report more tokens than the worst case estimated; the balance still stops at 0.
-    who = await _principal(accounts, 1_000)
+    # An upstream may report more tokens than the hold covers: the charge stops at the hold, so the
+    # key's spend limit and the account's balance (both checked when the hold was made) hold hard.
+    limit = KeyLimit("no_reset", 0.0005)  # 1,000 credits
+    who = await _principal(accounts, 1_000, limit)
     other = await ledger.reserve(who, 400, "other", "fake")
     hold = await ledger.reserve(who, 500, "big", "fake")
-    assert await ledger.settle(hold, Usage(output_tokens=99), _cost(5_000), "ok", "fake") == 600
+    assert await ledger.settle(hold, Usage(output_tokens=99), _cost(5_000), "ok", "fake") == 500
     assert await ledger.settle(other, Usage(output_tokens=1), _cost(400), "ok", "fake") == 400
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
-    assert result.balance == 0
+    assert result.balance == 100
+    key = await accounts.key(who.prefix)
+    assert key.period_spent == 900 <= 1_000
+    assert result.usage["big"].credits == 500 and result.usage["big"].output_tokens == 99
 
 
 async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine) -> None:

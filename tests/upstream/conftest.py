@@ -97,6 +97,7 @@ def fault_catalog(up: FaultyUpstream) -> list[dict[str, Any]]:
         model("tiny-window", context_window=64, max_output=16, **openai_at("tiny-window")),
         model("rejects", **openai_at("rejects")),
         model("no-usage", **openai_at("no-usage")),
+        model("metered", **openai_at("metered", max_retries=0)),  # test_hard_limits
         model("backup", prices=BACKUP_PRICES, **openai_at("backup")),
         model(
             "breaker",

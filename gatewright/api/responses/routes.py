@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, request_id
 from gatewright.api.openapi import Operation, routes_of
+from gatewright.api.public import internal
 from gatewright.api.responses import history
 from gatewright.api.responses import schemas as w
 from gatewright.api.responses.errors import error_body
@@ -168,7 +169,8 @@ async def _frames(call: Call, builder: ResponseBuilder, persist: Persist | None)
         async for event in call.events:
             for frame in builder.add(event):
                 yield frame
-    except GatewrightError as error:
+    except Exception as raised:  # a bug is told in the stream too, not as a dropped connection
+        error = raised if isinstance(raised, GatewrightError) else internal(raised)
         for frame in builder.failed(error):
             yield frame
         return

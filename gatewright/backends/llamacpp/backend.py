@@ -162,6 +162,8 @@ class PreparedPrompts:
 
 
 class LlamaCppBackend:
+    exact_prompt_count = True  # counts with the model's own tokenizer (core.routing.counts_exactly)
+
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv) -> None:
         self.deployment = deployment
         self.entry = entry
