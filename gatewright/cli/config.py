@@ -85,14 +85,13 @@ def check(
 
 
 async def _check_store(settings: Settings) -> list[str]:
-    from gatewright.store.db import create_engine, schema_is_current
+    from gatewright.store.db import schema_is_current
+    from gatewright.wiring import connect_store
 
-    engine = create_engine(settings.db_url)
     try:
-        current, detail = await schema_is_current(engine)
+        async with connect_store(settings) as engine:
+            current, detail = await schema_is_current(engine)
     except Exception as error:  # whatever the driver raises: the check reports it in one line
         return [f"error: store {shown_url(settings.db_url)}: {type(error).__name__}: {error}".splitlines()[0]]
-    finally:
-        await engine.dispose()
     typer.echo(f"store: {detail}")
     return [] if current else ["error: store schema is not current: run `gatewright db upgrade`"]

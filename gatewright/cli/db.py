@@ -15,17 +15,14 @@ app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 def upgrade() -> None:
     """Bring the store's schema to this version's head, then exit. Replicas starting at the same
     time wait for each other (a lock), so running this first is optional but makes starts quick."""
-    from gatewright.store.db import create_engine, migrate, schema_is_current
+    from gatewright.store.db import schema_is_current
+    from gatewright.wiring import open_store
 
     settings = settings_or_exit()
 
     async def go() -> str:
-        engine = create_engine(settings.db_url)
-        try:
-            await migrate(engine)
+        async with open_store(settings) as engine:  # migrates
             return (await schema_is_current(engine))[1]
-        finally:
-            await engine.dispose()
 
     try:
         detail = asyncio.run(go())
@@ -38,16 +35,14 @@ def upgrade() -> None:
 @app.command()
 def current() -> None:
     """Show the store's schema revision; exit 1 when it is not this version's head."""
-    from gatewright.store.db import create_engine, schema_is_current
+    from gatewright.store.db import schema_is_current
+    from gatewright.wiring import connect_store
 
     settings = settings_or_exit()
 
     async def go() -> tuple[bool, str]:
-        engine = create_engine(settings.db_url)
-        try:
+        async with connect_store(settings) as engine:
             return await schema_is_current(engine)
-        finally:
-            await engine.dispose()
 
     try:
         ok, detail = asyncio.run(go())
