@@ -36,6 +36,12 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "A management key: `gwm-` and 32 hex characters. Manages keys and credits.",
     },
+    "operatorKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The operator's key: `gwo-` and 32 hex characters, apart from every account. "
+        "Manages accounts, credits and redemption codes (`/v1/admin/…`); never calls models.",
+    },
     "anthropicApiKey": {
         "type": "apiKey",
         "in": "header",

@@ -27,6 +27,7 @@ from gatewright.core.clock import utcnow
 from gatewright.core.ledger_rules import (
     AccountRow,
     Changes,
+    CodeRow,
     HoldRow,
     KeyRow,
     Locked,
@@ -37,7 +38,7 @@ from gatewright.core.ledger_rules import (
 )
 from gatewright.store import sqlite_raw
 from gatewright.store.db import WalCheckpointer, create_blocking_twin
-from gatewright.store.tables import accounts, api_keys, holds, ledger, usage_records
+from gatewright.store.tables import accounts, api_keys, holds, ledger, redemption_codes, usage_records
 
 log = logging.getLogger("gatewright.ledger")
 
@@ -117,9 +118,11 @@ def apply_batch(
 
 
 # Statements are built once: constructing SQLAlchemy statements per batch cost more than running them.
-_a, _k, _h = accounts.c, api_keys.c, holds.c
+_a, _k, _h, _c = accounts.c, api_keys.c, holds.c, redemption_codes.c
 _SELECT_ACCOUNTS = (
-    select(_a.id, _a.balance, _a.reserved).where(_a.id.in_(bindparam("ids", expanding=True))).order_by(_a.id)
+    select(_a.id, _a.balance, _a.reserved, _a.disabled)
+    .where(_a.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_a.id)
 )
 _SELECT_KEYS = (
     select(
@@ -166,6 +169,19 @@ _UPDATE_KEY = (
         month_spent=bindparam("m_spent"),
     )
 )
+# Redemption codes are rare: read and spent through SQLAlchemy on either driver, locked last.
+_SELECT_CODES = (
+    select(_c.id, _c.prefix, _c.credits, _c.expires_at, _c.redeemed_at, _c.code_hash)
+    .where(_c.code_hash.in_(bindparam("hashes", expanding=True)))
+    .order_by(_c.code_hash)
+)
+# Conditional: a code another transaction spent first is never spent twice (the row lock makes
+# this the rule's second guard, not its only one).
+_SPEND_CODE = (
+    update(redemption_codes)
+    .where(_c.id == bindparam("cid"), _c.redeemed_at.is_(None))
+    .values(redeemed_at=bindparam("at"), redeemed_by=bindparam("by"))
+)
 _INSERT_HOLDS = insert(holds)
 _CLOSE_HOLDS = update(holds).where(_h.request_id == bindparam("rid")).values(status=bindparam("new_status"))
 _INSERT_LEDGER = insert(ledger)
@@ -177,11 +193,26 @@ def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: 
     if not ids.account_ids:
         return Locked({}, {}, {})
     if sqlite_raw.serves(conn):
-        return _load_sqlite(conn, ids.account_ids, ids.key_ids, ids.request_ids)
+        locked = _load_sqlite(conn, ids.account_ids, ids.key_ids, ids.request_ids)
+    else:
+        locked = _load_async(conn, ids.account_ids, ids.key_ids, ids.request_ids, lock_rows)
+    if ids.code_hashes:
+        query = _SELECT_CODES.with_for_update() if lock_rows else _SELECT_CODES
+        for r in conn.execute(query, {"hashes": ids.code_hashes}):
+            locked.codes[r.code_hash] = CodeRow(int(r.id), r.prefix, int(r.credits), r.expires_at, r.redeemed_at)
+    return locked
+
+
+def _load_async(
+    conn: Connection, account_ids: set[int], key_ids: set[int], request_ids: list[str], lock_rows: bool
+) -> Locked:
     q_accounts, q_keys, q_holds = _LOCKED if lock_rows else _PLAIN
-    account_rows = {r.id: AccountRow(r.balance, r.reserved) for r in conn.execute(q_accounts, {"ids": ids.account_ids})}
+    account_rows = {
+        r.id: AccountRow(r.balance, r.reserved, bool(r.disabled))
+        for r in conn.execute(q_accounts, {"ids": list(account_ids)})
+    }
     key_rows: dict[int, KeyRow] = {}
-    if ids.key_ids:
+    if key_ids:
         key_rows = {
             r.id: KeyRow(
                 r.limit_retention,
@@ -192,11 +223,11 @@ def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: 
                 r.month_start,
                 r.month_spent,
             )
-            for r in conn.execute(q_keys, {"ids": ids.key_ids})
+            for r in conn.execute(q_keys, {"ids": list(key_ids)})
         }
     hold_rows: dict[str, HoldRow] = {}
-    if ids.request_ids:
-        hold_rows = {r.request_id: HoldRow(*r) for r in conn.execute(q_holds, {"ids": ids.request_ids})}
+    if request_ids:
+        hold_rows = {r.request_id: HoldRow(*r) for r in conn.execute(q_holds, {"ids": request_ids})}
     return Locked(account_rows, key_rows, hold_rows)
 
 
@@ -204,8 +235,8 @@ def _load_sqlite(conn: Connection, account_ids: set[int], key_ids: set[int], req
     """``_load`` on the raw driver (see ``store.sqlite_raw``); the batch's ids go in as one JSON array."""
     fetch, stamp = sqlite_raw.fetch, sqlite_raw.to_datetime
     account_rows = {
-        aid: AccountRow(balance, reserved)
-        for aid, balance, reserved in fetch(conn, _SQLITE_SELECTS[0], {"ids": json.dumps(list(account_ids))})
+        aid: AccountRow(balance, reserved, bool(disabled))
+        for aid, balance, reserved, disabled in fetch(conn, _SQLITE_SELECTS[0], {"ids": json.dumps(list(account_ids))})
     }
     key_rows: dict[int, KeyRow] = {}
     if key_ids:
@@ -259,6 +290,10 @@ def _write(conn: Connection, locked: Locked, changes: Changes, owner: str) -> No
         _execute(conn, _INSERT_LEDGER, changes.ledger_rows)
     if changes.usage_rows:
         _execute(conn, _INSERT_USAGE, changes.usage_rows)
+    for code in changes.redeemed_codes:
+        spent = conn.execute(_SPEND_CODE, {"cid": code.id, "at": code.redeemed_at, "by": code.redeemed_by})
+        if spent.rowcount != 1:  # rolls the whole commit back: nothing is credited
+            raise RuntimeError(f"redemption code {code.prefix} was spent by another transaction")
 
 
 def _new_hold(hold: HoldRow, owner: str, changes: Changes) -> dict[str, Any]:
