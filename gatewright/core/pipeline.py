@@ -217,7 +217,7 @@ class Gateway:
             held_prompt = prompt_tokens
             if not self.router.counts_exactly(entry):  # an estimate: hold what it cannot exceed
                 held_prompt = max(prompt_tokens, prompt_token_bound(checked))
-            credits = max(worst_case(held_prompt, max_out, model.prices) for model in self.router.chain(entry))
+            credits = max(worst_case(held_prompt, max_out, model.prices) for model in self.router.chain(entry, request))
             try:
                 if tracing.ENABLED:
                     hold = await _traced_reserve(platform, principal, credits, request_id, entry.id)
@@ -228,7 +228,9 @@ class Gateway:
                     record_refusal(error.status, error.code)
                 raise _with_limits(error, limits) from None
 
-        ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
+        ctx = CallContext(
+            request_id=request_id, owner=principal.prefix if principal else "", prompt_tokens=prompt_tokens
+        )
         try:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
@@ -265,7 +267,8 @@ class Gateway:
 
     async def count_tokens(self, request: CoreRequest) -> int:
         entry = self.catalog.resolve(request.model)
-        return await self.router.count_prompt_tokens(entry, request)
+        # Counted as it would be sent: what the model cannot take is refused here too.
+        return await self.router.count_tokens(entry, check_capabilities(entry, request))
 
 
 _ZERO = Cost(credits=0, usd=0.0)
