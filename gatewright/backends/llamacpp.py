@@ -20,6 +20,7 @@ from typing import Any
 from llama_cpp import Llama
 from llguidance.llamacpp import lltokenizer_from_vocab
 
+from gatewright.backends.cache_pins import Pin, cache_pins
 from gatewright.backends.chat_template import CHATML, ChatTemplate
 from gatewright.backends.constrain import GrammarConstraint, GrammarError, Guide, inline_json, unsupported_schema
 from gatewright.backends.llamacpp_engine import ChoicePlan, Engine, StopScanner
@@ -63,6 +64,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     usage: Usage
     plans: Callable[[int], ChoicePlan]
+    pins: tuple[Pin, ...] = ()  # cache_control breakpoints: prompt prefixes to pin in the prefix cache
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     # perf_counter() when queued, taken by the engine, prefilled, finished: the trace's engine spans.
@@ -256,7 +258,8 @@ class LlamaCppBackend:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         plans = await asyncio.to_thread(self.plans_for, request) if is_constrained(request) else self.plans_for(request)
         tokens = self.tokenize(request)
-        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans, queued_at=time.perf_counter())
+        pins = cache_pins(request, tokens, self.tokenize) if _marked(request) else ()
+        job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans, pins, queued_at=time.perf_counter())
         self.queue.put(ctx.owner, job)
         self._in_flight += 1
         try:
@@ -296,7 +299,7 @@ class LlamaCppBackend:
         job.usage.input_tokens = len(job.tokens)
         base_seed = request.sampling.seed if request.sampling.seed is not None else random.getrandbits(32)
         for choice in range(request.n):
-            reused = engine.prefill(job.tokens, job)
+            reused = engine.prefill(job.tokens, job, job.pins)
             if choice == 0:
                 job.usage.cached_tokens = reused
                 job.prefilled_at = time.perf_counter()
@@ -307,6 +310,10 @@ class LlamaCppBackend:
                 return
         job.finished_at = time.perf_counter()
         job.emit([UsageReport(job.usage)])
+
+
+def _marked(request: CoreRequest) -> bool:
+    return bool(request.cache_breakpoints) or any(t.cache is not None for t in request.tools)
 
 
 def _trace_phases(job: Job) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList, llama_token_to_piece, llama_vocab_is_eog
 
+from gatewright.backends.cache_pins import Pin
 from gatewright.backends.prefix_cache import PrefixCache, common_prefix
 from gatewright.backends.shaping import Shaper
 from gatewright.core.events import ChoiceEnd, Event
@@ -165,9 +166,10 @@ class Engine:
         llm.n_tokens = len(snapshot.tokens)
         return shared
 
-    def prefill(self, tokens: Sequence[int], job: JobSink) -> int:
+    def prefill(self, tokens: Sequence[int], job: JobSink, pins: Sequence[Pin] = ()) -> int:
         """Evaluate the prompt, reusing what the context (or a snapshot) already holds of it, down
-        to a multiple of the granularity; returns the number of prompt tokens reused."""
+        to a multiple of the granularity; returns the number of prompt tokens reused. The prefixes
+        in ``pins`` (cache_control breakpoints, aligned down) are snapshotted and pinned on the way."""
         llm, step, cache = self.llm, self.granularity, self.cache
         last = len(tokens) - 1
         head = tokens[:last]
@@ -176,12 +178,19 @@ class Engine:
         llm.n_tokens = reuse
         position = reuse
         boundary = last // step * step  # whole groups end here; the rest is leftover rows anyway
+        stops = {min(p.tokens // step * step, boundary): p.ttl for p in pins if p.tokens // step * step > 0}
+        if cache is not None:  # already pinned and held (restored, or live): pin again for its TTL
+            for at, ttl in stops.items():
+                if at <= reuse and cache.pinned(head[:at]):
+                    cache.pin(llm.ctx, head[:at], ttl)
         while position < boundary:
             if job.cancelled:
                 return reuse
-            end = min(position + self.chunk, boundary)
+            end = min([position + self.chunk, boundary, *(at for at in stops if at > position)])
             llm.eval(tokens[position:end])
             position = end
+            if cache is not None and position in stops:
+                cache.pin(llm.ctx, head[:position], stops[position])  # the context holds exactly this
         if boundary > reuse and cache is not None and cache.wants(head[:boundary]):
             cache.save(llm.ctx, head[:boundary])  # the context holds exactly this prefix now
         if boundary < last:

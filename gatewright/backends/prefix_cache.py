@@ -10,6 +10,7 @@ evaluating again. Restored cells are bit-identical to computed ones, so output d
 from __future__ import annotations
 
 import ctypes
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,13 +41,32 @@ def common_prefix(a: np.ndarray, b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    """LRU of snapshots; ``capacity`` bytes at most, prefixes of ``min_tokens`` or more only."""
+    """LRU of snapshots; ``capacity`` bytes at most, prefixes of ``min_tokens`` or more only.
+
+    A prefix a request marked with ``cache_control`` is *pinned* (``pin``): kept whatever its length
+    until its TTL passes, evicted only when nothing unpinned is left to evict."""
 
     def __init__(self, capacity: int, min_tokens: int) -> None:
         self.capacity = capacity
         self.min_tokens = min_tokens
         self._entries: OrderedDict[bytes, Snapshot] = OrderedDict()
         self._size = 0
+        self._pinned: dict[bytes, float] = {}  # key → time.monotonic() it is pinned until
+
+    def pinned(self, tokens: Sequence[int]) -> bool:
+        key = np.asarray(tokens, dtype=np.intc).tobytes()
+        return self._pinned.get(key, 0.0) > time.monotonic() and key in self._entries
+
+    def pin(self, ctx: llama_context_p, tokens: Sequence[int], ttl: float) -> None:
+        """Snapshot the context's cells for ``tokens`` (exactly what it holds) and keep them ``ttl``
+        seconds at least (longer if pinned again)."""
+        key = np.asarray(tokens, dtype=np.intc).tobytes()
+        until = time.monotonic() + ttl
+        self._pinned[key] = max(self._pinned.get(key, 0.0), until)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        self.save(ctx, tokens)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -89,8 +109,16 @@ class PrefixCache:
             self._size -= len(old.data)
         self._entries[key.tobytes()] = snapshot
         self._size += len(snapshot.data)
+        self._evict()
+
+    def _evict(self) -> None:
+        """Least recently used first, pinned prefixes last (expired pins count as unpinned)."""
+        now = time.monotonic()
+        self._pinned = {k: until for k, until in self._pinned.items() if until > now and k in self._entries}
         while self._size > self.capacity and self._entries:
-            _, dropped = self._entries.popitem(last=False)
+            victim = next((k for k in self._entries if k not in self._pinned), next(iter(self._entries)))
+            dropped = self._entries.pop(victim)
+            self._pinned.pop(victim, None)
             self._size -= len(dropped.data)
 
     @staticmethod
