@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from playwright import sync_api
 
-from tests.support.app import AppGateway, _Loop, app_gateway, on_app_loop
+from tests.support.app import AppGateway, _Loop, app_gateway
 from tests.support.procs import free_port, wait_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -163,23 +163,54 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     assert not page.errors  # type: ignore[attr-defined]
 
 
-def test_another_account_sees_none_of_the_first_ones_data(served: Served, browser: object) -> None:
+def test_operator_makes_an_account_grants_credits_and_it_sees_only_its_own_data(
+    served: Served, browser: object
+) -> None:
     gw, url = served.gw, served.url
-    accounts = gw.services.accounts
-    assert accounts is not None
-    other = on_app_loop(accounts.create_account("second", 1_000_000))
-    key = on_app_loop(accounts.create_key(other, "api", name="second-key")).key
-    first = gw.openai()
-    first.chat.completions.create(model="echo", messages=[{"role": "user", "content": "first account only"}])
+    assert gw.operator_key is not None
+    gw.openai().chat.completions.create(model="echo", messages=[{"role": "user", "content": "first account only"}])
     page = _page(browser)
-    _sign_in(page, url, key)
+    answers: list[str] = []
+    page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)) if answers else dialog.accept())
+
+    # The operator: an account made with starting credits, then a grant; codes minted and listed.
+    _sign_in(page, url, gw.operator_key)
+    page.locator("#create-account").wait_for()
+    page.fill("#new-account-name", "second")
+    page.fill("#create-account input[name=credits]", "1000000")
+    page.click("#create-account button[type=submit]")
+    management = page.text_content("#new-account-key") or ""
+    assert management.startswith("gwm-")
+    row = page.locator("#accounts tr", has_text="second")
+    assert row.locator(".account-balance").text_content() == "1,000,000"
+    answers[:] = ["500000", "console grant"]
+    row.locator("button.grant").click()
+    page.locator("#accounts tr", has_text="second").locator(".account-balance", has_text="1,500,000").wait_for()
+    _shot(page, "operator-accounts")
+    page.goto(f"{url}/ui#/codes")
+    page.fill("#mint-codes input[name=usd]", "2")
+    page.fill("#mint-codes input[name=count]", "2")
+    page.click("#mint-codes button[type=submit]")
+    codes = (page.text_content("#minted-codes") or "").split()
+    assert len(codes) == 2
+    assert page.locator("#codes tr", has_text="unspent").count() == 2
+    _shot(page, "operator-codes")
+    page.goto(f"{url}/ui#/usage")
+    page.locator("#all-usage td", has_text="echo").first.wait_for()
+    _shot(page, "operator-usage")
+    page.click("#sign-out")
+    page.wait_for_selector("#sign-in:not([hidden])")
+
+    # The new account's management key: the granted balance, and none of the first account's data.
+    _sign_in(page, url, management)
+    page.locator("#balance-credits", has_text="1,500,000 credits").wait_for()
+    assert page.locator("#chart-empty").count() == 1
     page.goto(f"{url}/ui#/log")
     page.wait_for_selector("#log")
     assert page.locator("#log tr").count() == 1  # the header row: no request of the first account
-    page.goto(f"{url}/ui#/overview")
-    page.locator("#balance-credits", has_text="1,000,000 credits").wait_for()
-    assert page.locator("#chart-empty").count() == 1
-    assert page.locator("#nav a", has_text="Keys").count() == 0  # an API key manages no keys
+    page.goto(f"{url}/ui#/keys")
+    page.wait_for_selector("#keys")
+    assert page.locator("#keys tr").count() == 1  # none of the first account's keys
     assert not page.errors  # type: ignore[attr-defined]
 
 

@@ -71,7 +71,7 @@ async function signIn(event) {
   }
   $("#sign-in-error").textContent = "";
   await loadSession();
-  location.hash = "#/overview";
+  location.hash = me && me.kind === "operator" ? "#/accounts" : "#/overview";
   route();
 }
 
@@ -83,24 +83,32 @@ async function signOut() {
 }
 
 // -- pages ---------------------------------------------------------------------------------------
+// Which kinds of key see which page: an account's keys its data; the operator's credential the
+// operator's API (its calls to an account's routes answer 403).
+const ACCOUNT = ["api", "management"];
 const PAGES = {
-  overview: { title: "Overview", render: overview },
-  keys: { title: "Keys", render: keysPage, management: true },
-  log: { title: "Request log", render: requestLog },
-  playground: { title: "Playground", render: playground },
-  models: { title: "Models", render: models },
+  overview: { title: "Overview", render: overview, kinds: ACCOUNT },
+  keys: { title: "Keys", render: keysPage, kinds: ["management"] },
+  log: { title: "Request log", render: requestLog, kinds: ACCOUNT },
+  playground: { title: "Playground", render: playground, kinds: ACCOUNT },
+  accounts: { title: "Accounts", render: accountsPage, kinds: ["operator"] },
+  codes: { title: "Redemption codes", render: codesPage, kinds: ["operator"] },
+  usage: { title: "All usage", render: allUsagePage, kinds: ["operator"] },
+  models: { title: "Models", render: models, kinds: [...ACCOUNT, "operator"] },
 };
+const KIND_NAMES = { api: "API key", management: "management key", operator: "operator" };
 
 function route() {
   const signedIn = me !== null;
   $("#sign-in").hidden = signedIn;
   $("#top").hidden = !signedIn;
   if (!signedIn) { page().replaceChildren(); return; }
-  let name = (location.hash.match(/^#\/(\w+)/) || [])[1] || "overview";
-  if (!PAGES[name]) name = "overview";
-  $("#who").textContent = `${me.kind === "management" ? "management key" : "API key"} ${me.prefix}`;
+  const home = me.kind === "operator" ? "accounts" : "overview";
+  let name = (location.hash.match(/^#\/(\w+)/) || [])[1] || home;
+  if (!PAGES[name] || !PAGES[name].kinds.includes(me.kind)) name = home;
+  $("#who").textContent = `${KIND_NAMES[me.kind] || me.kind} ${me.prefix}`;
   $("#nav").replaceChildren(...Object.entries(PAGES)
-    .filter(([, p]) => !p.management || me.kind === "management")
+    .filter(([, p]) => p.kinds.includes(me.kind))
     .map(([id, p]) => h("a", { href: `#/${id}`, class: id === name ? "active" : null, text: p.title })));
   document.title = `${PAGES[name].title} · gatewright`;
   const box = (current = h("div", { "data-page": name }, h("p", { class: "muted", text: "Loading…" })));
@@ -393,6 +401,104 @@ function viewCode(b) {
     h("h3", { text: "curl" }), h("pre", { id: "code-curl", text: curl }),
     h("h3", { text: "Python (openai SDK)" }), h("pre", { id: "code-python", text: "import os\n" + py }),
     h("h3", { text: "Task API" }), h("pre", { id: "code-task", text: task }));
+}
+
+// -- operator pages (the operator's API, /v1/admin/…) --------------------------------------------
+
+async function accountsPage() {
+  const box = current;
+  const list = (await api("GET", "/v1/admin/accounts")).data;
+  const made = h("div", { id: "created-account" });
+  const form = h("form", { class: "card", id: "create-account" },
+    h("h2", { text: "Create an account" }),
+    h("div", { class: "row" },
+      h("label", {}, "name", h("input", { name: "name", id: "new-account-name", required: true })),
+      h("label", {}, "email", h("input", { name: "email", type: "email" })),
+      h("label", {}, "starting credits", h("input", { name: "credits", type: "number", min: "0", value: "0" })),
+      h("button", { type: "submit", text: "Create" })),
+    made);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    try {
+      const account = await api("POST", "/v1/admin/accounts", { name: f.get("name"), email: f.get("email") || undefined, credits: Number(f.get("credits") || 0) });
+      await accountsPage();
+      $("#created-account").replaceChildren(h("p", {}, `Account ${account.id} made. Its management key (shown once): `,
+        h("code", { class: "secret", id: "new-account-key", text: account.management_key }), " ",
+        h("button", { type: "button", onclick: () => navigator.clipboard.writeText(account.management_key), text: "Copy" })));
+    } catch (err) { made.replaceChildren(h("p", { class: "error", text: err.message })); }
+  });
+  box.replaceChildren(form, h("table", { id: "accounts" },
+    h("tr", {}, ["id", "name", "email", "state", "balance (credits)", "USD", "reserved", "spent", "created", ""].map((t) => h("th", { text: t }))),
+    list.map((a) => h("tr", { "data-account": a.id },
+      h("td", { text: a.id }), h("td", { text: a.name }), h("td", { text: a.email || "—" }), h("td", { class: "account-state", text: a.disabled ? "disabled" : "active" }),
+      h("td", { class: "account-balance", text: num(a.balance) }), h("td", { text: usd(a.balance) }), h("td", { text: num(a.reserved) }), h("td", { text: num(a.spent) }),
+      h("td", { text: a.created_at.replace("T", " ").slice(0, 19) }),
+      h("td", {},
+        h("button", { type: "button", class: "grant", onclick: () => grantCredits(a), text: "Grant credits" }), " ",
+        h("button", { type: "button", class: "toggle", onclick: () => setAccountDisabled(a, !a.disabled), text: a.disabled ? "Enable" : "Disable" }))))));
+}
+
+async function grantCredits(a) {
+  const amount = prompt(`Credits to grant to ${a.name} (negative removes)`, "1000000");
+  if (amount === null || !amount.trim()) return;
+  const note = prompt("Note for the ledger", "granted in the console");
+  if (note === null) return;
+  await api("POST", `/v1/admin/accounts/${a.id}/credits`, { credits: Math.trunc(Number(amount)), note: note || undefined });
+  await accountsPage();
+}
+
+async function setAccountDisabled(a, disabled) {
+  if (disabled && !confirm(`Disable account ${a.name}? Its keys stop working until it is enabled.`)) return;
+  await api("PATCH", `/v1/admin/accounts/${a.id}`, { disabled });
+  await accountsPage();
+}
+
+async function codesPage() {
+  const box = current;
+  const list = (await api("GET", "/v1/admin/codes?limit=200")).data;
+  const minted = h("div", { id: "minted" });
+  const form = h("form", { class: "card", id: "mint-codes" },
+    h("h2", { text: "Mint redemption codes" }),
+    h("div", { class: "row" },
+      h("label", {}, "USD each", h("input", { name: "usd", type: "number", step: "any", min: "0", required: true })),
+      h("label", {}, "how many", h("input", { name: "count", type: "number", min: "1", max: "1000", value: "1" })),
+      h("label", {}, "expires", h("input", { name: "expires", type: "date" })),
+      h("label", {}, "note", h("input", { name: "note" })),
+      h("button", { type: "submit", text: "Mint" })),
+    minted);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = { usd: Number(f.get("usd")), count: Number(f.get("count") || 1), note: f.get("note") || undefined };
+    if (f.get("expires")) body.expires_at = Math.floor(new Date(f.get("expires")).getTime() / 1000);
+    try {
+      const codes = (await api("POST", "/v1/admin/codes", body)).data;
+      await codesPage();
+      $("#minted").replaceChildren(h("p", { text: "The codes (shown once):" }), h("pre", { id: "minted-codes", text: codes.map((c) => c.code).join("\n") }));
+    } catch (err) { minted.replaceChildren(h("p", { class: "error", text: err.message })); }
+  });
+  box.replaceChildren(form, h("table", { id: "codes" },
+    h("tr", {}, ["prefix", "credits", "USD", "note", "created", "expires", "state", "redeemed by"].map((t) => h("th", { text: t }))),
+    list.map((c) => h("tr", {},
+      h("td", { text: c.prefix }), h("td", { text: num(c.credits) }), h("td", { text: usd(c.credits) }), h("td", { text: c.note || "—" }),
+      h("td", { text: c.created_at.replace("T", " ").slice(0, 19) }), h("td", { text: c.expires_at ? c.expires_at.slice(0, 10) : "never" }),
+      h("td", { text: c.redeemed_at ? `spent ${c.redeemed_at.replace("T", " ").slice(0, 19)}` : "unspent" }),
+      h("td", { text: c.redeemed_by ?? "—" })))));
+}
+
+async function allUsagePage() {
+  const box = current;
+  const page = await api("GET", "/v1/admin/usage?limit=1000");
+  const total = page.data.reduce((t, b) => ({ requests: t.requests + b.requests, credits: t.credits + b.credits }), { requests: 0, credits: 0 });
+  box.replaceChildren(
+    h("p", { class: "muted", text: `${page.since.slice(0, 10)} to ${page.until.slice(0, 10)}: ${num(total.requests)} requests, ${num(total.credits)} credits (${usd(total.credits)})` + (page.has_more ? " (first 1000 rows)" : "") }),
+    h("table", { id: "all-usage" },
+      h("tr", {}, ["day", "account", "model", "key", "requests", "tokens in", "tokens out", "credits", "USD"].map((t) => h("th", { text: t }))),
+      page.data.map((b) => h("tr", {},
+        h("td", { text: b.day }), h("td", { text: b.account_id }), h("td", { text: b.model }), h("td", { text: b.key_prefix }),
+        h("td", { text: num(b.requests) }), h("td", { text: num(b.input_tokens) }), h("td", { text: num(b.output_tokens) }),
+        h("td", { text: num(b.credits) }), h("td", { text: usd(b.credits) })))));
 }
 
 // -- start ---------------------------------------------------------------------------------------
