@@ -194,6 +194,14 @@ def test_model_allow_list_and_expiry(gw: AppGateway) -> None:
         headers={"x-api-key": key["key"]},
     )
     assert anthropic.status_code == 403 and anthropic.json()["error"]["type"] == "permission_error"
+    counted = gw.http.post(
+        "/v1/messages/count_tokens",
+        json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": key["key"]},
+    )
+    assert counted.status_code == 403 and counted.json()["error"]["type"] == "permission_error"
+    embedded = gw.http.post("/v1/embeddings", json={"model": "fake", "input": "hi"}, headers=auth(key["key"]))
+    assert embedded.status_code in (400, 403, 404), embedded.text  # never computed for this key
     bad = gw.http.post("/v1/keys", json={"models": ["no-such-model"]}, headers=auth(management))
     assert_error(bad, 400, param="models[0]")
     assert_error(gw.http.post("/v1/keys", json={"models": []}, headers=auth(management)), 400, param="models")
