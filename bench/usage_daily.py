@@ -1,7 +1,8 @@
 """How long the usage-by-day read takes on 1,000,000 usage rows (issue 17: "fast enough to draw a
 chart"). Fills a fresh SQLite store (or ``--url`` PostgreSQL) with rows spread over 30 days, 20
-accounts, 5 models and 3 keys per account, then times ``Accounts.usage_daily`` for one account and
-across accounts (the operator's view), each the median of 5 runs, and prints the query plan.
+accounts, 5 models and 3 keys per account, sums them into ``usage_days`` as migration 0005 does
+(the ledger's writer keeps that table as it settles), then times ``SqlAccountStore.usage_daily``
+for one account and across accounts (the operator's view), each the median of 5 runs.
 
     PYTHONPATH=. python -m bench.usage_daily [--rows 1000000] [--url postgresql+asyncpg://…]
 """
@@ -92,9 +93,17 @@ async def main() -> None:
     started = time.perf_counter()
     await fill(engine, args.rows)
     print(f"filled {args.rows:,} rows in {time.perf_counter() - started:.1f} s ({engine.dialect.name})")
-    if engine.dialect.name == "sqlite":
-        async with engine.connect() as conn:
-            await conn.execute(text("ANALYZE"))
+    day = "substr(created_at, 1, 10)" if engine.dialect.name == "sqlite" else "to_char(created_at, 'YYYY-MM-DD')"
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO usage_days (account_id, day, model, key_prefix, requests, input_tokens, "
+                f"output_tokens, credits) SELECT account_id, {day}, model, key_prefix, count(*), sum(input_tokens), "
+                f"sum(output_tokens), sum(credits) FROM usage_records GROUP BY account_id, {day}, model, key_prefix"
+            )
+        )
+        days = (await conn.execute(text("SELECT count(*) FROM usage_days"))).scalar_one()
+    print(f"{days:,} day rows")
     store = SqlAccountStore(engine)
     print(f"one account (1/{ACCOUNTS} of the rows), 31 days: {await timed(store, 1) * 1000:.0f} ms")
     print(f"all accounts (operator), 31 days:            {await timed(store, None) * 1000:.0f} ms")

@@ -34,6 +34,7 @@ from gatewright.api.platform import admin as admin_api
 from gatewright.api.platform import routes as platform_api
 from gatewright.api.responses import routes as responses_api
 from gatewright.api.tasks import routes as tasks_api
+from gatewright.console import routes as console
 from gatewright.core import metrics as prometheus
 from gatewright.core.catalog import Catalog
 from gatewright.core.errors import Unauthorized
@@ -121,6 +122,7 @@ OPERATIONS: list[Operation] = [
     *tasks_api.operations,
     *platform_api.operations,
     *admin_api.operations,
+    *console.operations,
     _ops("GET", "/health", health, "Liveness and the models' state."),
     _ops("GET", "/health/live", health_api.live, "Liveness: the process answers."),
     _ops("GET", "/health/ready", health_api.ready, "Readiness: store, default model, not draining."),

@@ -48,6 +48,13 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "name": "x-api-key",
         "description": "An API key in Anthropic's header (what the Anthropic SDKs send).",
     },
+    "consoleSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "gw_console",
+        "description": "The web console's session (`POST /ui/session`); state-changing calls also need "
+        "its CSRF token in `x-csrf-token`.",
+    },
     "metricsKey": {
         "type": "http",
         "scheme": "bearer",

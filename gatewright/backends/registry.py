@@ -20,7 +20,7 @@ class BackendEnv:
 
 # name → "module:Class", imported only when a catalog uses it (llama_cpp is heavy to import).
 BACKENDS: dict[str, str] = {
-    "llamacpp": "gatewright.backends.llamacpp:LlamaCppBackend",
+    "llamacpp": "gatewright.backends.llamacpp.backend:LlamaCppBackend",
     "openai": "gatewright.backends.openai_compat:OpenAICompatBackend",
     "anthropic": "gatewright.backends.anthropic_upstream:AnthropicBackend",
     "fake": "gatewright.backends.fake:FakeBackend",

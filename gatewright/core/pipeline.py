@@ -265,8 +265,9 @@ class Gateway:
         """Embeddings, through the same keys, limits and ledger (see ``core.embedding``)."""
         return await run_embedding(self.catalog, self.router, self.platform, request, principal, request_id)
 
-    async def count_tokens(self, request: CoreRequest) -> int:
+    async def count_tokens(self, request: CoreRequest, principal: Principal | None = None) -> int:
         entry = self.catalog.resolve(request.model)
+        require_model(principal, entry)
         # Counted as it would be sent: what the model cannot take is refused here too.
         return await self.router.count_tokens(entry, check_capabilities(entry, request))
 

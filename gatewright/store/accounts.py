@@ -5,10 +5,10 @@ the ledger's one writer (``store.ledger``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal_column, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,11 +21,19 @@ from gatewright.core.accounts import (
     UsageRecord,
     UsageTotals,
 )
-from gatewright.core.clock import utcnow
+from gatewright.core.clock import aware, utcnow
 from gatewright.core.keys import KeyRecord, OperatorRecord
 from gatewright.core.platform import KeyKind
 from gatewright.store.keys import key_record, operator_record
-from gatewright.store.tables import accounts, api_keys, ledger, operator_keys, redemption_codes, usage_records
+from gatewright.store.tables import (
+    accounts,
+    api_keys,
+    ledger,
+    operator_keys,
+    redemption_codes,
+    usage_days,
+    usage_records,
+)
 
 
 def account_record(row: Any) -> AccountRecord:
@@ -90,6 +98,10 @@ def ledger_entry(row: Any) -> LedgerEntry:
         created_at=row.created_at,
         actor=row.actor,
     )
+
+
+def _day(value: datetime) -> str:
+    return (aware(value) or value).astimezone(UTC).strftime("%Y-%m-%d")
 
 
 def _usage_where(query: Any, account_id: int | None, flt: UsageFilter) -> Any:
@@ -228,42 +240,29 @@ class SqlAccountStore:
     async def usage_daily(
         self, account_id: int | None, since: datetime, until: datetime, limit: int, offset: int
     ) -> list[UsageBucket]:
-        u = usage_records.c
-        if self.engine.dialect.name == "postgresql":
-            day: Any = func.to_char(func.timezone("UTC", u.created_at), "YYYY-MM-DD")
-        else:  # SQLite keeps UTC times as ISO text: the day is its first ten characters
-            day = func.substr(u.created_at, 1, 10)
-        day = day.label("day")
-        where = [u.created_at >= since, u.created_at < until]
+        """From the day rows the ledger's writer keeps (``usage_days``): whole days (UTC), from
+        ``since``'s day to ``until``'s, both included."""
+        d = usage_days.c
+        where = [d.day >= _day(since), d.day <= _day(until)]
         if account_id is not None:
-            where.append(u.account_id == account_id)
+            where.append(d.account_id == account_id)
         query = (
-            select(
-                day,
-                u.account_id,
-                u.model,
-                u.key_prefix,
-                func.count().label("requests"),
-                func.sum(u.input_tokens).label("input_tokens"),
-                func.sum(u.output_tokens).label("output_tokens"),
-                func.sum(u.credits).label("credits"),
-            )
+            select(usage_days)
             .where(and_(*where))
-            .group_by(literal_column("day"), u.account_id, u.model, u.key_prefix)
-            .order_by(literal_column("day").desc(), u.account_id, u.model, u.key_prefix)
+            .order_by(d.day.desc(), d.account_id, d.model, d.key_prefix)
             .limit(limit)
             .offset(offset)
         )
         return [
             UsageBucket(
-                str(r.day),
+                r.day,
                 int(r.account_id),
                 r.model,
                 r.key_prefix,
                 int(r.requests),
-                int(r.input_tokens or 0),
-                int(r.output_tokens or 0),
-                int(r.credits or 0),
+                int(r.input_tokens),
+                int(r.output_tokens),
+                int(r.credits),
             )
             for r in await self._rows(query)
         ]

@@ -16,10 +16,12 @@ import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, column, func, insert, select, update
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,7 +40,7 @@ from gatewright.core.ledger_rules import (
 )
 from gatewright.store import sqlite_raw
 from gatewright.store.db import WalCheckpointer, create_blocking_twin
-from gatewright.store.tables import accounts, api_keys, holds, ledger, redemption_codes, usage_records
+from gatewright.store.tables import accounts, api_keys, holds, ledger, redemption_codes, usage_days, usage_records
 
 log = logging.getLogger("gatewright.ledger")
 
@@ -188,6 +190,21 @@ _INSERT_LEDGER = insert(ledger)
 _INSERT_USAGE = insert(usage_records)
 
 
+def _add_to_days(dialect: Any) -> Any:
+    """Add a batch's usage to its day's row (an upsert; both dialects spell it the same way)."""
+    new = dialect.insert(usage_days)
+    return new.on_conflict_do_update(
+        index_elements=["account_id", "day", "model", "key_prefix"],
+        set_={
+            name: getattr(usage_days.c, name) + getattr(new.excluded, name)
+            for name in ("requests", "input_tokens", "output_tokens", "credits")
+        },
+    )
+
+
+_ADD_DAYS = {"sqlite": _add_to_days(sqlite_dialect), "postgresql": _add_to_days(postgresql_dialect)}
+
+
 def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: bool) -> Locked:
     ids = involved(batch, retry)
     if not ids.account_ids:
@@ -290,10 +307,37 @@ def _write(conn: Connection, locked: Locked, changes: Changes, owner: str) -> No
         _execute(conn, _INSERT_LEDGER, changes.ledger_rows)
     if changes.usage_rows:
         _execute(conn, _INSERT_USAGE, changes.usage_rows)
+        _execute(conn, _ADD_DAYS[conn.dialect.name], _days(changes.usage_rows))
     for code in changes.redeemed_codes:
         spent = conn.execute(_SPEND_CODE, {"cid": code.id, "at": code.redeemed_at, "by": code.redeemed_by})
         if spent.rowcount != 1:  # rolls the whole commit back: nothing is credited
             raise RuntimeError(f"redemption code {code.prefix} was spent by another transaction")
+
+
+def _days(usage_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batch's usage summed by day (UTC), account, model and key."""
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in usage_rows:
+        day = row["created_at"].astimezone(UTC).strftime("%Y-%m-%d")
+        group = (row["account_id"], day, row["model"], row["key_prefix"])
+        summed = days.get(group)
+        if summed is None:
+            days[group] = {
+                "account_id": row["account_id"],
+                "day": day,
+                "model": row["model"],
+                "key_prefix": row["key_prefix"],
+                "requests": 1,
+                "input_tokens": row["input_tokens"],
+                "output_tokens": row["output_tokens"],
+                "credits": row["credits"],
+            }
+        else:
+            summed["requests"] += 1
+            summed["input_tokens"] += row["input_tokens"]
+            summed["output_tokens"] += row["output_tokens"]
+            summed["credits"] += row["credits"]
+    return list(days.values())
 
 
 def _new_hold(hold: HoldRow, owner: str, changes: Changes) -> dict[str, Any]:

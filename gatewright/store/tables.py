@@ -188,3 +188,19 @@ responses = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_responses_expires_at", "expires_at"),
 )
+
+# Migration 0005: usage summed by day (UTC), account, model and key; written with each settlement
+# by the ledger's writer, read by the usage-by-day endpoints (a month is a few hundred rows).
+usage_days = Table(
+    "usage_days",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD
+    Column("model", String(200), primary_key=True),
+    Column("key_prefix", String(8), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Index("ix_usage_days_day", "day"),
+)

@@ -70,7 +70,7 @@ def test_account_lifecycle(gw: AppGateway) -> None:
     answer = gw.http.post("/v1/chat/completions", json=chat_body(), headers=auth(key["key"]))
     assert answer.status_code == 200, answer.text
     detail = gw.http.get("/v2/billing/detail", headers=auth(key["key"])).json()
-    assert (detail["user_id"], detail["email"]) == (team["id"], "a@example.com")
+    assert (detail["user_id"], detail["name"], detail["email"]) == (team["id"], "team-a", "a@example.com")
     listed = {a["id"]: a for a in gw.http.get("/v1/admin/accounts", headers=_op(gw)).json()["data"]}
     row = listed[team["id"]]
     assert row["spent"] > 0 and row["balance"] == 1_000_000 - row["spent"] and row["reserved"] == 0
@@ -194,6 +194,14 @@ def test_model_allow_list_and_expiry(gw: AppGateway) -> None:
         headers={"x-api-key": key["key"]},
     )
     assert anthropic.status_code == 403 and anthropic.json()["error"]["type"] == "permission_error"
+    counted = gw.http.post(
+        "/v1/messages/count_tokens",
+        json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": key["key"]},
+    )
+    assert counted.status_code == 403 and counted.json()["error"]["type"] == "permission_error"
+    embedded = gw.http.post("/v1/embeddings", json={"model": "fake", "input": "hi"}, headers=auth(key["key"]))
+    assert embedded.status_code in (400, 403, 404), embedded.text  # never computed for this key
     bad = gw.http.post("/v1/keys", json={"models": ["no-such-model"]}, headers=auth(management))
     assert_error(bad, 400, param="models[0]")
     assert_error(gw.http.post("/v1/keys", json={"models": []}, headers=auth(management)), 400, param="models")
@@ -273,6 +281,12 @@ def test_a_single_account_store_from_before_is_carried_forward(tmp_path: Path) -
             "0, 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
             (legacy[:8], hash_key(legacy)),
         )
+        conn.execute(
+            "INSERT INTO usage_records (request_id, account_id, key_id, key_prefix, model, input_tokens, "
+            "cached_tokens, output_tokens, reasoning_tokens, credits, usd, status, estimated, created_at) "
+            "VALUES ('req_old', 1, 1, ?, 'fake', 10, 0, 5, 0, 40, 0.00002, 'ok', 0, '2026-01-02 03:04:05.000000')",
+            (legacy[:8],),
+        )
     settings = dict(starting_credits=0, **UNLIMITED_SETTINGS)
     catalog = Path(__file__).parents[1] / "fixtures" / "catalogs" / "fake.toml"
     operator = on_app_loop(ensure_operator_key(Settings(data_dir=tmp_path, catalog=catalog)))
@@ -283,3 +297,44 @@ def test_a_single_account_store_from_before_is_carried_forward(tmp_path: Path) -
         assert answer.status_code == 200, answer.text
         accounts = upgraded.http.get("/v1/admin/accounts", headers=auth(operator)).json()["data"]
         assert [(a["id"], a["name"], a["disabled"]) for a in accounts] == [(1, "default", False)]
+        # The usage stored before the upgrade is in the usage by day (migration 0005 summed it).
+        days = upgraded.http.get("/v1/admin/usage", params={"since": "2026-01-01"}, headers=auth(operator)).json()
+        assert days["data"][-1] == {
+            "day": "2026-01-02",
+            "account_id": 1,
+            "model": "fake",
+            "key_prefix": legacy[:8],
+            "requests": 1,
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "credits": 40,
+            "usd": 0.00002,
+        }
+
+
+def test_stored_responses_and_tasks_stay_in_their_account(gw: AppGateway) -> None:
+    a, b = _new_account(gw, "owner"), _new_account(gw, "guesser")
+    a_key = _api_key(gw, a["management_key"], scopes=["model:chat", "model:responses"])["key"]
+    b_key = _api_key(gw, b["management_key"], scopes=["model:chat", "model:responses"])["key"]
+    made = gw.http.post("/v1/responses", json={"model": "fake", "input": "hi", "store": True}, headers=auth(a_key))
+    assert made.status_code == 200, made.text
+    rid = made.json()["id"]
+    assert gw.http.get(f"/v1/responses/{rid}", headers=auth(a_key)).status_code == 200
+    for method, path in (("GET", rid), ("GET", f"{rid}/input_items"), ("DELETE", rid)):
+        assert gw.http.request(method, f"/v1/responses/{path}", headers=auth(b_key)).status_code == 404
+    follow = gw.http.post(
+        "/v1/responses", json={"model": "fake", "input": "more", "previous_response_id": rid}, headers=auth(b_key)
+    )
+    assert_error(follow, 400, "previous_response_not_found")  # as for an id that never existed
+    assert gw.http.get(f"/v1/responses/{rid}", headers=auth(a_key)).status_code == 200  # still there
+    task = {
+        "taskType": "textInference",
+        "taskUUID": "5b0f0b4e-8c9e-4c54-9a43-6f1a2f0c1d11",
+        "model": "fake",
+        "messages": [{"role": "user", "content": "secret"}],
+    }
+    assert gw.http.post("/v1/tasks", json=[task], headers=auth(a_key)).status_code == 200
+    stolen = gw.http.post("/v1/tasks", json=[task], headers=auth(b_key))
+    # An identical task from another account is not "the same task": no results, a conflict.
+    assert stolen.status_code == 409 and stolen.json()["errors"][0]["code"] == "conflictTaskUUID"
+    assert "data" not in stolen.json()
