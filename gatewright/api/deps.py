@@ -13,9 +13,13 @@ def gateway(request: Request) -> Gateway:
     return gw
 
 
-async def authenticate(request: Request, token: str | None) -> Principal | None:
-    """The calling key, or ``None`` when the gateway runs as a bare proxy (no platform)."""
+async def authenticate(request: Request, token: str | None, fresh: bool = False) -> Principal | None:
+    """The calling key, or ``None`` when the gateway runs as a bare proxy (no platform).
+
+    ``fresh`` for every route that reserves no credits: it reads the key from the store, so a key or
+    account disabled on another replica is refused at once (model routes keep the cache: their
+    reservation refuses a disabled key in its own transaction)."""
     platform = gateway(request).platform
     if platform is None:
         return None
-    return await platform.authenticator.authenticate(token)
+    return await platform.authenticator.authenticate(token, fresh)

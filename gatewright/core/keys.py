@@ -9,10 +9,13 @@ public name in the key API) is the first 8 hex characters of its random part.
 
 ``Authenticator`` turns a bearer token into a ``Principal`` with one dict lookup on the hot path:
 lookups are cached for ``ttl`` seconds, and this process's own changes to a key drop its cache
-entry at once (other replicas see them within ``ttl``). A key's account being disabled is read with
-the key (a cached lookup refuses within ``ttl`` on other replicas); billed requests of a disabled
-account are refused at once everywhere, by the ledger's reservation, which reads the account row
-in its transaction. Operator credentials are looked up uncached, on every call. Keys are read through a ``KeyStore``
+entry at once. Only the model routes, which reserve credits, use the cache: a disabled account
+is refused there at once everywhere by the ledger's reservation, which reads the account row in its
+transaction (a disabled key, within ``ttl`` on other replicas). Every other route (billing, key
+management, usage, listing models, counting tokens, reading stored responses, polling tasks)
+authenticates ``fresh``, with a store read, so a key or account disabled on one replica is refused
+at once on every replica there too.
+Operator credentials are looked up uncached, on every call. Keys are read through a ``KeyStore``
 (``store.keys.SqlKeyStore``) as ``KeyRecord``s.
 """
 
@@ -163,11 +166,13 @@ class Authenticator:
             if cached.principal is not None and cached.principal.prefix == prefix:
                 del self._cache[digest]
 
-    async def authenticate(self, token: str | None) -> Principal:
-        return await self.authenticate_as(token, "api")
+    async def authenticate(self, token: str | None, fresh: bool = False) -> Principal:
+        return await self.authenticate_as(token, "api", fresh)
 
-    async def authenticate_as(self, token: str | None, kind: KeyKind | None) -> Principal:
-        """The key behind ``token``; ``kind`` restricts which kind of key is accepted."""
+    async def authenticate_as(self, token: str | None, kind: KeyKind | None, fresh: bool = False) -> Principal:
+        """The key behind ``token``; ``kind`` restricts which kind of key is accepted. ``fresh``
+        reads the key from the store, not the cache: for calls that reserve no credits, so that a
+        key or account disabled on any replica is refused at once there too."""
         if not token:
             raise Unauthorized(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
@@ -175,7 +180,7 @@ class Authenticator:
             )
         digest = hash_key(token)
         cached = self._cache.get(digest)
-        if cached is None or cached.expires < time.monotonic():
+        if fresh or cached is None or cached.expires < time.monotonic():
             cached = await self._refresh(digest)
         if cached.principal is None:
             if cached.operator:

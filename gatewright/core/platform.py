@@ -54,7 +54,9 @@ class Hold:
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, token: str | None) -> Principal: ...
+    async def authenticate(self, token: str | None, fresh: bool = False) -> Principal:
+        """``fresh``: read the key from the store, not the cache (a change on any replica counts at once)."""
+        ...
 
     async def principal_of_key(self, key_id: int) -> Principal:
         """The key with this id as it is now; ``Unauthorized`` when deleted or disabled."""

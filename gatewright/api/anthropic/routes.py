@@ -104,7 +104,7 @@ async def messages(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     rid = request_id(request)
     try:
-        principal = await authenticate(request, api_key(request))
+        principal = await authenticate(request, api_key(request), fresh=True)  # reserves nothing
         wire = parse(schemas.CountTokensRequest, await request.body())
         tokens = await gateway(request).count_tokens(count_request(wire), principal)
     except GatewrightError as error:

@@ -109,7 +109,7 @@ async def list_models(request: Request) -> Response:
     principal = None
     if gateway(request).platform is not None and bearer(request):
         try:
-            principal = await authenticate(request, bearer(request))
+            principal = await authenticate(request, bearer(request), fresh=True)
         except GatewrightError:
             principal = None  # the list is public: a key that does not authenticate filters nothing
     entries = [entry for entry in catalog if principal is None or principal.may_call(entry.id)]

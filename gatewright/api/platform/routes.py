@@ -52,7 +52,8 @@ def _accounts(request: Request) -> Accounts:
 async def _caller(request: Request, kind: KeyKind | None) -> tuple[Accounts, Principal]:
     accounts = _accounts(request)
     assert accounts.authenticator is not None  # checked by _accounts
-    return accounts, await accounts.authenticator.authenticate_as(bearer(request), kind)
+    # Fresh: these routes reserve no credits, so only a store read refuses a key disabled elsewhere.
+    return accounts, await accounts.authenticator.authenticate_as(bearer(request), kind, fresh=True)
 
 
 async def _settled(request: Request) -> None:

@@ -63,8 +63,10 @@ def _retention(request: Request) -> timedelta:
     return timedelta(days=request.app.state.settings.responses_retention_days)
 
 
-async def _caller(request: Request) -> tuple[Principal | None, int]:
-    principal = await authenticate(request, bearer(request))
+async def _caller(request: Request, fresh: bool = True) -> tuple[Principal | None, int]:
+    """``fresh`` (a store read) except for creating a response, whose credit reservation refuses a
+    disabled key itself (``api.deps.authenticate``)."""
+    principal = await authenticate(request, bearer(request), fresh)
     require_scope(principal, RESPONSES_SCOPE)
     return principal, principal.account_id if principal is not None else NO_ACCOUNT
 
@@ -118,7 +120,7 @@ def _base(response_id: str, req: w.CreateResponse, entry: ModelEntry, store: boo
 
 async def create_response(request: Request) -> Response:
     try:
-        principal, account = await _caller(request)
+        principal, account = await _caller(request, fresh=False)
         wire = w.parse_request(await request.body())
         store = _store(request)
         prefix = await history.previous(store, account, wire.previous_response_id) if wire.previous_response_id else []

@@ -52,15 +52,21 @@ def _is_auth(task: Any) -> bool:
     return isinstance(task, dict) and task.get("taskType") == "authentication"
 
 
+def _reserves(tasks: list[Any]) -> bool:
+    """Every task is an inference, whose credit reservation refuses a disabled key itself."""
+    return all(isinstance(task, dict) and task.get("taskType") == "textInference" for task in tasks)
+
+
 async def _authenticate(request: Request, tasks: list[Any]) -> tuple[Principal | None, list[Any]]:
-    """The caller: an authentication task first in the array, else ``Authorization: Bearer``."""
+    """The caller: an authentication task first in the array, else ``Authorization: Bearer``.
+    Fresh (a store read, ``api.deps.authenticate``) unless every task reserves credits."""
     if not _is_auth(tasks[0]):
-        return await authenticate(request, bearer(request)), tasks
+        return await authenticate(request, bearer(request), not _reserves(tasks)), tasks
     try:
         auth = w.AuthenticationTask.model_validate(tasks[0])
     except ValidationError as error:
         raise from_validation(error) from None
-    return await authenticate(request, auth.apiKey), tasks[1:]
+    return await authenticate(request, auth.apiKey, not _reserves(tasks[1:])), tasks[1:]
 
 
 def _duplicates(tasks: list[Any]) -> set[int]:
