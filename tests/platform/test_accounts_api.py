@@ -17,11 +17,15 @@ from gatewright.core.keys import key_prefix
 from tests.platform.conftest import UNLIMITED_SETTINGS
 from tests.platform.wire import assert_error, auth, chat_body
 from tests.support.app import AppGateway, app_gateway, on_app_loop
+from tests.tasks.conftest import RECEIVER_ALLOW
+from tests.tasks.receiver import running_receiver
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppGateway]:
-    with app_gateway(tmp_path_factory.mktemp("accounts"), starting_credits=2_000_000, **UNLIMITED_SETTINGS) as running:
+    root = tmp_path_factory.mktemp("accounts")
+    # Loopback webhooks allowed: the task isolation test's receiver listens there.
+    with app_gateway(root, starting_credits=2_000_000, outbound_allow=RECEIVER_ALLOW, **UNLIMITED_SETTINGS) as running:
         yield running
 
 
@@ -338,3 +342,50 @@ def test_stored_responses_and_tasks_stay_in_their_account(gw: AppGateway) -> Non
     # An identical task from another account is not "the same task": no results, a conflict.
     assert stolen.status_code == 409 and stolen.json()["errors"][0]["code"] == "conflictTaskUUID"
     assert "data" not in stolen.json()
+
+
+def test_another_accounts_task_results_and_webhook_state_stay_hidden(gw: AppGateway) -> None:
+    """B polls A's sync and async tasks (Bearer and an authentication task, any case of the UUID) and
+    resubmits A's async task: each answer is the one for a taskUUID that never existed."""
+    a_key = _api_key(gw, _new_account(gw, "tasks-owner")["management_key"])["key"]
+    b_key = _api_key(gw, _new_account(gw, "tasks-guesser")["management_key"])["key"]
+    base = {"taskType": "textInference", "model": "fake", "messages": [{"role": "user", "content": "secret"}]}
+    sync_uuid, async_uuid = "6c1e2d3f-0a4b-4c5d-8e6f-7a8b9c0d1e2f", "7d2f3e40-1b5c-4d6e-9f70-8b9cad0e1f30"
+    assert gw.http.post("/v1/tasks", json=[{**base, "taskUUID": sync_uuid}], headers=auth(a_key)).status_code == 200
+    with running_receiver(fail_first=0) as receiver:
+        acked = gw.http.post(
+            "/v1/tasks",
+            json=[{**base, "taskUUID": async_uuid, "deliveryMethod": "async", "webhookURL": receiver.url}],
+            headers=auth(a_key),
+        )
+        assert acked.status_code == 200, acked.text
+        receiver.wait_for(1)
+
+    def poll(key: str, uuid: str, in_body: bool) -> httpx.Response:
+        tasks: list[dict[str, Any]] = [{"taskType": "getResponse", "taskUUID": uuid}]
+        if in_body:
+            return gw.http.post("/v1/tasks", json=[{"taskType": "authentication", "apiKey": key}, *tasks])
+        return gw.http.post("/v1/tasks", json=tasks, headers=auth(key))
+
+    deadline = time.monotonic() + 30
+    while (owner := poll(a_key, async_uuid, False).json()["data"][0]).get("webhook", {}).get("state") != "delivered":
+        assert time.monotonic() < deadline, owner
+        time.sleep(0.05)
+    assert owner["text"]  # A sees its result and its webhook's state
+    assert poll(a_key, sync_uuid, True).json()["data"][0]["text"]
+    never = poll(b_key, "00000000-0000-4000-8000-000000000000", False)
+    assert never.status_code == 404
+    for uuid in (sync_uuid, async_uuid, async_uuid.upper()):
+        for in_body in (False, True):
+            stolen = poll(b_key, uuid, in_body)
+            assert stolen.status_code == 404, stolen.text
+            body = stolen.json()
+            assert "data" not in body and "secret" not in stolen.text and "webhook" not in stolen.text
+            assert (
+                [e["code"] for e in body["errors"]] == [e["code"] for e in never.json()["errors"]] == ["taskNotFound"]
+            )
+    resubmitted = gw.http.post(
+        "/v1/tasks", json=[{**base, "taskUUID": async_uuid, "deliveryMethod": "async"}], headers=auth(b_key)
+    )
+    assert resubmitted.status_code == 409 and "data" not in resubmitted.json() and "webhook" not in resubmitted.text
+    assert resubmitted.json()["errors"][0]["code"] == "conflictTaskUUID"
