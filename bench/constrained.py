@@ -1,11 +1,12 @@
 """What constrained decoding costs on the embedded engine: tokens/s with and without a grammar.
 
-The engine itself (``backends.llamacpp_engine.Engine``) generates with the same sampler settings
-in five plans: unconstrained text; text through a do-nothing logits processor (the processor hook's
-own price); a JSON Schema (response_format) on the same prompt; unconstrained text on the longer
-prompt that lists a tool; and a forced call of that tool. Runs interleave (one of each plan per
-round) so that a busy machine slows all plans alike. Reported per plan: generated tokens/s (prefill
-excluded), median and best of the rounds, and the time the grammar's mask takes per token.
+The engine itself (``backends.llamacpp.scheduler``, one request at a time) generates with the
+same sampler settings in five plans: unconstrained text; text through a do-nothing logits
+processor (the processor hook's own price); a JSON Schema (response_format) on the same prompt;
+unconstrained text on the longer prompt that lists a tool; and a forced call of that tool. Runs
+interleave (one of each plan per round) so that a busy machine slows all plans alike. Reported
+per plan: generated tokens/s (prefill excluded), median and best of the rounds, and the time the
+grammar's mask takes per token.
 
     python -m bench.constrained --rounds 6 --max-tokens 40
 """
@@ -17,17 +18,16 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llama_cpp import Llama
-from llguidance.llamacpp import lltokenizer_from_vocab
-
-from gatewright.backends.chat_template import ChatTemplate
-from gatewright.backends.constrain import GrammarConstraint, Guide, inline_json
-from gatewright.backends.llamacpp_engine import ChoicePlan, Engine, StopScanner
-from gatewright.backends.shaping import TextShaper, ToolCallShaper
-from gatewright.backends.toolcalls import CALL_SYNTAXES, call_grammar
+from gatewright.backends.llamacpp._internals import Model, llguidance_tokenizer
+from gatewright.backends.llamacpp.chat_template import ChatTemplate
+from gatewright.backends.llamacpp.constrain import GrammarConstraint, Guide, inline_json
+from gatewright.backends.llamacpp.engine import ChoicePlan, Context, StopScanner
+from gatewright.backends.llamacpp.scheduler import Scheduler
+from gatewright.backends.llamacpp.shaping import TextShaper, ToolCallShaper
+from gatewright.backends.llamacpp.toolcalls import CALL_SYNTAXES, call_grammar
 from gatewright.backends.weights import resolve_model_path
 from gatewright.core.events import Event
 from gatewright.core.types import (
@@ -59,12 +59,45 @@ PROMPT = "Invent a person: name, age, hobbies and city. Answer in JSON."
 
 @dataclass
 class Sink:
+    """One request for the scheduler; notes when its first token and its end came."""
+
+    request: CoreRequest
+    tokens: list[int]
+    plan: ChoicePlan
     cancelled: bool = False
     usage: Usage = field(default_factory=Usage)
     events: list[Event] = field(default_factory=list)
+    first: float = 0.0
+    ended: float = 0.0
+    taken_at: float = 0.0
+    prefilled_at: float = 0.0
+    finished_at: float = 0.0
+
+    def plans(self, choice: int) -> ChoicePlan:
+        return self.plan
 
     def emit(self, events: list[Event]) -> None:
+        if not self.first:
+            self.first = time.perf_counter()
         self.events.extend(events)
+
+    def end(self, error: BaseException | None = None) -> None:
+        if error is not None:
+            raise error
+        self.ended = time.perf_counter()
+
+
+class Once:
+    """A source handing the scheduler one job, then asking it to stop."""
+
+    def __init__(self, job: Sink) -> None:
+        self.jobs: list[Sink | None] = [job, None]
+
+    def take(self) -> Sink | None:
+        return self.jobs.pop(0)
+
+    def poll(self) -> tuple[bool, Sink | None]:
+        return False, None
 
 
 class TimedConstraint(GrammarConstraint):
@@ -104,10 +137,9 @@ def main() -> None:
     args = parser.parse_args()
 
     path = resolve_model_path("package:qwen2.5-coder-0.5b-instruct", Settings().model_cache)
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
-    engine = Engine(llm, 64)
-    template = ChatTemplate(llm.metadata["tokenizer.chat_template"], "", "<|im_end|>")
-    guide = Guide(lambda: lltokenizer_from_vocab(llm._model.vocab))
+    model = Model(str(path), n_ctx=2048, slots=1, n_threads=args.threads, n_batch=512)
+    template = ChatTemplate(model.metadata["tokenizer.chat_template"], "", "<|im_end|>")
+    guide = Guide(lambda: llguidance_tokenizer(model))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         started = time.perf_counter()
@@ -130,7 +162,7 @@ def main() -> None:
     guide.compile(json_lark)
     guide.compile(tool_grammar.lark)
     print(f"two grammars compiled in {1000 * (time.perf_counter() - started):.1f} ms")
-    n_vocab = llm.n_vocab()
+    n_vocab = model.n_vocab
 
     plans: dict[str, tuple[CoreRequest, Callable[[], ChoicePlan]]] = {
         "text": (text_request, lambda: ChoicePlan(TextShaper(0))),
@@ -155,14 +187,12 @@ def main() -> None:
     mask_ms: dict[str, list[float]] = {name: [] for name in plans}
     for round_ in range(args.rounds):
         for name, (request, plan_for) in plans.items():
-            tokens = llm.tokenize(template.render(request).encode(), add_bos=False, special=True)
-            sink = Sink()
-            engine.prefill(tokens, sink)
             plan = plan_for()
-            started = time.perf_counter()
-            engine.generate(sink, request, 0, tokens, 1000 + round_, plan)
-            seconds = time.perf_counter() - started
-            produced = sink.usage.output_tokens
+            seeded = replace(request, sampling=replace(request.sampling, seed=1000 + round_))
+            sink = Sink(seeded, model.tokenize(template.render(request)), plan)
+            Scheduler(Context(model), 1, 64, 512, 512).run(Once(sink))
+            seconds = sink.ended - sink.first  # generation after the first token
+            produced = sink.usage.output_tokens - 1
             rates[name].append(produced / seconds)
             if isinstance(plan.constraint, TimedConstraint):
                 mask_ms[name].append(1000 * plan.constraint.seconds / max(produced, 1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -57,3 +58,34 @@ def ensure_wrk() -> str:
     if not found:
         raise RuntimeError("wrk is missing and could not be installed (apt-get install -y wrk)")
     return found
+
+
+CACHE = Path.home() / ".cache" / "gatewright-bench"
+
+
+def llama_server() -> Path:
+    """llama.cpp's C++ ``llama-server``, a benchmark peer (never a dependency): built once, outside
+    the repository, from the llama.cpp sources vendored in the sdist of the llama-cpp-python that
+    gatewright embeds (same llama.cpp version). Several minutes on 2 cores the first time."""
+    from importlib.metadata import version
+
+    binary = CACHE / "build" / "bin" / "llama-server"
+    if binary.exists():
+        return binary
+    pinned = version("llama-cpp-python")
+    name = f"llama_cpp_python-{pinned}"
+    sources = CACHE / name / "vendor" / "llama.cpp"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if not sources.exists():
+        log.info("downloading the llama-cpp-python %s sdist for its llama.cpp sources", pinned)
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps", "-d", str(CACHE)]
+        subprocess.run([*pip, f"llama-cpp-python=={pinned}"], check=True)
+        shutil.unpack_archive(CACHE / f"{name}.tar.gz", CACHE)
+    log.info("building llama-server into %s (minutes)", CACHE / "build")
+    configure = ["cmake", "-S", str(sources), "-B", str(CACHE / "build"), "-DCMAKE_BUILD_TYPE=Release"]
+    configure += ["-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"]
+    configure += ["-DLLAMA_BUILD_SERVER=ON", "-DBUILD_SHARED_LIBS=OFF"]
+    subprocess.run(configure, check=True, capture_output=True)
+    jobs = str(os.cpu_count() or 2)
+    subprocess.run(["cmake", "--build", str(CACHE / "build"), "--target", "llama-server", "-j", jobs], check=True)
+    return binary

@@ -191,8 +191,10 @@ prices = {{ input = 0.02, output = 0.06 }}
     return path
 
 
-def local_catalog(model_path: Path, threads: int, n_ctx: int, path: Path) -> Path:
-    """The packaged embedded model's settings, pinned to a GGUF file and a thread count."""
+def local_catalog(model_path: Path, threads: int, n_ctx: int, path: Path, parallel: int | None = None) -> Path:
+    """The packaged embedded model's settings, pinned to a GGUF file, a thread count and (when
+    given) the number of sequences decoded together."""
+    batching = f", parallel = {parallel}" if parallel is not None else ""
     path.write_text(
         f"""default_model = "local"
 
@@ -203,7 +205,7 @@ max_output = 4096
 backend = "llamacpp"
 path = "{model_path}"
 capabilities = {{ tools = true, json_schema = true, logprobs = true }}
-options = {{ n_ctx = {n_ctx}, n_threads = {threads}, prefill_chunk = 64 }}
+options = {{ n_ctx = {n_ctx}, n_threads = {threads}{batching} }}
 """
     )
     return path
@@ -285,6 +287,15 @@ def start_llamacpp_server(venv: Path, model_path: Path, threads: int, n_ctx: int
         *("--n_batch", "512", "--interrupt_requests", "false", "--model_alias", "local"),
     ]
     return spawn("llama_cpp.server", argv, port=port, health="/v1/models", timeout=300)
+
+
+def start_llama_server(binary: Path, model_path: Path, threads: int, n_ctx: int, parallel: int) -> Service:
+    """llama.cpp's C++ server with ``parallel`` slots of ``n_ctx`` tokens each (continuous batching)."""
+    port = free_port()
+    argv = [str(binary), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port), "--jinja"]
+    argv += ["-t", str(threads), "-tb", str(threads), "-c", str(n_ctx * parallel), "-np", str(parallel)]
+    argv += ["-a", "local", "--no-webui"]
+    return spawn("llama-server", argv, port=port, health="/health", timeout=300)
 
 
 @contextlib.contextmanager

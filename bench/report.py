@@ -266,6 +266,91 @@ def engine_section(result: dict[str, Any]) -> tuple[str, list[tuple[str, str, bo
     return text, checks
 
 
+def batching_section(result: dict[str, Any]) -> tuple[str, list[tuple[str, str, bool | None]]]:
+    from bench.batching import summary
+
+    config, peers = result["config"], result["peers"]
+    found = result.get("summary") or summary(result)
+    gatewright = peers[0]
+    server = next((p for p in peers if p.startswith("llama-server")), None)
+
+    def spread(cell: dict[str, float] | None, digits: int = 1) -> str:
+        if cell is None:
+            return "–"
+        return f"{num(cell['median'], digits)} ({num(cell['min'], digits)}…{num(cell['max'], digits)})"
+
+    rows, checks = [], []
+    for concurrency, cells in found["throughput"].items():
+        ratio = None
+        if server is not None and cells.get(gatewright) and cells.get(server):
+            ratio = cells[gatewright]["median"] / cells[server]["median"]
+            checks.append(
+                (
+                    f"Embedded engine ≥ 95% of {server} aggregate tok/s at concurrency {concurrency}",
+                    f"{ratio * 100:.0f}%",
+                    ratio >= 0.95,
+                )
+            )
+        rows.append(
+            [str(concurrency), *(spread(cells.get(p)) for p in peers), "–" if ratio is None else f"{ratio:.0%}"]
+        )
+    mixed = [[p, num(v["p50"]), num(v["p99"]), str(v["n"])] for p, v in found["mixed"].items()]
+    join = [
+        [p, num(v["gap_p50_before"]), num(v["gap_p99_during"]), num(v["gap_max_during"]), num(v["long_ttft_median"])]
+        for p, v in found["join"].items()
+    ]
+    cache = [
+        [p, num(v["cold_median"]), num(v["cached_median"]), ", ".join(num(x) for x in v["cached_all"])]
+        for p, v in found["cache"].items()
+    ]
+    if gatewright in found["cache"] and "llama_cpp.server" in found["cache"]:
+        ours, theirs = found["cache"][gatewright]["cached_median"], found["cache"]["llama_cpp.server"]["cached_median"]
+        checks.append(
+            (
+                f"Cached {config['join_tokens']}-token prefix TTFT ≤ llama_cpp.server's",
+                f"{num(ours)} s vs {num(theirs)} s",
+                ours <= theirs,
+            )
+        )
+    text = "\n".join(
+        [
+            f"Qwen2.5-Coder-0.5B-Instruct Q4_K_M, {config['threads']} threads, {config['n_ctx']} tokens of context "
+            f"per sequence, greedy. gatewright with `parallel = {config['parallel']}` and llama-server with "
+            f"`-np {config['parallel']}` decode up to {config['parallel']} sequences together; llama_cpp.server "
+            f"serves one request at a time. {config['reps']} repetitions, the peers rotated each time; values are "
+            "medians with the range over repetitions in brackets. Each request asks to rewrite about "
+            f"{config['code_tokens']} tokens of code behind a random session number (nothing cached), "
+            f"max_tokens {config['max_tokens']}; aggregate = output tokens of all streams / time from sending "
+            "to the last stream's end.",
+            "",
+            table(["concurrency", *(f"{p} tok/s" for p in peers), "gatewright / llama-server"], rows),
+            "",
+            "### Mixed prompt lengths at concurrency 4",
+            "",
+            f"Four requests sent together with prompts of about {', '.join(map(str, config['mixed_tokens']))} "
+            "tokens (max_tokens 16); TTFT over all requests of all repetitions, in seconds.",
+            "",
+            table(["peer", "TTFT p50", "TTFT p99", "requests"], mixed),
+            "",
+            f"Three streams run (max_tokens {config['running_tokens']}); once each has its first token, a "
+            f"{config['join_tokens']}-token prompt joins. Gaps between the running streams' tokens, in seconds: "
+            "before the join (p50), and from the moment the long request is sent until its first token "
+            "(p99 and max); then that request's TTFT. llama_cpp.server is left out: its streams run one after "
+            "another, so nothing is running while it prefills.",
+            "",
+            table(["peer", "gap p50 before", "gap p99 during join", "gap max during join", "joining TTFT"], join),
+            "",
+            f"### Cached {config['join_tokens']}-token prefix",
+            "",
+            "The same system message twice with different questions (max_tokens 2): TTFT in seconds, cold and "
+            "cached (median, then every cached run).",
+            "",
+            table(["peer", "cold TTFT", "cached TTFT", "cached runs"], cache),
+        ]
+    )
+    return text, checks
+
+
 def memory_section(overhead: dict[str, Any] | None, engine: dict[str, Any] | None) -> str:
     rows = []
     if overhead:
@@ -338,6 +423,11 @@ def render(results: dict[str, Any], results_path: str, analysis: str = "") -> st
         text, found = engine_section(engine)
         sections += ["## Embedded engine", "", text, ""]
         checks += found
+    batching = results.get("batching")
+    if batching:
+        text, found = batching_section(batching)
+        sections += ["## Embedded engine: concurrent requests (continuous batching)", "", text, ""]
+        checks += found
     if overhead or engine:
         sections += ["## Memory", "", memory_section(overhead, engine), ""]
     if profile:
@@ -403,7 +493,7 @@ def reproduce_notes() -> str:
     )
 
 
-PARTS = ("overhead", "engine", "profile")
+PARTS = ("overhead", "engine", "batching", "profile")
 
 
 def merge(paths: Sequence[Path]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import envs, machine, procs
+from bench.batching import BatchingConfig, run_batching, summary
 from bench.engine import EngineConfig, run_engine
 from bench.overhead import OverheadConfig, run_overhead
 from bench.profile import run_profile
@@ -26,7 +27,7 @@ from bench.report import write
 log = logging.getLogger("bench")
 
 RESULTS = procs.ROOT / "bench" / "results"
-PARTS = ("overhead", "engine", "profile")
+PARTS = ("overhead", "engine", "batching", "profile")
 
 
 def model_path() -> Path:
@@ -52,6 +53,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-label", default="before", help="its name in the tables (default: before)")
     parser.add_argument("--engine-reps", type=int, help="embedded-engine repetitions (default 3; quick 1)")
     parser.add_argument("--max-tokens", type=int, help="tokens generated per engine request (default 64)")
+    parser.add_argument("--batching-concurrency", help="concurrent requests of the batching part (default 1,2,4,8)")
     parser.add_argument("--code-tokens", type=int, help="code in the speed prompt, in tokens (default 200)")
     parser.add_argument("--prefix-tokens", type=int, help="shared prefix of the cache runs (default 2000)")
     parser.add_argument("--profile-seconds", type=float, help="py-spy sampling time per gateway (default 20)")
@@ -103,6 +105,19 @@ def main(argv: list[str] | None = None) -> None:
             cache_reps=1 if quick else 2,
         )
         results["engine"] = run_engine(engine_config, model_path(), server_venv)
+    if "batching" in parts:
+        batching_config = BatchingConfig(
+            reps=args.engine_reps or (1 if quick else 3),
+            concurrency=tuple(int(c) for c in args.batching_concurrency.split(","))
+            if args.batching_concurrency
+            else ((1, 2) if quick else (1, 2, 4, 8)),
+            max_tokens=args.max_tokens or (8 if quick else 64),
+            mixed_tokens=(40, 80, 120, 200) if quick else (100, 400, 1000, 2000),
+            join_tokens=200 if quick else 2000,
+            running_tokens=24 if quick else 160,
+        )
+        results["batching"] = run_batching(batching_config, model_path())
+        results["batching"]["summary"] = summary(results["batching"])
     if "profile" in parts:
         py_spy = envs.venv("tools") / "bin" / "py-spy"
         results["profile"] = run_profile(py_spy, args.profile_seconds or (4.0 if quick else 20.0), 16)

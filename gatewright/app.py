@@ -30,9 +30,11 @@ from gatewright.api.health import draining_on_signal
 from gatewright.api.http import JSONResponse, bearer
 from gatewright.api.openai import routes as openai_api
 from gatewright.api.openapi import Operation, document, routes_of
+from gatewright.api.platform import admin as admin_api
 from gatewright.api.platform import routes as platform_api
 from gatewright.api.responses import routes as responses_api
 from gatewright.api.tasks import routes as tasks_api
+from gatewright.console import routes as console
 from gatewright.core import metrics as prometheus
 from gatewright.core.catalog import Catalog
 from gatewright.core.errors import Unauthorized
@@ -119,6 +121,8 @@ OPERATIONS: list[Operation] = [
     *responses_api.operations,
     *tasks_api.operations,
     *platform_api.operations,
+    *admin_api.operations,
+    *console.operations,
     _ops("GET", "/health", health, "Liveness and the models' state."),
     _ops("GET", "/health/live", health_api.live, "Liveness: the process answers."),
     _ops("GET", "/health/ready", health_api.ready, "Readiness: store, default model, not draining."),

@@ -159,14 +159,16 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_platform(settings: Settings) -> AsyncIterator[PlatformServices]:
+async def open_platform(settings: Settings, catalog: Catalog | None = None) -> AsyncIterator[PlatformServices]:
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_store(settings))
         ledger = ledger_writer(engine, owner=random_hex(8))
         stack.push_async_callback(ledger.close)
         # A store used by this process alone: every open hold is from a run that ended.
         await ledger.release_stale(None if settings.single_process else HOLD_TTL)
-        authenticator = Authenticator(SqlKeyStore(engine), settings.auth_cache_seconds)
+        # Key allow-lists name models by id or alias; the catalog says which model each one is.
+        resolve = (lambda name: entry.id if (entry := catalog.find(name)) is not None else None) if catalog else None
+        authenticator = Authenticator(SqlKeyStore(engine), settings.auth_cache_seconds, resolve)
         await ledger.start()
         stack.push_async_callback(_settle_cut_requests, ledger)  # runs before ledger.close
         limiter = await _limiter(settings, stack)
@@ -195,7 +197,7 @@ async def open_gateway(settings: Settings, catalog: Catalog | None = None) -> As
             stack.push_async_callback(backend.close)
             if settings.load_models_at_start:
                 await backend.start()
-        platform = await stack.enter_async_context(open_platform(settings)) if settings.platform else None
+        platform = await stack.enter_async_context(open_platform(settings, catalog)) if settings.platform else None
         gateway = Gateway(catalog, Router(catalog, backends), platform.platform if platform else None)
         store = platform.store if platform else None
         # Task jobs: after the platform (resumed tasks bill), closed before it (their holds settle).
@@ -221,15 +223,29 @@ class FirstRun:
     account_id: int
     management_key: NewKey
     api_key: NewKey
+    operator_key: str  # the operator's credential (manages accounts; never calls models)
 
 
 async def bootstrap(settings: Settings) -> FirstRun | None:
-    """On an empty store: one account with starting credits, a management key and an API key."""
+    """On an empty store: the operator's credential, and one account with starting credits, a
+    management key and an API key."""
     async with open_accounts(settings) as accounts:
         if await accounts.count():
             return None
-        account_id = await accounts.create_account("default", settings.starting_credits, settings.low_balance_threshold)
+        _, operator = await accounts.create_operator_key("first start")
+        account_id = await accounts.create_account(
+            "default", settings.starting_credits, settings.low_balance_threshold, actor="system"
+        )
         management = await accounts.create_key(account_id, "management", name="management", scopes=[])
         # The first key calls every model endpoint: chat completions and messages, and responses.
         api = await accounts.create_key(account_id, "api", name="default", scopes=["model:chat", "model:responses"])
-        return FirstRun(account_id, management, api)
+        return FirstRun(account_id, management, api, operator)
+
+
+async def ensure_operator_key(settings: Settings) -> str | None:
+    """A store from before operators (upgraded): its first operator credential, made once."""
+    async with open_accounts(settings) as accounts:
+        if await accounts.operator_count():
+            return None
+        _, operator = await accounts.create_operator_key("first start after upgrade")
+        return operator

@@ -36,11 +36,24 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "A management key: `gwm-` and 32 hex characters. Manages keys and credits.",
     },
+    "operatorKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The operator's key: `gwo-` and 32 hex characters, apart from every account. "
+        "Manages accounts, credits and redemption codes (`/v1/admin/…`); never calls models.",
+    },
     "anthropicApiKey": {
         "type": "apiKey",
         "in": "header",
         "name": "x-api-key",
         "description": "An API key in Anthropic's header (what the Anthropic SDKs send).",
+    },
+    "consoleSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "gw_console",
+        "description": "The web console's session (`POST /ui/session`); state-changing calls also need "
+        "its CSRF token in `x-csrf-token`.",
     },
     "metricsKey": {
         "type": "http",

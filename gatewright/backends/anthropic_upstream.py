@@ -13,16 +13,23 @@ Deployment options: ``anthropic_version`` (header, default ``2023-06-01``), ``au
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
+from gatewright.backends.images import anthropic_image_tokens
+from gatewright.backends.options import AnthropicOptions
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
+    CALLER_STATUSES,
     HttpUpstream,
     Streaming,
+    client_for,
+    mapped_errors,
     sse_data,
+    status_error,
     stream_error,
 )
 from gatewright.backends.usage import anthropic_usage
@@ -33,17 +40,21 @@ from gatewright.core.events import (
     ChoiceEnd,
     Event,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
     UsageReport,
 )
 from gatewright.core.types import (
+    CacheMark,
     CoreRequest,
     FinishReason,
     ImagePart,
     Message,
     Reasoning,
+    RedactedThinkingPart,
     TextPart,
     ThinkingPart,
     ToolCallPart,
@@ -51,7 +62,7 @@ from gatewright.core.types import (
     Usage,
 )
 
-DEFAULT_VERSION = "2023-06-01"
+log = logging.getLogger("gatewright.backends.anthropic")
 
 STOP_REASON: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -84,6 +95,19 @@ MIN_THINKING_BUDGET = 1024  # Anthropic's floor
 TOOL_CHOICE = {"auto": "auto", "required": "any", "named": "tool", "none": "none"}
 
 
+def cache_control(mark: CacheMark | None) -> dict[str, Any] | None:
+    if mark is None:
+        return None
+    return {"type": "ephemeral", "ttl": mark.ttl} if mark.ttl else {"type": "ephemeral"}
+
+
+def _marked(block: dict[str, Any], mark: CacheMark | None) -> dict[str, Any]:
+    control = cache_control(mark)
+    if control is not None:
+        block["cache_control"] = control
+    return block
+
+
 def _image(part: ImagePart) -> dict[str, Any]:
     if part.url.startswith("data:"):
         header, _, data = part.url.partition(",")
@@ -111,29 +135,42 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
     for part in message.parts:
         if isinstance(part, TextPart):
             if part.text:
-                blocks.append({"type": "text", "text": part.text})
+                blocks.append(_marked({"type": "text", "text": part.text}, part.cache))
         elif isinstance(part, ImagePart):
-            blocks.append(_image(part))
+            blocks.append(_marked(_image(part), part.cache))
         elif isinstance(part, ToolCallPart):
-            blocks.append({"type": "tool_use", "id": part.id, "name": part.name, "input": _tool_input(part)})
+            call = {"type": "tool_use", "id": part.id, "name": part.name, "input": _tool_input(part)}
+            blocks.append(_marked(call, part.cache))
         elif isinstance(part, ToolResultPart):
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.call_id, "content": part.content}
             if part.is_error:
                 result["is_error"] = True
-            blocks.append(result)
+            blocks.append(_marked(result, part.cache))
         elif isinstance(part, ThinkingPart) and part.signature:
             # Anthropic accepts earlier thinking only with the signature it issued; others are dropped.
             blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
+        elif isinstance(part, RedactedThinkingPart):
+            blocks.append({"type": "redacted_thinking", "data": part.data})
     return blocks
 
 
-def wire_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+def _system(messages: list[Message]) -> str | list[dict[str, Any]] | None:
+    """A plain string, or text blocks when a part carries a cache breakpoint (only blocks can)."""
+    if not messages:
+        return None
+    parts = [p for m in messages for p in m.parts if isinstance(p, TextPart)]
+    if all(p.cache is None for p in parts):
+        return "\n\n".join(m.text for m in messages)
+    return [_marked({"type": "text", "text": p.text}, p.cache) for p in parts if p.text]
+
+
+def wire_messages(messages: tuple[Message, ...]) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
     """(system prompt, Messages turns): tool results ride in user turns, same-role turns merge."""
-    system: list[str] = []
+    system: list[Message] = []
     turns: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":
-            system.append(message.text)
+            system.append(message)
             continue
         role = "assistant" if message.role == "assistant" else "user"
         blocks = _blocks(message)
@@ -143,7 +180,7 @@ def wire_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
-    return ("\n\n".join(system) if system else None), turns
+    return _system(system), turns
 
 
 def _thinking(reasoning: Reasoning, max_tokens: int) -> dict[str, Any]:
@@ -181,7 +218,8 @@ def wire_request(request: CoreRequest, upstream_model: str, default_max_tokens: 
         body["stop_sequences"] = list(s.stop)
     if request.tools:
         body["tools"] = [
-            {"name": t.name, "description": t.description or "", "input_schema": t.parameters} for t in request.tools
+            _marked({"name": t.name, "description": t.description or "", "input_schema": t.parameters}, t.cache)
+            for t in request.tools
         ]
         choice: dict[str, Any] = {"type": TOOL_CHOICE[request.tool_choice.mode]}
         if request.tool_choice.mode == "named":
@@ -193,8 +231,7 @@ def wire_request(request: CoreRequest, upstream_model: str, default_max_tokens: 
         body["thinking"] = _thinking(request.reasoning, max_tokens)
     if request.user:
         body["metadata"] = {"user_id": request.user}
-    if request.stream:
-        body["stream"] = True
+    body["stream"] = True  # always: a non-streaming answer is the stream collected
     return body
 
 
@@ -216,14 +253,19 @@ class _Blocks:
         if kind == "text":
             return self._counted([TextDelta(0, block["text"])] if block.get("text") else [])
         if kind == "thinking":
-            return self._counted([ReasoningDelta(0, block["thinking"])] if block.get("thinking") else [])
+            events: list[Event] = [ReasoningDelta(0, block["thinking"])] if block.get("thinking") else []
+            if block.get("signature"):  # a whole answer carries it; a stream sends a signature_delta
+                events.append(ReasoningSignature(0, str(block["signature"])))
+            return self._counted(events)
+        if kind == "redacted_thinking":
+            return [RedactedReasoning(0, str(block.get("data", "")))]
         if kind == "tool_use":
             self.tools[index] = dense = len(self.tools)
-            events: list[Event] = [ToolCallStart(0, dense, str(block.get("id", "")), str(block.get("name", "")))]
+            events = [ToolCallStart(0, dense, str(block.get("id", "")), str(block.get("name", "")))]
             if block.get("input"):  # a whole answer carries the input; a stream sends it as deltas
                 events.append(ToolCallDelta(0, dense, orjson.dumps(block["input"]).decode()))
             return self._counted(events)
-        return []  # redacted_thinking, server tools, ...: nothing the neutral stream can carry
+        return []  # server tools, ...: nothing the neutral stream can carry
 
     def delta(self, index: int, delta: dict[str, Any]) -> list[Event]:
         kind = delta.get("type")
@@ -233,7 +275,9 @@ class _Blocks:
             return self._counted([ReasoningDelta(0, delta["thinking"])])
         if kind == "input_json_delta" and delta.get("partial_json") and index in self.tools:
             return self._counted([ToolCallDelta(0, self.tools[index], delta["partial_json"])])
-        return []  # signature_delta, citations_delta, empty fragments
+        if kind == "signature_delta" and delta.get("signature"):
+            return [ReasoningSignature(0, str(delta["signature"]))]
+        return []  # citations_delta, empty fragments
 
     def end(self) -> ChoiceEnd:
         reason = STOP_REASON.get(self.stop or "end_turn", "stop")
@@ -241,7 +285,7 @@ class _Blocks:
 
     def _counted(self, events: list[Event]) -> list[Event]:
         # Live meter for an abandoned stream: about one token per delta until the final count comes.
-        self.ctx.usage.output_tokens += sum(1 for e in events if not isinstance(e, ToolCallStart))
+        self.ctx.usage.output_tokens += sum(1 for e in events if not isinstance(e, (ToolCallStart, ReasoningSignature)))
         return events
 
 
@@ -251,21 +295,31 @@ def _error(deployment: Deployment, payload: dict[str, Any]) -> UpstreamError:
     return stream_error(deployment, payload, ERROR_STATUS.get(str(kind), 502))
 
 
+# What Messages' count_tokens takes of a request: the prompt, not the output settings.
+COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+# Tokens of the tool-use instructions Anthropic adds to the prompt when tools are given, by
+# tool_choice (Anthropic's tool-use guide, "Pricing": 346 for auto/none, 313 for any/tool).
+TOOLS_PROMPT = {"auto": 346, "none": 346, "required": 313, "named": 313}
+
+
 class AnthropicBackend(HttpUpstream):
     path = "/messages"
     kind = "anthropic"
+    image_tokens = staticmethod(anthropic_image_tokens)
+    tools_prompt = TOOLS_PROMPT
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
         super().__init__(deployment, entry)
-        options = deployment.options
+        options = AnthropicOptions.model_validate(deployment.options)
         self.headers = {
             "content-type": "application/json",
-            "anthropic-version": str(options.get("anthropic_version", DEFAULT_VERSION)),
+            "anthropic-version": options.anthropic_version,
             **deployment.headers,
         }
         key = deployment.api_key
         if key:
-            if options.get("auth", "x-api-key") == "bearer":
+            if options.auth == "bearer":
                 self.headers["authorization"] = f"Bearer {key}"
             else:
                 self.headers["x-api-key"] = key
@@ -273,22 +327,28 @@ class AnthropicBackend(HttpUpstream):
     def encode(self, request: CoreRequest) -> bytes:
         return orjson.dumps(wire_request(request, self.upstream_model, self.entry.max_output))
 
-    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
+    async def count_tokens(self, request: CoreRequest) -> int:
+        """Anthropic's own count (``POST /messages/count_tokens``): images, tools and the tool-use
+        instructions exactly as the model sees them. A server without that endpoint, or one that
+        fails, leaves the estimate; a request the upstream calls wrong is the caller's 400."""
+        full = wire_request(request, self.upstream_model, self.entry.max_output)
+        body = orjson.dumps({k: full[k] for k in COUNTED_FIELDS if k in full})
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"upstream {self.deployment.name} sent a body that is not JSON") from None
-        if not isinstance(data, dict) or data.get("type") == "error":
-            raise _error(self.deployment, data if isinstance(data, dict) else {"error": data})
-        blocks = _Blocks(ctx)
-        events: list[Event] = []
-        for index, block in enumerate(data.get("content") or ()):
-            events.extend(blocks.start(index, block))
-        blocks.stop, blocks.stop_sequence = data.get("stop_reason"), data.get("stop_sequence")
-        events.append(blocks.end())
-        ctx.usage = anthropic_usage(data.get("usage"))
-        events.append(UsageReport(ctx.usage))
-        return events
+            with mapped_errors(self.deployment):
+                answer = await client_for(self.deployment).post(self.url + "/count_tokens", body, self.headers)
+        except UpstreamError as error:
+            log.warning("count_tokens at %s failed, estimating: %s", self.deployment.name, error.message)
+            return self.estimate(request)
+        if answer.status in CALLER_STATUSES:
+            raise status_error(self.deployment, answer.status, answer.headers, answer.body)
+        try:
+            counted = orjson.loads(answer.body).get("input_tokens") if answer.status == 200 else None
+        except (orjson.JSONDecodeError, AttributeError):
+            counted = None
+        if not isinstance(counted, int):
+            log.warning("count_tokens at %s answered %s, estimating", self.deployment.name, answer.status)
+            return self.estimate(request)
+        return counted
 
     async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         blocks = _Blocks(ctx)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from gatewright.backends.options import FakeOptions
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import Deployment, ModelEntry
 from gatewright.core.errors import UpstreamError
@@ -33,9 +34,10 @@ class FakeBackend:
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: object = None) -> None:
         self.deployment = deployment
         self.entry = entry
-        self.delay = float(deployment.options.get("delay", 0.0))
-        self.fail_status = deployment.options.get("fail_status")
-        self.fail_after = deployment.options.get("fail_after")
+        options = FakeOptions.model_validate(deployment.options)
+        self.delay = options.delay
+        self.fail_status = options.fail_status
+        self.fail_after = options.fail_after
         self._in_flight = 0
 
     @property

@@ -1,9 +1,10 @@
 """Any OpenAI-compatible server as an upstream: vLLM, SGLang, llama.cpp, GLM's own API, ...
 
-Non-streaming requests are sent non-streaming (one JSON answer, cheapest for both sides) and turned
-into the neutral event stream; streaming requests ask for ``include_usage`` so billing uses the
-upstream's own counts. Tool-call deltas are re-framed: whatever the upstream repeats, the caller
-sees one start per call and then argument fragments.
+Every request is sent streaming, with ``include_usage`` so billing uses the upstream's own counts;
+a non-streaming answer is that stream collected (one parser for both). Tool-call deltas are
+re-framed: whatever the upstream repeats, the caller sees one start per call and then argument
+fragments. Deployment options (``OpenAIOptions``): ``reasoning_style``, and ``cache_control`` to
+forward Anthropic-style cache breakpoints to servers that accept them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any
 import orjson
 
 from gatewright.backends import openai_embeddings
+from gatewright.backends.options import OpenAIOptions, ReasoningStyle
 from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
     HttpUpstream,
     Streaming,
-    estimate_prompt,
     sse_data,
     stream_error,
 )
@@ -37,6 +38,7 @@ from gatewright.core.events import (
 )
 from gatewright.core.ids import tool_call_id
 from gatewright.core.types import (
+    CacheMark,
     CoreRequest,
     EmbeddingRequest,
     Embeddings,
@@ -64,38 +66,53 @@ FINISH: dict[str, FinishReason] = {
 }
 
 # Where an upstream expects the reasoning switch (deployment option ``reasoning_style``).
-REASONING_STYLES: dict[str, Callable[[Reasoning], dict[str, Any]]] = {
+REASONING_STYLES: dict[ReasoningStyle, Callable[[Reasoning], dict[str, Any]]] = {
     "reasoning_effort": lambda r: {"reasoning_effort": r.effort} if r.effort != "none" else {},
     "thinking": lambda r: {"thinking": {"type": "disabled" if r.effort == "none" else "enabled"}},
     "chat_template_kwargs": lambda r: {"chat_template_kwargs": {"enable_thinking": r.effort != "none"}},
     "none": lambda r: {},
 }
 
+DEFAULTS = OpenAIOptions()
+
 # Upstream field names carrying reasoning text, in order of preference.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
-def _content(message: Message) -> str | list[dict[str, Any]]:
-    if not any(isinstance(p, ImagePart) for p in message.parts):
+def _marked(part: dict[str, Any], mark: CacheMark | None, caching: bool) -> dict[str, Any]:
+    if caching and mark is not None:
+        part["cache_control"] = {"type": "ephemeral", "ttl": mark.ttl} if mark.ttl else {"type": "ephemeral"}
+    return part
+
+
+def _content(message: Message, caching: bool) -> str | list[dict[str, Any]]:
+    """A string, or content parts where an image or a forwarded cache breakpoint needs them."""
+    marked = caching and any(getattr(p, "cache", None) is not None for p in message.parts)
+    if not marked and not any(isinstance(p, ImagePart) for p in message.parts):
         return message.text
     parts: list[dict[str, Any]] = []
     for part in message.parts:
         if isinstance(part, TextPart):
-            parts.append({"type": "text", "text": part.text})
+            parts.append(_marked({"type": "text", "text": part.text}, part.cache, caching))
         elif isinstance(part, ImagePart):
-            parts.append({"type": "image_url", "image_url": {"url": part.url}})
+            parts.append(_marked({"type": "image_url", "image_url": {"url": part.url}}, part.cache, caching))
     return parts
 
 
-def wire_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def _tool_result(part: ToolResultPart, caching: bool) -> dict[str, Any]:
+    content: str | list[dict[str, Any]] = part.content
+    if caching and part.cache is not None:
+        content = [_marked({"type": "text", "text": part.content}, part.cache, caching)]
+    return {"role": "tool", "tool_call_id": part.call_id, "content": content}
+
+
+def wire_messages(messages: tuple[Message, ...], caching: bool = False) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "tool":
-            for part in message.parts:
-                if isinstance(part, ToolResultPart):
-                    out.append({"role": "tool", "tool_call_id": part.call_id, "content": part.content})
+            out.extend(_tool_result(p, caching) for p in message.parts if isinstance(p, ToolResultPart))
             continue
-        item: dict[str, Any] = {"role": message.role, "content": _content(message)}
+        item: dict[str, Any] = {"role": message.role, "content": _content(message, caching)}
         calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
         if calls:
             if message.text:
@@ -111,9 +128,11 @@ def wire_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return out
 
 
-def wire_request(request: CoreRequest, upstream_model: str, reasoning_style: str) -> dict[str, Any]:
+def wire_request(request: CoreRequest, upstream_model: str, options: OpenAIOptions = DEFAULTS) -> dict[str, Any]:
+    """The upstream request; always streaming (the non-streaming answer is collected from it)."""
     s = request.sampling
-    body: dict[str, Any] = {"model": upstream_model, "messages": wire_messages(request.messages)}
+    caching = options.cache_control
+    body: dict[str, Any] = {"model": upstream_model, "messages": wire_messages(request.messages, caching)}
     optional = {
         "temperature": s.temperature,
         "top_p": s.top_p,
@@ -133,15 +152,19 @@ def wire_request(request: CoreRequest, upstream_model: str, reasoning_style: str
         body["top_logprobs"] = request.top_logprobs
     if request.tools:
         body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description or "",
-                    "parameters": t.parameters,
-                    **({"strict": True} if t.strict else {}),
+            _marked(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description or "",
+                        "parameters": t.parameters,
+                        **({"strict": True} if t.strict else {}),
+                    },
                 },
-            }
+                t.cache,
+                caching,
+            )
             for t in request.tools
         ]
         choice = request.tool_choice
@@ -158,10 +181,9 @@ def wire_request(request: CoreRequest, upstream_model: str, reasoning_style: str
             "json_schema": {"name": fmt.name or "response", "schema": fmt.schema, "strict": fmt.strict},
         }
     if request.reasoning is not None:
-        body.update(REASONING_STYLES[reasoning_style](request.reasoning))
-    if request.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        body.update(REASONING_STYLES[options.reasoning_style](request.reasoning))
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -255,16 +277,12 @@ class OpenAICompatBackend(HttpUpstream):
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
         super().__init__(deployment, entry)
-        self.reasoning_style = str(deployment.options.get("reasoning_style", "reasoning_effort"))
-        if self.reasoning_style not in REASONING_STYLES:
-            raise ValueError(
-                f"deployment {deployment.name}: reasoning_style must be one of {', '.join(REASONING_STYLES)}"
-            )
+        self.options = OpenAIOptions.model_validate(deployment.options)
         if deployment.api_key:
             self.headers["authorization"] = f"Bearer {deployment.api_key}"
 
     def encode(self, request: CoreRequest) -> bytes:
-        return orjson.dumps(wire_request(request, self.upstream_model, self.reasoning_style))
+        return orjson.dumps(wire_request(request, self.upstream_model, self.options))
 
     # Embedding models served by the upstream (catalog type "embedding"): see openai_embeddings.
     async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> Embeddings:
@@ -272,24 +290,6 @@ class OpenAICompatBackend(HttpUpstream):
 
     async def count_input_tokens(self, request: EmbeddingRequest) -> tuple[list[int], bool]:
         return openai_embeddings.estimate(request)
-
-    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"upstream {self.deployment.name} sent a body that is not JSON") from None
-        if isinstance(data, dict) and "error" in data:
-            raise stream_error(self.deployment, data)
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise UpstreamError(f"upstream {self.deployment.name} sent an answer without choices")
-        framer = _Reframer(ctx)
-        events: list[Event] = []
-        for choice in data["choices"]:
-            index = int(choice.get("index", 0))
-            events.extend(framer.delta(index, choice.get("message") or {}, choice.get("logprobs")))
-            events.extend(framer.finish(index, choice.get("finish_reason")))
-        events.append(UsageReport(self._usage(data.get("usage"), ctx, framer, request)))
-        return events
 
     async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
         framer = _Reframer(ctx)
@@ -303,13 +303,16 @@ class OpenAICompatBackend(HttpUpstream):
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
+            if not isinstance(chunk, dict):
+                continue
             if "error" in chunk and not chunk.get("choices"):
                 raise stream_error(self.deployment, chunk)
             if chunk.get("usage"):
                 reported = chunk["usage"]
             for choice in chunk.get("choices") or ():
                 index = int(choice.get("index", 0))
-                events = framer.delta(index, choice.get("delta") or {}, choice.get("logprobs"))
+                # A server that answers a stream with whole messages (``message``) is read the same way.
+                events = framer.delta(index, choice.get("delta") or choice.get("message") or {}, choice.get("logprobs"))
                 if choice.get("finish_reason"):
                     events.extend(framer.finish(index, choice["finish_reason"]))
                 for event in events:
@@ -328,7 +331,7 @@ class OpenAICompatBackend(HttpUpstream):
         usage = openai_usage(reported)
         if usage is None:
             # The upstream reported nothing (llama_cpp.server streaming): bill our estimate, marked.
-            prompt = ctx.usage.input_tokens or estimate_prompt(request)
+            prompt = ctx.usage.input_tokens or self.estimate(request)
             usage = Usage(input_tokens=prompt, output_tokens=framer.estimate(), estimated=True)
         ctx.usage = usage
         return usage

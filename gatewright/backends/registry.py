@@ -6,8 +6,9 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatewright.backends.options import AnthropicOptions, FakeOptions, OpenAIOptions
 from gatewright.core.backend import Backend
-from gatewright.core.catalog import Catalog, CatalogError, Deployment, ModelEntry
+from gatewright.core.catalog import BackendRules, Catalog, CatalogError, Deployment, ModelEntry
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class BackendEnv:
 
 # name → "module:Class", imported only when a catalog uses it (llama_cpp is heavy to import).
 BACKENDS: dict[str, str] = {
-    "llamacpp": "gatewright.backends.llamacpp:LlamaCppBackend",
+    "llamacpp": "gatewright.backends.llamacpp.backend:LlamaCppBackend",
     "openai": "gatewright.backends.openai_compat:OpenAICompatBackend",
     "anthropic": "gatewright.backends.anthropic_upstream:AnthropicBackend",
     "fake": "gatewright.backends.fake:FakeBackend",
@@ -27,13 +28,15 @@ BACKENDS: dict[str, str] = {
 }
 
 
-# The deployment fields each backend cannot work without: checked when the catalog is loaded.
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "llamacpp": ("path",),
-    "openai": ("base_url",),
-    "anthropic": ("base_url",),
-    "fake": (),
-    "embedder": ("path",),
+# What each backend asks of a deployment (fields it needs, its typed options): checked when the
+# catalog is loaded, so a typo stops the start instead of surfacing on a request. Engines whose
+# options are not typed yet (None) take any table.
+REQUIRED_FIELDS: dict[str, BackendRules] = {
+    "llamacpp": BackendRules(("path",)),
+    "openai": BackendRules(("base_url",), OpenAIOptions),
+    "anthropic": BackendRules(("base_url",), AnthropicOptions),
+    "fake": BackendRules((), FakeOptions),
+    "embedder": BackendRules(("path",)),
 }
 
 

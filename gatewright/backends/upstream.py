@@ -3,24 +3,26 @@ estimates for upstreams that do not report usage."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import certifi
 import orjson
 
+from gatewright.backends.images import openai_image_tokens
 from gatewright.core import errors, tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import Deployment, ModelEntry
 from gatewright.core.events import Event
-from gatewright.core.types import CoreRequest, Usage
+from gatewright.core.types import CoreRequest, ImagePart, Usage
 
 # An upstream's error ``code`` that means a specific caller error: rendered as ours.
 UPSTREAM_CODES: dict[str, type[errors.InvalidRequest]] = {
@@ -107,14 +109,17 @@ class Pool:
             self._session = None
 
 
-_POOLS: dict[tuple[str, float, float], Pool] = {}
+# (event loop, base URL, timeouts) → pool: an aiohttp session belongs to the loop that made it, and
+# one process may run gateways on several loops (tests run apps in process beside their own loop).
+_POOLS: dict[tuple[int, str, float, float], Pool] = {}
 
 
 def client_for(deployment: Deployment) -> Pool:
-    """One pool per (base URL, timeouts), shared by deployments that agree on them.
+    """One pool per (event loop, base URL, timeouts), shared by deployments that agree on them.
 
-    Backends make theirs in ``start()`` (inside the event loop the pool belongs to)."""
-    key = (deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
+    Called inside the event loop the pool belongs to (backends make theirs in ``start()``)."""
+    loop = id(asyncio.get_running_loop())
+    key = (loop, deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
     pool = _POOLS.get(key)
     if pool is None:
         pool = _POOLS[key] = Pool(deployment)
@@ -122,8 +127,9 @@ def client_for(deployment: Deployment) -> Pool:
 
 
 async def close_clients() -> None:
-    pools = list(_POOLS.values())
-    _POOLS.clear()
+    """Close the pools of the running event loop (those of other loops are theirs to close)."""
+    loop = id(asyncio.get_running_loop())
+    pools = [_POOLS.pop(key) for key in [k for k in _POOLS if k[0] == loop]]
     for pool in pools:
         await pool.close()
 
@@ -218,26 +224,47 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def estimate_prompt(request: CoreRequest) -> int:
+# Per tool: the framing a chat template or provider wraps around each definition (a few tokens).
+TOOL_FRAMING = 8
+
+
+def estimate_prompt(
+    request: CoreRequest, image_tokens: Callable[[ImagePart], int] = openai_image_tokens, tools_prompt: int = 0
+) -> int:
+    """The prompt's tokens as a provider would count them, approximately: text at ~4 characters a
+    token, images by the provider's own rule (``image_tokens``), each tool's name, description and
+    schema, and the tool-use instructions a provider adds when tools are given (``tools_prompt``)."""
     size = 0
     for message in request.messages:
         size += 4
         for part in message.parts:
+            if isinstance(part, ImagePart):
+                size += image_tokens(part)
+                continue
             size += estimate_tokens(
                 getattr(part, "text", "") or getattr(part, "content", "") or getattr(part, "arguments", "")
             )
+    if request.tools:
+        size += tools_prompt
     for tool in request.tools:
-        size += estimate_tokens(orjson.dumps(tool.parameters).decode()) + estimate_tokens(tool.description or "")
+        schema = orjson.dumps(tool.parameters).decode()
+        size += TOOL_FRAMING + estimate_tokens(tool.name) + estimate_tokens(schema)
+        size += estimate_tokens(tool.description) if tool.description else 0
     return size
 
 
 class HttpUpstream:
     """What backends that call an HTTP upstream share: the pooled client, the in-flight count,
-    and one request path (whole or streamed, transport and status errors mapped). Subclasses say
-    where to send, how to encode a request and how to read the two kinds of answer."""
+    and one request path. Every request streams from the upstream, so each upstream has one parser
+    (``streamed``), and a non-streaming answer is that stream collected, as for every backend.
+    Subclasses say where to send, how to encode a request and how to read the stream."""
 
     path = ""  # appended to the deployment's base URL
     kind = "http"  # named in configuration errors
+    # How this kind of provider counts what cannot be tokenized here (see ``estimate_prompt``).
+    image_tokens: Callable[[ImagePart], int] = staticmethod(openai_image_tokens)
+    # tool_choice mode → tokens of the instructions the provider adds when tools are given
+    tools_prompt: ClassVar[Mapping[str, int]] = {}
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: object = None) -> None:
         if not deployment.base_url:
@@ -259,13 +286,19 @@ class HttpUpstream:
     async def close(self) -> None:
         await close_clients()
 
+    def estimate(self, request: CoreRequest) -> int:
+        return estimate_prompt(request, self.image_tokens, self.tools_prompt.get(request.tool_choice.mode, 0))
+
     async def count_prompt_tokens(self, request: CoreRequest) -> int:
-        return estimate_prompt(request)
+        """The estimate the gateway checks and holds credits by on every request (no round trip)."""
+        return self.estimate(request)
+
+    async def count_tokens(self, request: CoreRequest) -> int:
+        """``count_tokens``: as exact as the provider allows (subclasses may ask the upstream)."""
+        return self.estimate(request)
 
     def encode(self, request: CoreRequest) -> bytes:
-        raise NotImplementedError
-
-    def whole(self, raw: bytes, ctx: CallContext, request: CoreRequest) -> list[Event]:
+        """The upstream request body, asking for a stream."""
         raise NotImplementedError
 
     def streamed(self, streaming: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
@@ -274,8 +307,9 @@ class HttpUpstream:
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
         body = self.encode(request)
         client = client_for(self.deployment)
-        if request.stream:  # a stream the caller abandons is billed from this meter
-            ctx.usage = Usage(input_tokens=estimate_prompt(request), estimated=True)
+        # The meter an abandoned answer is billed from until the upstream's own count arrives.
+        prompt = ctx.prompt_tokens if ctx.prompt_tokens is not None else self.estimate(request)
+        ctx.usage = Usage(input_tokens=prompt, estimated=True)
         headers = self.headers
         if tracing.ENABLED:  # the upstream continues our trace (this attempt's span)
             headers = dict(headers)
@@ -283,13 +317,6 @@ class HttpUpstream:
         self._in_flight += 1
         try:
             with mapped_errors(self.deployment):
-                if not request.stream:
-                    answer = await client.post(self.url, body, headers)
-                    if answer.status >= 400:
-                        raise status_error(self.deployment, answer.status, answer.headers, answer.body)
-                    for event in self.whole(answer.body, ctx, request):
-                        yield event
-                    return
                 async with client.stream(self.url, body, headers) as streaming:
                     if streaming.status >= 400:
                         raw = await streaming.read()

@@ -16,6 +16,16 @@ OPENAI_USAGE: dict[str, tuple[str, ...]] = {
     "output_tokens": ("completion_tokens",),
     "cached_tokens": ("prompt_tokens_details", "cached_tokens"),
     "reasoning_tokens": ("completion_tokens_details", "reasoning_tokens"),
+    # Cache writes, where an OpenAI-compatible server in front of a caching provider reports them
+    # (OpenRouter's spelling, 003 L9457).
+    "cache_write_tokens": ("prompt_tokens_details", "cache_write_tokens"),
+}
+
+# Other spellings of the same counts, read when the main path is absent: DeepSeek's cache hits,
+# and Anthropic's names as LiteLLM-style proxies pass them through. The prompt stays whole.
+OPENAI_USAGE_ALIASES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "cached_tokens": (("prompt_cache_hit_tokens",), ("cache_read_input_tokens",)),
+    "cache_write_tokens": (("cache_creation_input_tokens",),),
 }
 
 # Anthropic's input_tokens excludes cache reads and writes; core's input_tokens is the whole prompt.
@@ -44,11 +54,16 @@ def openai_usage(data: dict[str, Any] | None) -> Usage | None:
     if not data:
         return None
     got = read_usage(data, OPENAI_USAGE)
+    for field, paths in OPENAI_USAGE_ALIASES.items():
+        for path in paths:
+            if got[field] is None:
+                got[field] = _dig(data, path)
     return Usage(
         input_tokens=got["input_tokens"] or 0,
         output_tokens=got["output_tokens"] or 0,
         cached_tokens=got["cached_tokens"] or 0,
         reasoning_tokens=got["reasoning_tokens"] or 0,
+        cache_write_tokens=got["cache_write_tokens"] or 0,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from gatewright.cli.accounts import app as accounts_app
+from gatewright.cli.accounts import codes_app, operator_app
 from gatewright.cli.config import app as config_app
 from gatewright.cli.credits import app as credits_app
 from gatewright.cli.db import app as db_app
@@ -16,6 +18,9 @@ app = typer.Typer(help="gatewright: one API key, many models, on your own machin
 app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(codes_app, name="codes")
+app.add_typer(operator_app, name="operator")
 app.command()(usage)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")

@@ -55,7 +55,7 @@ def add(
 
     async def action(accounts: Accounts) -> None:
         target = await account_id(accounts, account)
-        await accounts.add_credits(target, credits, note)
+        await accounts.add_credits(target, credits, note, actor="cli")
         console().print(f"added {credits_text(credits)}")
         await _show(accounts, target, entries=0)
 

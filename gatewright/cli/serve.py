@@ -23,23 +23,35 @@ from gatewright.settings import Settings, configure_logging
 
 # Where the first start's keys go when standard output is not a terminal (a service, a log file).
 KEYS_FILE = "first-start-keys.env"
+OPERATOR_KEY_FILE = "operator-key.env"  # the operator key made on the first start after an upgrade
 
 
-def write_first_start_keys(data_dir: Path, api_key: str, management_key: str) -> Path:
-    """The new keys, once, in a file only the owner can read (0600, never overwritten)."""
+def write_first_start_keys(
+    data_dir: Path, api_key: str | None, management_key: str | None, operator_key: str | None = None
+) -> Path:
+    """The new keys, once, in a file only the owner can read (0600). The first start after an
+    upgrade makes only the operator's key: it goes to a file of its own, so a keys file the
+    owner has not moved yet is not replaced."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = (data_dir / KEYS_FILE).resolve()
+    name = KEYS_FILE if api_key else OPERATOR_KEY_FILE
+    path = (data_dir / name).resolve()
     # Made 0600 from the start (never readable by others, even for a moment), then moved into
     # place: a file left by an earlier store is replaced (a first start means that store is gone).
-    draft = path.with_name(f".{KEYS_FILE}.{os.getpid()}")
+    draft = path.with_name(f".{name}.{os.getpid()}")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    lines = [
+        "# gatewright's first start made these keys; the store keeps only their hashes.",
+        "# Move them somewhere safe, then delete this file.",
+    ]
+    for variable, value in (
+        ("GATEWRIGHT_API_KEY", api_key),
+        ("GATEWRIGHT_MANAGEMENT_KEY", management_key),
+        ("GATEWRIGHT_OPERATOR_KEY", operator_key),
+    ):
+        if value:
+            lines.append(f"{variable}={value}")
     with os.fdopen(fd, "w") as handle:
-        handle.write(
-            "# gatewright's first start made these keys; the store keeps only their hashes.\n"
-            "# Move them somewhere safe, then delete this file.\n"
-            f"GATEWRIGHT_API_KEY={api_key}\n"
-            f"GATEWRIGHT_MANAGEMENT_KEY={management_key}\n"
-        )
+        handle.write("\n".join(lines) + "\n")
     os.replace(draft, path)
     return path
 
@@ -55,19 +67,34 @@ def read_first_start_keys(data_dir: Path) -> tuple[str | None, str | None]:
     return (api.group(1) if api else None), (management.group(1) if management else None)
 
 
-def _new_keys(settings: Settings, api_key: str, management_key: str) -> list[str]:
+def read_operator_key(data_dir: Path) -> str | None:
+    """The operator key a first start (or the first start after an upgrade) wrote, if any."""
+    for name in (KEYS_FILE, OPERATOR_KEY_FILE):
+        path = data_dir / name
+        if path.exists():
+            found = re.search(r"^GATEWRIGHT_OPERATOR_KEY=(\S+)$", path.read_text(), re.M)
+            if found:
+                return found.group(1)
+    return None
+
+
+def _new_keys(settings: Settings, api_key: str | None, management_key: str | None, operator_key: str) -> list[str]:
     """What the first start says about its keys: the keys on a terminal, else where they are."""
+    made = "A new store: created an account with starting credits, its keys," if api_key else "An upgraded store:"
     if sys.stdout.isatty():
-        return [
-            "A new store: created an account with starting credits and two keys. They are shown",
-            "only now (the store keeps hashes); copy them somewhere safe.",
-            f"  API key (calls models):          {api_key}",
-            f"  management key (keys, billing):  {management_key}",
-            "",
+        lines = [
+            f"{made} and the operator's key. They are shown only now (the store keeps hashes);",
+            "copy them somewhere safe.",
         ]
-    path = write_first_start_keys(settings.data_dir, api_key, management_key)
+        if api_key and management_key:
+            lines += [
+                f"  API key (calls models):                      {api_key}",
+                f"  management key (the account's keys, billing): {management_key}",
+            ]
+        return [*lines, f"  operator key (accounts, credits, codes):     {operator_key}", ""]
+    path = write_first_start_keys(settings.data_dir, api_key, management_key, operator_key)
     return [
-        "A new store: created an account with starting credits, an API key and a management key.",
+        f"{made} and the operator's key.",
         "Standard output is not a terminal, so the keys are not printed here: they were written once",
         f"to {path} (readable by this user only). Move them somewhere safe and delete the file.",
         "",
@@ -91,13 +118,15 @@ def _exposure_warning(settings: Settings) -> str | None:
     )
 
 
-def _banner(settings: Settings, api_key: str | None, management_key: str | None) -> str:
+def _banner(
+    settings: Settings, api_key: str | None, management_key: str | None, operator_key: str | None = None
+) -> str:
     base = f"http://{settings.host}:{settings.port}"
     key = (api_key if sys.stdout.isatty() else None) or "$GATEWRIGHT_API_KEY"
     lines = [""]
-    if api_key and management_key:
-        lines += _new_keys(settings, api_key, management_key)
-    elif settings.platform:
+    if operator_key:
+        lines += _new_keys(settings, api_key, management_key, operator_key)
+    if settings.platform and not api_key:
         lines += ["Use an API key made on first start, or make one: gatewright keys create", ""]
     auth = f' -H "Authorization: Bearer {key}"' if settings.platform else ""
     lines += [
@@ -131,7 +160,7 @@ def serve(
     settings = settings_or_exit(**overrides)
     tracing_or_exit()
     from gatewright.core.catalog import CatalogError
-    from gatewright.wiring import bootstrap, load_catalog
+    from gatewright.wiring import bootstrap, ensure_operator_key, load_catalog
 
     try:  # before anything is created: a bad catalog is reported as where and why, not a traceback
         model_catalog = load_catalog(settings)
@@ -144,7 +173,7 @@ def serve(
     where = f"store {shown_url(settings.db_url)}, rate limits {'in Redis' if settings.redis_url else 'in process'}"
     logging.getLogger("gatewright").info("%s, %d worker(s)", where, settings.workers)
 
-    api_key = management_key = None
+    api_key = management_key = operator_key = None
     if settings.platform:
         try:
             first = asyncio.run(bootstrap(settings))
@@ -153,7 +182,9 @@ def serve(
             typer.echo(f"error: the store {shown_url(settings.db_url)} cannot be opened: {reason}", err=True)
             raise typer.Exit(1) from None
         if first is not None:
-            api_key, management_key = first.api_key.key, first.management_key.key
+            api_key, management_key, operator_key = first.api_key.key, first.management_key.key, first.operator_key
+        else:
+            operator_key = asyncio.run(ensure_operator_key(settings))
     server = dict(
         host=settings.host,
         port=settings.port,
@@ -168,7 +199,7 @@ def serve(
     warning = _exposure_warning(settings)
     if warning:
         typer.echo(warning, err=True)
-    banner = _banner(settings, api_key, management_key)
+    banner = _banner(settings, api_key, management_key, operator_key)
     if settings.workers == 1:
         app = create_app(settings, catalog=model_catalog)
         typer.echo(banner)

@@ -9,14 +9,14 @@ a balance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from gatewright.core.billing import usd_to_credits
 from gatewright.core.clock import RETENTIONS, aware, month_start, utcnow
-from gatewright.core.errors import InvalidRequest, NotFound
-from gatewright.core.keys import Authenticator, KeyRecord, hash_key, key_prefix, new_key
+from gatewright.core.errors import Conflict, InvalidRequest, NotFound
+from gatewright.core.keys import Authenticator, KeyRecord, OperatorRecord, hash_key, key_prefix, new_key
 from gatewright.core.platform import KeyKind
 
 # What an API key may call. Billing is readable by every key of the account (the reference reads
@@ -34,6 +34,43 @@ class AccountRecord:
     low_balance_threshold: int
     created_at: datetime
     updated_at: datetime
+    disabled: bool = False
+    spent: int = 0  # credits charged in all (filled in by listings for the operator)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRecord:
+    """A redemption code (its secret is shown once, at minting; only its hash is stored)."""
+
+    id: int
+    prefix: str
+    credits: int
+    note: str | None
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    redeemed_at: datetime | None
+    redeemed_by: int | None
+
+
+@dataclass(frozen=True)
+class NewCode:
+    row: CodeRecord
+    code: str  # shown once
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBucket:
+    """Usage summed over one day, model and key."""
+
+    day: str  # YYYY-MM-DD (UTC)
+    account_id: int
+    model: str
+    key_prefix: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    credits: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +107,7 @@ class LedgerEntry:
     balance_after: int
     note: str | None
     created_at: datetime
+    actor: str | None = None  # who made a grant: "operator:<prefix>", "cli", "system"
 
 
 @dataclass(frozen=True)
@@ -110,13 +148,50 @@ class AccountStore(Protocol):
 
     async def count(self) -> int: ...
 
-    async def insert_account(self, name: str, low_balance_threshold: int) -> int:
+    async def insert_account(self, name: str, low_balance_threshold: int, email: str | None = None) -> int:
         """A new account with nothing in it; returns its id."""
         ...
 
-    async def account(self, account_id: int) -> AccountRecord | None: ...
+    async def account(self, account_id: int) -> AccountRecord | None:
+        """The account (not deleted) with this id."""
+        ...
 
-    async def accounts(self) -> list[AccountRecord]: ...
+    async def accounts(self) -> list[AccountRecord]:
+        """Accounts not deleted, with what each has spent in all."""
+        ...
+
+    async def update_account(self, account_id: int, values: dict[str, Any]) -> None:
+        """Change ``name``, ``email``, ``disabled``."""
+        ...
+
+    async def delete_account(self, account_id: int) -> bool:
+        """Mark the account deleted (and disabled) and delete its keys, in one transaction, only
+        when nothing is reserved; False when something is."""
+        ...
+
+    async def operator_count(self) -> int: ...
+
+    async def insert_operator_key(self, values: dict[str, Any]) -> bool:
+        """False when its prefix or hash is taken."""
+        ...
+
+    async def operator_keys(self) -> list[OperatorRecord]: ...
+
+    async def delete_operator_key(self, prefix: str) -> bool: ...
+
+    async def insert_code(self, values: dict[str, Any]) -> int | None:
+        """A new redemption code; its id, or None when its prefix or hash is taken."""
+        ...
+
+    async def codes(self, limit: int, after_id: int | None) -> list[CodeRecord]:
+        """Codes, newest first."""
+        ...
+
+    async def usage_daily(
+        self, account_id: int | None, since: datetime, until: datetime, limit: int, offset: int
+    ) -> list[UsageBucket]:
+        """Usage by day (UTC), model and key, newest day first."""
+        ...
 
     async def insert_key(self, values: dict[str, Any]) -> bool:
         """Store a new key (``values`` named like ``KeyRecord``'s fields, plus ``key_hash``);
@@ -147,14 +222,18 @@ class AccountStore(Protocol):
         """Sums over every record matching ``flt`` (all pages)."""
         ...
 
-    async def ledger(self, account_id: int, limit: int) -> list[LedgerEntry]:
-        """The newest balance changes first."""
+    async def ledger(self, account_id: int, limit: int, after_id: int | None = None) -> list[LedgerEntry]:
+        """The newest balance changes first (older than ``after_id``, when given)."""
         ...
 
 
 class CreditLedger(Protocol):
-    async def grant(self, account_id: int, credits: int, note: str) -> int:
+    async def grant(self, account_id: int, credits: int, note: str, actor: str | None = None) -> int:
         """Add (or, negative, remove) credits; returns the new balance (see ``ledger_rules.decide_grant``)."""
+        ...
+
+    async def redeem(self, account_id: int, code_hash: str, actor: str | None = None) -> int:
+        """Spend a code for the account; returns the credits added (see ``ledger_rules.decide_redeem``)."""
         ...
 
 
@@ -176,6 +255,12 @@ def _check_limit(limit: KeyLimit | None) -> None:
         raise InvalidRequest("Invalid 'limit.threshold': must be ≥ 0 (USD).", param="limit.threshold")
 
 
+def _check_expiry(expires_at: datetime | None) -> None:
+    stamp = aware(expires_at)
+    if stamp is not None and stamp <= utcnow():
+        raise InvalidRequest("Invalid 'expires_at': it is in the past.", param="expires_at")
+
+
 def _check_scopes(scopes: list[str] | None) -> None:
     for scope in scopes or ():
         if scope not in SCOPES:
@@ -191,18 +276,109 @@ class Accounts:
     async def count(self) -> int:
         return await self.store.count()
 
-    async def create_account(self, name: str, credits: int, low_balance_threshold: int = 10_000) -> int:
-        account_id = await self.store.insert_account(name, low_balance_threshold)
+    async def create_account(
+        self,
+        name: str,
+        credits: int,
+        low_balance_threshold: int = 10_000,
+        email: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        account_id = await self.store.insert_account(name, low_balance_threshold, email)
         if credits:
-            await self.add_credits(account_id, credits, "starting credits")
+            await self.add_credits(account_id, credits, "starting credits", actor)
         return account_id
 
-    async def add_credits(self, account_id: int, credits: int, note: str = "top-up") -> int:
-        """Add (or, negative, remove) credits; returns the new balance. One ledger row.
+    async def add_credits(self, account_id: int, credits: int, note: str = "top-up", actor: str | None = None) -> int:
+        """Add (or, negative, remove) credits; returns the new balance. One ledger row, with who.
 
         Removal is limited to what requests in flight have not reserved, so their settlements
         still find the credits they were promised."""
-        return await self.ledger.grant(account_id, credits, note)
+        await self.account(account_id)  # a deleted account gets nothing
+        return await self.ledger.grant(account_id, credits, note, actor)
+
+    async def update_account(self, account_id: int, changes: dict[str, Any]) -> AccountRecord:
+        """Apply ``name``, ``email``, ``disabled``. Disabling stops the account's keys: at once for
+        billed requests everywhere (the ledger's reservation reads the flag), within the auth
+        cache's lifetime for other calls on other replicas, at once in this process."""
+        await self.account(account_id)
+        values: dict[str, Any] = {f: changes[f] for f in ("name", "email", "disabled") if f in changes}
+        if values:
+            values["updated_at"] = utcnow()
+            await self.store.update_account(account_id, values)
+            if self.authenticator is not None:
+                self.authenticator.forget()
+        return await self.account(account_id)
+
+    async def delete_account(self, account_id: int) -> None:
+        await self.account(account_id)
+        if not await self.store.delete_account(account_id):
+            raise Conflict(
+                f"Account {account_id} has credits reserved by requests in flight; disable it, "
+                "let them finish, then delete it.",
+                code="account_busy",
+            )
+        if self.authenticator is not None:
+            self.authenticator.forget()
+
+    async def create_operator_key(self, name: str | None = None) -> tuple[OperatorRecord, str]:
+        """A new operator credential; the secret is returned once."""
+        for _ in range(5):
+            key = new_key("operator")
+            values = {"prefix": key_prefix(key), "key_hash": hash_key(key), "name": name, "created_at": utcnow()}
+            if await self.store.insert_operator_key(values):
+                record = next(r for r in await self.store.operator_keys() if r.prefix == values["prefix"])
+                return record, key
+        raise RuntimeError("could not find a free key prefix")
+
+    async def operator_count(self) -> int:
+        return await self.store.operator_count()
+
+    async def operator_keys(self) -> list[OperatorRecord]:
+        return await self.store.operator_keys()
+
+    async def delete_operator_key(self, prefix: str) -> None:
+        if not await self.store.delete_operator_key(prefix):
+            raise NotFound(f"No operator key with prefix '{prefix}'.", param="prefix", code="key_not_found")
+
+    async def mint_codes(
+        self, credits: int, count: int, expires_at: datetime | None, note: str | None, actor: str | None
+    ) -> list[NewCode]:
+        if credits <= 0:
+            raise InvalidRequest("Invalid 'credits': a code pays a positive amount.", param="credits")
+        if not 1 <= count <= 1000:
+            raise InvalidRequest("Invalid 'count': from 1 to 1000 codes at a time.", param="count")
+        _check_expiry(expires_at)
+        made: list[NewCode] = []
+        while len(made) < count:
+            code = new_key("code")
+            row = CodeRecord(0, key_prefix(code), credits, note, actor, utcnow(), aware(expires_at), None, None)
+            values = {
+                "prefix": row.prefix,
+                "code_hash": hash_key(code),
+                "credits": credits,
+                "note": note,
+                "created_by": actor,
+                "created_at": row.created_at,
+                "expires_at": row.expires_at,
+            }
+            code_id = await self.store.insert_code(values)
+            if code_id is not None:  # else a prefix collision (rare): draw another
+                made.append(NewCode(replace(row, id=code_id), code))
+        return made
+
+    async def codes(self, limit: int = 100, after_id: int | None = None) -> list[CodeRecord]:
+        return await self.store.codes(limit, after_id)
+
+    async def redeem(self, account_id: int, code: str, actor: str | None = None) -> int:
+        """Spend ``code`` for the account, exactly once whoever else tries it at the same moment;
+        returns the credits added."""
+        return await self.ledger.redeem(account_id, hash_key(code.strip()), actor)
+
+    async def usage_daily(
+        self, account_id: int | None, since: datetime, until: datetime, limit: int = 100, offset: int = 0
+    ) -> list[UsageBucket]:
+        return await self.store.usage_daily(account_id, since, until, limit, offset)
 
     async def account(self, account_id: int) -> AccountRecord:
         account = await self.store.account(account_id)
@@ -222,9 +398,12 @@ class Accounts:
         limit: KeyLimit | None = None,
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
+        models: list[str] | None = None,
+        expires_at: datetime | None = None,
     ) -> NewKey:
         _check_limit(limit)
         _check_scopes(scopes)
+        _check_expiry(expires_at)
         now = utcnow()
         for _ in range(5):  # a prefix collision is astronomically rare; retry anyway
             key = new_key(kind)
@@ -243,6 +422,8 @@ class Accounts:
                 "month_spent": 0,
                 "requests_per_minute": requests_per_minute,
                 "tokens_per_minute": tokens_per_minute,
+                "models": list(dict.fromkeys(models)) if models is not None else None,
+                "expires_at": aware(expires_at),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -268,6 +449,11 @@ class Accounts:
         for field in ("name", "disabled", "requests_per_minute", "tokens_per_minute"):
             if field in changes:
                 values[field] = changes[field]
+        if "models" in changes:
+            values["models"] = list(dict.fromkeys(changes["models"])) if changes["models"] is not None else None
+        if "expires_at" in changes:
+            _check_expiry(changes["expires_at"])
+            values["expires_at"] = aware(changes["expires_at"])
         if "scopes" in changes:
             _check_scopes(changes["scopes"])
             values["scopes"] = list(changes["scopes"] or [])
@@ -301,5 +487,5 @@ class Accounts:
         """Sums over every record matching ``flt`` (all pages)."""
         return await self.store.usage_totals(account_id, flt)
 
-    async def ledger_entries(self, account_id: int, limit: int = 100) -> list[LedgerEntry]:
-        return await self.store.ledger(account_id, limit)
+    async def ledger_entries(self, account_id: int, limit: int = 100, after_id: int | None = None) -> list[LedgerEntry]:
+        return await self.store.ledger(account_id, limit, after_id)

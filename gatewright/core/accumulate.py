@@ -8,6 +8,8 @@ from gatewright.core.events import (
     ChoiceEnd,
     Event,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -58,6 +60,10 @@ class Accumulator:
             case ReasoningDelta(choice=i, text=text):
                 self._choice(i)
                 self._reasoning[i].append(text)
+            case ReasoningSignature(choice=i, signature=signature):
+                self._choice(i).reasoning_signature = signature
+            case RedactedReasoning(choice=i, data=data):
+                self._choice(i).redacted_reasoning.append(data)
             case ToolCallStart(choice=i, id=call_id, name=name):
                 self._choice(i).tool_calls.append(ToolCall(id=call_id, name=name))
             case ToolCallDelta(choice=i, index=k, arguments=fragment):

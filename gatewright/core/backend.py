@@ -26,6 +26,9 @@ class CallContext:
     request_id: str
     owner: str = ""  # fairness key: who is asking (the API key prefix)
     usage: Usage = field(default_factory=Usage)
+    # The prompt's size as the pipeline already counted it (``count_prompt_tokens``): a backend
+    # streams from that preparation instead of counting again.
+    prompt_tokens: int | None = None
 
 
 class Backend(Protocol):

@@ -16,35 +16,54 @@ from functools import lru_cache
 import orjson
 
 from gatewright.core.catalog import Prices
-from gatewright.core.types import CoreRequest, Cost, ImagePart, ToolCallPart, ToolResultPart, Usage
+from gatewright.core.types import (
+    CoreRequest,
+    Cost,
+    ImagePart,
+    RedactedThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
 
 CREDITS_PER_USD = 2_000_000
 _MICRO = 1_000_000  # millionths of a credit
 
 
 @lru_cache(maxsize=1024)
-def _rates(input_price: float, cached_price: float, output_price: float) -> tuple[int, int, int]:
+def _rates(
+    input_price: float, cached_price: float, write_price: float, output_price: float
+) -> tuple[int, int, int, int]:
     """Millionths of a credit per token, from USD per million tokens."""
 
     def rate(usd_per_million: float) -> int:
         exact = Decimal(str(usd_per_million)) * CREDITS_PER_USD  # millionths of a credit per token
         return int(exact.to_integral_value(rounding="ROUND_CEILING"))
 
-    return rate(input_price), rate(cached_price), rate(output_price)
+    return rate(input_price), rate(cached_price), rate(write_price), rate(output_price)
 
 
 def price(usage: Usage, prices: Prices) -> Cost:
-    """The cost of ``usage``; cached prompt tokens bill at the cached-input price."""
-    per_input, per_cached, per_output = _rates(prices.input, prices.cached, prices.output)
-    uncached = max(usage.input_tokens - usage.cached_tokens, 0)
-    micro = uncached * per_input + usage.cached_tokens * per_cached + usage.output_tokens * per_output
+    """The cost of ``usage``: prompt tokens read from a cache bill at the cached-input price, those
+    written to one at the cache-write price, the rest of the prompt at the input price."""
+    per_input, per_cached, per_write, per_output = _rates(
+        prices.input, prices.cached, prices.cache_write, prices.output
+    )
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    plain = usage.input_tokens - cached - written
+    micro = plain * per_input + cached * per_cached + written * per_write + usage.output_tokens * per_output
     credits = -(-micro // _MICRO)  # ceiling division
     return Cost(credits=credits, usd=credits / CREDITS_PER_USD)
 
 
 def worst_case(prompt_tokens: int, max_output_tokens: int, prices: Prices) -> int:
-    """Credits to hold before generating: every prompt token uncached, every output token used."""
-    return price(Usage(input_tokens=prompt_tokens, output_tokens=max_output_tokens), prices).credits
+    """Credits to hold before generating: every prompt token at the dearer of the input and
+    cache-write prices, every output token used."""
+    usage = Usage(input_tokens=prompt_tokens, output_tokens=max_output_tokens)
+    if prices.cache_write > prices.input:  # the whole prompt might be written to the cache
+        usage.cache_write_tokens = prompt_tokens
+    return price(usage, prices).credits
 
 
 # A tokenizer's framing of the prompt that its text's bytes do not cover: role markers and
@@ -73,6 +92,8 @@ def prompt_token_bound(request: CoreRequest) -> int:
                 size += len(part.id.encode()) + len(part.name.encode()) + len(part.arguments.encode()) + MESSAGE_FRAMING
             elif isinstance(part, ToolResultPart):
                 size += len(part.call_id.encode()) + len(part.content.encode()) + MESSAGE_FRAMING
+            elif isinstance(part, RedactedThinkingPart):
+                size += len(part.data.encode())  # opaque to us; the provider reads it as input
             else:
                 size += len(part.text.encode())
     for tool in request.tools:

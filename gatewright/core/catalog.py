@@ -15,6 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -39,15 +40,22 @@ class _Strict(BaseModel):
 
 
 class Prices(_Strict):
-    """USD per million tokens. Reasoning tokens bill as output."""
+    """USD per million tokens. Reasoning tokens bill as output. Prompt tokens read from a provider's
+    cache bill at ``cached_input``, tokens written to it at ``cache_write_input`` (Anthropic charges
+    more for a write than for a plain input token); both default to ``input``."""
 
     input: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     output: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @property
     def cached(self) -> float:
         return self.input if self.cached_input is None else self.cached_input
+
+    @property
+    def cache_write(self) -> float:
+        return self.input if self.cache_write_input is None else self.cache_write_input
 
 
 class Capabilities(_Strict):
@@ -291,25 +299,34 @@ def cross_check(entries: Sequence[ModelEntry], default_model: str | None) -> lis
     return problems
 
 
-def check_backends(entries: Sequence[ModelEntry], required: Mapping[str, Sequence[str]]) -> list[Problem]:
-    """Each deployment names a known backend and gives the fields that backend needs."""
+@dataclass(frozen=True)
+class BackendRules:
+    """What a backend asks of its deployments: the fields it cannot work without, and the type
+    of its ``options`` table (``None``: not typed yet, any table passes)."""
+
+    required: tuple[str, ...] = ()
+    options: type[BaseModel] | None = None
+
+
+def check_backends(entries: Sequence[ModelEntry], rules: Mapping[str, BackendRules]) -> list[Problem]:
+    """Each deployment names a known backend, gives the fields it needs, and valid options."""
     problems: list[Problem] = []
     for i, entry in enumerate(entries):
         for j, deployment in enumerate(entry.deployments):
-            fields = required.get(deployment.backend)
-            if fields is None:
-                problems.append(
-                    (
-                        ("models", i, "deployments", j, "backend"),
-                        f"unknown backend {deployment.backend!r}; known: {', '.join(sorted(required))}",
-                    )
-                )
+            where = ("models", i, "deployments", j)
+            rule = rules.get(deployment.backend)
+            if rule is None:
+                known = ", ".join(sorted(rules))
+                problems.append(((*where, "backend"), f"unknown backend {deployment.backend!r}; known: {known}"))
                 continue
-            for name in fields:
+            for name in rule.required:
                 if not getattr(deployment, name):
-                    problems.append(
-                        (("models", i, "deployments", j, name), f"missing: backend {deployment.backend!r} needs it")
-                    )
+                    problems.append(((*where, name), f"missing: backend {deployment.backend!r} needs it"))
+            if rule.options is not None:
+                try:
+                    rule.options.model_validate(deployment.options)
+                except ValidationError as error:
+                    problems += [((*where, "options", *loc), why) for loc, why in _pydantic_problems(error)]
     return problems
 
 
@@ -365,9 +382,9 @@ def _pydantic_problems(error: ValidationError) -> list[Problem]:
 
 
 def parse_catalog(
-    data: Mapping[str, Any], source: str = "catalog", backends: Mapping[str, Sequence[str]] | None = None
+    data: Mapping[str, Any], source: str = "catalog", backends: Mapping[str, BackendRules] | None = None
 ) -> Catalog:
-    """Validate a parsed catalog; ``backends`` maps each known backend to the fields it requires."""
+    """Validate a parsed catalog; ``backends`` maps each known backend to what it requires."""
     try:
         parsed = CatalogFile.model_validate(data)
     except ValidationError as error:
@@ -380,7 +397,7 @@ def parse_catalog(
     return Catalog(parsed.models, parsed.default_model)
 
 
-def load_catalog(path: Path, backends: Mapping[str, Sequence[str]] | None = None) -> Catalog:
+def load_catalog(path: Path, backends: Mapping[str, BackendRules] | None = None) -> Catalog:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -151,6 +151,13 @@ async def run_embedding(
         raise PermissionDenied(
             f"This API key lacks the scope `{MODEL_SCOPE}` needed to call models.", code="missing_scope"
         )
+    if principal is not None and not principal.may_call(entry.id):
+        raise PermissionDenied(
+            f"This API key may not call the model `{entry.id}`; GET /v1/models with this key lists "
+            "the models it may call.",
+            param="model",
+            code="model_not_allowed",
+        )
     _note_request(entry, request, principal)
     spec = embedding_spec(entry)
     check_request(entry, spec, request)

@@ -26,6 +26,23 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningSignature:
+    """The provider's signature of the reasoning just streamed (Anthropic's ``signature_delta``):
+    it ends that reasoning block, and must go back with it in a later turn."""
+
+    choice: int
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedReasoning:
+    """A whole block of encrypted reasoning (Anthropic's ``redacted_thinking``), passed through."""
+
+    choice: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStart:
     choice: int
     index: int  # dense per choice: 0, 1, 2 ...
@@ -55,4 +72,13 @@ class UsageReport:
     cost: Cost | None = None
 
 
-Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ChoiceEnd | UsageReport
+Event = (
+    TextDelta
+    | ReasoningDelta
+    | ReasoningSignature
+    | RedactedReasoning
+    | ToolCallStart
+    | ToolCallDelta
+    | ChoiceEnd
+    | UsageReport
+)

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from gatewright.core.accumulate import Accumulator, collect
+from gatewright.core.billing import credits_to_usd
 from gatewright.core.clock import utcnow
 from gatewright.core.errors import Conflict, GatewrightError, InternalError, InvalidRequest
 from gatewright.core.events import Event
@@ -43,6 +44,9 @@ DeliveryState = Literal["pending", "delivered", "failed"]
 
 # A task interrupted this many times (restarts, crashes) fails instead of running again.
 MAX_RUNS = 5
+# A result already paid for (charged by a run whose outcome a crash lost) is fetched again this many
+# more times when its free rerun fails, before it is stored as failed.
+FREE_RERUNS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,9 @@ class Job:
     running: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Results an earlier run was charged for (its outcome lost to a crash): credits, by index.
+    # Their rerun is free, reports that charge as its cost, and is retried rather than failed.
+    paid: dict[int, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -344,8 +351,11 @@ class Jobs:
     async def _start_call(self, job: Job, index: int) -> Call:
         """Open the generation of result ``index``."""
         principal = job.principal
-        if principal is not None and job.attempt > 1 and await self._charged_before(job, index):
-            principal = None  # paid for by an earlier run: this one is free
+        if principal is not None and job.attempt > 1:
+            paid = await self._charged_before(job, index)
+            if paid:
+                job.paid[index] = paid
+                principal = None  # paid for by an earlier run: this one is free
         request_ = job.spec.requests[index]
         return await self.gateway.start(request_, principal, request_id(job.spec.key, index, job.attempt))
 
@@ -377,15 +387,26 @@ class Jobs:
             self._release(job)
 
     async def _run_one(self, job: Job, index: int) -> None:
-        try:
-            call = await self._start_call(job, index)
-            acc = await collect(call.events, 1)
-            outcome = Outcome(index, job.spec.seeds[index], acc.choices[0], acc.usage, acc.cost)
-        except asyncio.CancelledError:
-            raise  # shutting down: the task stays processing and is resumed on the next start
-        except Exception as error:
-            outcome = self._outcome_of(index, job, error)
+        for attempt in range(FREE_RERUNS + 1):
+            try:
+                call = await self._start_call(job, index)
+                acc = await collect(call.events, 1)
+                cost = self._cost(job, index, acc.cost)
+                outcome = Outcome(index, job.spec.seeds[index], acc.choices[0], acc.usage, cost)
+            except asyncio.CancelledError:
+                raise  # shutting down: the task stays processing and is resumed on the next start
+            except Exception as error:
+                outcome = self._outcome_of(index, job, error)
+                if index in job.paid and attempt < FREE_RERUNS:
+                    continue  # the client paid for this result: fetch it again rather than fail it
+            break
         await self._complete(job, index, outcome)
+
+    @staticmethod
+    def _cost(job: Job, index: int, cost: Cost | None) -> Cost | None:
+        """What the result cost: an earlier run's charge when this run was free."""
+        paid = job.paid.get(index)
+        return cost if paid is None else Cost(paid, credits_to_usd(paid))
 
     async def _stream_results(
         self, job: Job, first: Call | None, lead: list[Outcome], aborted: GatewrightError
@@ -421,7 +442,7 @@ class Jobs:
         finally:
             await call.aclose()
         choice = acc.finish()[0]
-        outcome = Outcome(index, job.spec.seeds[index], choice, acc.usage, acc.cost)
+        outcome = Outcome(index, job.spec.seeds[index], choice, acc.usage, self._cost(job, index, acc.cost))
         yield index, await self._complete(job, index, outcome)
 
     async def _deliver(self, job: Job, index: int) -> None:
@@ -464,12 +485,13 @@ class Jobs:
             self._live[job.spec.key] = job
             await self._save(job)
 
-    async def _charged_before(self, job: Job, index: int) -> bool:
+    async def _charged_before(self, job: Job, index: int) -> int:
+        """Credits the earlier runs of result ``index`` were charged (at most one run is)."""
         platform = self.gateway.platform
         if platform is None:
-            return False
+            return 0
         earlier = [request_id(job.spec.key, index, run) for run in range(1, job.attempt)]
-        return await platform.ledger.charged(earlier) > 0
+        return await platform.ledger.charged(earlier)
 
     async def _principal(self, key_id: int | None) -> Principal | None:
         platform = self.gateway.platform

@@ -1,14 +1,18 @@
 """API keys and management keys: made random, shown once, stored as a hash and a prefix.
 
 A key says what it is: ``gw-`` and 32 hex characters for an API key, ``gwm-`` for a management key,
-so that secret scanners and people can tell them apart (and from other vendors' keys). Keys made
-before these prefixes (32 bare hex characters) keep working: a key is looked up by the hash of the
-whole string, whatever its form. A key's ``prefix`` (its public name in the key API) is the first
-8 hex characters of its random part.
+``gwo-`` for the operator's credential (kept apart from every account, in a table of its own),
+``gwr-`` for a redemption code, so that secret scanners and people can tell them apart (and from
+other vendors' keys). Keys made before these prefixes (32 bare hex characters) keep working: a
+key is looked up by the hash of the whole string, whatever its form. A key's ``prefix`` (its
+public name in the key API) is the first 8 hex characters of its random part.
 
 ``Authenticator`` turns a bearer token into a ``Principal`` with one dict lookup on the hot path:
 lookups are cached for ``ttl`` seconds, and this process's own changes to a key drop its cache
-entry at once (other replicas see them within ``ttl``). Keys are read through a ``KeyStore``
+entry at once (other replicas see them within ``ttl``). A key's account being disabled is read with
+the key (a cached lookup refuses within ``ttl`` on other replicas); billed requests of a disabled
+account are refused at once everywhere, by the ledger's reservation, which reads the account row
+in its transaction. Operator credentials are looked up uncached, on every call. Keys are read through a ``KeyStore``
 (``store.keys.SqlKeyStore``) as ``KeyRecord``s.
 """
 
@@ -18,10 +22,12 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from gatewright.core.clock import aware, utcnow
 from gatewright.core.errors import PermissionDenied, Unauthorized
 from gatewright.core.platform import KeyKind, Principal
 
@@ -29,10 +35,11 @@ KEY_BYTES = 16  # 32 hex characters, like the reference platform's keys
 PREFIX_LENGTH = 8
 
 # What each kind of key starts with. No marker is a prefix of another, so each names one kind.
-KEY_MARKERS: dict[str, str] = {"api": "gw-", "management": "gwm-"}
+KEY_MARKERS: dict[str, str] = {"api": "gw-", "management": "gwm-", "operator": "gwo-", "code": "gwr-"}
 
 
-def new_key(kind: KeyKind = "api") -> str:
+def new_key(kind: str = "api") -> str:
+    """A new secret of this kind: an API, management or operator key, or a redemption code."""
     return KEY_MARKERS[kind] + secrets.token_hex(KEY_BYTES)
 
 
@@ -71,11 +78,28 @@ class KeyRecord:
     tokens_per_minute: int | None
     created_at: datetime
     updated_at: datetime
+    models: tuple[str, ...] | None = None  # the allow-list as given (ids or aliases); None: all
+    expires_at: datetime | None = None
+    account_disabled: bool = False  # the key's account is disabled (or deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRecord:
+    """One operator credential (only its hash is stored)."""
+
+    id: int
+    prefix: str
+    name: str | None
+    created_at: datetime
 
 
 class KeyStore(Protocol):
     async def by_hash(self, digest: str) -> KeyRecord | None:
-        """The key (not deleted) whose secret hashes to ``digest``."""
+        """The key (not deleted) whose secret hashes to ``digest``, with its account's state."""
+        ...
+
+    async def operator_by_hash(self, digest: str) -> OperatorRecord | None:
+        """The operator credential (not deleted) whose secret hashes to ``digest``."""
         ...
 
     async def by_id(self, key_id: int) -> KeyRecord | None:
@@ -86,11 +110,16 @@ class KeyStore(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Cached:
     principal: Principal | None
-    disabled: bool
+    refusal: PermissionDenied | None  # the key or its account is disabled
     expires: float
+    operator: bool = False  # no key, but the operator's credential
 
 
-def principal_of(key: KeyRecord) -> Principal:
+def principal_of(key: KeyRecord, resolve: Callable[[str], str | None] | None = None) -> Principal:
+    """``resolve`` turns the allow-list's ids and aliases into canonical model ids (the catalog's)."""
+    models = None
+    if key.models is not None:
+        models = frozenset((resolve(name) if resolve else None) or name for name in key.models)
     return Principal(
         account_id=key.account_id,
         key_id=key.id,
@@ -99,13 +128,28 @@ def principal_of(key: KeyRecord) -> Principal:
         scopes=frozenset(key.scopes),
         requests_per_minute=key.requests_per_minute,
         tokens_per_minute=key.tokens_per_minute,
+        models=models,
+        expires_at=aware(key.expires_at),
     )
 
 
+def _refusal(key: KeyRecord) -> PermissionDenied | None:
+    if key.account_disabled:
+        return PermissionDenied(
+            f"The account of API key {key.prefix}… is disabled; ask the gateway's operator.", code="account_disabled"
+        )
+    if key.disabled:
+        return PermissionDenied(
+            f"The API key {key.prefix}… is disabled; enable it or use another key.", code="key_disabled"
+        )
+    return None
+
+
 class Authenticator:
-    def __init__(self, keys: KeyStore, ttl: float = 5.0) -> None:
+    def __init__(self, keys: KeyStore, ttl: float = 5.0, resolve: Callable[[str], str | None] | None = None) -> None:
         self.keys = keys
         self.ttl = ttl
+        self.resolve = resolve  # model id or alias → canonical id (set by the composition root)
         self._cache: dict[str, _Cached] = {}
         # One store lookup per key at a time: requests arriving while it runs share its answer.
         self._pending: dict[str, asyncio.Future[_Cached]] = {}
@@ -134,13 +178,18 @@ class Authenticator:
         if cached is None or cached.expires < time.monotonic():
             cached = await self._refresh(digest)
         if cached.principal is None:
+            if cached.operator:
+                raise PermissionDenied(
+                    "The operator credential manages accounts and codes (/v1/admin/…); it never calls "
+                    "models or acts as an account. Use an account's API or management key.",
+                    code="operator_key_not_allowed",
+                )
             raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
-        if cached.disabled:
-            raise PermissionDenied(
-                f"The API key {cached.principal.prefix}… is disabled; enable it or use another key.",
-                code="key_disabled",
-            )
+        if cached.refusal is not None:
+            raise cached.refusal
         principal = cached.principal
+        if principal.expires_at is not None and principal.expires_at <= utcnow():
+            raise Unauthorized(f"The API key {principal.prefix}… has expired.", code="key_expired")
         if kind is not None and principal.kind != kind:
             if kind == "management":
                 raise PermissionDenied(
@@ -177,13 +226,31 @@ class Authenticator:
         key = await self.keys.by_hash(digest)
         expires = time.monotonic() + self.ttl
         if key is None:
-            return _Cached(None, False, expires)
-        return _Cached(principal_of(key), key.disabled, expires)
+            return _Cached(None, None, expires, operator=await self.keys.operator_by_hash(digest) is not None)
+        return _Cached(principal_of(key, self.resolve), _refusal(key), expires)
+
+    async def operator(self, token: str | None) -> OperatorRecord:
+        """The operator credential behind ``token`` (looked up every time: deleting one takes
+        effect at once); an account's key is refused."""
+        if not token:
+            raise Unauthorized(
+                "You didn't provide the operator key. Send it as 'Authorization: Bearer gwo-…'.",
+                code="missing_api_key",
+            )
+        record = await self.keys.operator_by_hash(hash_key(token))
+        if record is not None:
+            return record
+        if (await self.keys.by_hash(hash_key(token))) is not None:
+            raise PermissionDenied(
+                "This endpoint needs the operator key; an account's keys cannot manage accounts or credits.",
+                code="operator_key_required",
+            )
+        raise Unauthorized("Incorrect operator key provided.", code="invalid_api_key")
 
     async def principal_of_key(self, key_id: int) -> Principal:
         """The key with this id as it is now (uncached), e.g. to resume a task it submitted;
         ``Unauthorized`` when it was deleted or disabled since."""
         key = await self.keys.by_id(key_id)
-        if key is None or key.disabled:
+        if key is None or key.disabled or key.account_disabled:
             raise Unauthorized("The API key that submitted this task was deleted or disabled.", code="key_disabled")
-        return principal_of(key)
+        return principal_of(key, self.resolve)

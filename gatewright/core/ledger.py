@@ -33,7 +33,7 @@ from datetime import timedelta
 from typing import Any, Protocol, cast
 
 from gatewright.core.errors import GatewrightError, InternalError
-from gatewright.core.ledger_rules import Grant, Operation, Release, Reservation, Settlement
+from gatewright.core.ledger_rules import Grant, Operation, Redemption, Release, Reservation, Settlement
 from gatewright.core.metrics import record_ledger_commit
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
@@ -190,10 +190,18 @@ class LedgerWriter:
 
     # -- operations applied in a transaction of their own ---------------------------------------
 
-    async def grant(self, account_id: int, credits: int, note: str) -> int:
+    async def grant(self, account_id: int, credits: int, note: str, actor: str | None = None) -> int:
         """Add (or, negative, remove) credits; returns the new balance. Not retried: a grant has no
         request id to make a second attempt harmless, so a failure is the caller's to see."""
-        (outcome,) = await self.store.apply([Grant(account_id, credits, note)], retry=False)
+        (outcome,) = await self.store.apply([Grant(account_id, credits, note, actor)], retry=False)
+        if isinstance(outcome, GatewrightError):
+            raise outcome
+        return int(outcome)
+
+    async def redeem(self, account_id: int, code_hash: str, actor: str | None = None) -> int:
+        """Spend a redemption code for the account; returns the credits added. Not retried (a
+        lost answer is safe to repeat anyway: the code is spent at most once)."""
+        (outcome,) = await self.store.apply([Redemption(account_id, code_hash, actor)], retry=False)
         if isinstance(outcome, GatewrightError):
             raise outcome
         return int(outcome)

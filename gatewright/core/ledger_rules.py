@@ -10,6 +10,11 @@ and nowhere else, and written by the ledger's one writer (``store.ledger.apply_b
   spend limit nor the account's balance, both checked at reservation, can be overrun).
 * ``Release``: close a hold whose process died without charging (its tokens are unknown).
 * ``Grant``: add (or, negative, remove) credits; removal never takes what holds were promised.
+* ``Redemption``: spend a redemption code and credit its amount to the account, exactly once (the
+  code's row is locked with the account's, and its ``redeemed_at`` is set in the same commit).
+
+A disabled account's reservations are refused here, inside the transaction, so disabling an
+account stops its billed requests at once on every replica.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from typing import Any
 
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.clock import aware, month_start, period_start
-from gatewright.core.errors import GatewrightError, InsufficientCredits, InvalidRequest, NotFound
+from gatewright.core.errors import (
+    Conflict,
+    GatewrightError,
+    InsufficientCredits,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
 
@@ -65,9 +77,17 @@ class Grant:
     account_id: int
     credits: int  # negative: a removal
     note: str
+    actor: str | None = None  # who: "operator:<prefix>", "cli", "system"
 
 
-Operation = Reservation | Settlement | Release | Grant
+@dataclass(slots=True)
+class Redemption:
+    account_id: int
+    code_hash: str  # sha256 of the code, as stored
+    actor: str | None = None
+
+
+Operation = Reservation | Settlement | Release | Grant | Redemption
 
 
 @dataclass(slots=True)
@@ -84,7 +104,18 @@ class HoldRow:
 class AccountRow:
     balance: int
     reserved: int
+    disabled: bool = False
     touched: bool = False
+
+
+@dataclass(slots=True)
+class CodeRow:
+    id: int
+    prefix: str
+    credits: int
+    expires_at: datetime | None
+    redeemed_at: datetime | None
+    redeemed_by: int | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +148,7 @@ class Locked:
     accounts: dict[int, AccountRow]
     keys: dict[int, KeyRow]
     holds: dict[str, HoldRow]
+    codes: dict[str, CodeRow] = field(default_factory=dict)  # by code hash
 
 
 @dataclass
@@ -129,6 +161,7 @@ class Changes:
     closed_holds: list[HoldRow] = field(default_factory=list)
     ledger_rows: list[dict[str, Any]] = field(default_factory=list)  # columns of the ledger table
     usage_rows: list[dict[str, Any]] = field(default_factory=list)  # columns of usage_records
+    redeemed_codes: list[CodeRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +171,7 @@ class Involved:
     account_ids: set[int]
     key_ids: set[int]
     request_ids: list[str]  # holds
+    code_hashes: list[str] = field(default_factory=list)  # redemption codes
 
 
 def involved(batch: Sequence[Operation], retry: bool) -> Involved:
@@ -146,6 +180,7 @@ def involved(batch: Sequence[Operation], retry: bool) -> Involved:
     accounts: set[int] = set()
     keys: set[int] = set()
     request_ids: list[str] = []
+    code_hashes: list[str] = []
     for op in batch:
         if isinstance(op, Reservation):
             accounts.add(op.principal.account_id)
@@ -160,9 +195,12 @@ def involved(batch: Sequence[Operation], retry: bool) -> Involved:
             accounts.add(op.account_id)
             keys.add(op.key_id)
             request_ids.append(op.request_id)
+        elif isinstance(op, Redemption):
+            accounts.add(op.account_id)
+            code_hashes.append(op.code_hash)
         else:
             accounts.add(op.account_id)
-    return Involved(accounts, keys, request_ids)
+    return Involved(accounts, keys, request_ids, sorted(set(code_hashes)))
 
 
 def _hold_of(row: HoldRow, prefix: str) -> Hold:
@@ -178,6 +216,8 @@ def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | 
     key = locked.keys.get(op.principal.key_id)
     if account is None or key is None:
         return InsufficientCredits("This API key's account no longer exists.", code="account_missing")
+    if account.disabled:
+        return PermissionDenied("This API key's account is disabled.", code="account_disabled")
     key.roll(changes.now)
     available = account.balance - account.reserved
     if op.credits > available:
@@ -240,6 +280,7 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
                 "balance_after": account.balance,
                 "note": op.model,
                 "created_at": changes.now,
+                "actor": None,
             }
         )
     usage = op.usage
@@ -310,9 +351,46 @@ def decide_grant(op: Grant, locked: Locked, changes: Changes) -> int | Gatewrigh
             "balance_after": balance,
             "note": op.note,
             "created_at": changes.now,
+            "actor": op.actor,
         }
     )
     return balance
+
+
+def decide_redeem(op: Redemption, locked: Locked, changes: Changes) -> int | GatewrightError:
+    """Spend the code and credit its amount; returns the credits added. One ledger row."""
+    code = locked.codes.get(op.code_hash)
+    if code is None:
+        return NotFound("Unknown redemption code.", param="code", code="code_not_found")
+    if code.redeemed_at is not None:
+        return Conflict("This redemption code was already redeemed.", param="code", code="code_redeemed")
+    expires = aware(code.expires_at)
+    if expires is not None and expires <= changes.now:
+        return Conflict("This redemption code has expired.", param="code", code="code_expired", status=410)
+    account = locked.accounts.get(op.account_id)
+    if account is None:
+        return NotFound(f"No account {op.account_id}.")
+    balance = account.balance + code.credits
+    if balance > MAX_BALANCE:
+        return InvalidRequest(f"The balance cannot go past {MAX_BALANCE:,} credits.", param="code")
+    account.balance = balance
+    account.touched = True
+    code.redeemed_at, code.redeemed_by = changes.now, op.account_id
+    changes.redeemed_codes.append(code)
+    changes.ledger_rows.append(
+        {
+            "account_id": op.account_id,
+            "key_id": None,
+            "request_id": None,
+            "kind": "redeem",
+            "credits": code.credits,
+            "balance_after": balance,
+            "note": f"redemption code {code.prefix}",
+            "created_at": changes.now,
+            "actor": op.actor,
+        }
+    )
+    return code.credits
 
 
 _DECIDE: dict[type, Callable[[Any, Locked, Changes], Any]] = {
@@ -320,6 +398,7 @@ _DECIDE: dict[type, Callable[[Any, Locked, Changes], Any]] = {
     Settlement: decide_settle,
     Release: decide_release,
     Grant: decide_grant,
+    Redemption: decide_redeem,
 }
 
 

@@ -68,6 +68,17 @@ def require_scope(principal: Principal | None, scope: str) -> None:
         )
 
 
+def require_model(principal: Principal | None, entry: ModelEntry) -> None:
+    """A key with an allow-list of models calls only those (before any work or hold)."""
+    if principal is not None and not principal.may_call(entry.id):
+        raise PermissionDenied(
+            f"This API key may not call the model `{entry.id}`; GET /v1/models with this key lists "
+            "the models it may call.",
+            param="model",
+            code="model_not_allowed",
+        )
+
+
 def check_capabilities(entry: ModelEntry, request: CoreRequest) -> CoreRequest:
     """Refuse what the model cannot do, with the parameter to blame; drop soft hints it ignores."""
     if entry.type != "chat":
@@ -178,6 +189,7 @@ class Gateway:
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
+        require_model(principal, entry)
         if tracing.ENABLED:
             tracing.annotate(_request_attributes(request, entry, principal))
         facts = CURRENT_FACTS.get()
@@ -205,7 +217,7 @@ class Gateway:
             held_prompt = prompt_tokens
             if not self.router.counts_exactly(entry):  # an estimate: hold what it cannot exceed
                 held_prompt = max(prompt_tokens, prompt_token_bound(checked))
-            credits = max(worst_case(held_prompt, max_out, model.prices) for model in self.router.chain(entry))
+            credits = max(worst_case(held_prompt, max_out, model.prices) for model in self.router.chain(entry, request))
             try:
                 if tracing.ENABLED:
                     hold = await _traced_reserve(platform, principal, credits, request_id, entry.id)
@@ -216,7 +228,9 @@ class Gateway:
                     record_refusal(error.status, error.code)
                 raise _with_limits(error, limits) from None
 
-        ctx = CallContext(request_id=request_id, owner=principal.prefix if principal else "")
+        ctx = CallContext(
+            request_id=request_id, owner=principal.prefix if principal else "", prompt_tokens=prompt_tokens
+        )
         try:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
@@ -251,9 +265,11 @@ class Gateway:
         """Embeddings, through the same keys, limits and ledger (see ``core.embedding``)."""
         return await run_embedding(self.catalog, self.router, self.platform, request, principal, request_id)
 
-    async def count_tokens(self, request: CoreRequest) -> int:
+    async def count_tokens(self, request: CoreRequest, principal: Principal | None = None) -> int:
         entry = self.catalog.resolve(request.model)
-        return await self.router.count_prompt_tokens(entry, request)
+        require_model(principal, entry)
+        # Counted as it would be sent: what the model cannot take is refused here too.
+        return await self.router.count_tokens(entry, check_capabilities(entry, request))
 
 
 _ZERO = Cost(credits=0, usd=0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 from gatewright.core.types import Cost, Usage
@@ -29,9 +30,15 @@ class Principal:
     scopes: frozenset[str]
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    models: frozenset[str] | None = None  # the key's allow-list (canonical ids); None: every model
+    expires_at: datetime | None = None
 
     def allows(self, scope: str) -> bool:
         return not self.scopes or scope in self.scopes
+
+    def may_call(self, model_id: str) -> bool:
+        """Whether the key's allow-list lets it call the model with this canonical id."""
+        return self.models is None or model_id in self.models
 
 
 @dataclass(frozen=True, slots=True)

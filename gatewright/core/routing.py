@@ -31,7 +31,7 @@ from gatewright.core.errors import (
 )
 from gatewright.core.events import Event
 from gatewright.core.metrics import record_upstream
-from gatewright.core.types import CoreRequest, EmbeddingRequest, Embeddings, Usage
+from gatewright.core.types import CoreRequest, EmbeddingRequest, Embeddings, ImagePart, Usage
 
 log = logging.getLogger("gatewright.routing")
 
@@ -113,12 +113,15 @@ class Router:
     def backend_for(self, deployment: Deployment) -> Backend:
         return self.backends[deployment.name]
 
-    def chain(self, entry: ModelEntry) -> list[ModelEntry]:
-        """The model and its fallbacks, in order, active ones only."""
+    def chain(self, entry: ModelEntry, request: CoreRequest | None = None) -> list[ModelEntry]:
+        """The model and its fallbacks, in order, active ones only; with a request, only the
+        fallbacks that can do what it asks (a fallback without tools cannot answer a tool call)."""
         models = [entry]
         for name in entry.fallbacks:
             fallback = self.catalog.find(name)
-            if fallback is not None and fallback.active and fallback not in models:
+            if fallback is None or not fallback.active or fallback in models:
+                continue
+            if request is None or can_serve(fallback, request):
                 models.append(fallback)
         return models
 
@@ -153,6 +156,14 @@ class Router:
         deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
         return await self.backends[deployment.name].count_prompt_tokens(request)
 
+    async def count_tokens(self, entry: ModelEntry, request: CoreRequest) -> int:
+        """For ``count_tokens``: as exact as the backend can be, even at a cost (an upstream that
+        counts for itself is asked); backends without such a count give their usual one."""
+        deployment = next((d for d in entry.deployments if d.active), entry.deployments[0])
+        backend = self.backends[deployment.name]
+        exact = getattr(backend, "count_tokens", None)
+        return int(await exact(request)) if exact is not None else await backend.count_prompt_tokens(request)
+
     def counts_exactly(self, entry: ModelEntry) -> bool:
         """Whether every backend the request may reach counts prompts with the model's own tokenizer
         (``exact_prompt_count = True``, as the embedded engine does): then that count bounds what
@@ -167,7 +178,7 @@ class Router:
         now = time.monotonic()
         first: list[tuple[ModelEntry, Deployment, int]] = []
         last: list[tuple[ModelEntry, Deployment, int]] = []
-        for model in self.chain(entry):
+        for model in self.chain(entry, request):
             ready, broken = self._split(model, now)
             first += [(model, d, d.max_retries) for d in ready]
             last += [(model, d, 0) for d in broken]
@@ -331,12 +342,31 @@ def _failed_status(error: GatewrightError) -> int:
     return int(getattr(error, "upstream_status", 0) or error.status)
 
 
+def can_serve(model: ModelEntry, request: CoreRequest) -> bool:
+    """Whether a fallback has every capability the request needs. A reasoning hint is not a need
+    (``_retarget`` drops it for a model that cannot reason); an explicit demand is."""
+    caps = model.capabilities
+    reasoning = request.reasoning
+    needs = (
+        (bool(request.tools) and request.tool_choice.mode != "none", caps.tools),
+        (request.response_format.kind == "json_schema", caps.json_schema),
+        (request.logprobs, caps.logprobs),
+        (any(isinstance(p, ImagePart) for m in request.messages for p in m.parts), caps.vision),
+        (reasoning is not None and reasoning.required and reasoning.effort != "none", caps.reasoning),
+    )
+    return all(has for needed, has in needs if needed)
+
+
 def _retarget(request: CoreRequest, model: ModelEntry) -> CoreRequest:
-    """The request as a fallback model gets it: its id, and an output budget it can give."""
+    """The request as a fallback model gets it: its id, an output budget it can give, and no
+    reasoning hint when it cannot reason."""
+    changes: dict[str, object] = {"model": model.id}
     budget = request.sampling.max_tokens
     if budget is not None and budget > model.max_output:
-        return replace(request, model=model.id, sampling=replace(request.sampling, max_tokens=model.max_output))
-    return replace(request, model=model.id)
+        changes["sampling"] = replace(request.sampling, max_tokens=model.max_output)
+    if request.reasoning is not None and not model.capabilities.reasoning:
+        changes["reasoning"] = None
+    return replace(request, **changes)  # type: ignore[arg-type]
 
 
 def _weighted_shuffle(deployments: Sequence[Deployment]) -> list[Deployment]:
@@ -358,4 +388,4 @@ async def _empty() -> AsyncIterator[Event]:
     yield  # pragma: no cover
 
 
-__all__ = ["Breaker", "Opened", "RetryPolicy", "Router", "can_fail_over", "is_retryable"]
+__all__ = ["Breaker", "Opened", "RetryPolicy", "Router", "can_fail_over", "can_serve", "is_retryable"]

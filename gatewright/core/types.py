@@ -18,15 +18,28 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 ReasoningEffort = Literal["none", "low", "medium", "high"]
 
 
+CacheTTL = Literal["5m", "1h"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMark:
+    """A prompt-cache breakpoint (Anthropic's ``cache_control``): the prompt up to and including
+    the part that carries it is worth keeping in a provider's cache (or the engine's)."""
+
+    ttl: CacheTTL | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class TextPart:
     text: str
+    cache: CacheMark | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
     url: str  # http(s) URL or data: URL
     media_type: str | None = None
+    cache: CacheMark | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +47,7 @@ class ToolCallPart:
     id: str
     name: str
     arguments: str  # JSON text, as the model wrote it
+    cache: CacheMark | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +55,27 @@ class ToolResultPart:
     call_id: str
     content: str
     is_error: bool = False
+    cache: CacheMark | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ThinkingPart:
+    """Earlier reasoning of the assistant; ``signature`` is the provider's proof that it wrote it
+    (Anthropic accepts earlier thinking back only with the signature it issued)."""
+
     text: str
     signature: str | None = None
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart
+@dataclass(frozen=True, slots=True)
+class RedactedThinkingPart:
+    """Reasoning a provider handed out encrypted (Anthropic's ``redacted_thinking``): opaque, only
+    that provider can read it, and it must go back to it unchanged."""
+
+    data: str
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart | RedactedThinkingPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +95,7 @@ class ToolSpec:
     description: str | None
     parameters: dict[str, Any]
     strict: bool = False
+    cache: CacheMark | None = None  # a breakpoint after the tool definitions up to this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +158,17 @@ class CoreRequest:
     stream: bool = False
     user: str | None = None
 
+    @property
+    def cache_breakpoints(self) -> tuple[tuple[int, int], ...]:
+        """(message index, part index) of every part that carries a cache mark, in prompt order:
+        the prompt up to and including each is a prefix worth keeping cached."""
+        return tuple(
+            (i, k)
+            for i, message in enumerate(self.messages)
+            for k, part in enumerate(message.parts)
+            if getattr(part, "cache", None) is not None
+        )
+
 
 @dataclass(slots=True)
 class Usage:
@@ -188,6 +226,8 @@ class Choice:
     index: int
     text: str = ""
     reasoning: str = ""
+    reasoning_signature: str | None = None  # the provider's signature of ``reasoning``
+    redacted_reasoning: list[str] = field(default_factory=list)  # opaque blocks, in order
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     stop_sequence: str | None = None
@@ -203,6 +243,7 @@ class CoreResponse:
     usage: Usage
     cost: Cost | None = None
     deployment: str | None = None
+    request_id: str | None = None  # the gateway's id of the request (x-request-id), beside the answer's id
 
 
 # -- embeddings ---------------------------------------------------------------------------------

@@ -7,10 +7,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatewright.core.keys import KeyRecord
-from gatewright.store.tables import api_keys
+from gatewright.core.keys import KeyRecord, OperatorRecord
+from gatewright.store.tables import accounts, api_keys, operator_keys
 
-_LIVE = select(api_keys).where(api_keys.c.deleted_at.is_(None))
+# A key with its account's state: one indexed join, in the lookup the authenticator caches anyway.
+_LIVE = (
+    select(api_keys, accounts.c.disabled.label("account_disabled"))
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.deleted_at.is_(None))
+)
+_OPERATOR = select(operator_keys).where(operator_keys.c.deleted_at.is_(None))
 
 
 def key_record(row: Any) -> KeyRecord:
@@ -33,7 +39,14 @@ def key_record(row: Any) -> KeyRecord:
         tokens_per_minute=row.tokens_per_minute,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        models=None if row.models is None else tuple(row.models),
+        expires_at=row.expires_at,
+        account_disabled=bool(getattr(row, "account_disabled", False)),
     )
+
+
+def operator_record(row: Any) -> OperatorRecord:
+    return OperatorRecord(id=int(row.id), prefix=row.prefix, name=row.name, created_at=row.created_at)
 
 
 class SqlKeyStore:
@@ -50,3 +63,8 @@ class SqlKeyStore:
 
     async def by_id(self, key_id: int) -> KeyRecord | None:
         return await self._one(_LIVE.where(api_keys.c.id == key_id))
+
+    async def operator_by_hash(self, digest: str) -> OperatorRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_OPERATOR.where(operator_keys.c.key_hash == digest))).first()
+        return None if row is None else operator_record(row)

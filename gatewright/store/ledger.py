@@ -16,10 +16,12 @@ import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, column, func, insert, select, update
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +29,7 @@ from gatewright.core.clock import utcnow
 from gatewright.core.ledger_rules import (
     AccountRow,
     Changes,
+    CodeRow,
     HoldRow,
     KeyRow,
     Locked,
@@ -37,7 +40,7 @@ from gatewright.core.ledger_rules import (
 )
 from gatewright.store import sqlite_raw
 from gatewright.store.db import WalCheckpointer, create_blocking_twin
-from gatewright.store.tables import accounts, api_keys, holds, ledger, usage_records
+from gatewright.store.tables import accounts, api_keys, holds, ledger, redemption_codes, usage_days, usage_records
 
 log = logging.getLogger("gatewright.ledger")
 
@@ -117,9 +120,11 @@ def apply_batch(
 
 
 # Statements are built once: constructing SQLAlchemy statements per batch cost more than running them.
-_a, _k, _h = accounts.c, api_keys.c, holds.c
+_a, _k, _h, _c = accounts.c, api_keys.c, holds.c, redemption_codes.c
 _SELECT_ACCOUNTS = (
-    select(_a.id, _a.balance, _a.reserved).where(_a.id.in_(bindparam("ids", expanding=True))).order_by(_a.id)
+    select(_a.id, _a.balance, _a.reserved, _a.disabled)
+    .where(_a.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_a.id)
 )
 _SELECT_KEYS = (
     select(
@@ -166,10 +171,38 @@ _UPDATE_KEY = (
         month_spent=bindparam("m_spent"),
     )
 )
+# Redemption codes are rare: read and spent through SQLAlchemy on either driver, locked last.
+_SELECT_CODES = (
+    select(_c.id, _c.prefix, _c.credits, _c.expires_at, _c.redeemed_at, _c.code_hash)
+    .where(_c.code_hash.in_(bindparam("hashes", expanding=True)))
+    .order_by(_c.code_hash)
+)
+# Conditional: a code another transaction spent first is never spent twice (the row lock makes
+# this the rule's second guard, not its only one).
+_SPEND_CODE = (
+    update(redemption_codes)
+    .where(_c.id == bindparam("cid"), _c.redeemed_at.is_(None))
+    .values(redeemed_at=bindparam("at"), redeemed_by=bindparam("by"))
+)
 _INSERT_HOLDS = insert(holds)
 _CLOSE_HOLDS = update(holds).where(_h.request_id == bindparam("rid")).values(status=bindparam("new_status"))
 _INSERT_LEDGER = insert(ledger)
 _INSERT_USAGE = insert(usage_records)
+
+
+def _add_to_days(dialect: Any) -> Any:
+    """Add a batch's usage to its day's row (an upsert; both dialects spell it the same way)."""
+    new = dialect.insert(usage_days)
+    return new.on_conflict_do_update(
+        index_elements=["account_id", "day", "model", "key_prefix"],
+        set_={
+            name: getattr(usage_days.c, name) + getattr(new.excluded, name)
+            for name in ("requests", "input_tokens", "output_tokens", "credits")
+        },
+    )
+
+
+_ADD_DAYS = {"sqlite": _add_to_days(sqlite_dialect), "postgresql": _add_to_days(postgresql_dialect)}
 
 
 def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: bool) -> Locked:
@@ -177,11 +210,26 @@ def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: 
     if not ids.account_ids:
         return Locked({}, {}, {})
     if sqlite_raw.serves(conn):
-        return _load_sqlite(conn, ids.account_ids, ids.key_ids, ids.request_ids)
+        locked = _load_sqlite(conn, ids.account_ids, ids.key_ids, ids.request_ids)
+    else:
+        locked = _load_async(conn, ids.account_ids, ids.key_ids, ids.request_ids, lock_rows)
+    if ids.code_hashes:
+        query = _SELECT_CODES.with_for_update() if lock_rows else _SELECT_CODES
+        for r in conn.execute(query, {"hashes": ids.code_hashes}):
+            locked.codes[r.code_hash] = CodeRow(int(r.id), r.prefix, int(r.credits), r.expires_at, r.redeemed_at)
+    return locked
+
+
+def _load_async(
+    conn: Connection, account_ids: set[int], key_ids: set[int], request_ids: list[str], lock_rows: bool
+) -> Locked:
     q_accounts, q_keys, q_holds = _LOCKED if lock_rows else _PLAIN
-    account_rows = {r.id: AccountRow(r.balance, r.reserved) for r in conn.execute(q_accounts, {"ids": ids.account_ids})}
+    account_rows = {
+        r.id: AccountRow(r.balance, r.reserved, bool(r.disabled))
+        for r in conn.execute(q_accounts, {"ids": list(account_ids)})
+    }
     key_rows: dict[int, KeyRow] = {}
-    if ids.key_ids:
+    if key_ids:
         key_rows = {
             r.id: KeyRow(
                 r.limit_retention,
@@ -192,11 +240,11 @@ def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: 
                 r.month_start,
                 r.month_spent,
             )
-            for r in conn.execute(q_keys, {"ids": ids.key_ids})
+            for r in conn.execute(q_keys, {"ids": list(key_ids)})
         }
     hold_rows: dict[str, HoldRow] = {}
-    if ids.request_ids:
-        hold_rows = {r.request_id: HoldRow(*r) for r in conn.execute(q_holds, {"ids": ids.request_ids})}
+    if request_ids:
+        hold_rows = {r.request_id: HoldRow(*r) for r in conn.execute(q_holds, {"ids": request_ids})}
     return Locked(account_rows, key_rows, hold_rows)
 
 
@@ -204,8 +252,8 @@ def _load_sqlite(conn: Connection, account_ids: set[int], key_ids: set[int], req
     """``_load`` on the raw driver (see ``store.sqlite_raw``); the batch's ids go in as one JSON array."""
     fetch, stamp = sqlite_raw.fetch, sqlite_raw.to_datetime
     account_rows = {
-        aid: AccountRow(balance, reserved)
-        for aid, balance, reserved in fetch(conn, _SQLITE_SELECTS[0], {"ids": json.dumps(list(account_ids))})
+        aid: AccountRow(balance, reserved, bool(disabled))
+        for aid, balance, reserved, disabled in fetch(conn, _SQLITE_SELECTS[0], {"ids": json.dumps(list(account_ids))})
     }
     key_rows: dict[int, KeyRow] = {}
     if key_ids:
@@ -259,6 +307,37 @@ def _write(conn: Connection, locked: Locked, changes: Changes, owner: str) -> No
         _execute(conn, _INSERT_LEDGER, changes.ledger_rows)
     if changes.usage_rows:
         _execute(conn, _INSERT_USAGE, changes.usage_rows)
+        _execute(conn, _ADD_DAYS[conn.dialect.name], _days(changes.usage_rows))
+    for code in changes.redeemed_codes:
+        spent = conn.execute(_SPEND_CODE, {"cid": code.id, "at": code.redeemed_at, "by": code.redeemed_by})
+        if spent.rowcount != 1:  # rolls the whole commit back: nothing is credited
+            raise RuntimeError(f"redemption code {code.prefix} was spent by another transaction")
+
+
+def _days(usage_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batch's usage summed by day (UTC), account, model and key."""
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in usage_rows:
+        day = row["created_at"].astimezone(UTC).strftime("%Y-%m-%d")
+        group = (row["account_id"], day, row["model"], row["key_prefix"])
+        summed = days.get(group)
+        if summed is None:
+            days[group] = {
+                "account_id": row["account_id"],
+                "day": day,
+                "model": row["model"],
+                "key_prefix": row["key_prefix"],
+                "requests": 1,
+                "input_tokens": row["input_tokens"],
+                "output_tokens": row["output_tokens"],
+                "credits": row["credits"],
+            }
+        else:
+            summed["requests"] += 1
+            summed["input_tokens"] += row["input_tokens"]
+            summed["output_tokens"] += row["output_tokens"]
+            summed["credits"] += row["credits"]
+    return list(days.values())
 
 
 def _new_hold(hold: HoldRow, owner: str, changes: Changes) -> dict[str, Any]:

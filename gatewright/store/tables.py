@@ -36,6 +36,10 @@ accounts = Table(
     Column("low_balance_threshold", BigInteger, nullable=False, default=10_000),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Migration 0004: a disabled account's keys stop (the ledger refuses its reservations); a
+    # deleted one is also disabled, and stays as a row (its ledger and usage refer to it).
+    Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )
 
 api_keys = Table(
@@ -62,6 +66,10 @@ api_keys = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Deleted keys stay as rows (usage and holds refer to them) but never authenticate again.
     Column("deleted_at", DateTime(timezone=True), nullable=True),
+    # Migration 0004: key policies. The models the key may call (ids or aliases; null: all), and
+    # when it stops working (null: never).
+    Column("models", JSON, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
 )
 
 holds = Table(
@@ -90,6 +98,7 @@ ledger = Table(
     Column("balance_after", BigInteger, nullable=False),
     Column("note", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(64), nullable=True),  # migration 0004: who granted (operator key, cli)
     Index("ix_ledger_account_created", "account_id", "created_at"),
 )
 
@@ -112,6 +121,36 @@ usage_records = Table(
     Column("estimated", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_usage_account_created", "account_id", "created_at"),
+    Index("ix_usage_created", "created_at"),  # migration 0004: the operator's reads across accounts
+)
+
+# Migration 0004: the operator's credentials, apart from every account (hashes, like keys).
+operator_keys = Table(
+    "operator_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("prefix", String(8), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+)
+
+# Migration 0004: redemption codes the operator mints; each pays out once (redeemed_at set in the
+# ledger transaction that credits the account).
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("prefix", String(8), nullable=False, unique=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("credits", BigInteger, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_by", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("redeemed_at", DateTime(timezone=True), nullable=True),
+    Column("redeemed_by", Id, ForeignKey("accounts.id"), nullable=True),
 )
 
 tasks = Table(
@@ -148,4 +187,20 @@ responses = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_responses_expires_at", "expires_at"),
+)
+
+# Migration 0005: usage summed by day (UTC), account, model and key; written with each settlement
+# by the ledger's writer, read by the usage-by-day endpoints (a month is a few hundred rows).
+usage_days = Table(
+    "usage_days",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD
+    Column("model", String(200), primary_key=True),
+    Column("key_prefix", String(8), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Index("ix_usage_days_day", "day"),
 )

@@ -151,3 +151,10 @@ def test_thinking_on_a_model_without_reasoning_is_a_clear_400(fake: anthropic.An
     # Adaptive thinking leaves the choice to the model: one that cannot reason just answers.
     adaptive = fake.messages.create(model="echo", max_tokens=4, thinking={"type": "adaptive"}, messages=ECHO)
     assert [block.type for block in adaptive.content] == ["text"]
+
+
+def test_count_tokens_refuses_what_the_model_cannot_take(fake: anthropic.Anthropic) -> None:
+    image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        fake.messages.count_tokens(model="echo", messages=[{"role": "user", "content": [image]}])
+    assert "does not accept images" in raised.value.message

@@ -15,6 +15,8 @@ from gatewright.core.events import (
     ChoiceEnd,
     Event,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -172,3 +174,28 @@ async def test_estimated_usage_is_marked_in_meta() -> None:
     guessed = UsageReport(Usage(input_tokens=12, output_tokens=3, estimated=True), Cost(9, 0.0000045))
     events = await rendered([TextDelta(0, "Hi"), ChoiceEnd(0, "stop"), guessed])
     assert events[-2][1]["meta"] == {"usage": {"credits_used": 9, "usd_spent": 0.0000045, "estimated": True}}
+
+
+async def test_signature_ends_its_thinking_block_and_redacted_thinking_is_a_whole_block() -> None:
+    events = await rendered(
+        [
+            ReasoningDelta(0, "Weather first."),
+            ReasoningSignature(0, "sig-1"),
+            RedactedReasoning(0, "opaque=="),
+            ReasoningDelta(0, "Then the time."),  # after a signature: a new thinking block
+            ReasoningSignature(0, "sig-2"),
+            TextDelta(0, "Done."),
+            ChoiceEnd(0, "stop"),
+            USAGE,
+        ]
+    )
+    check_order(events)
+    signature = [d for n, d in events if n == "content_block_delta" and d["delta"]["type"] == "signature_delta"]
+    assert [d["index"] for d in signature] == [0, 2]
+    message = sdk_message(events)
+    assert [b.to_dict() for b in message.content] == [
+        {"type": "thinking", "thinking": "Weather first.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "opaque=="},
+        {"type": "thinking", "thinking": "Then the time.", "signature": "sig-2"},
+        {"type": "text", "text": "Done."},
+    ]

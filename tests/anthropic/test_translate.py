@@ -14,12 +14,14 @@ from gatewright.api.openai import schemas as openai_schemas
 from gatewright.api.openai.translate import to_core as openai_to_core
 from gatewright.core import errors as e
 from gatewright.core.types import (
+    CacheMark,
     Choice,
     CoreResponse,
     Cost,
     ImagePart,
     Message,
     Reasoning,
+    RedactedThinkingPart,
     TextPart,
     ThinkingPart,
     ToolCall,
@@ -330,3 +332,67 @@ def test_error_table(error: e.GatewrightError, kind: str, status: int) -> None:
         "error": {"type": kind, "message": "x"},
         "request_id": "req_1",
     }
+
+
+def test_cache_control_becomes_breakpoints_where_the_caller_put_them() -> None:
+    mark: Any = {"type": "ephemeral"}
+    core = to_core(
+        request(
+            system=[
+                {"type": "text", "text": "Manual.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": "Notes."},
+            ],
+            tools=[{**TOOL, "cache_control": mark}],
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Weather?", "cache_control": mark}]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}, "cache_control": mark}
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "sunny", "cache_control": mark}
+                    ],
+                },
+            ],
+        )
+    )
+    # The system prompt is the same text as without marks ("Manual.\nNotes."), cut at the breakpoint.
+    assert core.messages[0].parts == (TextPart("Manual.", CacheMark("1h")), TextPart("\nNotes."))
+    assert core.messages[0].text == "Manual.\nNotes."
+    assert core.tools[0].cache == CacheMark()
+    assert core.messages[1].parts == (TextPart("Weather?", CacheMark()),)
+    assert core.messages[2].parts == (ToolCallPart("t1", "get_weather", "{}", CacheMark()),)
+    assert core.messages[3].parts == (ToolResultPart("t1", "sunny", cache=CacheMark()),)
+    assert core.cache_breakpoints == ((0, 0), (1, 0), (2, 0), (3, 0))
+
+
+def test_signed_and_redacted_thinking_survive_the_round_trip() -> None:
+    core = to_core(
+        request(
+            tools=[TOOL],
+            messages=[
+                {"role": "user", "content": "Weather?"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "Call it.", "signature": "sig-1"},
+                        {"type": "redacted_thinking", "data": "opaque=="},
+                        {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}},
+                    ],
+                },
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
+            ],
+        )
+    )
+    assert core.messages[1].parts[:2] == (ThinkingPart("Call it.", "sig-1"), RedactedThinkingPart("opaque=="))
+    choice = Choice(index=0, reasoning="Hm.", reasoning_signature="sig-2", redacted_reasoning=["x=="], text="Hi")
+    body = from_core(CoreResponse("msg_1", "m", 0, [choice], Usage()))
+    assert body["content"] == [
+        {"type": "thinking", "thinking": "Hm.", "signature": "sig-2"},
+        {"type": "redacted_thinking", "data": "x=="},
+        {"type": "text", "text": "Hi"},
+    ]

@@ -1,71 +1,98 @@
 """Prompt reuse must not change the numbers: the logits after a prefill are bit-identical whether
-the prompt was evaluated from scratch, partly reused from the live context, or restored from a
-prefix snapshot. Real model, in-process."""
+the prompt was evaluated from scratch, partly reused from the slot's own cells, copied from another
+slot, or restored from a prefix snapshot. Real model, in-process, driving the scheduler's prefill
+directly (one prompt at a time, as a request alone would run)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from llama_cpp import Llama
 
-from gatewright.backends.llamacpp_engine import Engine
-from gatewright.backends.prefix_cache import PrefixCache
+from gatewright.backends.llamacpp._internals import Model
+from gatewright.backends.llamacpp.engine import Context
+from gatewright.backends.llamacpp.prefix_cache import PrefixCache
+from gatewright.backends.llamacpp.scheduler import Scheduler, Slot
 from gatewright.backends.weights import assemble
 
 GRANULARITY = 16
-
-
-class Job:
-    cancelled = False
+BUSY: Any = object()  # stands for a choice occupying a slot
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[Llama]:
+def model() -> Iterator[Model]:
     path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
-    model = Llama(model_path=str(path), n_ctx=1024, n_threads=2, n_batch=512, verbose=False)
-    yield model
-    model.close()
+    loaded = Model(str(path), n_ctx=1024, slots=2, n_threads=2, n_batch=512)
+    yield loaded
+    loaded.close()
 
 
-def logits(llm: Llama) -> np.ndarray:
-    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+def scheduler(model: Model, cache: PrefixCache | None = None) -> Scheduler:
+    for seq in range(2):
+        model.forget(seq)
+    return Scheduler(Context(model), 2, GRANULARITY, 512, 128, cache)
 
 
-def fresh(llm: Llama) -> None:
-    llm.n_tokens = 0
-    llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+def prompt_logits(engine: Scheduler, tokens: Sequence[int], occupied: Sequence[Slot] = ()) -> tuple[int, np.ndarray]:
+    """Place and prefill a prompt (``occupied`` slots count as busy), evaluate its last token alone;
+    returns the tokens reused and the logits."""
+    for slot in occupied:
+        slot.choice = BUSY
+    try:
+        slot, reused = engine._place(tokens)
+    finally:
+        for other in occupied:
+            other.choice = None
+    slot.prompt, slot.choice = list(tokens), BUSY
+    while slot.next_token is None:
+        engine._prefill(slot, engine.chunk)
+    batch = engine.batch
+    batch.clear()
+    row = batch.add((slot.next_token,), len(slot.cells), slot.seq, True)
+    engine.model.decode(batch)
+    slot.cells.append(slot.next_token)
+    slot.next_token, slot.choice = None, None
+    return reused, engine.model.logits(row).copy()
 
 
-def test_reuse_from_the_live_context_gives_identical_logits(llm: Llama) -> None:
-    prompt = llm.tokenize(b"The ferry crossed the river twice a day, carrying grain and news. " * 8)[:151]
-    engine = Engine(llm, GRANULARITY)
-    fresh(llm)
-    assert engine.prefill(prompt, Job()) == 0
-    reference = logits(llm)
-    # Previous sequences sharing prefixes of awkward lengths, and one sharing everything.
+def test_reuse_from_the_slot_itself_gives_identical_logits(model: Model) -> None:
+    prompt = model.tokenize("The ferry crossed the river twice a day, carrying grain and news. " * 8)[:151]
+    engine = scheduler(model)
+    assert prompt_logits(engine, prompt)[0] == 0
+    reference = prompt_logits(scheduler(model), prompt)[1]
+    # Earlier sequences sharing prefixes of awkward lengths, and one sharing everything.
     for shared in (3, 17, 40, 100, 149, 150):
-        fresh(llm)
-        other = prompt[:shared] + llm.tokenize(b" something else entirely")
-        engine.prefill(other, Job())
-        reused = engine.prefill(prompt, Job())
+        engine = scheduler(model)
+        prompt_logits(engine, prompt[:shared] + model.tokenize(" something else entirely"))
+        reused, logits = prompt_logits(engine, prompt)
         assert reused == min(shared, len(prompt) - 1) // GRANULARITY * GRANULARITY
-        assert np.array_equal(logits(llm), reference), f"logits changed after reusing {reused} tokens"
+        assert np.array_equal(logits, reference), f"logits changed after reusing {reused} tokens"
 
 
-def test_restore_from_a_snapshot_gives_identical_logits(llm: Llama) -> None:
-    system = llm.tokenize(b"Notes: copper, meadow, harbor, violet, thunder, canyon. " * 10)
-    first = system + llm.tokenize(b" Question one?")
-    second = llm.tokenize(b"Unrelated words to push the first prompt out. " * 6)
+def test_copy_from_another_slot_gives_identical_logits(model: Model) -> None:
+    prompt = model.tokenize("Lanterns lit the orchard path while the copper bell rang. " * 6)
+    reference = prompt_logits(scheduler(model), prompt)[1]
+    engine = scheduler(model)
+    prompt_logits(engine, prompt[:-5] + model.tokenize(" and then?"))
+    holder = next(slot for slot in engine.slots if slot.cells)
+    reused, logits = prompt_logits(engine, prompt, occupied=[holder])
+    assert reused >= (len(prompt) - 6) // GRANULARITY * GRANULARITY  # copied from the busy slot
+    assert np.array_equal(logits, reference)
+
+
+def test_restore_from_a_snapshot_gives_identical_logits(model: Model) -> None:
+    system = model.tokenize("Notes: copper, meadow, harbor, violet, thunder, canyon. " * 10)
+    first = system + model.tokenize(" Question one?")
     cache = PrefixCache(capacity=64 << 20, min_tokens=32)
-    engine = Engine(llm, GRANULARITY, cache)
-    fresh(llm)
-    engine.prefill(first, Job())
-    reference = logits(llm)
+    engine = scheduler(model, cache)
+    reference = prompt_logits(engine, first)[1]
     assert len(cache) == 1
-    engine.prefill(second, Job())  # the live context now holds something else
-    reused = engine.prefill(first, Job())
+    for words in ("Unrelated words to push the first prompt out. ", "Other words again, for the other slot. "):
+        prompt_logits(engine, model.tokenize(words * 6))  # both slots now hold something else
+    assert all(slot.cells[:8] != first[:8] for slot in engine.slots)
+    reused, logits = prompt_logits(engine, first)
     assert reused >= len(system) // GRANULARITY * GRANULARITY - GRANULARITY
-    assert np.array_equal(logits(llm), reference)
+    assert np.array_equal(logits, reference)

@@ -24,13 +24,11 @@ from typing import Any
 import jsonschema
 import openai
 import pytest
-from anthropic.lib.streaming._messages import accumulate_event
 
-from tests.anthropic.sse import parse_frames
 from tests.conftest import MODEL
 from tests.support.app import AppGateway, app_gateway
 from tests.support.catalogs import catalog_toml
-from tests.support.faulty_upstream import FaultyUpstream, Raw, running_faulty_upstream, sse
+from tests.support.faulty_upstream import FaultyUpstream, running_faulty_upstream, sse
 from tests.support.procs import Gateway
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic_upstream"
@@ -65,17 +63,6 @@ class Kind:
 
 
 # -- the recorded Anthropic upstream ---------------------------------------------------------------
-
-
-def _recorded_message(name: str) -> dict[str, Any]:
-    """The whole message the Anthropic SDK assembles from a recorded stream (for non-streamed calls)."""
-    snapshot = None
-    json_bufs: dict[int, bytes] = {}
-    for event, data in parse_frames((RECORDINGS / name).read_bytes().rstrip(b"\n") + b"\n\n"):
-        if event != "ping":
-            snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=json_bufs)  # type: ignore[arg-type]
-    assert snapshot is not None
-    return snapshot.to_dict(mode="json")
 
 
 RECORDING_OF = {"tools": "tool_use.stream.sse", "usage": "cache_usage.stream.sse"}
@@ -130,11 +117,9 @@ def kind(request: pytest.FixtureRequest) -> Kind:
     upstream: FaultyUpstream = request.getfixturevalue("claude_recordings")
 
     def script(case: str, stream: bool) -> None:
+        # Streamed or not, the gateway asks an upstream for a stream (a whole answer is it collected).
         name = RECORDING_OF.get(case, "basic.stream.sse")
-        if stream:
-            upstream.script(ROUTE, sse((RECORDINGS / name).read_bytes(), pieces=7))
-        else:
-            upstream.script(ROUTE, Raw(json.dumps(_recorded_message(name)).encode()))
+        upstream.script(ROUTE, sse((RECORDINGS / name).read_bytes(), pieces=7))
 
     return Kind(
         "anthropic",

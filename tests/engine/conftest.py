@@ -12,7 +12,7 @@ import pytest
 from llama_cpp import Llama
 from llguidance.llamacpp import lltokenizer_from_vocab
 
-from gatewright.backends.constrain import Guide
+from gatewright.backends.llamacpp.constrain import Guide
 from gatewright.backends.weights import resolve_model_path
 from gatewright.settings import Settings
 from tests.support.procs import Gateway

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gatewright.backends.constrain import GrammarConstraint, Guide
-from gatewright.backends.toolcalls import CALL_SYNTAXES, call_grammar, text_not_starting_with
+from gatewright.backends.llamacpp.constrain import GrammarConstraint, Guide
+from gatewright.backends.llamacpp.toolcalls import CALL_SYNTAXES, call_grammar, text_not_starting_with
 from gatewright.core.errors import UnsupportedFeature
 from gatewright.core.types import CoreRequest, Message, TextPart, ToolChoice, ToolSpec
 from tests.engine.conftest import ADD_PARAMETERS, WEATHER_PARAMETERS

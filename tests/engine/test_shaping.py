@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from gatewright.backends.llamacpp_engine import StopScanner
-from gatewright.backends.shaping import ToolCallShaper
+from gatewright.backends.llamacpp.engine import StopScanner
+from gatewright.backends.llamacpp.shaping import ToolCallShaper
 from gatewright.core.events import Event, TextDelta, ToolCallDelta, ToolCallStart
 from gatewright.core.types import FinishReason, TokenLogprob
 

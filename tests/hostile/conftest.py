@@ -36,10 +36,12 @@ class InProcess:
     api_key: str
     management_key: str
     data_dir: Path
+    operator_key: str = ""
 
     def headers(self, security: list[str] | tuple[str, ...] = ("apiKey",)) -> dict[str, str]:
         """The credentials an operation's security names: a management key where it asks for one."""
         key = self.management_key if "managementKey" in security else self.api_key
+        key = self.operator_key if "operatorKey" in security else key
         return {"authorization": f"Bearer {key}"}
 
 
@@ -69,6 +71,7 @@ def in_process(data_dir: Path, extra_catalog: str = "", **overrides: object) -> 
             first.api_key.key if first else "",
             first.management_key.key if first else "",
             data_dir,
+            first.operator_key if first else "",
         )
 
 

@@ -72,8 +72,8 @@ def test_first_start_without_a_terminal_writes_the_keys_to_an_owner_only_file(tm
 
 def test_first_start_on_a_terminal_prints_the_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    text = _banner(Settings(data_dir=tmp_path), "gw-" + "a" * 32, "gwm-" + "b" * 32)
-    assert "gw-" + "a" * 32 in text and "gwm-" + "b" * 32 in text
+    text = _banner(Settings(data_dir=tmp_path), "gw-" + "a" * 32, "gwm-" + "b" * 32, "gwo-" + "c" * 32)
+    assert "gw-" + "a" * 32 in text and "gwm-" + "b" * 32 in text and "gwo-" + "c" * 32 in text
     assert not (tmp_path / KEYS_FILE).exists()
 
 

@@ -68,8 +68,8 @@ WRONG_TYPES: list[tuple[str, str, Any, str]] = [
         [{**TASK, "tools": [{"type": "function", "name": "f", "schema": {"x": HUGE}}]}],
         "tools[0].schema",
     ),
-    ("/v1/billing/credits", "openai", {"credits": "5"}, "credits"),
-    ("/v1/billing/credits", "openai", {"usd": "5"}, "usd"),
+    ("/v1/admin/accounts/1/credits", "openai", {"credits": "5"}, "credits"),
+    ("/v1/admin/accounts/1/credits", "openai", {"usd": "5"}, "usd"),
     ("/v1/keys", "openai", {"limit": {"threshold": "5"}}, "limit.threshold"),
     ("/v1/keys", "openai", {"rate_limit": {"requests_per_minute": 6.0}}, "rate_limit.requests_per_minute"),
 ]
@@ -77,6 +77,7 @@ WRONG_TYPES: list[tuple[str, str, Any, str]] = [
 
 def _post(gw: InProcess, path: str, body: bytes) -> Any:
     security = ("managementKey",) if path.startswith(("/v1/keys", "/v1/billing")) else ("apiKey",)
+    security = ("operatorKey",) if path.startswith("/v1/admin") else security
     return gw.client.post(path, content=body, headers={**gw.headers(security), "content-type": "application/json"})
 
 
@@ -116,7 +117,7 @@ ROUTES = [
     ("/v1/messages/count_tokens", "anthropic"),
     ("/v1/tasks", "tasks"),
     ("/v1/keys", "openai"),
-    ("/v1/billing/credits", "openai"),
+    ("/v1/admin/accounts/1/credits", "openai"),
 ]
 
 
@@ -124,7 +125,7 @@ ROUTES = [
 @pytest.mark.parametrize(("name", "body"), BAD_JSON, ids=[name for name, _ in BAD_JSON])
 def test_malformed_json_is_a_400(gw: InProcess, path: str, dialect: str, name: str, body: bytes) -> None:
     response = _post(gw, path, body)
-    if name == "empty" and path in ("/v1/keys", "/v1/billing/credits"):
+    if name == "empty" and path in ("/v1/keys", "/v1/admin/accounts/1/credits"):
         return  # an empty body is an empty object there: every field is optional
     assert response.status_code == 400, (name, response.text)
     error_of(dialect, response)

@@ -58,24 +58,35 @@ async def test_billing_needs_a_known_enabled_key(
     assert_error(await http.get(path, headers=auth(made["key"])), 403, "key_disabled")
 
 
-async def test_adding_credits_is_a_management_extension(
+GRANT = "/v1/admin/accounts/1/credits"
+
+
+async def test_the_operator_grants_credits_as_ledger_entries_with_who(
     http: httpx.AsyncClient, platform_gateway: AppGateway, store: AsyncEngine
 ) -> None:
-    headers = auth(platform_gateway.management_key)
-    before = (await http.get("/v1/billing/balance", headers=headers)).json()["balance"]
-    added = await http.post("/v1/billing/credits", json={"credits": 5_000, "note": "invoice 17"}, headers=headers)
+    headers = auth(platform_gateway.operator_key)
+    before = (await http.get("/v1/billing/balance", headers=auth(platform_gateway.management_key))).json()["balance"]
+    added = await http.post(GRANT, json={"credits": 5_000, "note": "invoice 17"}, headers=headers)
     assert added.status_code == 200, added.text
     assert added.json()["credits_added"] == 5_000 and added.json()["balance"] == before + 5_000
-    in_usd = (await http.post("/v1/billing/credits", json={"usd": 0.25}, headers=headers)).json()
+    in_usd = (await http.post(GRANT, json={"usd": 0.25}, headers=headers)).json()
     assert in_usd["credits_added"] == 500_000 and in_usd["balance"] == before + 505_000
-    removed = (await http.post("/v1/billing/credits", json={"credits": -505_000}, headers=headers)).json()
+    removed = (await http.post(GRANT, json={"credits": -505_000}, headers=headers)).json()
     assert removed["balance"] == before
     async with accounts_on(store) as accounts:
         rows = await accounts.ledger_entries(1, limit=3)
-    assert [(r.credits, r.note) for r in rows] == [
-        (-505_000, "added through the API"),
-        (500_000, "added through the API"),
-        (5_000, "invoice 17"),
+    operator = f"operator:{key_prefix(platform_gateway.operator_key or '')}"
+    assert [(r.credits, r.note, r.actor) for r in rows] == [
+        (-505_000, "granted by the operator", operator),
+        (500_000, "granted by the operator", operator),
+        (5_000, "invoice 17", operator),
+    ]
+    # The account sees the same entries in its billing history.
+    listed = (await http.get("/v1/billing/history?limit=3", headers=auth(platform_gateway.management_key))).json()
+    assert [(e["credits"], e["kind"], e["actor"]) for e in listed["data"]] == [
+        (-505_000, "adjust", operator),
+        (500_000, "grant", operator),
+        (5_000, "grant", operator),
     ]
 
 
@@ -96,30 +107,35 @@ async def test_adding_credits_is_a_management_extension(
 async def test_invalid_credit_changes_get_400(
     http: httpx.AsyncClient, platform_gateway: AppGateway, body: dict[str, object], param: str
 ) -> None:
-    response = await http.post("/v1/billing/credits", json=body, headers=auth(platform_gateway.management_key))
+    response = await http.post(GRANT, json=body, headers=auth(platform_gateway.operator_key))
     assert_error(response, 400, param=param)
 
 
-async def test_api_keys_cannot_add_credits(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
-    response = await http.post("/v1/billing/credits", json={"credits": 10}, headers=auth(platform_gateway.api_key))
-    assert_error(response, 403, "management_key_required")
+async def test_no_account_key_can_add_credits(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
+    for key in (platform_gateway.api_key, platform_gateway.management_key):
+        response = await http.post(GRANT, json={"credits": 10}, headers=auth(key))
+        assert_error(response, 403, "operator_key_required")
+    # The route the management key once used to top itself up is gone.
+    gone = await http.post("/v1/billing/credits", json={"credits": 10}, headers=auth(platform_gateway.management_key))
+    assert gone.status_code in (404, 405)
 
 
 async def test_low_balance_status(http: httpx.AsyncClient, platform_gateway: AppGateway) -> None:
     headers = auth(platform_gateway.management_key)
+    operator = auth(platform_gateway.operator_key)
     balance = (await http.get("/v1/billing/balance", headers=headers)).json()["available"]
-    await http.post("/v1/billing/credits", json={"credits": -(balance - 5_000)}, headers=headers)
+    await http.post(GRANT, json={"credits": -(balance - 5_000)}, headers=operator)
     try:
         low = (await http.get("/v1/billing/balance", headers=headers)).json()
         assert (low["balance"], low["lowBalance"], low["status"]) == (5_000, True, "low")
-        await http.post("/v1/billing/credits", json={"credits": -5_000}, headers=headers)
+        await http.post(GRANT, json={"credits": -5_000}, headers=operator)
         empty = (await http.get("/v1/billing/balance", headers=headers)).json()
         assert (empty["balance"], empty["lowBalance"], empty["status"]) == (0, True, "depleted")
         assert "402" in empty["statusExplanation"]
         refused = await http.post("/v1/chat/completions", json=chat_body(), headers=auth(platform_gateway.api_key))
         assert_error(refused, 402, "insufficient_credits")
     finally:
-        await http.post("/v1/billing/credits", json={"credits": balance}, headers=headers)
+        await http.post(GRANT, json={"credits": balance}, headers=operator)
 
 
 async def _usage(http: httpx.AsyncClient, caller: str | None, **params: object) -> httpx.Response:

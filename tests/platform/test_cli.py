@@ -166,3 +166,30 @@ async def test_the_cli_works_on_a_running_gateways_store(http: httpx.AsyncClient
     assert after - before == 12_345
     listed = await asyncio.to_thread(run, "usage", "--key", key_prefix(made.group(1)), "--account", "1")
     assert "1 of 1 requests" in listed
+
+
+def test_the_operator_commands(data_dir: Path) -> None:
+    """accounts create/list/disable/enable/rename/delete, codes mint/list, operator keys."""
+    asyncio.run(bootstrap(Settings()))
+    code, out = cli("accounts", "create", "team-a", "--email", "a@example.com", "--credits", "5000")
+    assert code == 0, out
+    assert re.search(r"^gwm-[0-9a-f]{32}$", out, re.M) and "team-a" in out
+    code, out = cli("accounts", "list")
+    assert code == 0 and "team-a" in out and "a@example.com" in out and "5,000" in out
+    assert cli("accounts", "disable", "2")[0] == 0
+    assert _on_store(lambda accounts: accounts.account(2)).disabled is True  # type: ignore[attr-defined]
+    assert cli("accounts", "enable", "2")[0] == 0 and cli("accounts", "rename", "2", "team-b")[0] == 0
+    assert _on_store(lambda accounts: accounts.account(2)).name == "team-b"  # type: ignore[attr-defined]
+    code, out = cli("codes", "mint", "1.5", "--usd", "--count", "3", "--expires-in-days", "7")
+    assert code == 0 and len(re.findall(r"^gwr-[0-9a-f]{32}$", out, re.M)) == 3, out
+    code, out = cli("codes", "list")
+    assert code == 0 and out.count("3,000,000") == 3
+    code, out = cli("operator", "create-key", "--name", "second")
+    made = re.search(r"^gwo-([0-9a-f]{8})[0-9a-f]{24}$", out, re.M)
+    assert code == 0 and made, out
+    assert made.group(1) in cli("operator", "list")[1]
+    assert cli("operator", "delete", made.group(1))[0] == 0
+    assert made.group(1) not in cli("operator", "list")[1]
+    assert cli("accounts", "delete", "2")[0] == 0
+    code, out = cli("accounts", "delete", "2")
+    assert code == 1 and "No account 2" in out

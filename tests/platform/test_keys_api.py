@@ -27,6 +27,8 @@ KEY_FIELDS = {
     "monthly_usage",
     "kind",
     "rate_limit",
+    "models",  # gatewright extension: the allow-list (null: every model)
+    "expires_at",  # gatewright extension
 }
 
 

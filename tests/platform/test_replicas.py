@@ -38,6 +38,7 @@ def replicas(
         assert first.api_key and first.management_key, first.log()
         with running_gateway(tmp_path_factory.mktemp("replica-b"), catalog=fake_catalog, env=env) as second:
             second.api_key, second.management_key = first.api_key, first.management_key  # one store
+            second.operator_key = first.operator_key
             yield first, second, url
 
 
@@ -94,3 +95,37 @@ async def test_a_key_disabled_on_one_replica_stops_on_the_other(replicas: tuple[
         await asyncio.sleep(0.6)  # the other replica's cached lookup has expired
         refused = await http.post(f"{second.url}/v1/chat/completions", json=chat_body(), headers=auth(key))
         assert_error(refused, 403, "key_disabled")
+
+
+async def test_disabling_an_account_on_one_replica_stops_it_on_the_other(
+    replicas: tuple[Gateway, Gateway, str],
+) -> None:
+    """B has the key cached when A disables its account: B's next model call is refused at once
+    (the ledger reads the flag), a stream already running on B finishes and is billed, and B's
+    cached key is refused for other calls after its cache's lifetime (0.5 s here)."""
+    first, second, _ = replicas
+    operator = auth(first.operator_key)
+    async with httpx.AsyncClient(timeout=60) as http:
+        team = (
+            await http.post(f"{first.url}/v1/admin/accounts", json={"name": "t", "credits": START}, headers=operator)
+        ).json()
+        made = await http.post(f"{first.url}/v1/keys", json={}, headers=auth(team["management_key"]))
+        key = made.json()["data"]["key"]
+        assert (await http.get(f"{second.url}/v1/billing/balance", headers=auth(key))).status_code == 200  # cached on B
+        body = {**chat_body(model="slow", max_tokens=30), "stream": True}
+        async with http.stream("POST", f"{second.url}/v1/chat/completions", json=body, headers=auth(key)) as running:
+            assert running.status_code == 200
+            lines = running.aiter_lines()
+            await anext(lines)  # under way before the account is disabled
+            changed = await http.patch(
+                f"{first.url}/v1/admin/accounts/{team['id']}", json={"disabled": True}, headers=operator
+            )
+            assert changed.json()["disabled"] is True
+            refused = await http.post(f"{second.url}/v1/chat/completions", json=chat_body(), headers=auth(key))
+            assert_error(refused, 403, "account_disabled")
+            rest = [line async for line in lines]
+        assert "data: [DONE]" in rest  # the stream that was running finished
+        await asyncio.sleep(0.6)
+        assert_error(await http.get(f"{second.url}/v1/billing/balance", headers=auth(key)), 403, "account_disabled")
+        listed = (await http.get(f"{first.url}/v1/admin/accounts/{team['id']}", headers=operator)).json()
+        assert listed["spent"] > 0 and listed["reserved"] == 0  # the finished stream was billed

@@ -117,6 +117,7 @@ class AppGateway:
     management_key: str | None
     access: io.StringIO
     url: str = BASE_URL
+    operator_key: str | None = None  # the operator's credential (accounts, credits, codes)
     http: httpx.Client = field(init=False)
     sdk_http: httpx2.Client = field(init=False)
 
@@ -195,6 +196,7 @@ def app_gateway(
         first.api_key.key if first else None,
         first.management_key.key if first else None,
         access,
+        operator_key=first.operator_key if first else None,
     )
     try:
         yield gateway

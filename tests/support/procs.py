@@ -18,7 +18,7 @@ import anthropic
 import httpx
 import openai
 
-from gatewright.cli.serve import read_first_start_keys
+from gatewright.cli.serve import read_first_start_keys, read_operator_key
 
 
 def free_port() -> int:
@@ -52,6 +52,7 @@ class Gateway:
     api_key: str | None = None
     management_key: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    operator_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -121,6 +122,7 @@ def start_gateway(
         raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
     # Standard output is a file here, not a terminal: the first start writes its keys to a file.
     gateway.api_key, gateway.management_key = read_first_start_keys(data_dir)
+    gateway.operator_key = read_operator_key(data_dir)
     return gateway
 
 

@@ -33,7 +33,8 @@ from tests.tasks.conftest import text_task
 
 pytestmark = pytest.mark.postgres
 
-LEASE = timedelta(seconds=1)
+# Long enough that a loaded 2-core machine cannot starve a live heartbeat (every lease/4) past it.
+LEASE = timedelta(seconds=2)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +88,11 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
     settings, principal = cluster
     a, b = await start_node(settings, "node-a"), await start_node(settings, "node-b")
     try:
-        words = " ".join(f"w{i}" for i in range(12))  # 12 tokens at 0.2 s each
+        words = " ".join(f"w{i}" for i in range(24))  # 24 tokens at 0.2 s each
         spec = spec_of(text_task(model="slow", messages=[{"role": "user", "content": words}], deliveryMethod="async"))
         _, started = await a.jobs.submit(spec, principal)
         assert started
-        await asyncio.sleep(1.5)  # longer than the lease: only a's heartbeat keeps the row fresh
+        await asyncio.sleep(2.5)  # longer than the lease: only a's heartbeat keeps the row fresh
         assert await b.jobs.claim_orphans() == 0
         joined, started = await b.jobs.submit(spec, principal)  # a retry reaching the other node
         assert not started and joined.status == "processing"
@@ -100,15 +101,21 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
         await a.stack.aclose()
         assert await b.jobs.claim_orphans() == 0  # its heartbeat is still fresh
         # b's own heartbeat loop (every lease/4) takes the row over once a's heartbeat is stale.
-        for _ in range(100):
+        deadline = asyncio.get_running_loop().time() + 90  # a bound for a loaded machine, not a speed check
+        while True:
             job = await b.jobs.find(spec.key, principal)
-            if job is not None and job.finished:
+            if (job is not None and job.finished) or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.1)
         assert job is not None and job.status == "success" and job.outcomes[0] is not None
         assert job.outcomes[0].choice is not None and job.outcomes[0].choice.text == words
+        while True:  # the node reports the result before its row's final write lands: wait for that write
+            async with b.bundle.store.connect() as conn:
+                row = (await conn.execute(select(tasks).where(tasks.c.task_uuid == spec.key))).one()
+            if row.status != "processing" or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
         async with b.bundle.store.connect() as conn:
-            row = (await conn.execute(select(tasks).where(tasks.c.task_uuid == spec.key))).one()
             charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]
             usage = {r.request_id: r.status for r in await conn.execute(select(usage_records))}
         assert (row.owner, row.attempt, row.status) == ("node-b", 2, "success")

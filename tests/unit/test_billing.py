@@ -40,3 +40,20 @@ def test_worst_case_covers_any_outcome() -> None:
     hold = worst_case(100, 50, prices)
     for used in range(0, 51, 10):
         assert price(Usage(input_tokens=100, cached_tokens=30, output_tokens=used), prices).credits <= hold
+
+
+def test_cache_writes_bill_at_the_cache_write_price() -> None:
+    prices = Prices(input=3.0, cached_input=0.3, cache_write_input=3.75, output=15.0)
+    # 20 plain + 50 read + 30 written = the whole 100-token prompt (core counts the whole prompt).
+    usage = Usage(input_tokens=100, cached_tokens=50, cache_write_tokens=30, output_tokens=40)
+    assert price(usage, prices).credits == 2 * (20 * 3.0 + 50 * 0.3 + 30 * 3.75 + 40 * 15.0)
+    assert Prices(input=3.0).cache_write == 3.0  # defaults to the input price
+    # Counts that do not add up (an upstream reporting more cached than prompt) never bill negative.
+    odd = Usage(input_tokens=10, cached_tokens=8, cache_write_tokens=8)
+    assert price(odd, prices).credits == -(-(8 * 0.3 + 2 * 3.75) * 2 // 1)
+
+
+def test_worst_case_covers_a_prompt_written_to_the_cache() -> None:
+    prices = Prices(input=3.0, cache_write_input=3.75, output=15.0)
+    hold = worst_case(100, 50, prices)
+    assert price(Usage(input_tokens=100, cache_write_tokens=100, output_tokens=50), prices).credits <= hold

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gatewright.backends.llamacpp import FairQueue
+from gatewright.backends.llamacpp.backend import FairQueue
 from gatewright.core.errors import Overloaded
 
 
@@ -55,3 +55,12 @@ def test_take_waits_for_work() -> None:
     queue.put("a", "a0")  # type: ignore[arg-type]
     taker.join(5)
     assert got == ["a0"]
+
+
+def test_poll_takes_without_waiting() -> None:
+    queue = FairQueue(limit=4)
+    assert queue.poll() == (False, None)  # the engine keeps decoding instead of waiting
+    queue.put("a", "a0")  # type: ignore[arg-type]
+    assert queue.poll() == (True, "a0")
+    queue.put("a", None)
+    assert queue.poll() == (True, None)  # the stop signal

@@ -20,6 +20,8 @@ from gatewright.core.events import (
     ChoiceEnd,
     Event,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -27,10 +29,12 @@ from gatewright.core.events import (
 )
 from gatewright.core.routing import is_retryable
 from gatewright.core.types import (
+    CacheMark,
     CoreRequest,
     ImagePart,
     Message,
     Reasoning,
+    RedactedThinkingPart,
     ResponseFormat,
     Sampling,
     TextPart,
@@ -119,7 +123,8 @@ async def test_thinking_then_two_tool_calls_streamed(faulty: FaultyUpstream) -> 
     request = CoreRequest(model="claude", messages=HI, tools=(WEATHER,), reasoning=Reasoning("medium"), stream=True)
     events = await run(backend_for(faulty.base_url("a-think")), request)
     kinds = [type(e).__name__ for e in events]
-    assert kinds[:3] == ["ReasoningDelta", "ReasoningDelta", "TextDelta"]
+    assert kinds[:4] == ["ReasoningDelta", "ReasoningDelta", "ReasoningSignature", "TextDelta"]
+    assert events[2] == ReasoningSignature(0, "EqQBCgIYAhIMsig")
     assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == (
         "The user wants the weather in Paris; I should call the tool."
     )
@@ -133,18 +138,22 @@ async def test_thinking_then_two_tool_calls_streamed(faulty: FaultyUpstream) -> 
     assert faulty.seen("a-think")[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 4095}
 
 
-async def test_whole_answer_with_thinking_redacted_block_and_tool_use(faulty: FaultyUpstream) -> None:
-    faulty.script("a-whole", Raw((RECORDED / "thinking_tool.response.json").read_bytes()))
+async def test_non_streaming_request_is_the_stream_collected_with_signature_and_redacted_block(
+    faulty: FaultyUpstream,
+) -> None:
+    faulty.script("a-whole", sse((RECORDED / "thinking_redacted.stream.sse").read_bytes(), pieces=5))
     events = await run(backend_for(faulty.base_url("a-whole")), CoreRequest(model="claude", messages=HI))
-    assert events[:4] == [
+    assert faulty.seen("a-whole")[-1].body["stream"] is True  # one parser: upstreams always stream
+    assert events[:5] == [
         ReasoningDelta(0, "The user wants the weather in Paris."),
+        ReasoningSignature(0, "EqQBCgIYAhIMsig"),
+        RedactedReasoning(0, "EmwKAhgBEgy3va3pzix"),
         TextDelta(0, "Let me check."),
         ToolCallStart(0, 0, "toolu_01A", "get_weather"),
-        ToolCallDelta(0, 0, '{"city":"Paris"}'),
     ]
-    assert events[4] == ChoiceEnd(0, "tool_calls")
-    assert events[5] == UsageReport(Usage(input_tokens=100, output_tokens=40, cached_tokens=50, cache_write_tokens=30))
-    assert "stream" not in faulty.seen("a-whole")[-1].body
+    assert "".join(e.arguments for e in events if isinstance(e, ToolCallDelta)) == '{"city": "Paris"}'
+    assert events[-2] == ChoiceEnd(0, "tool_calls")
+    assert events[-1] == UsageReport(Usage(input_tokens=100, output_tokens=40, cached_tokens=50, cache_write_tokens=30))
 
 
 async def test_error_event_mid_stream_is_an_upstream_error(faulty: FaultyUpstream) -> None:
@@ -183,6 +192,7 @@ def test_request_translation_of_a_tool_conversation() -> None:
             "assistant",
             (
                 ThinkingPart("I should call the tool.", signature="sig-1"),
+                RedactedThinkingPart("EmwKAhgBEgy3va3pzix"),
                 ThinkingPart("unsigned, from another model"),
                 ToolCallPart("toolu_1", "get_weather", '{"city": "Paris"}'),
             ),
@@ -215,6 +225,7 @@ def test_request_translation_of_a_tool_conversation() -> None:
             "role": "assistant",
             "content": [
                 {"type": "thinking", "thinking": "I should call the tool.", "signature": "sig-1"},
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
                 {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
             ],
         },
@@ -232,7 +243,7 @@ def test_request_translation_of_a_tool_conversation() -> None:
     assert body["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
     assert (body["temperature"], body["top_k"], body["max_tokens"], body["stop_sequences"]) == (0.5, 20, 2000, ["END"])
-    assert body["metadata"] == {"user_id": "user-42"} and "seed" not in body and "stream" not in body
+    assert body["metadata"] == {"user_id": "user-42"} and "seed" not in body and body["stream"] is True
 
 
 @pytest.mark.parametrize(
@@ -276,3 +287,52 @@ def test_auth_headers_follow_the_options(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     assert bearer.headers["authorization"] == "Bearer sk-ant-test" and "x-api-key" not in bearer.headers
     assert bearer.headers["anthropic-version"] == "2024-01-01"
+
+
+def test_cache_breakpoints_are_forwarded_on_system_tools_and_blocks() -> None:
+    marked = ToolSpec("get_weather", "Weather in a city", WEATHER.parameters, cache=CacheMark())
+    history = (
+        Message("system", (TextPart("A long manual.", CacheMark("1h")), TextPart("\nToday's notes."))),
+        Message("user", (TextPart("Question one", CacheMark()), TextPart("and two"))),
+        Message("assistant", (ToolCallPart("toolu_1", "get_weather", "{}"),)),
+        Message("tool", (ToolResultPart("toolu_1", "sunny", cache=CacheMark("5m")),)),
+    )
+    body = wire_request(CoreRequest(model="c", messages=history, tools=(WEATHER, marked)), "u", 100)
+    assert body["system"] == [
+        {"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        {"type": "text", "text": "\nToday's notes."},
+    ]
+    assert "cache_control" not in body["tools"][0]
+    assert body["tools"][1]["cache_control"] == {"type": "ephemeral"}
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Question one", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "and two"},
+    ]
+    result = body["messages"][2]["content"][0]
+    assert result["type"] == "tool_result" and result["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    # Without a breakpoint the system prompt stays a plain string.
+    plain = wire_request(CoreRequest(model="c", messages=(Message("system", (TextPart("S"),)), *HI)), "u", 100)
+    assert plain["system"] == "S"
+
+
+async def test_count_tokens_asks_the_upstream_and_estimates_when_it_cannot(faulty: FaultyUpstream) -> None:
+    backend = backend_for(faulty.base_url("a-count"))
+    image = ImagePart("data:image/png;base64,iVBORw0KGgo=", "image/png")
+    request = CoreRequest(
+        model="claude",
+        messages=(Message("user", (TextPart("What is in the picture?"), image)),),
+        tools=(WEATHER,),
+        tool_choice=ToolChoice("auto"),
+    )
+    faulty.script("a-count", Raw(b'{"input_tokens": 1742}'), Fail(404, "no such endpoint"))
+    assert await backend.count_tokens(request) == 1742
+    sent = faulty.seen("a-count")[-1]
+    assert sent.path.endswith("/v1/messages/count_tokens")
+    assert set(sent.body) == {"model", "messages", "tools", "tool_choice"}  # the prompt, no output settings
+    assert sent.body["messages"][0]["content"][1]["type"] == "image"
+    # A server without the endpoint: Anthropic's own rules, estimated here (an image of unknown size
+    # ≈ 1398 tokens, the 346-token tool-use instructions for tool_choice auto, the tool itself).
+    estimate = await backend.count_tokens(request)
+    assert estimate == await backend.count_prompt_tokens(request)
+    assert 1398 + 346 < estimate < 1398 + 346 + 100
+    await close_clients()  # the pool was made on this test's loop: closed on it too

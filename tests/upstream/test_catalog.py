@@ -75,6 +75,25 @@ def test_the_packaged_catalog_is_valid() -> None:
     assert [d.api_key_env for d in glm.deployments] == ["ZAI_API_KEY"]
 
 
+def test_backend_options_are_typed_and_a_typo_fails_loudly(tmp_path: Path) -> None:
+    text = catalog_toml(
+        [
+            entry(id="a", backend="openai", base_url="http://h/v1", options={"reasoning_stlye": "thinking"}),
+            entry(id="b", backend="openai", base_url="http://h/v1", options={"reasoning_style": "loud"}),
+            entry(id="c", backend="anthropic", base_url="http://h/v1", options={"auth": "cookie"}),
+            entry(id="d", options={"delay": -1}),
+            entry(id="e", backend=None, deployments=[{"backend": "fake", "options": {"fail_afterr": 2}}]),
+        ]
+    )
+    problems = problems_of(tmp_path, text)
+    assert problems[0] == "models[0] (a).options.reasoning_stlye: unknown field (a typo?)"
+    assert problems[1].startswith("models[1] (b).options.reasoning_style: Input should be 'reasoning_effort'")
+    assert problems[2].startswith("models[2] (c).options.auth: Input should be 'x-api-key' or 'bearer'")
+    assert problems[3].startswith("models[3] (d).options.delay: Input should be greater than or equal to 0")
+    assert problems[4] == "models[4] (e).deployments[0].options.fail_afterr: unknown field (a typo?)"
+    assert len(problems) == 5
+
+
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, '[[models]]\nid = "x"\ncontext_window = = 3\n')
     with pytest.raises(CatalogError, match=rf"^{path}: not valid TOML: .*line 3"):

@@ -11,14 +11,14 @@ from typing import Any
 
 import anthropic
 import openai
-import orjson
 import pytest
 
 from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
+from tests.support.anthropic_sse import anthropic_stream
 from tests.support.app import AppGateway
-from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Raw, Reset, sse
+from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Reset, sse
 from tests.upstream.conftest import BACKUP_PRICES, BREAKER_COOLDOWN, PRICES, UPSTREAM_KEY, Store
 
 HI = [{"role": "user", "content": "Say hi"}]
@@ -277,7 +277,8 @@ def test_anthropic_upstream_overloaded_is_retried(fault_client: openai.OpenAI, f
         "stop_sequence": None,
         "usage": {"input_tokens": 4, "cache_read_input_tokens": 6, "output_tokens": 2},
     }
-    faulty.script("anthropic-flaky", Fail(529, "Overloaded"), Raw(orjson.dumps(message)))
+    stream = anthropic_stream(message)
+    faulty.script("anthropic-flaky", Fail(529, "Overloaded"), sse(stream))
     completion, _ = ask(fault_client, "anthropic-flaky")
     assert completion.choices[0].message.content == "Bonjour"
     usage = completion.usage

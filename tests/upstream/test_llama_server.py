@@ -16,6 +16,7 @@ import pytest
 from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
+from tests.support.framework import agent_turn, forced_call_from_stream
 from tests.support.procs import Gateway
 from tests.upstream.conftest import LLAMA_PRICES, Store
 
@@ -35,7 +36,7 @@ def billed(usage: Usage) -> int:
     return price(usage, Prices(**LLAMA_PRICES)).credits
 
 
-def test_non_streaming_is_billed_with_the_upstreams_own_counts(
+def test_non_streaming_is_the_upstream_stream_collected_and_billed_as_marked(
     llama_client: openai.OpenAI, llama_server: str, llama_store: Store
 ) -> None:
     before = llama_store.balance()
@@ -45,18 +46,20 @@ def test_non_streaming_is_billed_with_the_upstreams_own_counts(
     completion = raw.parse()
     assert OUR_COMPLETION_ID.match(completion.id)  # our id, not the upstream's
     assert completion.model == "served-qwen" and raw.headers["x-gatewright-deployment"] == "served-qwen"
-    assert completion.choices[0].message.content and completion.choices[0].finish_reason in ("stop", "length")
-    usage = completion.usage
-    assert usage is not None and 0 < usage.completion_tokens <= 6
-    # The same prompt straight at the upstream: the gateway passed on its count, not an estimate.
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    # The same request straight at the upstream, non-streaming: the gateway asked for a stream and
+    # collected it, and the text is the server's own whole answer, piece for piece.
     direct = httpx.post(
         f"{llama_server}/v1/chat/completions",
-        json={"model": "x", "messages": HELLO, "max_tokens": 1, "seed": 1, "temperature": 0},
+        json={"model": "x", "messages": HELLO, "max_tokens": 6, "seed": 1, "temperature": 0},
         timeout=120,
     ).json()
-    assert usage.prompt_tokens == direct["usage"]["prompt_tokens"]
+    assert completion.choices[0].message.content == direct["choices"][0]["message"]["content"]
+    # llama_cpp.server reports no usage on a stream: the counts are the gateway's, and say so.
+    usage = completion.usage
+    assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
     record = llama_store.usage(raw.headers["x-request-id"])
-    assert not record["estimated"] and "x-gatewright-usage" not in raw.headers
+    assert record["estimated"] and raw.headers["x-gatewright-usage"] == "estimated"
     expected = billed(Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens))
     assert record["credits"] == expected == completion.model_extra["meta"]["usage"]["credits_used"]
     assert llama_store.balance() == before - expected
@@ -111,15 +114,19 @@ def test_streamed_tool_call_assembles_in_the_sdk(llama_client: openai.OpenAI) ->
     assert isinstance(arguments, dict) and isinstance(arguments.get("city"), str)
 
 
-def test_upstream_refusal_keeps_its_message_and_costs_nothing(llama_client: openai.OpenAI, llama_store: Store) -> None:
+def test_upstream_refusal_inside_its_stream_fails_cleanly_and_costs_nothing(
+    llama_client: openai.OpenAI, llama_store: Store
+) -> None:
     # Our estimate fits the catalog's (wrong) 32k window; the server's 2048-token context does not.
+    # llama_cpp.server checks that only once it streams: it answers 200, logs the error and closes
+    # the stream empty. The gateway (which always streams from upstreams) must not pass that off as
+    # an answer: the caller gets a 502 that says so, and pays nothing.
     long_prompt = [{"role": "user", "content": "word " * 2500}]
     before = llama_store.balance()
-    with pytest.raises(openai.BadRequestError) as caught:
+    with pytest.raises(openai.InternalServerError) as caught:
         llama_client.chat.completions.create(model="served-qwen-wide", messages=long_prompt, max_tokens=4)
     error = caught.value
-    assert "maximum context length is 2048 tokens" in error.message  # the upstream's own words
-    assert error.code == "context_length_exceeded" and error.param == "messages"
+    assert error.status_code == 502 and "ended its stream before the answer finished" in error.message
     record = llama_store.usage(error.response.headers["x-request-id"])
     assert (record["status"], record["credits"]) == ("error", 0)
     assert llama_store.balance() == before
@@ -144,3 +151,9 @@ def test_gateway_health_lists_the_served_models(llama_gateway: Gateway) -> None:
         "served-qwen-wide": "active",
         "served-qwen-schema": "active",
     }
+
+
+def test_agent_framework_turn_through_a_real_openai_compatible_server(llama_client: openai.OpenAI) -> None:
+    chunks = list(llama_client.chat.completions.create(**agent_turn("served-qwen", stream=True, max_tokens=24)))
+    call = forced_call_from_stream(chunks)
+    assert call["arguments"]  # the server's own call (llama_cpp.server does not constrain it)

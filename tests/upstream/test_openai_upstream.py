@@ -12,12 +12,15 @@ import orjson
 import pytest
 
 from gatewright.backends.openai_compat import OpenAICompatBackend, wire_request
+from gatewright.backends.options import OpenAIOptions
 from gatewright.backends.upstream import close_clients, retry_after, status_error
+from gatewright.backends.usage import openai_usage
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import parse_catalog
 from gatewright.core.errors import ContextWindowExceeded, InvalidRequest, UpstreamError, UpstreamUnavailable
 from gatewright.core.events import ChoiceEnd, Event, TextDelta, ToolCallDelta, ToolCallStart, UsageReport
 from gatewright.core.types import (
+    CacheMark,
     CoreRequest,
     Message,
     Reasoning,
@@ -27,8 +30,9 @@ from gatewright.core.types import (
     ToolChoice,
     ToolResultPart,
     ToolSpec,
+    Usage,
 )
-from tests.support.faulty_upstream import Answer, FaultyUpstream, Raw, sse
+from tests.support.faulty_upstream import Answer, FaultyUpstream, sse
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "llama_cpp_server"
 WEATHER = ToolSpec(
@@ -88,15 +92,16 @@ async def test_streamed_tool_call_repeating_id_and_name_is_reframed(faulty: Faul
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
-async def test_whole_tool_call_answer_has_exact_usage(faulty: FaultyUpstream) -> None:
-    faulty.script("rec-tool", Raw((RECORDED / "tool_call.response.json").read_bytes()))
+async def test_non_streaming_request_is_the_upstream_stream_collected(faulty: FaultyUpstream) -> None:
+    faulty.script("rec-tool", sse((RECORDED / "tool_call.stream.sse").read_bytes(), pieces=13))
     events, _ = await run(backend_for(faulty.base_url("rec-tool")), tool_request(stream=False))
-    assert [type(e).__name__ for e in events] == ["ToolCallStart", "ToolCallDelta", "ChoiceEnd", "UsageReport"]
-    report = events[-1]
-    assert isinstance(report, UsageReport)
-    assert (report.usage.input_tokens, report.usage.output_tokens, report.usage.estimated) == (169, 6, False)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "ToolCallStart" and kinds[-2:] == ["ChoiceEnd", "UsageReport"]
+    arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
+    assert orjson.loads(arguments) == {"city": "Paris"}
     sent = faulty.seen("rec-tool")[-1].body
-    assert "stream" not in sent and "stream_options" not in sent  # non-streaming asked non-streaming
+    # One parser: the upstream is always asked for a stream, with its usage.
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
 async def test_recorded_text_stream_keeps_every_piece(faulty: FaultyUpstream) -> None:
@@ -182,7 +187,7 @@ def test_wire_request_maps_history_tools_and_options() -> None:
         tool_choice=ToolChoice("auto"),
         parallel_tool_calls=False,
     )
-    body = wire_request(request, "upstream-name", "reasoning_effort")
+    body = wire_request(request, "upstream-name")
     assert body["model"] == "upstream-name"
     assert body["messages"][2] == {
         "role": "assistant",
@@ -193,7 +198,7 @@ def test_wire_request_maps_history_tools_and_options() -> None:
     assert body["messages"][3] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
     assert (body["temperature"], body["seed"], body["max_tokens"], body["stop"]) == (0.2, 3, 9, ["END"])
     assert body["tool_choice"] == "auto" and body["parallel_tool_calls"] is False
-    assert "stream" not in body
+    assert body["stream"] is True
 
 
 @pytest.mark.parametrize(
@@ -205,7 +210,8 @@ def test_wire_request_maps_history_tools_and_options() -> None:
     ],
 )
 def test_reasoning_styles_are_a_table(style: str, expected: dict[str, Any]) -> None:
-    body = wire_request(CoreRequest(model="m", messages=ASK_WEATHER, reasoning=Reasoning("low")), "u", style)
+    options = OpenAIOptions(reasoning_style=style)  # type: ignore[arg-type]
+    body = wire_request(CoreRequest(model="m", messages=ASK_WEATHER, reasoning=Reasoning("low")), "u", options)
     assert {k: body[k] for k in expected} == expected
 
 
@@ -232,3 +238,37 @@ def test_retry_after_forms() -> None:
     assert retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0  # in the past
     assert retry_after(httpx.Headers({"retry-after": "soon"})) is None
     assert retry_after(httpx.Headers()) is None
+
+
+def test_cache_breakpoints_are_forwarded_only_where_the_deployment_says_so() -> None:
+    marked = (
+        Message("system", (TextPart("A long manual.", CacheMark()), TextPart("Notes."))),
+        Message("user", (TextPart("Hi", CacheMark("1h")),)),
+    )
+    tool = ToolSpec("get_weather", None, WEATHER.parameters, cache=CacheMark())
+    request = CoreRequest(model="m", messages=marked, tools=(tool,), tool_choice=ToolChoice("auto"))
+    plain = wire_request(request, "u")
+    assert plain["messages"][0] == {"role": "system", "content": "A long manual.Notes."}
+    assert "cache_control" not in plain["tools"][0]
+    forwarded = wire_request(request, "u", OpenAIOptions(cache_control=True))
+    assert forwarded["messages"][0]["content"] == [
+        {"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Notes."},
+    ]
+    assert forwarded["messages"][1]["content"] == [
+        {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
+    assert forwarded["tools"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+@pytest.mark.parametrize(
+    ("reported", "cached", "written"),
+    [
+        ({"prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30}}, 60, 30),  # OpenRouter
+        ({"prompt_cache_hit_tokens": 60, "prompt_cache_miss_tokens": 40}, 60, 0),  # DeepSeek
+        ({"cache_read_input_tokens": 60, "cache_creation_input_tokens": 30}, 60, 30),  # LiteLLM, Anthropic names
+    ],
+)
+def test_cache_counts_in_every_spelling(reported: dict[str, Any], cached: int, written: int) -> None:
+    usage = openai_usage({"prompt_tokens": 100, "completion_tokens": 5, **reported})
+    assert usage == Usage(input_tokens=100, output_tokens=5, cached_tokens=cached, cache_write_tokens=written)

@@ -14,8 +14,9 @@ import openai
 from openai.types.responses import ResponseFunctionToolCall
 
 from tests.responses.wire import check, check_stream, kinds
+from tests.support.anthropic_sse import anthropic_stream
 from tests.support.app import AppGateway
-from tests.support.faulty_upstream import FaultyUpstream, Raw, sse
+from tests.support.faulty_upstream import FaultyUpstream, sse
 from tests.support.procs import Gateway
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "anthropic_upstream"
@@ -112,7 +113,8 @@ def test_anthropic_thinking_and_two_calls_stream_as_items(fault_gateway: AppGate
 
 
 def test_anthropic_whole_answer_and_its_continuation(fault_gateway: AppGateway, faulty: FaultyUpstream) -> None:
-    faulty.script("anthropic-flaky", Raw((RECORDED / "thinking_tool.response.json").read_bytes()))
+    whole = json.loads((RECORDED / "thinking_tool.response.json").read_text())
+    faulty.script("anthropic-flaky", sse(anthropic_stream(whole)))  # the gateway asks upstreams for a stream
     client = fault_gateway.openai()
     first = client.responses.create(model="anthropic-flaky", input="Weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
     check("Response", client.responses.retrieve(first.id).model_dump(mode="json", exclude_unset=True))
@@ -126,7 +128,7 @@ def test_anthropic_whole_answer_and_its_continuation(fault_gateway: AppGateway, 
     message = {"id": "msg_2", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
                "content": [{"type": "text", "text": "Sunny in Paris."}], "stop_reason": "end_turn",
                "stop_sequence": None, "usage": {"input_tokens": 130, "output_tokens": 5}}  # fmt: skip
-    faulty.script("anthropic-flaky", Raw(json.dumps(message).encode()))
+    faulty.script("anthropic-flaky", sse(anthropic_stream(message)))
     answer = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}
     second = client.responses.create(
         model="anthropic-flaky",
@@ -136,8 +138,8 @@ def test_anthropic_whole_answer_and_its_continuation(fault_gateway: AppGateway, 
     )
     assert second.output_text == "Sunny in Paris."
     # The stored turn went upstream as Anthropic blocks: text and tool_use, then the result. (Its
-    # thinking stays behind: the neutral stream carries no signature, and Anthropic takes earlier
-    # thinking only with the signature it issued.)
+    # thinking stays behind: the Responses dialect stores no signature for it, and Anthropic takes
+    # earlier thinking only with the signature it issued.)
     turns = faulty.seen("anthropic-flaky")[-1].body["messages"]
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]
     assert [b["type"] for b in turns[1]["content"]] == ["text", "tool_use"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,18 @@ from gatewright.core.errors import (
 )
 from gatewright.core.events import ChoiceEnd, Event, TextDelta, UsageReport
 from gatewright.core.routing import Breaker, RetryPolicy, Router, can_fail_over, is_retryable
-from gatewright.core.types import CoreRequest, Message, Sampling, TextPart, Usage
+from gatewright.core.types import (
+    CoreRequest,
+    ImagePart,
+    Message,
+    Reasoning,
+    ResponseFormat,
+    Sampling,
+    TextPart,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+)
 
 REQUEST = CoreRequest(model="main", messages=(Message("user", (TextPart("hi"),)),), sampling=Sampling(max_tokens=50))
 
@@ -122,6 +134,32 @@ async def test_fallback_gets_its_own_id_and_an_output_budget_it_can_give() -> No
     await answer(router, catalog)
     sent = backends["small"].calls[0]
     assert sent.model == "small" and sent.sampling.max_tokens == 20
+
+
+async def test_fallbacks_that_lack_a_needed_capability_are_skipped() -> None:
+    caps = {"tools": True, "vision": True, "json_schema": True, "reasoning": True}
+    models = [
+        model("main", max_retries=0, fallbacks=["text-only", "able"], capabilities=caps),
+        model("text-only"),
+        model("able", capabilities=caps),
+    ]
+    catalog, router, backends = build(models)
+    backends["main"].default = fail(503)
+    needs = [
+        {"tools": (ToolSpec("f", None, {"type": "object"}),), "tool_choice": ToolChoice("auto")},
+        {"response_format": ResponseFormat("json_schema", {"type": "object"}, "x")},
+        {"messages": (Message("user", (ImagePart("https://example.com/a.png"),)),)},
+        {"reasoning": Reasoning("high", required=True)},
+    ]
+    for need in needs:
+        opened = await router.open(catalog.resolve("main"), replace(REQUEST, **need), CallContext("req"))
+        assert opened.entry.id == "able", need
+    assert backends["text-only"].calls == []
+    # A reasoning hint is no need: the text-only fallback serves it, without the hint.
+    hinted = replace(REQUEST, reasoning=Reasoning("low"))
+    assert [m.id for m in router.chain(catalog.resolve("main"), hinted)] == ["main", "text-only", "able"]
+    opened = await router.open(catalog.resolve("main"), hinted, CallContext("req"))
+    assert opened.entry.id == "text-only" and backends["text-only"].calls[-1].reasoning is None
 
 
 async def test_a_long_retry_after_moves_on_instead_of_waiting() -> None:

@@ -104,9 +104,9 @@ async def messages(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     rid = request_id(request)
     try:
-        await authenticate(request, api_key(request))
+        principal = await authenticate(request, api_key(request))
         wire = parse(schemas.CountTokensRequest, await request.body())
-        tokens = await gateway(request).count_tokens(count_request(wire))
+        tokens = await gateway(request).count_tokens(count_request(wire), principal)
     except GatewrightError as error:
         return error_response(error, rid)
     return JSONResponse({"input_tokens": tokens}, headers={"request-id": rid})

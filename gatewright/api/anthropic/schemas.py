@@ -2,8 +2,9 @@
 
 Fields follow Anthropic's Messages API reference. Only requests are validated with pydantic; responses
 and stream events are plain dicts built in ``translate`` and ``stream`` (cheaper on the hot path).
-Unknown fields (``cache_control``, ``service_tier``, ``container`` …) are ignored, as optional
-features a client may send without depending on them; known fields are strictly typed (``api.wire``).
+``cache_control`` breakpoints are kept (forwarded to Anthropic-style upstreams, pinned by the
+engine). Other unknown fields (``service_tier``, ``container`` …) are ignored, as optional features
+a client may send without depending on them; known fields are strictly typed (``api.wire``).
 
 Content given as a plain string is normalised into one text block before validation, so a bad block
 is reported at its own path (``messages[0].content[1].source``) instead of as a failed string.
@@ -31,9 +32,17 @@ def _blocks(value: Any) -> Any:
     return [{"type": "text", "text": value}] if isinstance(value, str) else value
 
 
+class CacheControl(Wire):
+    """A prompt-cache breakpoint: the prompt up to and including this block is worth caching."""
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextBlock(Wire):
     type: Literal["text"]
     text: str
+    cache_control: CacheControl | None = None
 
 
 class Base64Source(Wire):
@@ -53,6 +62,7 @@ ImageSource = Annotated[Base64Source | URLSource, Field(discriminator="type")]
 class ImageBlock(Wire):
     type: Literal["image"]
     source: ImageSource
+    cache_control: CacheControl | None = None
 
 
 ToolResultContent = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
@@ -65,6 +75,7 @@ class ToolResultBlock(Wire):
         list[ToolResultContent], BeforeValidator(_blocks, json_schema_input_type=str | list[ToolResultContent])
     ] = Field(default_factory=list)
     is_error: bool = False
+    cache_control: CacheControl | None = None
 
 
 class ToolUseBlock(Wire):
@@ -72,6 +83,7 @@ class ToolUseBlock(Wire):
     id: str
     name: str
     input: JsonObject
+    cache_control: CacheControl | None = None
 
 
 class ThinkingBlock(Wire):
@@ -114,6 +126,7 @@ class Tool(Wire):
     input_schema: JsonObject | None = None
     type: str | None = None
     strict: bool | None = None
+    cache_control: CacheControl | None = None
 
 
 class ToolChoiceAuto(Wire):

@@ -22,6 +22,8 @@ from gatewright.core.events import (
     ChoiceEnd,
     Event,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -123,6 +125,24 @@ class MessageRenderer:
                 self._text(frames, "text", text)
             case ReasoningDelta(choice=0, text=text):
                 self._text(frames, "thinking", text)
+            case ReasoningSignature(choice=0, signature=signature):
+                # As Anthropic: the signature is the thinking block's last delta, then the block ends.
+                if self._kind != "thinking":
+                    self._begin(frames, "thinking", BLOCK_START["thinking"])
+                frames.append(
+                    event_frame(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": self._open,
+                            "delta": {"type": "signature_delta", "signature": signature},
+                        },
+                    )
+                )
+                self._close(frames)
+            case RedactedReasoning(choice=0, data=data):
+                self._begin(frames, "redacted_thinking", {"type": "redacted_thinking", "data": data})
+                self._close(frames)
             case ToolCallStart(choice=0, id=call_id, name=name):
                 block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
                 self._tool_blocks.append(self._begin(frames, "tool_use", block))

@@ -19,6 +19,7 @@ from gatewright.core.errors import InvalidRequest, UnsupportedFeature
 from gatewright.core.types import (
     TOOL_CHOICE_AUTO,
     TOOL_CHOICE_NONE,
+    CacheMark,
     Choice,
     CoreRequest,
     CoreResponse,
@@ -28,6 +29,7 @@ from gatewright.core.types import (
     Message,
     Part,
     Reasoning,
+    RedactedThinkingPart,
     Sampling,
     TextPart,
     ThinkingPart,
@@ -61,11 +63,34 @@ CLIENT_TOOL_TYPES = frozenset({None, "custom"})
 BLOCK_SEPARATOR = "\n"
 
 
+def _cache(block: Any) -> CacheMark | None:
+    mark = getattr(block, "cache_control", None)
+    return CacheMark(mark.ttl) if mark is not None else None
+
+
 def _image(block: w.ImageBlock) -> ImagePart:
     source = block.source
     if isinstance(source, w.Base64Source):
-        return ImagePart(f"data:{source.media_type};base64,{source.data}", source.media_type)
-    return ImagePart(source.url)
+        return ImagePart(f"data:{source.media_type};base64,{source.data}", source.media_type, _cache(block))
+    return ImagePart(source.url, cache=_cache(block))
+
+
+def _system_parts(blocks: list[w.TextBlock]) -> tuple[TextPart, ...]:
+    """The system prompt: one text part, or one per cache breakpoint (each ending at its block, the
+    separator going with the text that follows), so the breakpoints stay where the caller put them."""
+    if not any(b.cache_control is not None for b in blocks):
+        return (TextPart(BLOCK_SEPARATOR.join(b.text for b in blocks)),)
+    parts: list[TextPart] = []
+    run: list[str] = []
+    for b in blocks:
+        run.append(b.text)
+        if b.cache_control is not None:
+            lead = BLOCK_SEPARATOR if parts else ""
+            parts.append(TextPart(lead + BLOCK_SEPARATOR.join(run), _cache(b)))
+            run = []
+    if run:
+        parts.append(TextPart(BLOCK_SEPARATOR + BLOCK_SEPARATOR.join(run)))
+    return tuple(parts)
 
 
 def _tool_result(block: w.ToolResultBlock, param: str) -> ToolResultPart:
@@ -79,7 +104,7 @@ def _tool_result(block: w.ToolResultBlock, param: str) -> ToolResultPart:
                 code="unsupported_content_type",
             )
         texts.append(item.text)
-    return ToolResultPart(block.tool_use_id, BLOCK_SEPARATOR.join(texts), block.is_error)
+    return ToolResultPart(block.tool_use_id, BLOCK_SEPARATOR.join(texts), block.is_error, _cache(block))
 
 
 def _user_messages(message: w.UserMessage, i: int, known_calls: set[str]) -> list[Message]:
@@ -88,7 +113,7 @@ def _user_messages(message: w.UserMessage, i: int, known_calls: set[str]) -> lis
     pending: list[Part] = []
     for k, block in enumerate(message.content):
         if isinstance(block, w.TextBlock):
-            pending.append(TextPart(block.text))
+            pending.append(TextPart(block.text, _cache(block)))
         elif isinstance(block, w.ImageBlock):
             pending.append(_image(block))
         else:
@@ -113,20 +138,23 @@ def _assistant_message(message: w.AssistantMessage, known_calls: set[str]) -> Me
     for block in message.content:
         if isinstance(block, w.TextBlock):
             if block.text:
-                parts.append(TextPart(block.text))
+                parts.append(TextPart(block.text, _cache(block)))
         elif isinstance(block, w.ToolUseBlock):
             known_calls.add(block.id)
-            parts.append(ToolCallPart(block.id, block.name, orjson.dumps(block.input).decode()))
+            parts.append(ToolCallPart(block.id, block.name, orjson.dumps(block.input).decode(), _cache(block)))
         elif isinstance(block, w.ThinkingBlock):
             parts.append(ThinkingPart(block.thinking, block.signature))
-        # redacted_thinking is opaque data only Anthropic's own models can read: not forwarded.
+        else:
+            # Opaque data only Anthropic's models read: kept, so an Anthropic-style upstream gets it
+            # back unchanged (other backends skip it).
+            parts.append(RedactedThinkingPart(block.data))
     return Message("assistant", tuple(parts))
 
 
 def _messages(req: w.CountTokensRequest) -> tuple[Message, ...]:
     out: list[Message] = []
     if req.system:
-        out.append(Message("system", (TextPart(BLOCK_SEPARATOR.join(b.text for b in req.system)),)))
+        out.append(Message("system", _system_parts(req.system)))
     known_calls: set[str] = set()
     for i, message in enumerate(req.messages):
         if isinstance(message, w.UserMessage):
@@ -152,7 +180,7 @@ def _tools(req: w.CountTokensRequest) -> tuple[tuple[ToolSpec, ...], ToolChoice,
                 param=f"tools[{i}].input_schema",
                 code="missing_required_parameter",
             )
-        specs.append(ToolSpec(tool.name, tool.description, tool.input_schema, bool(tool.strict)))
+        specs.append(ToolSpec(tool.name, tool.description, tool.input_schema, bool(tool.strict), _cache(tool)))
     tools = tuple(specs)
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
@@ -267,8 +295,10 @@ def tool_input(arguments: str) -> dict[str, Any]:
 
 def content_blocks(choice: Choice) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    if choice.reasoning:
-        blocks.append({"type": "thinking", "thinking": choice.reasoning, "signature": ""})
+    if choice.reasoning or choice.reasoning_signature:
+        signature = choice.reasoning_signature or ""
+        blocks.append({"type": "thinking", "thinking": choice.reasoning, "signature": signature})
+    blocks.extend({"type": "redacted_thinking", "data": data} for data in choice.redacted_reasoning)
     if choice.text:
         blocks.append({"type": "text", "text": choice.text})
     for call in choice.tool_calls:

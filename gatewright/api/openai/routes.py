@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -18,10 +19,26 @@ from gatewright.api.openapi import Operation, routes_of
 from gatewright.core.accumulate import collect
 from gatewright.core.catalog import ModelEntry
 from gatewright.core.errors import GatewrightError
+from gatewright.core.events import Event, ReasoningDelta, ReasoningSignature, RedactedReasoning
 from gatewright.core.ids import now, random_hex
 from gatewright.core.types import CoreResponse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+REASONING_EVENTS = (ReasoningDelta, ReasoningSignature, RedactedReasoning)
+
+
+async def without_reasoning(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """``reasoning.exclude``: the answer without its reasoning (which usage still reports)."""
+    try:
+        async for event in events:
+            if not isinstance(event, REASONING_EVENTS):
+                yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+# Model types as the reference's GET /models names them (003 L34488-34621).
+REFERENCE_TYPES = {"chat": "chat-completion", "embedding": "embedding"}
 
 # The endpoints a model of each type serves, as /v1/models reports them.
 ENDPOINTS: dict[str, list[str]] = {
@@ -44,26 +61,30 @@ def render_error(error: GatewrightError, request_id: str) -> Response:
 
 
 async def chat_completions(request: Request) -> Response:
+    rid = request_id(request)
     try:
         principal = await authenticate(request, bearer(request))
         wire = parse(schemas.ChatCompletionRequest, await request.body())
         core_request = to_core(wire)
-        call = await gateway(request).start(core_request, principal, request_id(request))
+        call = await gateway(request).start(core_request, principal, rid)
     except GatewrightError as error:
         return error_response(error, limit_headers(getattr(error, "limits", None)))
     headers = {**limit_headers(call.limits), "x-gatewright-deployment": call.deployment, **call.notes}
     completion_id = "chatcmpl-" + random_hex(12)
     created = now()
+    events = call.events
+    if wire.reasoning is not None and wire.reasoning.exclude:
+        events = without_reasoning(events)  # still generated, billed and counted in usage
     if core_request.stream:
         include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
-        renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage)
+        renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage, rid)
         return StreamingResponse(
-            render(call.events, renderer),
+            render(events, renderer),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, **headers},
         )
     try:
-        acc = await collect(call.events, core_request.n)
+        acc = await collect(events, core_request.n)
     except GatewrightError as error:
         return error_response(error, headers)
     response = CoreResponse(
@@ -74,6 +95,7 @@ async def chat_completions(request: Request) -> Response:
         usage=acc.usage,
         cost=acc.cost,
         deployment=call.deployment,
+        request_id=rid,
     )
     if acc.usage.estimated:
         headers["x-gatewright-usage"] = "estimated"
@@ -81,8 +103,17 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: OpenAI's list shape, with gatewright's extra facts on each model. Public;
+    with a key that has an allow-list of models, only the models it may call."""
     catalog = gateway(request).catalog
-    return JSONResponse({"object": "list", "data": [_model(entry) for entry in catalog]})
+    principal = None
+    if gateway(request).platform is not None and bearer(request):
+        try:
+            principal = await authenticate(request, bearer(request))
+        except GatewrightError:
+            principal = None  # the list is public: a key that does not authenticate filters nothing
+    entries = [entry for entry in catalog if principal is None or principal.may_call(entry.id)]
+    return JSONResponse({"object": "list", "data": [_model(entry) for entry in entries]})
 
 
 def _model(entry: ModelEntry) -> dict[str, Any]:
@@ -101,12 +132,43 @@ def _model(entry: ModelEntry) -> dict[str, Any]:
         "pricing": {
             "input_usd_per_million": entry.prices.input,
             "cached_input_usd_per_million": entry.prices.cached,
+            "cache_write_usd_per_million": entry.prices.cache_write,
             "output_usd_per_million": entry.prices.output,
         },
         "features": _features(entry) if embedding is None else ["openai/embeddings"],
         "endpoints": ENDPOINTS[entry.type],
         **({"embedding": embedding.model_dump()} if embedding is not None else {}),
     }
+
+
+async def list_models_reference(request: Request) -> Response:
+    """``GET /models`` (no key): the reference platform's own shape, a bare array of models
+    with ``type`` and ``info`` (003 L34934-34969). Only active models are listed there: a
+    caller of this endpoint can use every model it names."""
+    catalog = gateway(request).catalog
+    data = []
+    for entry in catalog:
+        if not entry.active:
+            continue
+        chat = entry.embedding is None
+        info: dict[str, object] = {
+            "name": entry.name or entry.id,
+            "developer": entry.developer or "gatewright",
+            "description": entry.description or "",
+            "contextLength": entry.context_window,
+        }
+        if chat:
+            info["maxTokens"] = entry.max_output
+        data.append(
+            {
+                "id": entry.id,
+                "type": REFERENCE_TYPES[entry.type],
+                "info": info,
+                "features": _features(entry) if chat else [],
+                "endpoints": ENDPOINTS[entry.type],
+            }
+        )
+    return JSONResponse(data)
 
 
 def _features(entry: object) -> list[str]:
@@ -143,7 +205,15 @@ operations = [
         aliases=("/chat/completions",),
         example={"model": "local", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16},
     ),
-    Operation("GET", "/v1/models", list_models, "List the models.", "openai", security=(), aliases=("/models",)),
+    Operation("GET", "/v1/models", list_models, "List the models (OpenAI's list shape).", "openai", security=()),
+    Operation(
+        "GET",
+        "/models",
+        list_models_reference,
+        "List the active models in the reference platform's shape (an array with type and info).",
+        "openai",
+        security=(),
+    ),
     Operation(
         "POST",
         "/v1/embeddings",

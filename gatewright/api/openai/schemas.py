@@ -1,8 +1,9 @@
 """OpenAI Chat Completions request schema, in the order of the reference (000 OpenAPI, OpenAI spec).
 
 Only requests are validated with pydantic; responses are built as plain dicts in ``translate`` and
-``stream`` because that is several times cheaper on the hot path. Unknown request fields are
-ignored, as OpenAI ignores them; known ones are strictly typed (``api.wire``).
+``stream`` because that is several times cheaper on the hot path. Every field of OpenAI's request
+is declared here (which ones are honoured, refused or ignored: docs/openai-chat.md) and strictly
+typed (``api.wire``); fields OpenAI does not define are ignored, as OpenAI ignores them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ class Wire(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True, extra="ignore")
 
 
+class CacheControl(Wire):
+    """Anthropic's prompt-caching breakpoint, as OpenRouter-style clients put it on content parts."""
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextContent(Wire):
     type: Literal["text"]
     text: str
+    cache_control: CacheControl | None = None
 
 
 class ImageURL(Wire):
@@ -33,6 +42,7 @@ class ImageURL(Wire):
 class ImageContent(Wire):
     type: Literal["image_url"]
     image_url: ImageURL
+    cache_control: CacheControl | None = None
 
 
 class InputAudio(Wire):
@@ -77,6 +87,14 @@ class UserMessage(Wire):
     name: str | None = None
 
 
+class ReasoningDetail(Wire):
+    type: Literal["reasoning.text", "reasoning.encrypted", "reasoning.summary"]
+    text: str | None = None
+    signature: str | None = None
+    data: str | None = None
+    summary: str | None = None
+
+
 class FunctionCall(Wire):
     name: str
     arguments: str
@@ -96,6 +114,9 @@ class AssistantMessage(Wire):
     tool_calls: list[ToolCall] | None = None
     # gatewright extension, as GLM and vLLM send it back: the assistant's earlier reasoning.
     reasoning_content: str | None = None
+    # OpenRouter's convention for reasoning a provider signed or encrypted (Anthropic's thinking
+    # signatures, redacted thinking): sent back unchanged so the provider accepts it again.
+    reasoning_details: list[ReasoningDetail] | None = None
 
 
 class ToolMessage(Wire):
@@ -132,6 +153,28 @@ class NamedToolChoice(Wire):
     function: NamedFunction
 
 
+class AllowedTools(Wire):
+    mode: Literal["auto", "required"]
+    tools: list[JsonObject]
+
+
+class AllowedToolsChoice(Wire):
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+class NamedCustom(Wire):
+    name: str
+
+
+class CustomToolChoice(Wire):
+    type: Literal["custom"]
+    custom: NamedCustom
+
+
+ToolChoiceObject = Annotated[NamedToolChoice | AllowedToolsChoice | CustomToolChoice, Field(discriminator="type")]
+
+
 class JsonSchemaFormat(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
@@ -157,6 +200,7 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFor
 
 class StreamOptions(Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # padding against side channels: not needed, ignored
 
 
 class ReasoningOptions(Wire):
@@ -183,7 +227,7 @@ class ChatCompletionRequest(Wire):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDef] | None = Field(None, max_length=128)
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceObject | None = None
     parallel_tool_calls: bool | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0.01, le=1)
@@ -204,3 +248,22 @@ class ChatCompletionRequest(Wire):
     thinking_budget: int | None = Field(None, ge=0, le=MAX_COUNT)
     # gatewright extension, llama.cpp style: sample from the k most likely tokens only.
     top_k: int | None = Field(None, ge=0, le=MAX_COUNT)
+    # OpenAI fields gatewright does not act on. docs/openai-chat.md has the table: metadata only
+    # (ignored), or refused by translate with a 400 naming the field when a value would change
+    # the answer.
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_options: JsonObject | None = None
+    prompt_cache_retention: str | None = None
+    logit_bias: dict[str, float] | None = None
+    modalities: list[str] | None = None
+    audio: JsonObject | None = None
+    prediction: JsonObject | None = None
+    web_search_options: JsonObject | None = None
+    verbosity: str | None = None
+    moderation: JsonObject | None = None
+    functions: list[JsonObject] | None = None
+    function_call: str | JsonObject | None = None

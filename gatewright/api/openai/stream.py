@@ -16,6 +16,8 @@ from gatewright.core.events import (
     ChoiceEnd,
     Event,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -24,18 +26,23 @@ from gatewright.core.events import (
 
 
 class ChunkRenderer:
-    __slots__ = ("_base", "_held", "_include_usage", "_started")
+    __slots__ = ("_base", "_details", "_held", "_include_usage", "_started")
 
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, completion_id: str, created: int, model: str, include_usage: bool, request_id: str | None = None
+    ) -> None:
+        # No system_fingerprint: OpenAI types it as a string, and gatewright has none (never null).
         self._base: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "system_fingerprint": None,
         }
+        if request_id is not None:
+            self._base["request_id"] = request_id
         self._include_usage = include_usage
         self._started: set[int] = set()
+        self._details: dict[int, int] = {}  # choice → index of its last reasoning_details item
         self._held: dict[str, Any] | None = None  # last finish chunk, waiting for the cost
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,6 +51,11 @@ class ChunkRenderer:
         if self._include_usage:
             chunk["usage"] = None
         return chunk
+
+    def _detail(self, choice: int, detail: dict[str, Any]) -> dict[str, Any]:
+        """A ``reasoning_details`` delta (OpenRouter's convention), indexed per choice."""
+        index = self._details[choice] = self._details.get(choice, -1) + 1
+        return {"reasoning_details": [{**detail, "index": index}]}
 
     @staticmethod
     def _choice(index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None) -> dict[str, Any]:
@@ -71,6 +83,12 @@ class ChunkRenderer:
                 frames.append(data_frame(self._chunk([self._choice(i, {"content": text}, lp)])))
             case ReasoningDelta(choice=i, text=text):
                 frames.append(data_frame(self._chunk([self._choice(i, {"reasoning_content": text})])))
+            case ReasoningSignature(choice=i, signature=signature):
+                detail = {"type": "reasoning.text", "text": "", "signature": signature}
+                frames.append(data_frame(self._chunk([self._choice(i, self._detail(i, detail))])))
+            case RedactedReasoning(choice=i, data=data):
+                detail = {"type": "reasoning.encrypted", "data": data}
+                frames.append(data_frame(self._chunk([self._choice(i, self._detail(i, detail))])))
             case ToolCallStart(choice=i):
                 frames.append(data_frame(self._chunk([self._choice(i, {"tool_calls": [_call_start(event)]})])))
             case ToolCallDelta(choice=i, index=k, arguments=fragment):

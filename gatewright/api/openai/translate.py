@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from gatewright.api.openai import schemas as w
-from gatewright.core.errors import InvalidRequest
+from gatewright.core.errors import InvalidRequest, UnsupportedFeature
 from gatewright.core.types import (
     TEXT_FORMAT,
     TOOL_CHOICE_AUTO,
     TOOL_CHOICE_NONE,
+    CacheMark,
     Choice,
     CoreRequest,
     CoreResponse,
@@ -20,6 +22,7 @@ from gatewright.core.types import (
     Part,
     Reasoning,
     ReasoningEffort,
+    RedactedThinkingPart,
     ResponseFormat,
     Sampling,
     TextPart,
@@ -45,8 +48,54 @@ EFFORT: dict[str, ReasoningEffort] = {
 }
 
 
+# OpenAI request fields gatewright cannot act on, refused with a 400 naming the field when their value
+# would change the answer (a harmless value passes). Fields that are only metadata (metadata, store,
+# service_tier, safety_identifier, prompt_cache_*) are accepted and ignored; docs/openai-chat.md.
+REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "logit_bias": (lambda v: not v, "token biases (logit_bias) are not supported"),
+    "modalities": (lambda v: v is None or v == ["text"], 'only text output is supported (modalities: ["text"])'),
+    "audio": (lambda v: v is None, "audio output is not supported"),
+    "web_search_options": (lambda v: v is None, "web search is not supported"),
+    "verbosity": (lambda v: v in (None, "medium"), "verbosity other than medium is not supported"),
+    "moderation": (lambda v: v is None, "moderation of the request and the answer is not supported"),
+    "functions": (lambda v: not v, "the legacy `functions` field is not supported; send `tools` instead"),
+    "function_call": (lambda v: v is None, "the legacy `function_call` field is not supported; send `tool_choice`"),
+}
+
+
+def _refuse_unsupported(req: w.ChatCompletionRequest) -> None:
+    for name, (harmless, why) in REFUSED.items():
+        if not harmless(getattr(req, name)):
+            raise UnsupportedFeature(
+                f"Invalid '{name}': {why} by gatewright.", param=name, code="unsupported_parameter"
+            )
+
+
+def _cache(part: Any) -> CacheMark | None:
+    mark = getattr(part, "cache_control", None)
+    return CacheMark(mark.ttl) if mark is not None else None
+
+
 def _text_of(content: str | list[w.TextContent]) -> str:
     return content if isinstance(content, str) else "".join(p.text for p in content)
+
+
+def _text_parts(content: str | list[w.TextContent]) -> tuple[TextPart, ...]:
+    """System and tool content: one text part, or one per cache breakpoint when the parts carry any."""
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not any(p.cache_control is not None for p in content):
+        return (TextPart(_text_of(content)),)
+    parts: list[TextPart] = []
+    run: list[str] = []
+    for p in content:
+        run.append(p.text)
+        if p.cache_control is not None:
+            parts.append(TextPart("".join(run), _cache(p)))
+            run = []
+    if run:
+        parts.append(TextPart("".join(run)))
+    return tuple(parts)
 
 
 def _user_parts(content: str | list[Any], index: int) -> tuple[Part, ...]:
@@ -55,9 +104,9 @@ def _user_parts(content: str | list[Any], index: int) -> tuple[Part, ...]:
     parts: list[Part] = []
     for k, part in enumerate(content):
         if isinstance(part, w.TextContent):
-            parts.append(TextPart(part.text))
+            parts.append(TextPart(part.text, _cache(part)))
         elif isinstance(part, w.ImageContent):
-            parts.append(ImagePart(part.image_url.url))
+            parts.append(ImagePart(part.image_url.url, cache=_cache(part)))
         else:
             raise InvalidRequest(
                 f"Content parts of type `{part.type}` are not supported by gatewright.",
@@ -67,9 +116,28 @@ def _user_parts(content: str | list[Any], index: int) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def _detail_part(detail: w.ReasoningDetail) -> Part:
+    if detail.type == "reasoning.encrypted":
+        return RedactedThinkingPart(detail.data or "")
+    return ThinkingPart(detail.text or detail.summary or "", detail.signature)
+
+
+def reasoning_details(choice: Choice) -> list[dict[str, Any]]:
+    """OpenRouter's ``reasoning_details`` for reasoning a provider signed or encrypted; none otherwise."""
+    details: list[dict[str, Any]] = []
+    if choice.reasoning_signature:
+        details.append({"type": "reasoning.text", "text": choice.reasoning, "signature": choice.reasoning_signature})
+    details.extend({"type": "reasoning.encrypted", "data": data} for data in choice.redacted_reasoning)
+    for index, detail in enumerate(details):
+        detail["index"] = index
+    return details
+
+
 def _assistant_parts(message: w.AssistantMessage) -> tuple[Part, ...]:
     parts: list[Part] = []
-    if message.reasoning_content:
+    if message.reasoning_details:
+        parts.extend(_detail_part(d) for d in message.reasoning_details)
+    elif message.reasoning_content:
         parts.append(ThinkingPart(message.reasoning_content))
     content = message.content
     if isinstance(content, str):
@@ -107,11 +175,12 @@ def _messages(messages: list[Any]) -> tuple[Message, ...]:
                     f"assistant message just before it, and none has the id '{m.tool_call_id}'.",
                     param=f"messages[{i}].tool_call_id",
                 )
-            out.append(Message("tool", (ToolResultPart(m.tool_call_id, _text_of(m.content)),), m.name))
+            mark = None if isinstance(m.content, str) else next((_cache(p) for p in m.content if p.cache_control), None)
+            out.append(Message("tool", (ToolResultPart(m.tool_call_id, _text_of(m.content), cache=mark),), m.name))
             continue
         _check_answered(pending)
         if isinstance(m, (w.SystemMessage, w.DeveloperMessage)):
-            out.append(Message("system", (TextPart(_text_of(m.content)),), m.name))
+            out.append(Message("system", _text_parts(m.content), m.name))
         elif isinstance(m, w.UserMessage):
             out.append(Message("user", _user_parts(m.content, i), m.name))
         else:
@@ -172,6 +241,14 @@ def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoi
     choice = req.tool_choice
     if choice is None:
         return tools, TOOL_CHOICE_AUTO if tools else TOOL_CHOICE_NONE
+    if isinstance(choice, w.CustomToolChoice):
+        raise UnsupportedFeature(
+            "Invalid 'tool_choice': custom tools are not supported by gatewright; use function tools.",
+            param="tool_choice.type",
+            code="unsupported_tool_type",
+        )
+    if isinstance(choice, w.AllowedToolsChoice):
+        return _allowed(tools, choice.allowed_tools, first)
     if isinstance(choice, w.NamedToolChoice):
         if choice.function.name not in first:
             raise InvalidRequest(
@@ -182,6 +259,29 @@ def _tools(req: w.ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], ToolChoi
     if choice != "none" and not tools:
         raise InvalidRequest(f"Invalid 'tool_choice': '{choice}' needs 'tools' to be specified.", param="tool_choice")
     return tools, ToolChoice(choice)
+
+
+def _allowed(
+    tools: tuple[ToolSpec, ...], allowed: w.AllowedTools, first: dict[str, int]
+) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
+    """``allowed_tools``: the model may call only these (of ``tools``), in the given mode."""
+    names: set[str] = set()
+    for k, item in enumerate(allowed.tools):
+        function = item.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if item.get("type") != "function" or not isinstance(name, str) or name not in first:
+            raise InvalidRequest(
+                f"Invalid 'tool_choice.allowed_tools.tools[{k}]': must name a function in 'tools', "
+                'as {"type": "function", "function": {"name": ...}}.',
+                param=f"tool_choice.allowed_tools.tools[{k}]",
+            )
+        names.add(name)
+    if not names:
+        raise InvalidRequest(
+            "Invalid 'tool_choice.allowed_tools.tools': name at least one tool.",
+            param="tool_choice.allowed_tools.tools",
+        )
+    return tuple(t for t in tools if t.name in names), ToolChoice(allowed.mode)
 
 
 def _response_format(fmt: Any) -> ResponseFormat:
@@ -217,6 +317,7 @@ def _reasoning(req: w.ChatCompletionRequest) -> Reasoning | None:
 
 
 def to_core(req: w.ChatCompletionRequest) -> CoreRequest:
+    _refuse_unsupported(req)
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("Invalid 'stream_options': only allowed when 'stream' is true.", param="stream_options")
     if req.top_logprobs is not None and not req.logprobs:
@@ -250,11 +351,16 @@ def to_core(req: w.ChatCompletionRequest) -> CoreRequest:
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
+    prompt_details: dict[str, int] = {"cached_tokens": usage.cached_tokens, "audio_tokens": 0}
+    if usage.cache_write_tokens:
+        # Not OpenAI's (it has no priced cache writes): OpenRouter's name for the part of the prompt
+        # written to a provider's cache, so a caller can see why it cost more.
+        prompt_details["cache_write_tokens"] = usage.cache_write_tokens
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {
             "reasoning_tokens": usage.reasoning_tokens,
             "audio_tokens": 0,
@@ -287,6 +393,9 @@ def _choice_dict(choice: Choice) -> dict[str, Any]:
     }
     if choice.reasoning:
         message["reasoning_content"] = choice.reasoning
+    details = reasoning_details(choice)
+    if details:
+        message["reasoning_details"] = details
     if choice.tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -317,8 +426,11 @@ def from_core(response: CoreResponse) -> dict[str, Any]:
         "model": response.model,
         "choices": [_choice_dict(c) for c in response.choices],
         "usage": usage_dict(response.usage),
-        "system_fingerprint": None,
     }
+    # OpenAI types system_fingerprint as a string: gatewright has none to give, so it is omitted
+    # rather than sent as null. The reference platform sends the request's id beside the answer's.
+    if response.request_id is not None:
+        body["request_id"] = response.request_id
     meta = meta_dict(response)
     if meta is not None:
         body["meta"] = meta

@@ -2,8 +2,9 @@
 
 Who may call what:
 
-- a **management key** manages the account's API keys (``/v1/keys``, ``/v1/keys/{prefix}``), adds
-  credits (``POST /v1/billing/credits``) and reads everything;
+- a **management key** manages the account's API keys (``/v1/keys``, ``/v1/keys/{prefix}``),
+  redeems codes (``POST /v1/billing/redeem``) and reads everything (the billing history, usage by
+  day); it cannot add credits: only the operator grants them (``api.platform.admin``);
 - **any key** of the account reads the balance (``/v1/billing/balance``, ``/v2/billing``,
   ``/v2/billing/detail``), as in the reference, and ``GET /v1/key`` (the calling key itself);
 - ``GET /v1/billing/usage`` lists the account's requests for a management key, and only the
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -29,12 +30,12 @@ from gatewright.api.openai.errors import error_body
 from gatewright.api.openapi import Operation, routes_of
 from gatewright.api.platform import schemas, views
 from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
-from gatewright.core.billing import usd_to_credits
-from gatewright.core.clock import utcnow
+from gatewright.core.clock import iso, utcnow
 from gatewright.core.errors import GatewrightError, InvalidRequest, NotFound, PermissionDenied
 from gatewright.core.platform import KeyKind, Principal
 
 Handler = Callable[[Request], Awaitable[Response]]
+Q = TypeVar("Q", bound=BaseModel)
 _PREFIX = re.compile(r"[0-9a-f]{8}")
 
 
@@ -93,6 +94,24 @@ def _limit(body: schemas.KeyLimitBody | None) -> KeyLimit | None:
     return KeyLimit(body.retention, body.threshold) if body is not None else None
 
 
+def _models(request: Request, models: list[str] | None) -> list[str] | None:
+    """An allow-list names models the catalog has (ids or aliases); an empty one would be a key
+    that can call nothing."""
+    if models is None:
+        return None
+    if not models:
+        raise InvalidRequest("Invalid 'models': name at least one model, or send null for all.", param="models")
+    catalog = request.app.state.gateway.catalog
+    for i, name in enumerate(models):
+        if catalog.find(name) is None:
+            raise InvalidRequest(f"Unknown model '{name[:200]}'; GET /v1/models lists them.", param=f"models[{i}]")
+    return models
+
+
+def _expiry(stamp: int | None) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, UTC)
+
+
 def _scopes(scopes: list[str] | None) -> list[str]:
     # An API key's scopes say what it may call: an empty list would be read as "everything".
     if not scopes:
@@ -115,6 +134,8 @@ async def create_key(request: Request) -> Response:
         limit=_limit(body.limit),
         requests_per_minute=rate.requests_per_minute,
         tokens_per_minute=rate.tokens_per_minute,
+        models=_models(request, body.models),
+        expires_at=_expiry(body.expires_at),
     )
     return JSONResponse({"data": views.key_object(made.row, utcnow(), key=made.key)})
 
@@ -151,6 +172,10 @@ async def update_key(request: Request) -> Response:
     if body.rate_limit is not None:
         for field in body.rate_limit.model_fields_set:
             changes[field] = getattr(body.rate_limit, field)
+    if "models" in body.model_fields_set:
+        changes["models"] = _models(request, body.models)
+    if "expires_at" in body.model_fields_set:
+        changes["expires_at"] = _expiry(body.expires_at)
     row = await accounts.update_key(prefix, caller.account_id, changes, kind="api")
     return JSONResponse({"data": views.key_object(row, utcnow())})
 
@@ -183,22 +208,57 @@ async def billing_detail(request: Request) -> Response:
     return JSONResponse(views.billing_detail_object(await accounts.account(caller.account_id)))
 
 
-async def add_credits(request: Request) -> Response:
+async def redeem(request: Request) -> Response:
+    """Spend a redemption code for the caller's account (each code pays out once)."""
     accounts, caller = await _caller(request, "management")
-    body = parse(schemas.CreditsBody, await _body(request))
-    if (body.credits is None) == (body.usd is None):
-        raise InvalidRequest("Give exactly one of 'credits' or 'usd'.", param="credits", code="invalid_value")
-    credits = body.credits if body.credits is not None else usd_to_credits(body.usd or 0.0)
-    await accounts.add_credits(caller.account_id, credits, body.note or "added through the API")
+    body = parse(schemas.RedeemBody, await _body(request))
+    added = await accounts.redeem(caller.account_id, body.code, actor=f"key:{caller.prefix}")
     account = await accounts.account(caller.account_id)
-    return JSONResponse({"credits_added": credits, **views.balance_object(account, utcnow())})
+    return JSONResponse({"credits_added": added, **views.balance_object(account, utcnow())})
+
+
+async def history(request: Request) -> Response:
+    """The account's balance changes, newest first: grants (with who), redemptions, charges."""
+    accounts, caller = await _caller(request, "management")
+    await _settled(request)
+    query = _query(schemas.PageQuery, request)
+    entries = await accounts.ledger_entries(caller.account_id, query.limit, query.after)
+    return JSONResponse(views.page([views.ledger_object(entry) for entry in entries], query.limit))
+
+
+async def daily_usage(request: Request) -> Response:
+    """The account's usage by day, model and key (for a chart)."""
+    accounts, caller = await _caller(request, "management")
+    await _settled(request)
+    query = _query(schemas.DailyUsageQuery, request)
+    if query.account is not None and query.account != caller.account_id:
+        raise NotFound(f"No account {query.account}.", param="account")
+    return JSONResponse(await daily_page(accounts, caller.account_id, query))
+
+
+async def daily_page(accounts: Accounts, account_id: int | None, query: schemas.DailyUsageQuery) -> dict[str, Any]:
+    until = _utc(query.until) or utcnow()
+    since = _utc(query.since) or until - timedelta(days=30)
+    rows = await accounts.usage_daily(account_id, since, until, query.limit + 1, query.offset)
+    return {
+        "object": "list",
+        "since": iso(since),
+        "until": iso(until),
+        "data": [views.bucket_object(row) for row in rows[: query.limit]],
+        "has_more": len(rows) > query.limit,
+        "next_offset": query.offset + query.limit if len(rows) > query.limit else None,
+    }
+
+
+def _query(model: type[Q], request: Request) -> Q:
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise invalid_from(error) from None
 
 
 def _usage_query(request: Request) -> schemas.UsageQuery:
-    try:
-        return schemas.UsageQuery.model_validate(dict(request.query_params))
-    except ValidationError as error:
-        raise invalid_from(error) from None
+    return _query(schemas.UsageQuery, request)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -283,12 +343,28 @@ operations = [
     _op("GET", "/v2/billing/detail", billing_detail, "The balance with its parts.", security=_ANY_KEY),
     _op(
         "POST",
-        "/v1/billing/credits",
-        add_credits,
-        "Add (or remove) credits.",
-        body=schemas.CreditsBody,
+        "/v1/billing/redeem",
+        redeem,
+        "Redeem a code from the operator: its credits are added to the account, once.",
+        body=schemas.RedeemBody,
         security=_MANAGEMENT,
-        example={"usd": 5.0, "note": "top-up"},
+        example={"code": "gwr-00000000000000000000000000000000"},
+    ),
+    _op(
+        "GET",
+        "/v1/billing/history",
+        history,
+        "The account's balance changes, newest first (grants with who, redemptions, charges).",
+        query=schemas.PageQuery,
+        security=_MANAGEMENT,
+    ),
+    _op(
+        "GET",
+        "/v1/usage/daily",
+        daily_usage,
+        "The account's usage by day (UTC), model and key.",
+        query=schemas.DailyUsageQuery,
+        security=_MANAGEMENT,
     ),
     _op(
         "GET",

@@ -8,7 +8,7 @@ converted (``?limit=10``). Fields the reference does not have are marked ``gatew
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,7 @@ from gatewright.api.wire import INT64_MAX
 Retention = Literal["day", "week", "month", "no_reset"]
 MAX_USD = 1_000_000_000  # keeps every amount inside a BIGINT of credits
 MAX_PER_MINUTE = 2_147_483_647
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _Body(BaseModel):
@@ -45,6 +46,9 @@ class KeyCreate(_Body):
     limit: KeyLimitBody | None = None
     scopes: list[str] | None = None
     rate_limit: RateLimitBody | None = None  # gatewright extension
+    # gatewright extensions: the models the key may call (ids or aliases), and when it expires.
+    models: list[ModelName] | None = Field(default=None, max_length=200)
+    expires_at: int | None = Field(default=None, ge=0, le=253402300799)  # Unix seconds
 
 
 class KeyUpdate(_Body):
@@ -55,6 +59,8 @@ class KeyUpdate(_Body):
     limit: KeyLimitBody | None = None
     scopes: list[str] | None = None
     rate_limit: RateLimitBody | None = None  # gatewright extension
+    models: list[ModelName] | None = Field(default=None, max_length=200)  # null: every model
+    expires_at: int | None = Field(default=None, ge=0, le=253402300799)  # null: never
 
 
 class CreditsBody(_Body):
@@ -75,3 +81,49 @@ class UsageQuery(_Query):
     status: Literal["ok", "aborted", "error"] | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     after: int | None = Field(default=None, ge=1, le=INT64_MAX)  # the `last_id` of the previous page
+
+
+# -- the operator's requests (gatewright extensions) ----------------------------------------------
+
+
+class AccountCreate(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    credits: int = Field(default=0, ge=0, le=2 * 10**15)  # starting credits
+
+
+class AccountUpdate(_Body):
+    """Only the fields present change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    disabled: bool | None = None
+
+
+class CodesCreate(_Body):
+    """Mint ``count`` redemption codes worth ``credits`` (or ``usd``) each."""
+
+    credits: int | None = Field(default=None, ge=1, le=2 * 10**15)
+    usd: float | None = Field(default=None, gt=0, le=MAX_USD)
+    count: int = Field(default=1, ge=1, le=1000)
+    expires_at: int | None = Field(default=None, ge=0, le=253402300799)  # Unix seconds
+    note: str | None = Field(default=None, max_length=500)
+
+
+class RedeemBody(_Body):
+    code: str = Field(min_length=1, max_length=100)
+
+
+class DailyUsageQuery(_Query):
+    """Usage by day (UTC), model and key; ``since``/``until`` default to the last 30 days."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    account: int | None = Field(default=None, ge=1, le=INT64_MAX)  # the operator's filter
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10**9)
+
+
+class PageQuery(_Query):
+    limit: int = Field(default=100, ge=1, le=1000)
+    after: int | None = Field(default=None, ge=1, le=INT64_MAX)

@@ -8,7 +8,7 @@ from typing import Any
 
 from gatewright.core.accounts import UsageTotals, month_spent
 from gatewright.core.billing import credits_to_usd
-from gatewright.core.clock import iso
+from gatewright.core.clock import aware, iso
 
 # Balance status, by the first rule that matches: (status, explanation).
 _DEPLETED = ("depleted", "No credits are left: model calls are refused with 402 until credits are added")
@@ -34,6 +34,8 @@ def key_object(row: Any, now: datetime, key: str | None = None) -> dict[str, Any
         # gatewright extensions: the key's kind and its own rate limits (null: the gateway default).
         "kind": row.kind,
         "rate_limit": {"requests_per_minute": row.requests_per_minute, "tokens_per_minute": row.tokens_per_minute},
+        "models": list(row.models) if row.models is not None else None,  # null: every model
+        "expires_at": int(aware(row.expires_at).timestamp()) if row.expires_at is not None else None,  # type: ignore[union-attr]
     }
     if key is not None:
         out["key"] = key
@@ -102,3 +104,77 @@ def totals_object(totals: UsageTotals) -> dict[str, Any]:
         "credits": totals.credits,
         "usd": credits_to_usd(totals.credits),
     }
+
+
+def page(data: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """A page of objects with ids, newest first; ``after`` = ``last_id`` reads the next one."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(data) == limit,
+    }
+
+
+def ledger_object(entry: Any) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "created_at": iso(entry.created_at),
+        "kind": entry.kind,  # charge | grant | adjust | redeem
+        "credits": entry.credits,  # signed change of balance
+        "usd": credits_to_usd(entry.credits),
+        "balance_after": entry.balance_after,
+        "request_id": entry.request_id,
+        "note": entry.note,
+        "actor": entry.actor,  # who: operator:<prefix>, key:<prefix>, cli, system
+    }
+
+
+def bucket_object(row: Any) -> dict[str, Any]:
+    return {
+        "day": row.day,
+        "account_id": row.account_id,
+        "model": row.model,
+        "key_prefix": row.key_prefix,
+        "requests": row.requests,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "credits": row.credits,
+        "usd": credits_to_usd(row.credits),
+    }
+
+
+def account_object(account: Any) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "object": "account",
+        "name": account.name,
+        "email": account.email,
+        "disabled": bool(account.disabled),
+        "balance": int(account.balance),
+        "reserved": int(account.reserved),
+        "available": int(account.balance) - int(account.reserved),
+        "spent": int(account.spent),
+        "created_at": iso(account.created_at),
+        "updated_at": iso(account.updated_at),
+    }
+
+
+def code_object(row: Any, code: str | None = None) -> dict[str, Any]:
+    """A redemption code; the secret ``code`` only in the minting response."""
+    out: dict[str, Any] = {
+        "id": row.id,
+        "prefix": row.prefix,
+        "credits": row.credits,
+        "usd": credits_to_usd(row.credits),
+        "note": row.note,
+        "created_by": row.created_by,
+        "created_at": iso(row.created_at),
+        "expires_at": iso(row.expires_at) if row.expires_at is not None else None,
+        "redeemed_at": iso(row.redeemed_at) if row.redeemed_at is not None else None,
+        "redeemed_by": row.redeemed_by,
+    }
+    if code is not None:
+        out["code"] = code
+    return out

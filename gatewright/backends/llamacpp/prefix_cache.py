@@ -1,28 +1,20 @@
-"""Snapshots of the KV cache for long prompt prefixes, kept in RAM and bounded in bytes.
+"""Snapshots of the KV cells of long prompt prefixes, kept in RAM and bounded in bytes.
 
-The live context only remembers the last sequence it evaluated, so two conversations taking turns
-would each re-process their shared system prompt. Here, after the prefill of a long prompt, the
-KV cells of its aligned prefix are copied out (``llama_state_seq_get_data``: a memcpy, ~12 KB per
-token for a 0.5B model), and a later prompt starting with the same tokens restores them instead of
-evaluating again. Restored cells are bit-identical to computed ones, so output does not change.
+Each slot of the engine remembers only the last sequence it evaluated, so more conversations than
+slots taking turns would each re-process their shared system prompt. Here, after the prefill of a
+long prompt, the KV cells of its aligned prefix are copied out (``llama_state_seq_get_data``: a
+memcpy, ~12 KB per token for a 0.5B model), and a later prompt starting with the same tokens
+restores them into its slot instead of evaluating again. Restored cells are bit-identical to
+computed ones, so output does not change.
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from llama_cpp import (
-    llama_context_p,
-    llama_state_seq_get_data,
-    llama_state_seq_get_size,
-    llama_state_seq_set_data,
-)
-
-SEQ = 0  # the engine uses one sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +23,12 @@ class Snapshot:
     data: bytes
 
 
-def common_prefix(a: np.ndarray, b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
     size = min(len(a), len(b))
     if size == 0:
         return 0
-    differ = np.nonzero(a[:size] != np.asarray(b[:size], dtype=a.dtype))[0]
+    left = np.asarray(a[:size], dtype=np.intc)
+    differ = np.nonzero(left != np.asarray(b[:size], dtype=np.intc))[0]
     return int(differ[0]) if differ.size else size
 
 
@@ -73,17 +66,12 @@ class PrefixCache:
         _, shared = self.best(tokens)
         return shared < len(tokens)
 
-    def save(self, ctx: llama_context_p, tokens: Sequence[int]) -> None:
-        """Copy the context's cells for ``tokens`` (which must be exactly what it holds)."""
-        size = llama_state_seq_get_size(ctx, SEQ)
-        if size <= 0 or size > self.capacity:
-            return
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_state_seq_get_data(ctx, buffer, size, SEQ)
-        if written <= 0:
+    def save(self, tokens: Sequence[int], data: bytes) -> None:
+        """Keep ``data``, the KV cells of exactly ``tokens``."""
+        if not data or len(data) > self.capacity:
             return
         key = np.asarray(tokens, dtype=np.intc)
-        snapshot = Snapshot(key, bytes(buffer)[:written])
+        snapshot = Snapshot(key, data)
         old = self._entries.pop(key.tobytes(), None)
         if old is not None:
             self._size -= len(old.data)
@@ -92,8 +80,3 @@ class PrefixCache:
         while self._size > self.capacity and self._entries:
             _, dropped = self._entries.popitem(last=False)
             self._size -= len(dropped.data)
-
-    @staticmethod
-    def restore(ctx: llama_context_p, snapshot: Snapshot) -> bool:
-        data = (ctypes.c_uint8 * len(snapshot.data)).from_buffer_copy(snapshot.data)
-        return bool(llama_state_seq_set_data(ctx, data, len(snapshot.data), SEQ))

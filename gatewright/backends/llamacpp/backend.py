@@ -1,15 +1,15 @@
-"""The embedded engine: llama-cpp-python running a GGUF in this process.
+"""The embedded engine: llama.cpp (through llama-cpp-python) running a GGUF in this process.
 
-One worker thread owns each model (a ``Llama`` is single-threaded); requests wait in a fair queue
-(round-robin across API keys, FIFO within a key) and stream their events back to the event loop.
-A caller that goes away sets its job's ``cancelled`` flag; the worker stops at the next token.
+One worker thread owns each model and decodes up to ``parallel`` requests together
+(``scheduler``); requests wait for a slot in a fair queue (round-robin across API keys, FIFO within
+a key) and stream their events back to the event loop. A caller that goes away sets its job's
+``cancelled`` flag; its slot is freed at the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 import time
 from collections import OrderedDict, deque
@@ -17,28 +17,33 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_cpp import Llama
-from llguidance.llamacpp import lltokenizer_from_vocab
-
-from gatewright.backends.chat_template import CHATML, ChatTemplate
-from gatewright.backends.constrain import GrammarConstraint, GrammarError, Guide, inline_json, unsupported_schema
-from gatewright.backends.llamacpp_engine import ChoicePlan, Engine, StopScanner
-from gatewright.backends.prefix_cache import PrefixCache
-from gatewright.backends.registry import BackendEnv
-from gatewright.backends.shaping import TextShaper, ToolCallShaper
-from gatewright.backends.toolcalls import (
+from gatewright.backends.llamacpp._internals import Model, llguidance_tokenizer
+from gatewright.backends.llamacpp.chat_template import CHATML, ChatTemplate
+from gatewright.backends.llamacpp.constrain import (
+    GrammarConstraint,
+    GrammarError,
+    Guide,
+    inline_json,
+    unsupported_schema,
+)
+from gatewright.backends.llamacpp.engine import ChoicePlan, Context, StopScanner
+from gatewright.backends.llamacpp.prefix_cache import PrefixCache
+from gatewright.backends.llamacpp.scheduler import Scheduler
+from gatewright.backends.llamacpp.shaping import TextShaper, ToolCallShaper
+from gatewright.backends.llamacpp.toolcalls import (
     CALL_SYNTAXES,
     DEFAULT_SYNTAX,
     arguments_schema,
     call_grammar,
     parameters_param,
 )
+from gatewright.backends.registry import BackendEnv
 from gatewright.backends.weights import resolve_model_path
 from gatewright.core import tracing
 from gatewright.core.backend import CallContext
 from gatewright.core.catalog import CatalogError, Deployment, ModelEntry
 from gatewright.core.errors import InternalError, Overloaded, UnsupportedFeature
-from gatewright.core.events import Event, UsageReport
+from gatewright.core.events import Event
 from gatewright.core.types import CoreRequest, ResponseFormat, Usage
 
 _END = object()
@@ -116,8 +121,44 @@ class FairQueue:
             self._size -= 1
             return job
 
+    def poll(self) -> tuple[bool, Job | None]:
+        """``take`` without waiting: (False, None) when nothing is queued."""
+        with self._cond:
+            if self._size == 0:
+                return False, None
+        return True, self.take()
+
     def __len__(self) -> int:
         return self._size
+
+
+def _default_parallel() -> int:
+    """Sequences decoded together: on a few cores, 2 per core (decoding is memory-bound, so a batch
+    of several costs little more than one); at most 8."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+class PreparedPrompts:
+    """Each request's prompt is rendered and tokenized once: the pipeline counts its tokens, then
+    streams a copy of the same request (same ``messages`` and ``tools`` objects), which finds its
+    tokens here. Entries hold their request's parts, so an id is not reused while remembered."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: OrderedDict[int, tuple[tuple[object, ...], list[int]]] = OrderedDict()
+
+    def get(self, request: CoreRequest, build: Callable[[CoreRequest], list[int]]) -> list[int]:
+        parts = (request.messages, request.tools, request.tool_choice, request.reasoning)
+        key = id(request.messages)
+        hit = self._entries.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], parts, strict=True)):
+            self._entries.move_to_end(key)
+            return hit[1]
+        tokens = build(request)
+        self._entries[key] = (parts, tokens)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return tokens
 
 
 class LlamaCppBackend:
@@ -128,10 +169,14 @@ class LlamaCppBackend:
         self.entry = entry
         self.env = env
         options = deployment.options
-        self.n_ctx = int(options.get("n_ctx", entry.context_window))
+        self.n_ctx = int(options.get("n_ctx", entry.context_window))  # per sequence
         self.n_threads = int(options.get("n_threads", os.cpu_count() or 2))
         self.n_batch = int(options.get("n_batch", 512))
-        # Prompt reuse is in multiples of this many tokens (see llamacpp_engine on why).
+        # Sequences decoded together (continuous batching); each has its own n_ctx of KV cells.
+        self.parallel = int(options.get("parallel", _default_parallel()))
+        # Prompt chunk while other requests are generating: their next token waits for it.
+        self.busy_chunk = int(options.get("prefill_chunk_busy", 256))
+        # Prompt reuse is in multiples of this many tokens (see scheduler on why).
         self.granularity = int(options.get("reuse_granularity", 16))
         # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
         self.prefix_cache_bytes = int(float(options.get("prefix_cache_mb", 256)) * 2**20)
@@ -143,10 +188,14 @@ class LlamaCppBackend:
         if syntax not in CALL_SYNTAXES:
             known = ", ".join(sorted(CALL_SYNTAXES))
             raise CatalogError(f"deployment {deployment.name}: unknown tool_syntax {syntax!r} (known: {known})")
+        if self.parallel < 1:
+            raise CatalogError(f"deployment {deployment.name}: parallel must be at least 1")
         self.call_syntax = CALL_SYNTAXES[syntax]
-        self.engine: Engine | None = None
+        self.model: Model | None = None
+        self.scheduler: Scheduler | None = None
         self.guide: Guide | None = None
         self.template: ChatTemplate | None = None
+        self.prompts = PreparedPrompts()
         self._thread: threading.Thread | None = None
         self._in_flight = 0
 
@@ -157,39 +206,34 @@ class LlamaCppBackend:
     @property
     def loaded(self) -> bool:
         """The model is in memory and its worker runs (readiness, ``/health/ready``)."""
-        return self.engine is not None
+        return self.model is not None
 
     def engine_stats(self) -> tuple[int, int]:
-        """(requests waiting for the engine, sequences it is generating): read by /metrics."""
-        queued = len(self.queue)
-        return queued, max(self._in_flight - queued, 0)
+        """(requests waiting for a slot, sequences it is generating): read by /metrics."""
+        return len(self.queue), self.scheduler.busy if self.scheduler is not None else 0
 
     async def start(self) -> None:
-        if self.engine is not None:
+        if self.model is not None:
             return
         if not self.deployment.path:
             raise InternalError(f"deployment {self.deployment.name} needs a 'path' to a GGUF file")
         path = await asyncio.to_thread(resolve_model_path, self.deployment.path, self.env.model_cache)
-        llm = await asyncio.to_thread(
-            Llama,
-            model_path=str(path),
-            n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            n_batch=max(self.n_batch, self.granularity),
-            verbose=False,
+        model = await asyncio.to_thread(
+            Model, str(path), self.n_ctx, self.parallel, self.n_threads, max(self.n_batch, self.granularity)
         )
-        self.template = self._template_for(llm)
+        self.template = self._template_for(model)
         cache = PrefixCache(self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.granularity))
-        self.engine = Engine(llm, self.granularity, cache)
-        self.guide = Guide(lambda: lltokenizer_from_vocab(llm._model.vocab))
-        self._thread = threading.Thread(target=self._work, name=f"llamacpp:{self.entry.id}", daemon=True)
+        scheduler = Scheduler(Context(model), self.parallel, self.granularity, self.n_batch, self.busy_chunk, cache)
+        self.model, self.scheduler = model, scheduler
+        self.guide = Guide(lambda: llguidance_tokenizer(model))
+        self._thread = threading.Thread(
+            target=scheduler.run, args=(self.queue,), name=f"llamacpp:{self.entry.id}", daemon=True
+        )
         self._thread.start()
 
-    def _template_for(self, llm: Llama) -> ChatTemplate:
-        template = self.template_override or llm.metadata.get("tokenizer.chat_template") or CHATML
-        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+    def _template_for(self, model: Model) -> ChatTemplate:
+        template = self.template_override or model.metadata.get("tokenizer.chat_template") or CHATML
+        bos, eos = model.token_text(model.token_bos()), model.token_text(model.token_eos())
         return ChatTemplate(template, bos, eos, self.template_kwargs)
 
     async def close(self) -> None:
@@ -197,15 +241,17 @@ class LlamaCppBackend:
             self.queue.put("", None)
             await asyncio.to_thread(self._thread.join, 10)
             self._thread = None
-        if self.engine is not None:
-            self.engine.llm.close()
-            self.engine = None
+        if self.model is not None:
+            self.model.close()
+            self.model = self.scheduler = None
 
     def tokenize(self, request: CoreRequest) -> list[int]:
-        if self.engine is None or self.template is None:
+        return self.prompts.get(request, self._tokenize)
+
+    def _tokenize(self, request: CoreRequest) -> list[int]:
+        if self.model is None or self.template is None:
             raise InternalError(f"the model {self.entry.id} is not loaded")
-        prompt = self.template.render(request)
-        return self.engine.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return self.model.tokenize(self.template.render(request))
 
     async def count_prompt_tokens(self, request: CoreRequest) -> int:
         return len(self.tokenize(request))
@@ -218,9 +264,9 @@ class LlamaCppBackend:
         tools = bool(request.tools) and request.tool_choice.mode != "none"
         if not tools and answer is None:
             return lambda choice: ChoicePlan(TextShaper(choice))
-        if self.guide is None or self.engine is None:
+        if self.guide is None or self.model is None:
             raise InternalError(f"the model {self.entry.id} is not loaded")
-        guide, n_vocab = self.guide, self.engine.llm.n_vocab()
+        guide, n_vocab = self.guide, self.model.n_vocab
         if not tools:
             assert answer is not None
             try:
@@ -273,40 +319,6 @@ class LlamaCppBackend:
             self._in_flight -= 1
             if tracing.ENABLED:
                 _trace_phases(job)
-
-    def _work(self) -> None:
-        while True:
-            job = self.queue.take()
-            if job is None:
-                return
-            if job.cancelled:
-                continue
-            try:
-                self._serve(job)
-            except Exception as error:  # reported to the caller, the worker lives on
-                job.end(InternalError(f"local engine failed: {error!r}"))
-            else:
-                job.end()
-
-    def _serve(self, job: Job) -> None:
-        engine = self.engine
-        assert engine is not None
-        request = job.request
-        job.taken_at = time.perf_counter()
-        job.usage.input_tokens = len(job.tokens)
-        base_seed = request.sampling.seed if request.sampling.seed is not None else random.getrandbits(32)
-        for choice in range(request.n):
-            reused = engine.prefill(job.tokens, job)
-            if choice == 0:
-                job.usage.cached_tokens = reused
-                job.prefilled_at = time.perf_counter()
-            if job.cancelled:
-                return
-            engine.generate(job, request, choice, job.tokens, base_seed + choice, job.plans(choice))
-            if job.cancelled:
-                return
-        job.finished_at = time.perf_counter()
-        job.emit([UsageReport(job.usage)])
 
 
 def _trace_phases(job: Job) -> None:

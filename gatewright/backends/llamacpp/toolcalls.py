@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gatewright.backends.constrain import inline_json, lark_string
+from gatewright.backends.llamacpp.constrain import inline_json, lark_string
 from gatewright.core.errors import UnsupportedFeature
 from gatewright.core.types import CoreRequest, ToolSpec
 

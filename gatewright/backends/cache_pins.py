@@ -1,0 +1,62 @@
+"""Where a request's prompt-cache breakpoints (``cache_control``) fall in the engine's prompt.
+
+A breakpoint says "the prompt up to here is worth keeping". On the embedded engine that prefix is
+pinned in the prefix cache for the breakpoint's TTL (Anthropic's: 5 minutes, or 1 hour), whatever
+its length, so a later request sharing it restores it instead of evaluating it again.
+
+The engine's prompt is a chat template's rendering, so a breakpoint's token position is found by
+rendering the conversation cut just after the marked part and taking the tokens it shares with the
+whole prompt: exact up to the marked text, whatever the template puts around messages. A mark on a
+tool definition pins the system prompt with the tool definitions (templates render tools there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from gatewright.core.types import CoreRequest, Message
+
+# Anthropic's cache lifetimes (prompt-caching guide): 5 minutes unless the mark asks for an hour.
+TTL_SECONDS: dict[str | None, float] = {None: 300.0, "5m": 300.0, "1h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pin:
+    tokens: int  # keep the first this many prompt tokens
+    ttl: float  # seconds
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    size = min(len(a), len(b))
+    for i in range(size):
+        if a[i] != b[i]:
+            return i
+    return size
+
+
+def _cut(request: CoreRequest, message: int, part: int) -> CoreRequest:
+    """The conversation up to and including ``messages[message].parts[part]``."""
+    marked = request.messages[message]
+    head: tuple[Message, ...] = (*request.messages[:message], replace(marked, parts=marked.parts[: part + 1]))
+    return replace(request, messages=head)
+
+
+def cache_pins(
+    request: CoreRequest, prompt: Sequence[int], tokenize: Callable[[CoreRequest], Sequence[int]]
+) -> tuple[Pin, ...]:
+    """The prompt prefixes to pin, shortest first (none when the request carries no breakpoint)."""
+    cuts: list[tuple[CoreRequest, str | None]] = []
+    for message, part in request.cache_breakpoints:
+        mark = getattr(request.messages[message].parts[part], "cache", None)
+        cuts.append((_cut(request, message, part), mark.ttl if mark is not None else None))
+    for tool in request.tools:
+        if tool.cache is not None:
+            systems = tuple(m for m in request.messages if m.role == "system")
+            cuts.append((replace(request, messages=systems), tool.cache.ttl))
+    pins: dict[int, float] = {}
+    for head, ttl in cuts:
+        length = shared_prefix(tokenize(head), prompt)
+        if length:
+            pins[length] = max(pins.get(length, 0.0), TTL_SECONDS[ttl])
+    return tuple(sorted(Pin(length, ttl) for length, ttl in pins.items()))

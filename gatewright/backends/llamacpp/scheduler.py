@@ -1,0 +1,317 @@
+"""Continuous batching: up to ``slots`` choices decode together, one llama.cpp batch per step.
+
+Each slot is a sequence id with its own KV stream. A step evaluates at most one prompt chunk (the
+oldest prefilling choice's) and then one batch holding the next token of every choice that is
+generating, whose logits rows each choice samples on its own. A request joins at the next step; its
+prompt goes in chunks (smaller while others are generating, so their streams keep moving); a choice
+that ends or whose caller left frees its slot at once. Fairness across keys comes from the queue:
+a free slot goes to the job the fair queue hands out next.
+
+Prompt reuse stays deterministic. llama.cpp's quantized matrix products work on a batch's rows in
+groups (4 on x86 with repacked Q4_K weights) and on the rows left over with another kernel, whose
+rounding differs; so a token's hidden state depends on where the chunk it was evaluated in began.
+Chunkings whose chunk starts are multiples of 4 give bit-identical logits, others do not. A prompt
+is therefore reused only up to a multiple of ``granularity`` (16), evaluated from there in chunks
+whose sizes are multiples of it, always in a batch of its own, then the tokens up to the last one
+alone; so the KV cells of a prompt are the same bits whether computed fresh, kept in a slot, copied
+from another slot or restored from a snapshot, and whatever else was running. The prompt's last
+token and the generated tokens go in the shared generation batch: alone there (one request at a
+time) a seed gives exactly the text the single-sequence engine gave; next to other choices the
+logits can differ in their lowest bits (the rows are grouped differently), so a seeded request
+that ran batched may pick another token where two were nearly tied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gatewright.backends.llamacpp._internals import Batch, Model
+from gatewright.backends.llamacpp.engine import Choice, ChoicePlan, Context
+from gatewright.backends.llamacpp.prefix_cache import PrefixCache, common_prefix
+from gatewright.core.errors import InternalError
+from gatewright.core.events import Event, UsageReport
+from gatewright.core.types import CoreRequest, Usage
+
+
+class Work(Protocol):
+    """A request as the engine sees it (``backend.Job``)."""
+
+    request: CoreRequest
+    tokens: list[int]
+    usage: Usage
+    cancelled: bool
+    plans: Callable[[int], ChoicePlan]
+    # perf_counter() when the engine took it, had read its prompt, was done (the trace's spans).
+    taken_at: float
+    prefilled_at: float
+    finished_at: float
+
+    def emit(self, events: list[Event]) -> None: ...
+
+    def end(self, error: BaseException | None = None) -> None: ...
+
+
+class Source(Protocol):
+    """Where jobs come from (``backend.FairQueue``): None asks the engine to stop."""
+
+    def take(self) -> Work | None: ...
+
+    def poll(self) -> tuple[bool, Work | None]: ...
+
+
+@dataclass(eq=False)
+class Run:
+    """One admitted job: its choices still to start or running, and the seed they derive from."""
+
+    job: Work
+    seed: int
+    remaining: int
+    prefilled: bool = False  # choice 0's prompt is in its slot (later choices copy it from there)
+    failed: bool = False
+
+
+@dataclass(eq=False)
+class Slot:
+    seq: int
+    cells: list[int] = field(default_factory=list)  # the tokens whose KV cells the slot holds
+    run: Run | None = None
+    choice: Choice | None = None
+    prompt: list[int] = field(default_factory=list)
+    next_token: int | None = None  # to evaluate in the next generation batch
+    admitted: int = 0
+    used: int = 0  # when it last served (least recently used slots are reused first)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.choice is not None and self.next_token is None
+
+
+class Scheduler:
+    """Runs on the backend's worker thread; owns the model's context."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        slots: int,
+        granularity: int,
+        chunk: int,
+        busy_chunk: int,
+        cache: PrefixCache | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.model: Model = ctx.model
+        self.granularity = granularity
+        self.chunk = max(granularity, chunk // granularity * granularity)
+        self.busy_chunk = max(granularity, min(busy_chunk, chunk) // granularity * granularity)
+        self.cache = cache
+        self.slots = [Slot(i) for i in range(slots)]
+        self.batch = Batch(max(self.chunk, slots))
+        self._pending: deque[tuple[Run, int]] = deque()  # choices after the first, waiting for a slot
+        self._clock = itertools.count(1)
+
+    @property
+    def busy(self) -> int:
+        return sum(slot.choice is not None for slot in self.slots)
+
+    def run(self, source: Source) -> None:
+        """Serve until the source hands out None."""
+        try:
+            while self._admit(source):
+                self._step()
+        finally:
+            for slot in self.slots:
+                if slot.run is not None:
+                    self._fail(slot.run, InternalError("the local engine stopped"))
+            self.batch.close()
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def _admit(self, source: Source) -> bool:
+        """Fill free slots; waits for work only when nothing is running. False: stop."""
+        while any(slot.choice is None for slot in self.slots):
+            if self._pending and self._start_pending():
+                continue
+            if self.busy:
+                got, job = source.poll()
+                if not got:
+                    return True
+            else:
+                job = source.take()
+            if job is None:
+                return False
+            if job.cancelled:
+                continue
+            job.taken_at = time.perf_counter()
+            job.usage.input_tokens = len(job.tokens)
+            seed = job.request.sampling.seed
+            run = Run(job, seed if seed is not None else random.getrandbits(32), job.request.n)
+            self._start(run, 0)
+            self._pending.extend((run, choice) for choice in range(1, job.request.n))
+        return True
+
+    def _start_pending(self) -> bool:
+        """Start the next waiting choice once its first choice's prompt is in place."""
+        run, choice = self._pending[0]
+        if run.failed or run.job.cancelled:
+            self._pending.popleft()
+            return True
+        if not run.prefilled:
+            return False
+        self._pending.popleft()
+        self._start(run, choice)
+        return True
+
+    def _start(self, run: Run, choice: int) -> None:
+        job = run.job
+        try:
+            plan = job.plans(choice)
+            slot, reused = self._place(job.tokens)
+            slot.choice = Choice(job, job.request, choice, len(job.tokens), run.seed + choice, plan, self.ctx)
+        except Exception as error:
+            self._fail(run, InternalError(f"local engine failed: {error!r}"))
+            return
+        if choice == 0:
+            job.usage.cached_tokens = reused
+        slot.run = run
+        slot.prompt = job.tokens
+        slot.next_token = None
+        slot.admitted = next(self._clock)
+
+    def _place(self, tokens: Sequence[int]) -> tuple[Slot, int]:
+        """A free slot holding the longest aligned prefix of the prompt: its own cells, or cells
+        copied from another slot or restored from a snapshot when they share more."""
+        step, model = self.granularity, self.model
+        head = tokens[: len(tokens) - 1]
+        free = [slot for slot in self.slots if slot.choice is None]
+        slot = max(free, key=lambda s: (common_prefix(s.cells, head) // step, -s.used))
+        shared = common_prefix(slot.cells, head)
+        donor = max((s for s in self.slots if s is not slot), key=lambda s: common_prefix(s.cells, head), default=None)
+        donated = common_prefix(donor.cells, head) if donor is not None else 0
+        snapshot, restorable = self.cache.best(head) if self.cache is not None else (None, 0)
+        if donor is not None and donated // step > max(shared, restorable) // step:
+            if model.load(slot.seq, model.save(donor.seq)):
+                slot.cells, shared = list(donor.cells), donated
+            else:
+                slot.cells, shared = [], 0
+        elif snapshot is not None and restorable // step > shared // step:
+            if model.load(slot.seq, snapshot.data):
+                slot.cells, shared = [int(t) for t in snapshot.tokens], restorable
+            else:
+                slot.cells, shared = [], 0
+        reuse = shared // step * step
+        model.forget(slot.seq, reuse)
+        del slot.cells[reuse:]
+        slot.used = next(self._clock)
+        return slot, reuse
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        for slot in self.slots:
+            if slot.run is not None and slot.run.job.cancelled:
+                self._release(slot)
+        generating = [slot for slot in self.slots if slot.next_token is not None]
+        prefilling = [slot for slot in self.slots if slot.prefilling]
+        if prefilling:
+            slot = min(prefilling, key=lambda s: s.admitted)
+            try:
+                self._prefill(slot, self.busy_chunk if generating else self.chunk)
+            except Exception as error:
+                self._fail_slots([slot], error)
+        if generating:
+            try:
+                self._generate(generating)
+            except Exception as error:
+                self._fail_slots(generating, error)
+
+    def _prefill(self, slot: Slot, chunk: int) -> None:
+        """One more piece of the prompt: an aligned chunk, or the rest but the last token."""
+        prompt, step = slot.prompt, self.granularity
+        last = len(prompt) - 1
+        boundary = last // step * step  # whole groups end here; the rest is leftover rows anyway
+        position = len(slot.cells)
+        end = min(position + chunk, boundary) if position < boundary else last
+        if end > position:
+            self._evaluate(slot, prompt[position:end])
+        cache = self.cache
+        if end == boundary and cache is not None and cache.wants(prompt[:boundary]):
+            cache.save(prompt[:boundary], self.model.save(slot.seq))  # the slot holds exactly this
+        if end == last:
+            slot.next_token = prompt[last]
+            if slot.run is not None and not slot.run.prefilled:
+                slot.run.prefilled = True
+                slot.run.job.prefilled_at = time.perf_counter()
+
+    def _evaluate(self, slot: Slot, tokens: Sequence[int]) -> None:
+        batch = self.batch
+        batch.clear()
+        batch.add(tokens, len(slot.cells), slot.seq, True)
+        self.model.decode(batch)
+        slot.cells.extend(tokens)
+
+    def _generate(self, slots: list[Slot]) -> None:
+        batch = self.batch
+        batch.clear()
+        rows = []
+        for slot in slots:
+            assert slot.next_token is not None
+            rows.append(batch.add((slot.next_token,), len(slot.cells), slot.seq, True))
+        self.model.decode(batch)
+        for slot, row in zip(slots, rows, strict=True):
+            assert slot.next_token is not None and slot.choice is not None
+            slot.cells.append(slot.next_token)
+            slot.next_token = None
+            try:
+                token = slot.choice.sample(row)
+                ended = slot.choice.take(token)
+            except Exception as error:
+                self._fail_slots([slot], error)
+                continue
+            if ended:
+                self._release(slot)
+            else:
+                slot.next_token = token
+
+    # -- endings -----------------------------------------------------------------------------------
+
+    def _release(self, slot: Slot) -> None:
+        """Free the slot (its cells stay for prefix reuse); the job ends with its last choice."""
+        run, choice = slot.run, slot.choice
+        slot.run = slot.choice = None
+        slot.next_token = None
+        if choice is not None:
+            choice.close()
+        if run is None:
+            return
+        run.remaining -= 1
+        if run.remaining == 0 and not run.failed:
+            run.job.finished_at = time.perf_counter()
+            if not run.job.cancelled:
+                run.job.emit([UsageReport(run.job.usage)])
+            run.job.end()
+
+    def _fail_slots(self, slots: list[Slot], error: BaseException) -> None:
+        for slot in slots:
+            self.model.forget(slot.seq)  # its cells may be half written
+            slot.cells.clear()
+            if slot.run is not None:
+                self._fail(slot.run, InternalError(f"local engine failed: {error!r}"))
+
+    def _fail(self, run: Run, error: BaseException) -> None:
+        """End a job with an error and free every slot it holds."""
+        if not run.failed:
+            run.failed = True
+            run.job.end(error)
+        for slot in self.slots:
+            if slot.run is run:
+                slot.run = None
+                if slot.choice is not None:
+                    slot.choice.close()
+                slot.choice = None
+                slot.next_token = None

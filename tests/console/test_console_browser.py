@@ -1,0 +1,227 @@
+"""The web console in a real browser (Debian's Chromium driven by Playwright): sign in, keys,
+a streamed playground call, the chart of the data just made, and one account never seeing
+another's data. The gateway is the real application on a real port (uvicorn on the in-process
+apps' loop) with the fake models; screenshots of each page go to ``build/test-artifacts/console``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import uvicorn
+from playwright import sync_api
+
+from tests.support.app import AppGateway, _Loop, app_gateway
+from tests.support.procs import free_port, wait_http
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("GATEWRIGHT_TEST_ARTIFACTS", "build/test-artifacts")) / "console"
+TIMEOUT_MS = 30_000
+
+
+class Served:
+    def __init__(self, gw: AppGateway, url: str) -> None:
+        self.gw = gw
+        self.url = url
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed (apt-get install chromium; .ci/run does it)")
+    with app_gateway(tmp_path_factory.mktemp("console")) as gw:
+        port = free_port()
+        # The app's lifespan already ran (app_gateway): uvicorn only serves it on a real socket.
+        server = uvicorn.Server(
+            uvicorn.Config(gw.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        )
+        running = asyncio.run_coroutine_threadsafe(server.serve(), _Loop.get())
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health")
+            yield Served(gw, f"http://127.0.0.1:{port}")
+        finally:
+            server.should_exit = True
+            running.result(30)
+
+
+@pytest.fixture(scope="module")
+def browser(served: Served) -> Iterator[object]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _page(browser: object) -> sync_api.Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
+    page: sync_api.Page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def _sign_in(page: sync_api.Page, url: str, key: str) -> None:
+    page.goto(f"{url}/ui")
+    page.fill("#sign-in-key", key)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#top:not([hidden])")
+
+
+def _shot(page: sync_api.Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_console_end_to_end(served: Served, browser: object) -> None:
+    gw, url = served.gw, served.url
+    assert gw.management_key is not None
+    page = _page(browser)
+    _sign_in(page, url, gw.management_key)
+    # The key lives on the server: the browser has an HttpOnly, SameSite=Strict cookie and no storage.
+    cookie = next(c for c in page.context.cookies() if c["name"] == "gw_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert gw.management_key not in cookie["value"]
+    stored = page.evaluate("() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])")
+    assert gw.management_key not in stored
+
+    # Keys: create one (shown once), see it listed, disable it.
+    page.goto(f"{url}/ui#/keys")
+    page.fill("#new-key-name", "browser-made")
+    page.click("#create-key button[type=submit]")
+    secret = page.text_content("#new-key-secret")
+    assert secret and secret.startswith("gw-")
+    row = page.locator("#keys tr", has_text="browser-made")
+    assert row.locator(".key-state").text_content() == "active"
+    _shot(page, "keys")
+    row.locator("button.toggle").click()
+    page.locator("#keys tr", has_text="browser-made").locator(".key-state", has_text="disabled").wait_for()
+    with pytest.raises(openai.PermissionDeniedError, match="disabled"):  # the API agrees: the key is off
+        gw.openai(secret).chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+
+    # Playground: a management key makes an API key for the session, then a streamed call.
+    page.goto(f"{url}/ui#/playground")
+    page.click("#make-session-key")
+    page.locator("#make-session-key").wait_for(state="detached")  # the page is drawn again with the key
+    page.select_option("#play-model", "echo")
+    page.fill("#play-message", "streamed words from the console")
+    page.click("#play-send")
+    page.locator("#answer", has_text="streamed words from the console").wait_for()
+    page.locator("#play-usage", has_text="credits").wait_for()
+    usage_text = page.text_content("#play-usage") or ""
+    records = gw.http.get("/v1/billing/usage", headers={"authorization": f"Bearer {gw.management_key}"}).json()
+    last = records["data"][0]
+    assert last["model"] == "echo" and f"{last['credits']} credits" in usage_text
+    page.click("#view-code")
+    assert "chat.completions.create" in (page.text_content("#code-python") or "")
+    _shot(page, "playground")
+
+    # Overview: the chart is drawn from the call just made; switching to tokens redraws it.
+    page.goto(f"{url}/ui#/overview")
+    bar = page.locator("svg.chart rect.bar[data-model=echo]")
+    bar.first.wait_for()
+    assert int(bar.first.get_attribute("data-value") or 0) == sum(
+        r["credits"] for r in records["data"] if r["model"] == "echo"
+    )
+    page.select_option("#chart-measure", "tokens")
+    page.locator("svg.chart[data-measure=tokens]").wait_for()
+    assert int(page.locator("svg.chart rect.bar[data-model=echo]").first.get_attribute("data-value") or 0) == sum(
+        r["total_tokens"] for r in records["data"] if r["model"] == "echo"
+    )
+    _shot(page, "overview")
+
+    page.goto(f"{url}/ui#/log")
+    page.locator("#log td", has_text=last["request_id"]).wait_for()
+    _shot(page, "request-log")
+    page.goto(f"{url}/ui#/models")
+    page.locator("#models td", has_text="thinker").wait_for()
+    _shot(page, "models")
+
+    # Signing out ends the session on the server: the old cookie opens nothing any more.
+    page.click("#sign-out")
+    page.wait_for_selector("#sign-in:not([hidden])")
+    old = {"cookie": f"gw_console={cookie['value']}"}
+    assert gw.http.get("/ui/api/v1/keys", headers=old).status_code == 401
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_operator_makes_an_account_grants_credits_and_it_sees_only_its_own_data(
+    served: Served, browser: object
+) -> None:
+    gw, url = served.gw, served.url
+    assert gw.operator_key is not None
+    gw.openai().chat.completions.create(model="echo", messages=[{"role": "user", "content": "first account only"}])
+    page = _page(browser)
+    answers: list[str] = []
+    page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)) if answers else dialog.accept())
+
+    # The operator: an account made with starting credits, then a grant; codes minted and listed.
+    _sign_in(page, url, gw.operator_key)
+    page.locator("#create-account").wait_for()
+    page.fill("#new-account-name", "second")
+    page.fill("#create-account input[name=credits]", "1000000")
+    page.click("#create-account button[type=submit]")
+    management = page.text_content("#new-account-key") or ""
+    assert management.startswith("gwm-")
+    row = page.locator("#accounts tr", has_text="second")
+    assert row.locator(".account-balance").text_content() == "1,000,000"
+    answers[:] = ["500000", "console grant"]
+    row.locator("button.grant").click()
+    page.locator("#accounts tr", has_text="second").locator(".account-balance", has_text="1,500,000").wait_for()
+    _shot(page, "operator-accounts")
+    page.goto(f"{url}/ui#/codes")
+    page.fill("#mint-codes input[name=usd]", "2")
+    page.fill("#mint-codes input[name=count]", "2")
+    page.click("#mint-codes button[type=submit]")
+    codes = (page.text_content("#minted-codes") or "").split()
+    assert len(codes) == 2
+    assert page.locator("#codes tr", has_text="unspent").count() == 2
+    _shot(page, "operator-codes")
+    page.goto(f"{url}/ui#/usage")
+    page.locator("#all-usage td", has_text="echo").first.wait_for()
+    _shot(page, "operator-usage")
+    page.click("#sign-out")
+    page.wait_for_selector("#sign-in:not([hidden])")
+
+    # The new account's management key: the granted balance, and none of the first account's data.
+    _sign_in(page, url, management)
+    page.locator("#balance-credits", has_text="1,500,000 credits").wait_for()
+    assert page.locator("#chart-empty").count() == 1
+    page.goto(f"{url}/ui#/log")
+    page.wait_for_selector("#log")
+    assert page.locator("#log tr").count() == 1  # the header row: no request of the first account
+    page.goto(f"{url}/ui#/keys")
+    page.wait_for_selector("#keys")
+    assert page.locator("#keys tr").count() == 1  # none of the first account's keys
+    assert not page.errors  # type: ignore[attr-defined]
+
+
+def test_pages_carry_the_security_headers_and_state_changes_need_the_csrf_token(served: Served) -> None:
+    gw = served.gw
+    page = gw.http.get("/ui")
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.headers["cache-control"] == "no-store"
+    signed = gw.http.post("/ui/session", json={"key": gw.management_key})
+    cookie = {"cookie": f"gw_console={signed.cookies['gw_console']}"}
+    refused = gw.http.post("/ui/api/v1/keys", json={"name": "forged"}, headers=cookie)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf"
+    assert gw.http.post("/ui/session", json={"key": "gw-" + "0" * 32}).status_code == 401
