@@ -19,6 +19,7 @@ from gatewright.core.catalog import Prices
 from gatewright.core.types import (
     CoreRequest,
     Cost,
+    EmbeddingInput,
     ImagePart,
     RedactedThinkingPart,
     ToolCallPart,
@@ -103,6 +104,17 @@ def prompt_token_bound(request: CoreRequest) -> int:
     if schema is not None:
         size += PROMPT_FRAMING + len(orjson.dumps(schema))
     return size
+
+
+def embedding_token_bound(inputs: tuple[EmbeddingInput, ...], truncate: int | None) -> int:
+    """Input tokens an embedding upstream cannot exceed: a text's UTF-8 bytes plus its special
+    tokens (WordPiece and byte-level BPE tokens each cover at least a byte), a token array's
+    length, each at most ``truncate`` when the request cuts inputs there."""
+    total = 0
+    for item in inputs:
+        bound = len(item.encode()) + MESSAGE_FRAMING if isinstance(item, str) else len(item)
+        total += bound if truncate is None else min(bound, truncate)
+    return total
 
 
 def credits_to_usd(credits: int | Decimal) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 
 from gatewright.core import tracing
 from gatewright.core.backend import CallContext
-from gatewright.core.billing import credits_to_usd, price, worst_case
+from gatewright.core.billing import credits_to_usd, embedding_token_bound, price, worst_case
 from gatewright.core.catalog import Catalog, EmbeddingSpec, ModelEntry
 from gatewright.core.errors import (
     ContextWindowExceeded,
@@ -176,7 +176,8 @@ async def run_embedding(
             record_refusal(refused.status, refused.code)
             raise
         chain = [model for model in router.chain(entry) if model.type == entry.type]
-        credits = max(worst_case(total, 0, model.prices) for model in chain)
+        held = total if exact else max(total, embedding_token_bound(request.inputs, request.truncate))
+        credits = max(worst_case(held, 0, model.prices) for model in chain)
         try:
             hold = await platform.ledger.reserve(principal, credits, request_id, entry.id)
         except GatewrightError as error:

@@ -106,11 +106,13 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     # Keys: create one (shown once), see it listed, disable it.
     page.goto(f"{url}/ui#/keys")
     page.fill("#new-key-name", "browser-made")
+    page.fill("#create-key input[name=models]", "echo, thinker")
     page.click("#create-key button[type=submit]")
     secret = page.text_content("#new-key-secret")
     assert secret and secret.startswith("gw-")
     row = page.locator("#keys tr", has_text="browser-made")
     assert row.locator(".key-state").text_content() == "active"
+    assert row.locator("td", has_text="echo thinker").count() == 1  # its model allow-list
     _shot(page, "keys")
     row.locator("button.toggle").click()
     page.locator("#keys tr", has_text="browser-made").locator(".key-state", has_text="disabled").wait_for()

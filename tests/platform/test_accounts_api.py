@@ -70,7 +70,7 @@ def test_account_lifecycle(gw: AppGateway) -> None:
     answer = gw.http.post("/v1/chat/completions", json=chat_body(), headers=auth(key["key"]))
     assert answer.status_code == 200, answer.text
     detail = gw.http.get("/v2/billing/detail", headers=auth(key["key"])).json()
-    assert (detail["user_id"], detail["email"]) == (team["id"], "a@example.com")
+    assert (detail["user_id"], detail["name"], detail["email"]) == (team["id"], "team-a", "a@example.com")
     listed = {a["id"]: a for a in gw.http.get("/v1/admin/accounts", headers=_op(gw)).json()["data"]}
     row = listed[team["id"]]
     assert row["spent"] > 0 and row["balance"] == 1_000_000 - row["spent"] and row["reserved"] == 0

@@ -68,7 +68,7 @@ def billing_object(account: Any) -> dict[str, Any]:
 
 def billing_detail_object(account: Any) -> dict[str, Any]:
     """``GET /v2/billing/detail``; the account stands for the reference's user."""
-    out: dict[str, Any] = {"user_id": account.id}
+    out: dict[str, Any] = {"user_id": account.id, "name": account.name}  # name: gatewright extension
     if account.email:
         out["email"] = account.email
     out |= billing_object(account)

@@ -204,6 +204,8 @@ async function keysPage() {
       h("label", {}, "limit (USD)", h("input", { name: "threshold", type: "number", step: "any", min: "0" })),
       h("label", {}, "period", h("select", { name: "retention" }, ["month", "week", "day", "no_reset"].map((r) => h("option", { value: r, text: r })))),
       h("label", {}, "scopes", h("input", { name: "scopes", value: "model:chat" })),
+      h("label", {}, "models (empty: all)", h("input", { name: "models", placeholder: "echo, other-model" })),
+      h("label", {}, "expires", h("input", { name: "expires", type: "date" })),
       h("button", { type: "submit", text: "Create" })),
     created);
   form.addEventListener("submit", async (e) => {
@@ -211,6 +213,9 @@ async function keysPage() {
     const f = new FormData(form);
     const body = { name: f.get("name") || undefined, scopes: String(f.get("scopes")).split(/[\s,]+/).filter(Boolean) };
     if (f.get("threshold")) body.limit = { threshold: Number(f.get("threshold")), retention: f.get("retention") };
+    const allowed = String(f.get("models") || "").split(/[\s,]+/).filter(Boolean);
+    if (allowed.length) body.models = allowed;
+    if (f.get("expires")) body.expires_at = Math.floor(new Date(f.get("expires")).getTime() / 1000);
     try {
       const made = (await api("POST", "/v1/keys", body)).data;
       await keysPage();
@@ -224,7 +229,6 @@ async function keysPage() {
     const state = k.disabled ? "disabled" : "active";
     return h("tr", { "data-prefix": k.prefix },
       h("td", { class: "key-name", text: k.name || "—" }), h("td", { text: k.prefix }), h("td", { text: k.created_at.replace("T", " ").slice(0, 19) }),
-      h("td", { text: k.last_used_at ? k.last_used_at.replace("T", " ").slice(0, 19) : "—" }),
       h("td", { text: limit }), h("td", { text: (k.scopes || []).join(" ") }),
       h("td", { text: k.models ? k.models.join(" ") : "all" }), h("td", { text: k.expires_at || "never" }),
       h("td", { class: "key-state", text: state }),
@@ -234,7 +238,7 @@ async function keysPage() {
         h("button", { type: "button", class: "delete", onclick: () => deleteKey(k), text: "Delete" })));
   });
   box.replaceChildren(form, h("table", { id: "keys" },
-    h("tr", {}, ["name", "prefix", "created", "last used", "spend this month vs limit", "scopes", "models", "expires", "state", ""].map((t) => h("th", { text: t }))),
+    h("tr", {}, ["name", "prefix", "created", "spend this month vs limit", "scopes", "models", "expires", "state", ""].map((t) => h("th", { text: t }))),
     rows));
 }
 
@@ -301,12 +305,18 @@ async function models() {
 // Playground: a streamed chat completion with the session's API key (or one given for the session).
 async function playground() {
   const box = current;
-  const catalog = (await api("GET", "/v1/models")).data.filter((m) => m.type !== "embedding" && m.active);
   const useKeyHeader = me.kind === "management" ? { "x-console-key": "playground" } : {};
   const keyBox = h("div", { id: "playground-key" });
-  if (me.kind === "management" && !me.playground_key) {
-    keyBox.replaceChildren(h("p", {}, "A management key cannot call models. ",
-      h("button", { type: "button", id: "make-session-key", onclick: makeSessionKey, text: "Make an API key for this session" })));
+  const hasKey = me.kind !== "management" || me.playground_key;
+  let allowed = null; // the models the playground's key may call (null: all)
+  if (hasKey) allowed = (await api("GET", "/v1/key", undefined, useKeyHeader)).data.models;
+  const catalog = (await api("GET", "/v1/models")).data.filter((m) => m.type !== "embedding" && m.active &&
+    (!allowed || allowed.includes(m.id) || (m.aliases || []).some((a) => allowed.includes(a))));
+  if (!hasKey) {
+    const pasted = h("input", { type: "password", id: "use-key", placeholder: "gw-… an API key of this account", autocomplete: "off" });
+    keyBox.replaceChildren(h("p", { class: "card" }, "A management key cannot call models. ",
+      h("button", { type: "button", id: "make-session-key", onclick: makeSessionKey, text: "Make an API key for this session" }),
+      " or use one: ", pasted, " ", h("button", { type: "button", onclick: () => useSessionKey(pasted.value), text: "Use" })));
   }
   const form = h("form", { class: "card", id: "play" },
     h("div", { class: "row" },
@@ -384,8 +394,17 @@ async function creditsOfLastCall(usage, headers) {
 
 async function makeSessionKey() {
   const made = (await api("POST", "/v1/keys", { name: `console session ${new Date().toISOString().slice(0, 16)}`, scopes: ["model:chat"] })).data;
-  const res = await fetch("/ui/session/playground-key", { method: "POST", credentials: "same-origin", headers: { "content-type": "application/json", "x-csrf-token": me.csrf }, body: JSON.stringify({ key: made.key }) });
-  if (!res.ok) throw new Error("Could not use the new key.");
+  await useSessionKey(made.key);
+}
+
+// The playground's key is kept on the server for this session (checked to be an API key of the account).
+async function useSessionKey(key) {
+  const res = await fetch("/ui/session/playground-key", { method: "POST", credentials: "same-origin", headers: { "content-type": "application/json", "x-csrf-token": me.csrf }, body: JSON.stringify({ key }) });
+  if (!res.ok) {
+    const d = await res.json().catch(() => ({}));
+    current.prepend(h("p", { class: "error", text: (d.error && d.error.message) || "That key cannot be used." }));
+    return;
+  }
   await loadSession();
   await playground();
 }
