@@ -38,6 +38,17 @@ class Accumulator:
         return self.choices[index]
 
     def add(self, event: Event) -> None:
+        if type(event) is TextDelta:  # most events: a straight path, no pattern matching
+            i = event.choice
+            if i >= len(self.choices):
+                self._choice(i)
+            self._text[i].append(event.text)
+            if event.logprobs is not None:
+                choice = self.choices[i]
+                if choice.logprobs is None:
+                    choice.logprobs = []
+                choice.logprobs.extend(event.logprobs)
+            return
         match event:
             case TextDelta(choice=i, text=text, logprobs=logprobs):
                 choice = self._choice(i)

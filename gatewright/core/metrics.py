@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
@@ -131,44 +132,91 @@ REFUSALS = Counter(
     registry=REGISTRY,
 )
 
-_requests: dict[tuple[str, int], Counter] = {}
-_latency: dict[str, Histogram] = {}
-_tokens: dict[tuple[str, str], Counter] = {}
-_credits: dict[str, Counter] = {}
-_ttft: dict[str, Histogram] = {}
-_generation: dict[str, tuple[Histogram, Histogram]] = {}
-_upstream: dict[tuple[str, str], Histogram] = {}
+
+class _Tally:
+    """The value cell of one labelled counter child, incremented directly.
+
+    ``Counter.inc`` re-checks on every call that the child has its labels and that the amount is
+    not negative; both hold by construction here (children made once by ``labels(...)``, amounts
+    that are counts), and on the streaming path those checks were a measurable share of a
+    request's CPU (docs/benchmarks.md). The cell is the library's own, so exposition, the
+    multiprocess files and ``_created`` are unchanged. Pinned ``prometheus-client``: a test
+    (tests/unit/test_metrics_fast.py) compares the result against the public API."""
+
+    __slots__ = ("inc",)
+
+    def __init__(self, child: Counter) -> None:
+        self.inc = child._value.inc
+
+
+class _Buckets:
+    """The cells of one labelled histogram child, observed with a binary search instead of the
+    library's linear scan and per-call label check; same cells, same exposition (see ``_Tally``)."""
+
+    __slots__ = ("_add_sum", "_bounds", "_buckets")
+
+    def __init__(self, child: Histogram) -> None:
+        self._add_sum = child._sum.inc
+        self._bounds = tuple(child._upper_bounds)
+        self._buckets = tuple(cell.inc for cell in child._buckets)
+
+    def observe(self, amount: float) -> None:
+        if amount != amount:  # NaN: counted in the sum only, as the library does
+            self._add_sum(amount)
+            return
+        self._add_sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)
+
+
+_requests: dict[tuple[str, int], tuple[_Tally, _Buckets]] = {}
+_tokens: dict[str, tuple[_Tally, _Tally, _Tally, _Tally, _Tally]] = {}
+_ttft: dict[str, _Buckets] = {}
+_generation: dict[str, tuple[_Buckets, _Buckets]] = {}
+_upstream: dict[tuple[str, str], _Buckets] = {}
 
 
 def record_request(route: str, status: int, seconds: float) -> None:
-    counter = _requests.get((route, status))
-    if counter is None:
-        counter = _requests[(route, status)] = REQUESTS.labels(route, str(status))
-    counter.inc()
-    histogram = _latency.get(route)
-    if histogram is None:
-        histogram = _latency[route] = LATENCY.labels(route)
-    histogram.observe(seconds)
+    cells = _requests.get((route, status))
+    if cells is None:
+        cells = _requests[(route, status)] = (
+            _Tally(REQUESTS.labels(route, str(status))),
+            _Buckets(LATENCY.labels(route)),
+        )
+    cells[0].inc(1)
+    cells[1].observe(seconds)
+
+
+def _model_tallies(model: str) -> tuple[_Tally, _Tally, _Tally, _Tally, _Tally]:
+    made = (
+        _Tally(TOKENS.labels(model, "input")),
+        _Tally(TOKENS.labels(model, "cached")),
+        _Tally(TOKENS.labels(model, "output")),
+        _Tally(TOKENS.labels(model, "reasoning")),
+        _Tally(CREDITS.labels(model)),
+    )
+    _tokens[model] = made
+    return made
 
 
 def record_usage(model: str, input_tokens: int, cached: int, output: int, reasoning: int, credits: int) -> None:
-    for kind, count in (("input", input_tokens), ("cached", cached), ("output", output), ("reasoning", reasoning)):
-        if count:
-            counter = _tokens.get((model, kind))
-            if counter is None:
-                counter = _tokens[(model, kind)] = TOKENS.labels(model, kind)
-            counter.inc(count)
-    if credits:
-        charged = _credits.get(model)
-        if charged is None:
-            charged = _credits[model] = CREDITS.labels(model)
-        charged.inc(credits)
+    tallies = _tokens.get(model) or _model_tallies(model)
+    # Only positive amounts count: a zero adds nothing, and a counter never goes down.
+    if input_tokens > 0:
+        tallies[0].inc(input_tokens)
+    if cached > 0:
+        tallies[1].inc(cached)
+    if output > 0:
+        tallies[2].inc(output)
+    if reasoning > 0:
+        tallies[3].inc(reasoning)
+    if credits > 0:
+        tallies[4].inc(credits)
 
 
 def record_first_token(model: str, seconds: float) -> None:
     histogram = _ttft.get(model)
     if histogram is None:
-        histogram = _ttft[model] = TIME_TO_FIRST_TOKEN.labels(model)
+        histogram = _ttft[model] = _Buckets(TIME_TO_FIRST_TOKEN.labels(model))
     histogram.observe(seconds)
 
 
@@ -178,7 +226,10 @@ def record_generation(model: str, output_tokens: int, seconds: float) -> None:
         return  # one token has no rate
     pair = _generation.get(model)
     if pair is None:
-        pair = _generation[model] = (TIME_PER_OUTPUT_TOKEN.labels(model), TOKENS_PER_SECOND.labels(model))
+        pair = _generation[model] = (
+            _Buckets(TIME_PER_OUTPUT_TOKEN.labels(model)),
+            _Buckets(TOKENS_PER_SECOND.labels(model)),
+        )
     per_token = seconds / (output_tokens - 1)
     pair[0].observe(per_token)
     pair[1].observe(1.0 / per_token)
@@ -189,7 +240,7 @@ def record_upstream(deployment: str, seconds: float, failed_status: int | None =
     outcome = "ok" if failed_status is None else "error"
     histogram = _upstream.get((deployment, outcome))
     if histogram is None:
-        histogram = _upstream[(deployment, outcome)] = UPSTREAM_LATENCY.labels(deployment, outcome)
+        histogram = _upstream[(deployment, outcome)] = _Buckets(UPSTREAM_LATENCY.labels(deployment, outcome))
     histogram.observe(seconds)
     if failed_status is not None:
         UPSTREAM_ERRORS.labels(deployment, str(failed_status)).inc()

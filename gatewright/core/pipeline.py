@@ -380,6 +380,9 @@ def _count(model: str, usage: Usage, cost: Cost) -> None:
     record_usage(model, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits)
 
 
+_NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is rebuilt per event
+
+
 async def _metered(
     events: AsyncIterator[Event],
     ctx: CallContext,
@@ -399,7 +402,7 @@ async def _metered(
     try:
         yield None
         async for event in events:
-            if not first_token and not isinstance(event, ChoiceEnd | UsageReport):
+            if not first_token and not isinstance(event, _NOT_TOKENS):
                 first_token = time.perf_counter()
                 record_first_token(entry.id, first_token - started)
             if isinstance(event, UsageReport):
