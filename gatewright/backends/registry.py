@@ -6,7 +6,13 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatewright.backends.options import AnthropicOptions, FakeOptions, OpenAIOptions
+from gatewright.backends.options import (
+    AnthropicOptions,
+    EmbedderOptions,
+    FakeOptions,
+    LlamaCppOptions,
+    OpenAIOptions,
+)
 from gatewright.core.backend import Backend
 from gatewright.core.catalog import BackendRules, Catalog, CatalogError, Deployment, ModelEntry
 
@@ -29,14 +35,13 @@ BACKENDS: dict[str, str] = {
 
 
 # What each backend asks of a deployment (fields it needs, its typed options): checked when the
-# catalog is loaded, so a typo stops the start instead of surfacing on a request. Engines whose
-# options are not typed yet (None) take any table.
+# catalog is loaded, so a typo stops the start instead of surfacing on a request.
 REQUIRED_FIELDS: dict[str, BackendRules] = {
-    "llamacpp": BackendRules(("path",)),
+    "llamacpp": BackendRules(("path",), LlamaCppOptions),
     "openai": BackendRules(("base_url",), OpenAIOptions),
     "anthropic": BackendRules(("base_url",), AnthropicOptions),
     "fake": BackendRules((), FakeOptions),
-    "embedder": BackendRules(("path",)),
+    "embedder": BackendRules(("path",), EmbedderOptions),
 }
 
 

@@ -83,6 +83,9 @@ def test_backend_options_are_typed_and_a_typo_fails_loudly(tmp_path: Path) -> No
             entry(id="c", backend="anthropic", base_url="http://h/v1", options={"auth": "cookie"}),
             entry(id="d", options={"delay": -1}),
             entry(id="e", backend=None, deployments=[{"backend": "fake", "options": {"fail_afterr": 2}}]),
+            entry(id="f", backend="llamacpp", path="/m.gguf", options={"n_ctxx": 4096}),
+            entry(id="g", backend="llamacpp", path="/m.gguf", options={"parallel": 0}),
+            entry(id="h", backend="embedder", path="/e.gguf", options={"batch_tokenz": 64}),
         ]
     )
     problems = problems_of(tmp_path, text)
@@ -91,7 +94,10 @@ def test_backend_options_are_typed_and_a_typo_fails_loudly(tmp_path: Path) -> No
     assert problems[2].startswith("models[2] (c).options.auth: Input should be 'x-api-key' or 'bearer'")
     assert problems[3].startswith("models[3] (d).options.delay: Input should be greater than or equal to 0")
     assert problems[4] == "models[4] (e).deployments[0].options.fail_afterr: unknown field (a typo?)"
-    assert len(problems) == 5
+    assert problems[5] == "models[5] (f).options.n_ctxx: unknown field (a typo?)"
+    assert problems[6].startswith("models[6] (g).options.parallel: Input should be greater than or equal to 1")
+    assert problems[7] == "models[7] (h).options.batch_tokenz: unknown field (a typo?)"
+    assert len(problems) == 8
 
 
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
