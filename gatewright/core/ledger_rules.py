@@ -1,7 +1,7 @@
 """The ledger's decisions, without I/O: given the rows one transaction has locked, decide each
 operation in order and collect the rows to write.
 
-Every change of an account's ``balance`` or ``reserved`` is one of four operations, decided here
+Every change of an account's ``balance`` or ``reserved`` is one of five operations, decided here
 and nowhere else, and written by the ledger's one writer (``store.ledger.apply_batch``):
 
 * ``Reservation``: hold credits before a request runs; needs the account's available credits
