@@ -8,7 +8,6 @@ Nothing is billed on error, and the 402 comes before any work. ``Gateway.embed``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, replace
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from gatewright.core import tracing
 from gatewright.core.backend import CallContext
-from gatewright.core.billing import credits_to_usd, embedding_token_bound, price, worst_case
+from gatewright.core.billing import embedding_token_bound, price, worst_case
 from gatewright.core.catalog import Catalog, EmbeddingSpec, ModelEntry
 from gatewright.core.errors import (
     ContextWindowExceeded,
@@ -30,6 +29,7 @@ from gatewright.core.metrics import record_refusal, record_usage
 from gatewright.core.platform import Hold, LimitState, Platform, Principal
 from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
+from gatewright.core.settling import charge
 from gatewright.core.types import Cost, EmbeddingRequest, Embeddings, Usage
 
 log = logging.getLogger("gatewright.pipeline")
@@ -200,24 +200,11 @@ async def run_embedding(
     result.vectors = shorten(result.vectors, request.dimensions)
     cost = price(result.usage, model.prices)
     if platform is not None and hold is not None:
-        cost = await _charge(platform, hold, result.usage, cost, model.id)
+        cost = await charge(platform, hold, result.usage, cost, model.id)
     result.cost = cost
     record_usage(model.id, result.usage.input_tokens, 0, 0, 0, cost.credits)
     _note_result(model.id, deployment.name, result.usage, cost)
     return EmbeddingCall(request_id, model, deployment.name, result, limits)
-
-
-async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
-    """Settle; the cost the client is told is what was charged (as the chat pipeline does)."""
-    settlement = platform.ledger.settle(hold, usage, cost, "ok", model)
-    try:
-        # Durable before the response is sent (a crash must not leave an answer unbilled); an
-        # upstream that counted more than the hold is charged the hold (core.ledger_rules).
-        charged = await asyncio.shield(settlement)
-    except GatewrightError as error:
-        log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
-        return cost
-    return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
 
 
 def _note_request(entry: ModelEntry, request: EmbeddingRequest, principal: Principal | None) -> None:

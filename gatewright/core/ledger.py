@@ -12,7 +12,7 @@ A batch that fails (a deadlock between replicas, a dropped connection) is tried 
 of operation are idempotent per request id, so a retry after a commit whose answer was lost
 changes nothing twice. Settlements that still cannot be written are retried in the background
 until they are, because a settlement must never be lost. A finished request waits for its
-settlement's commit before its answer ends (``core.pipeline._charge``): an answer a client received
+settlement's commit before its answer ends (``core.settling.charge``): an answer a client received
 is billed even if the process dies the next instant.
 
 Guarantees, each tested: a request is settled at most once (holds change state from ``held``

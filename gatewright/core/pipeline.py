@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, cast
+from typing import cast
 
 from gatewright.core import tracing
 from gatewright.core.backend import CallContext
-from gatewright.core.billing import credits_to_usd, price, prompt_token_bound, worst_case
+from gatewright.core.billing import price, prompt_token_bound, worst_case
 from gatewright.core.catalog import Catalog, ModelEntry
 from gatewright.core.embedding import EmbeddingCall, run_embedding
 from gatewright.core.errors import (
@@ -35,6 +35,7 @@ from gatewright.core.platform import Hold, LimitState, Platform, Principal, Sett
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
+from gatewright.core.settling import charge, settle
 from gatewright.core.types import CoreRequest, Cost, EmbeddingRequest, ImagePart, Sampling, Usage
 
 log = logging.getLogger("gatewright.pipeline")
@@ -235,12 +236,12 @@ class Gateway:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
             if platform is not None and hold is not None:
-                _settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+                settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
             raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                _settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
@@ -281,40 +282,6 @@ def _with_limits(error: GatewrightError, limits: LimitState | None) -> Gatewrigh
     if limits is not None and getattr(error, "limits", None) is None:
         error.limits = limits  # type: ignore[attr-defined]
     return error
-
-
-async def _charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
-    """Settle a finished request and wait until the charge is durable: the answer's last byte (the
-    usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
-    leaves an answer a client received unbilled. The cost the client is told is what was charged:
-    at most the hold (an upstream that reports more is capped there, and the excess logged)."""
-    if cost.credits > hold.credits:
-        log.warning(
-            "request %s: the upstream reported %d credits of usage, above its hold of %d; charged the hold",
-            hold.request_id,
-            cost.credits,
-            hold.credits,
-        )
-    settlement = _settle(platform, hold, usage, cost, "ok", model)
-    try:
-        charged = await asyncio.shield(settlement)
-    except GatewrightError as error:
-        # The store is unreachable: the ledger keeps retrying this settlement in the background.
-        log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
-        return cost
-    return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
-
-
-def _settle(
-    platform: Platform, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
-) -> asyncio.Future[Any]:
-    settlement = platform.ledger.settle(hold, usage, cost, status, model)
-    if tracing.ENABLED:  # a span from now until the settlement is committed, behind the response
-        span = tracing.start_child(
-            "gatewright.settle", {"gatewright.credits": cost.credits, "gatewright.outcome": status}
-        )
-        settlement.add_done_callback(lambda _: span.end())
-    return settlement
 
 
 async def _traced_reserve(platform: Platform, principal: Principal, credits: int, request_id: str, model: str) -> Hold:
@@ -411,7 +378,7 @@ async def _metered(
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
-                    cost = await _charge(platform, hold, event.usage, cost, entry.id)
+                    cost = await charge(platform, hold, event.usage, cost, entry.id)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
@@ -432,9 +399,9 @@ async def _metered(
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
-                    cost = await _charge(platform, hold, usage, cost, entry.id)
+                    cost = await charge(platform, hold, usage, cost, entry.id)
                 else:
-                    _settle(platform, hold, usage, cost, status, entry.id)
+                    settle(platform, hold, usage, cost, status, entry.id)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:

@@ -132,6 +132,13 @@ class Router:
             self.breakers[deployment.name] = breaker
         return breaker
 
+    def _retry_delay(self, error: GatewrightError, attempt: int, retries: int, breaker: Breaker) -> float | None:
+        """How long to wait before trying the same deployment again; None: give up on it."""
+        delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
+        if not is_retryable(error) or attempt >= retries or delay is None or not breaker.available(time.monotonic()):
+            return None
+        return delay
+
     def _split(self, entry: ModelEntry, now: float) -> tuple[list[Deployment], list[Deployment]]:
         """(deployments to try in order, deployments whose breaker is open)."""
         ready: list[Deployment] = []
@@ -223,13 +230,8 @@ class Router:
                 if not can_fail_over(error):
                     raise  # the request itself is at fault: no health signal
                 breaker.record_failure(time.monotonic())
-                delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
-                if (
-                    not is_retryable(error)
-                    or attempt >= retries
-                    or delay is None
-                    or not breaker.available(time.monotonic())
-                ):
+                delay = self._retry_delay(error, attempt, retries, breaker)
+                if delay is None:
                     raise
                 log.warning("deployment %s failed, retry in %.2fs: %s", deployment.name, delay, error.message)
                 await asyncio.sleep(delay)
@@ -298,13 +300,8 @@ class Router:
                 if not can_fail_over(error):
                     raise
                 breaker.record_failure(time.monotonic())
-                delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
-                if (
-                    not is_retryable(error)
-                    or attempt >= retries
-                    or delay is None
-                    or not breaker.available(time.monotonic())
-                ):
+                delay = self._retry_delay(error, attempt, retries, breaker)
+                if delay is None:
                     raise
                 log.warning("deployment %s failed, retry in %.2fs: %s", deployment.name, delay, error.message)
                 await asyncio.sleep(delay)

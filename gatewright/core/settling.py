@@ -1,0 +1,51 @@
+"""Closing a request's hold, shared by every pipeline (chat, embeddings): the settlement as the
+ledger's one writer applies it, with its trace span, and the wait that makes a delivered answer's
+charge durable before its last byte goes out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gatewright.core import tracing
+from gatewright.core.billing import credits_to_usd
+from gatewright.core.errors import GatewrightError
+from gatewright.core.platform import Hold, Platform, SettleStatus
+from gatewright.core.types import Cost, Usage
+
+log = logging.getLogger("gatewright.pipeline")  # the lines of the pipelines it serves
+
+
+async def charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
+    """Settle a finished request and wait until the charge is durable: the answer's last byte (the
+    usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
+    leaves an answer a client received unbilled. The cost the client is told is what was charged:
+    at most the hold (an upstream that reports more is capped there, and the excess logged)."""
+    if cost.credits > hold.credits:
+        log.warning(
+            "request %s: the upstream reported %d credits of usage, above its hold of %d; charged the hold",
+            hold.request_id,
+            cost.credits,
+            hold.credits,
+        )
+    settlement = settle(platform, hold, usage, cost, "ok", model)
+    try:
+        charged = await asyncio.shield(settlement)
+    except GatewrightError as error:
+        # The store is unreachable: the ledger keeps retrying this settlement in the background.
+        log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
+        return cost
+    return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))
+
+
+def settle(
+    platform: Platform, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
+) -> asyncio.Future[Any]:
+    settlement = platform.ledger.settle(hold, usage, cost, status, model)
+    if tracing.ENABLED:  # a span from now until the settlement is committed, behind the response
+        span = tracing.start_child(
+            "gatewright.settle", {"gatewright.credits": cost.credits, "gatewright.outcome": status}
+        )
+        settlement.add_done_callback(lambda _: span.end())
+    return settlement
