@@ -204,16 +204,20 @@ def _stop(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def _parameters(function: w.FunctionDef, index: int) -> dict[str, Any]:
-    """A function's parameters: a JSON Schema for an object (as OpenAI requires), or none at all."""
-    parameters = function.parameters
+    return function_parameters(function.name, function.parameters, f"tools[{index}].function.parameters")
+
+
+def function_parameters(name: str, parameters: dict[str, Any] | None, param: str) -> dict[str, Any]:
+    """A function's parameters: a JSON Schema for an object (as OpenAI requires), or none at all
+    (shared with the Responses dialect, whose function tools carry the same rule)."""
     if parameters is None:
         return {"type": "object", "properties": {}}
     kind = parameters.get("type", "object")
     if kind != "object":
         raise InvalidRequest(
-            f"Invalid schema for function '{function.name}': schema must be a JSON Schema of "
+            f"Invalid schema for function '{name}': schema must be a JSON Schema of "
             f"'type: \"object\"', got 'type: {orjson.dumps(kind).decode()}'.",
-            param=f"tools[{index}].function.parameters",
+            param=param,
             code="invalid_function_parameters",
         )
     return parameters

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
+from gatewright.api.openai.translate import function_parameters
 from gatewright.api.responses import schemas as w
 from gatewright.core.errors import InvalidRequest, UnsupportedFeature
 from gatewright.core.ids import random_hex
@@ -232,18 +231,7 @@ def messages(instructions: str | None, items: Sequence[Any]) -> tuple[Message, .
 
 
 def _parameters(tool: w.FunctionTool, index: int) -> dict[str, Any]:
-    parameters = tool.parameters
-    if parameters is None:
-        return {"type": "object", "properties": {}}
-    kind = parameters.get("type", "object")
-    if kind != "object":
-        raise InvalidRequest(
-            f"Invalid schema for function '{tool.name}': schema must be a JSON Schema of 'type: \"object\"', "
-            f"got 'type: {orjson.dumps(kind).decode()}'.",
-            param=f"tools[{index}].parameters",
-            code="invalid_function_parameters",
-        )
-    return parameters
+    return function_parameters(tool.name, tool.parameters, f"tools[{index}].parameters")
 
 
 def _tools(req: w.CreateResponse) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
