@@ -357,7 +357,8 @@ class Jobs:
                 job.paid[index] = paid
                 principal = None  # paid for by an earlier run: this one is free
         request_ = job.spec.requests[index]
-        return await self.gateway.start(request_, principal, request_id(job.spec.key, index, job.attempt))
+        rid = request_id(job.spec.key, index, job.attempt)
+        return await self.gateway.start(request_, principal, rid, dialect="task-api")
 
     async def _complete(self, job: Job, index: int, outcome: Outcome) -> Outcome:
         """Store a finished result and send it to the webhook, if the task has one."""

@@ -31,7 +31,7 @@ from gatewright.core.errors import (
 )
 from gatewright.core.events import ChoiceEnd, Event, UsageReport
 from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
-from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
+from gatewright.core.platform import Dialect, Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
@@ -185,8 +185,14 @@ class Gateway:
     platform: Platform | None = None
 
     async def start(
-        self, request: CoreRequest, principal: Principal | None, request_id: str, scope: str = CHAT_SCOPE
+        self,
+        request: CoreRequest,
+        principal: Principal | None,
+        request_id: str,
+        scope: str = CHAT_SCOPE,
+        dialect: Dialect | None = None,
     ) -> Call:
+        """``dialect``: the API the request came through, for its usage record."""
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
@@ -236,19 +242,20 @@ class Gateway:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
             if platform is not None and hold is not None:
-                settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+                settle(platform, hold, Usage(), _ZERO, "error", entry.id, dialect, started)  # failures cost nothing
             raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                cost = price(ctx.usage, entry.prices)
+                settle(platform, hold, ctx.usage, cost, "aborted", entry.id, dialect, started)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, dialect)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -358,6 +365,7 @@ async def _metered(
     principal: Principal | None,
     hold: Hold | None,
     started: float,
+    dialect: Dialect | None,
 ) -> AsyncGenerator[Event | None, None]:
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
@@ -378,7 +386,7 @@ async def _metered(
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
-                    cost = await charge(platform, hold, event.usage, cost, entry.id)
+                    cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
@@ -399,9 +407,9 @@ async def _metered(
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
-                    cost = await charge(platform, hold, usage, cost, entry.id)
+                    cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
                 else:
-                    settle(platform, hold, usage, cost, status, entry.id)
+                    settle(platform, hold, usage, cost, status, entry.id, dialect, started)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:

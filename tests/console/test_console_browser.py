@@ -150,9 +150,33 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     )
     _shot(page, "overview")
 
+    # Request log: the playground's call with its dialect and latency (as the usage API has them);
+    # an Anthropic-dialect call appears under the dialect filter, alone.
+    messages = gw.anthropic().messages.with_raw_response.create(
+        model="echo", max_tokens=16, messages=[{"role": "user", "content": "through messages"}]
+    )
     page.goto(f"{url}/ui#/log")
-    page.locator("#log td", has_text=last["request_id"]).wait_for()
+    played = page.locator(f"#log tr[data-request='{last['request_id']}']")
+    played.wait_for()
+    assert played.locator(".log-dialect").text_content() == "openai" == last["dialect"]
+    assert played.locator(".log-latency").text_content() == f"{last['latency_ms']:,} ms"
+    page.select_option("#log-dialect", "anthropic")
+    page.click("#log-filter button[type=submit]")
+    page.locator(f"#log tr[data-request='{last['request_id']}']").wait_for(state="detached")
+    shown = page.locator("#log tr[data-request]")
+    assert shown.count() >= 1 and set(shown.locator(".log-dialect").all_text_contents()) == {"anthropic"}
+    assert page.locator(f"#log tr[data-request='{messages.headers['x-request-id']}']").count() == 1
+    page.select_option("#log-dialect", "")
+    page.click("#log-filter button[type=submit]")
+    played.wait_for()
     _shot(page, "request-log")
+
+    # Keys: the playground's key shows when it was last used; the key never called shows "never".
+    page.goto(f"{url}/ui#/keys")
+    page.locator("#keys tr", has_text="console session").locator(".key-last-used").wait_for()
+    used = page.locator("#keys tr", has_text="console session").locator(".key-last-used").text_content() or ""
+    assert used[:10] == last["created_at"][:10] and used != "never"
+    assert page.locator("#keys tr", has_text="browser-made").locator(".key-last-used").text_content() == "never"
     page.goto(f"{url}/ui#/models")
     page.locator("#models td", has_text="thinker").wait_for()
     _shot(page, "models")

@@ -66,7 +66,7 @@ async def chat_completions(request: Request) -> Response:
         principal = await authenticate(request, bearer(request))
         wire = parse(schemas.ChatCompletionRequest, await request.body())
         core_request = to_core(wire)
-        call = await gateway(request).start(core_request, principal, rid)
+        call = await gateway(request).start(core_request, principal, rid, dialect="openai")
     except GatewrightError as error:
         return error_response(error, limit_headers(getattr(error, "limits", None)))
     headers = {**limit_headers(call.limits), "x-gatewright-deployment": call.deployment, **call.notes}

@@ -97,6 +97,8 @@ const PAGES = {
   models: { title: "Models", render: models, kinds: [...ACCOUNT, "operator"] },
 };
 const KIND_NAMES = { api: "API key", management: "management key", operator: "operator" };
+// The request log's dialect filter: the names usage records carry ("" = any).
+const DIALECTS = ["", "openai", "anthropic", "openai-responses", "task-api", "openai-embeddings"];
 
 function route() {
   const signedIn = me !== null;
@@ -229,6 +231,7 @@ async function keysPage() {
     const state = k.disabled ? "disabled" : "active";
     return h("tr", { "data-prefix": k.prefix },
       h("td", { class: "key-name", text: k.name || "—" }), h("td", { text: k.prefix }), h("td", { text: k.created_at.replace("T", " ").slice(0, 19) }),
+      h("td", { class: "key-last-used", text: k.last_used_at ? k.last_used_at.replace("T", " ").slice(0, 19) : "never" }),
       h("td", { text: limit }), h("td", { text: (k.scopes || []).join(" ") }),
       h("td", { text: k.models ? k.models.join(" ") : "all" }), h("td", { text: k.expires_at || "never" }),
       h("td", { class: "key-state", text: state }),
@@ -238,7 +241,7 @@ async function keysPage() {
         h("button", { type: "button", class: "delete", onclick: () => deleteKey(k), text: "Delete" })));
   });
   box.replaceChildren(form, h("table", { id: "keys" },
-    h("tr", {}, ["name", "prefix", "created", "spend this month vs limit", "scopes", "models", "expires", "state", ""].map((t) => h("th", { text: t }))),
+    h("tr", {}, ["name", "prefix", "created", "last used", "spend this month vs limit", "scopes", "models", "expires", "state", ""].map((t) => h("th", { text: t }))),
     rows));
 }
 
@@ -265,6 +268,7 @@ async function requestLog() {
     h("label", {}, "key prefix", h("input", { name: "key", size: 10 })),
     h("label", {}, "model", h("input", { name: "model" })),
     h("label", {}, "status", h("select", { name: "status" }, ["", "ok", "aborted", "error"].map((s) => h("option", { value: s, text: s || "any" })))),
+    h("label", {}, "dialect", h("select", { name: "dialect", id: "log-dialect" }, DIALECTS.map((d) => h("option", { value: d, text: d || "any" })))),
     h("label", {}, "since", h("input", { name: "since", type: "datetime-local" })),
     h("label", {}, "until", h("input", { name: "until", type: "datetime-local" })),
     h("button", { type: "submit", text: "Filter" }));
@@ -277,11 +281,14 @@ async function requestLog() {
       out.replaceChildren(
         h("p", { class: "muted", text: `${num(page.totals.requests)} requests, ${num(page.totals.credits)} credits (${usd(page.totals.credits)}) match` }),
         h("table", { id: "log" },
-          h("tr", {}, ["time", "key", "model", "in", "out", "cached", "reasoning", "credits", "status", "request id"].map((t) => h("th", { text: t }))),
-          page.data.map((r) => h("tr", {},
-            h("td", { text: r.created_at.replace("T", " ").slice(0, 19) }), h("td", { text: r.key_prefix }), h("td", { text: r.model }),
+          h("tr", {}, ["time", "dialect", "key", "model", "in", "out", "cached", "reasoning", "credits", "latency", "status", "request id"].map((t) => h("th", { text: t }))),
+          page.data.map((r) => h("tr", { "data-request": r.request_id },
+            h("td", { text: r.created_at.replace("T", " ").slice(0, 19) }), h("td", { class: "log-dialect", text: r.dialect ?? "—" }),
+            h("td", { text: r.key_prefix }), h("td", { text: r.model }),
             h("td", { text: num(r.input_tokens) }), h("td", { text: num(r.output_tokens) }), h("td", { text: num(r.cached_tokens) }),
-            h("td", { text: num(r.reasoning_tokens) }), h("td", { text: num(r.credits) }), h("td", { text: r.status }), h("td", { text: r.request_id })))));
+            h("td", { text: num(r.reasoning_tokens) }), h("td", { text: num(r.credits) }),
+            h("td", { class: "log-latency", text: r.latency_ms === null || r.latency_ms === undefined ? "—" : `${num(r.latency_ms)} ms` }),
+            h("td", { text: r.status }), h("td", { text: r.request_id })))));
     } catch (err) { out.replaceChildren(h("p", { class: "error", text: err.message })); }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
