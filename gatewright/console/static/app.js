@@ -232,11 +232,12 @@ async function keysPage() {
     return h("tr", { "data-prefix": k.prefix },
       h("td", { class: "key-name", text: k.name || "—" }), h("td", { text: k.prefix }), h("td", { text: k.created_at.replace("T", " ").slice(0, 19) }),
       h("td", { class: "key-last-used", text: k.last_used_at ? k.last_used_at.replace("T", " ").slice(0, 19) : "never" }),
-      h("td", { text: limit }), h("td", { text: (k.scopes || []).join(" ") }),
-      h("td", { text: k.models ? k.models.join(" ") : "all" }), h("td", { text: k.expires_at || "never" }),
+      h("td", { text: limit }), h("td", { class: "key-scopes", text: (k.scopes || []).join(" ") }),
+      h("td", { class: "key-models", text: k.models ? k.models.join(" ") : "all" }),
+      h("td", { class: "key-expires", text: k.expires_at ? new Date(k.expires_at * 1000).toISOString().slice(0, 10) : "never" }),
       h("td", { class: "key-state", text: state }),
       h("td", {},
-        h("button", { type: "button", class: "rename", onclick: () => editKey(k), text: "Edit" }), " ",
+        h("button", { type: "button", class: "edit", onclick: () => editKey(k), text: "Edit" }), " ",
         h("button", { type: "button", class: "toggle", onclick: () => setDisabled(k, !k.disabled), text: k.disabled ? "Enable" : "Disable" }), " ",
         h("button", { type: "button", class: "delete", onclick: () => deleteKey(k), text: "Delete" })));
   });
@@ -245,14 +246,48 @@ async function keysPage() {
     rows));
 }
 
-async function editKey(k) {
-  const name = prompt("Name of the key", k.name || "");
-  if (name === null) return;
-  const threshold = prompt("Spend limit in USD (empty: no limit)", k.limit ? String(k.limit.threshold) : "");
-  if (threshold === null) return;
-  const body = { name, limit: threshold.trim() ? { threshold: Number(threshold), retention: (k.limit && k.limit.retention) || "month" } : null };
-  await api("PATCH", `/v1/keys/${k.prefix}`, body);
-  await keysPage();
+// Edit a key in a dialog: name, spend limit, scopes, model allow-list, expiry. Only what changed
+// is sent; the API's refusal of a bad value is shown in the dialog, which stays open.
+function editKey(k) {
+  const date = (stamp) => (stamp ? new Date(stamp * 1000).toISOString().slice(0, 10) : "");
+  const words = (text) => String(text || "").split(/[\s,]+/).filter(Boolean);
+  const error = h("p", { class: "error", id: "edit-key-error" });
+  const form = h("form", { id: "edit-key" },
+    h("h2", { text: `Edit key ${k.prefix}` }),
+    h("label", {}, "name", h("input", { name: "name", value: k.name || "" })),
+    h("div", { class: "row" },
+      h("label", {}, "limit (USD; empty: none)", h("input", { name: "threshold", type: "number", step: "any", value: k.limit ? String(k.limit.threshold) : "" })),
+      h("label", {}, "period", h("select", { name: "retention" }, ["month", "week", "day", "no_reset"].map((r) =>
+        h("option", { value: r, text: r, selected: ((k.limit && k.limit.retention) || "month") === r }))))),
+    h("label", {}, "scopes", h("input", { name: "scopes", value: (k.scopes || []).join(" ") })),
+    h("label", {}, "models (empty: all)", h("input", { name: "models", value: k.models ? k.models.join(" ") : "" })),
+    h("label", {}, "expires (empty: never)", h("input", { name: "expires", type: "date", value: date(k.expires_at) })),
+    error,
+    h("div", { class: "row" }, h("button", { type: "submit", text: "Save" }), h("button", { type: "button", class: "cancel", text: "Cancel" })));
+  const dialog = h("dialog", { id: "edit-key-dialog" }, form);
+  const close = () => { dialog.close(); dialog.remove(); };
+  form.querySelector(".cancel").addEventListener("click", close);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = {};
+    if ((f.get("name") || "") !== (k.name || "")) body.name = f.get("name") || null;
+    const threshold = String(f.get("threshold") || "").trim();
+    const limit = threshold ? { threshold: Number(threshold), retention: f.get("retention") } : null;
+    if (JSON.stringify(limit) !== JSON.stringify(k.limit ? { threshold: k.limit.threshold, retention: k.limit.retention } : null)) body.limit = limit;
+    const scopes = words(f.get("scopes"));
+    if (scopes.join(" ") !== (k.scopes || []).join(" ")) body.scopes = scopes;
+    const allowed = words(f.get("models"));
+    if (allowed.join(" ") !== (k.models || []).join(" ")) body.models = allowed.length ? allowed : null;
+    if (f.get("expires") !== date(k.expires_at)) body.expires_at = f.get("expires") ? Math.floor(new Date(f.get("expires")).getTime() / 1000) : null;
+    try {
+      if (Object.keys(body).length) await api("PATCH", `/v1/keys/${k.prefix}`, body);
+      close();
+      await keysPage();
+    } catch (err) { error.textContent = err.message; }
+  });
+  document.body.append(dialog);
+  dialog.showModal();
 }
 async function setDisabled(k, disabled) { await api("PATCH", `/v1/keys/${k.prefix}`, { disabled }); await keysPage(); }
 async function deleteKey(k) {
@@ -296,17 +331,20 @@ async function requestLog() {
   await load();
 }
 
-// Models: the catalog.
+// Models: the catalog, and each model's deployments with whether each is up (its circuit breaker,
+// as the answering gateway process sees it).
 async function models() {
   const box = current;
-  const list = (await api("GET", "/v1/models")).data;
+  const list = (await api("GET", "/v1/models?deployments=true")).data;
+  const deployment = (d) => h("li", { class: `deployment ${d.state}`, "data-deployment": d.name, "data-state": d.state }, `${d.name} (${d.backend}): ${d.state}`);
   box.replaceChildren(h("table", { id: "models" },
-    h("tr", {}, ["model", "type", "context", "max output", "USD / M in", "cached", "out", "capabilities", "up"].map((t) => h("th", { text: t }))),
-    list.map((m) => h("tr", {},
+    h("tr", {}, ["model", "type", "context", "max output", "USD / M in", "cached", "out", "capabilities", "up", "deployments"].map((t) => h("th", { text: t }))),
+    list.map((m) => h("tr", { "data-model": m.id },
       h("td", { text: m.id }), h("td", { text: m.type }), h("td", { text: num(m.context_window) }), h("td", { text: m.max_output_tokens ? num(m.max_output_tokens) : "—" }),
       h("td", { text: m.pricing.input_usd_per_million }), h("td", { text: m.pricing.cached_input_usd_per_million ?? "—" }), h("td", { text: m.pricing.output_usd_per_million }),
       h("td", { text: Object.entries(m.capabilities || {}).filter(([, v]) => v === true).map(([k]) => k).join(" ") }),
-      h("td", { text: m.active ? "up" : "down" })))));
+      h("td", { class: "model-up", text: m.active && (m.deployments || []).some((d) => d.up) ? "up" : "down" }),
+      h("td", {}, h("ul", { class: "deployments" }, (m.deployments || []).map(deployment)))))));
 }
 
 // Playground: a streamed chat completion with the session's API key (or one given for the session).

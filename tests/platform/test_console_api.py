@@ -1,6 +1,7 @@
-"""What the request log reads besides tokens and credits: each usage record's dialect and latency
-(written by the settlement that writes the record), each key's last use (carried by the ledger's
-write of the key's row), and records from before they were kept reading as null."""
+"""What the web console reads through the public API besides tokens and credits: each usage
+record's dialect and latency (written by the settlement that writes the record), each key's last
+use (carried by the ledger's write of the key's row), records from before they were kept reading
+as null, and each model's deployments with whether each is up."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gatewright.store.accounts import SqlAccountStore
 from gatewright.store.db import alembic_config, create_engine, migrate
 from gatewright.store.tables import accounts, usage_records
 from tests.platform.wire import auth
-from tests.support.app import AppGateway
+from tests.support.app import AppGateway, app_gateway
 
 SLOW_DELAY_S = 0.2  # tests/fixtures/catalogs/fake.toml: the "slow" model waits this long per token
 
@@ -137,3 +138,26 @@ async def test_records_from_before_migration_0006_read_as_null(tmp_path: Path) -
         assert shown["credits"] == 14
     finally:
         await engine.dispose()
+
+
+def test_models_list_their_deployments_and_whether_each_is_up(tmp_path: Path) -> None:
+    with app_gateway(tmp_path) as gw:  # its own gateway: the breaker opened here stays here
+        plain = gw.http.get("/v1/models").json()["data"]
+        assert all("deployments" not in m for m in plain)  # only when asked for
+        for _ in range(3):  # fake.toml: "broken" fails with a 500; three failures in a row open its breaker
+            failed = gw.http.post(
+                "/v1/chat/completions",
+                json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]},
+                headers=auth(gw.api_key),
+            )
+            assert failed.status_code >= 500
+        listed = gw.http.get("/v1/models", params={"deployments": "true"}).json()["data"]
+        by_id = {m["id"]: m for m in listed}
+        assert by_id["echo"]["deployments"] == [{"name": "echo", "backend": "fake", "state": "up", "up": True}]
+        (broken,) = by_id["broken"]["deployments"]
+        # "probing" once the breaker's 30 s cooldown is over (a very slow machine): still not "up".
+        assert broken["name"] == "broken#0" and broken["state"] in ("down", "probing")
+        # Names and engine kinds only: never an upstream's address or credential.
+        assert all(set(d) == {"name", "backend", "state", "up"} for m in listed for d in m["deployments"])
+        bad = gw.http.get("/v1/models", params={"deployments": "yes"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "deployments"
