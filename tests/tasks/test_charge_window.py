@@ -51,6 +51,7 @@ class Process:
     def __init__(self, bundle: PlatformServices, gateway: Gateway, name: str) -> None:
         self.bundle = bundle
         self.killed = False
+        self.died = asyncio.Event()
         self.kill_when: Callable[[str, Any], bool] = lambda kind, what: False
         writer = bundle.platform.ledger
         assert isinstance(writer, LedgerWriter)
@@ -60,7 +61,7 @@ class Process:
             if self.killed:
                 raise Killed("the process is dead")
             outcomes = await apply(batch, retry)
-            self.killed = self.kill_when("ledger", batch)
+            self.kill_if(self.kill_when("ledger", batch))
             return outcomes
 
         writer.store.apply = ledger_apply  # type: ignore[method-assign]
@@ -71,9 +72,14 @@ class Process:
                 if process.killed:
                     raise Killed("the process is dead")
                 await super().save(record)
-                process.killed = process.kill_when("task", record)
+                process.kill_if(process.kill_when("task", record))
 
         self.jobs = Jobs(gateway, TaskApiCodec(), name, store=TaskStore(bundle.store), single_node=True)
+
+    def kill_if(self, now: bool) -> None:
+        if now:
+            self.killed = True
+            self.died.set()
 
 
 @pytest.fixture
@@ -128,9 +134,7 @@ async def _run_until_killed(process: Process, principal_key: str, task: dict[str
     principal = await process.bundle.platform.authenticator.authenticate(principal_key)
     spec = spec_of(task)
     await process.jobs.submit(spec, principal)
-    async with asyncio.timeout(30):
-        while not process.killed:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(process.died.wait(), 30)
     return spec.key
 
 
