@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import cast
 
@@ -42,6 +42,11 @@ log = logging.getLogger("gatewright.pipeline")
 
 CHAT_SCOPE = "model:chat"
 RESPONSES_SCOPE = "model:responses"  # the Responses API's own scope (its stored responses too)
+
+# Called with a finished answer's usage and price just before its charge is committed: a caller
+# that must make something durable with the charge (a task's result) writes it here. If it raises,
+# the hold closes unbilled and the request fails with that error.
+BeforeCharge = Callable[[Usage, Cost], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -191,6 +196,7 @@ class Gateway:
         request_id: str,
         scope: str = CHAT_SCOPE,
         dialect: Dialect | None = None,
+        before_charge: BeforeCharge | None = None,
     ) -> Call:
         """``dialect``: the API the request came through, for its usage record."""
         started = time.perf_counter()
@@ -255,7 +261,7 @@ class Gateway:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, dialect)
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -354,6 +360,24 @@ def _count(model: str, usage: Usage, cost: Cost) -> None:
     record_usage(model, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits)
 
 
+async def _before(
+    before_charge: BeforeCharge,
+    platform: Platform,
+    hold: Hold,
+    usage: Usage,
+    cost: Cost,
+    model: str,
+    dialect: Dialect | None,
+    started: float,
+) -> None:
+    """The caller's hook before a charge; when it fails (or is cancelled) the hold closes unbilled."""
+    try:
+        await before_charge(usage, cost)
+    except BaseException:
+        settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
+        raise
+
+
 _NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is rebuilt per event
 
 
@@ -366,6 +390,7 @@ async def _metered(
     hold: Hold | None,
     started: float,
     dialect: Dialect | None,
+    before_charge: BeforeCharge | None = None,
 ) -> AsyncGenerator[Event | None, None]:
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
@@ -386,6 +411,8 @@ async def _metered(
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
+                    if before_charge is not None:
+                        await _before(before_charge, platform, hold, event.usage, cost, entry.id, dialect, started)
                     cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
@@ -407,6 +434,8 @@ async def _metered(
                 usage = ctx.usage if status != "error" else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
+                    if before_charge is not None:
+                        await _before(before_charge, platform, hold, usage, cost, entry.id, dialect, started)
                     cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
                 else:
                     settle(platform, hold, usage, cost, status, entry.id, dialect, started)
