@@ -196,7 +196,11 @@ class Gateway:
         request_id: str,
         scope: str = CHAT_SCOPE,
         before_charge: BeforeCharge | None = None,
+        bill_abandoned: bool = True,
     ) -> Call:
+        """Open a generation. ``before_charge``: see ``BeforeCharge``. ``bill_abandoned=False``: a
+        generation the caller gives up is not billed (a task run stopped with its process: the
+        task runs it again and bills that run), where a client that leaves pays what was made."""
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
@@ -251,14 +255,15 @@ class Gateway:
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                usage = ctx.usage if bill_abandoned else Usage()
+                settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, before_charge)
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, before_charge, bill_abandoned)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -380,6 +385,7 @@ async def _metered(
     hold: Hold | None,
     started: float,
     before_charge: BeforeCharge | None = None,
+    bill_abandoned: bool = True,
 ) -> AsyncGenerator[Event | None, None]:
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
@@ -420,7 +426,8 @@ async def _metered(
             if not settled and platform is not None and hold is not None:
                 # Abandoned by the client (bill what was generated) or failed (bill nothing); a
                 # stream that ended without a usage report is billed from the meter, durably first.
-                usage = ctx.usage if status != "error" else Usage()
+                billed = status == "ok" or (status == "aborted" and bill_abandoned)
+                usage = ctx.usage if billed else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
                     if before_charge is not None:
