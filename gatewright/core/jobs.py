@@ -14,9 +14,10 @@ run's request id, just before that charge commits (``Gateway.start``'s ``before_
 marked final after. Whoever finds a result still awaiting its charge (a process taking the task
 over after a crash, a retry) asks the ledger: charged, the result stands at what was charged;
 not charged, it is dropped and the result runs again. So a replay bills once or runs again, and a
-charged result is never lost. A run charged without a result (a stop while it was generating bills
-the tokens made so far, as for any caller that leaves) makes the rerun of that result free, and it
-reports that charge as its cost.
+charged result is never lost. A run in the background that its process's stop cuts short is not
+billed (``bill_abandoned=False``): it runs again and that run is billed, as after a crash. A
+streamed result its client leaves is billed what was made, like any stream a client leaves; if the
+client retries the task, that result's rerun is free and reports that charge as its cost.
 
 What the dialect gives: a ``TaskSpec`` per task (its core requests, and the stored form it is
 rebuilt from after a restart) and a ``TaskCodec`` (rebuild a spec, render a webhook body).
@@ -179,8 +180,9 @@ class Job:
     running: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Results an earlier run was charged for without a result (a stop mid-generation): credits, by
-    # index. Their rerun is free, reports that charge as its cost, and is retried rather than failed.
+    # Results an earlier run was charged for without a result (a streamed one its client left):
+    # credits, by index. Their rerun is free, reports that charge as its cost, and is retried
+    # rather than failed.
     paid: dict[int, int] = field(default_factory=dict)
     # Results written ahead of their charge (see the module's docstring): request id and outcome.
     charging: dict[int, tuple[str, Outcome]] = field(default_factory=dict)
@@ -314,7 +316,7 @@ class Jobs:
         first: tuple[Call, Accumulator] | None = None
         acc = Accumulator(1)
         try:
-            first = (await self._start_call(job, pending[0], acc), acc)
+            first = (await self._start_call(job, pending[0], acc, streamed=True), acc)
         except Exception as error:  # nothing produced yet
             outcome = await self._complete(job, pending[0], self._outcome_of(pending[0], job, error))
             if len(pending) == 1:
@@ -362,8 +364,9 @@ class Jobs:
         job.running = False
         self._retire_if_done(job)
 
-    async def _start_call(self, job: Job, index: int, acc: Accumulator) -> Call:
-        """Open the generation of result ``index``; the caller adds its events to ``acc``."""
+    async def _start_call(self, job: Job, index: int, acc: Accumulator, streamed: bool) -> Call:
+        """Open the generation of result ``index``; the caller adds its events to ``acc``. Only a
+        streamed result's client can leave it; a background run is cut short only by a stop."""
         principal = job.principal
         if principal is not None and job.attempt > 1:
             paid = await self._charged_before(job, index)
@@ -373,7 +376,9 @@ class Jobs:
         request_ = job.spec.requests[index]
         run = request_id(job.spec.key, index, job.attempt)
         before_charge = self._write_ahead(job, index, run, acc)
-        return await self.gateway.start(request_, principal, run, dialect="task-api", before_charge=before_charge)
+        return await self.gateway.start(
+            request_, principal, run, dialect="task-api", before_charge=before_charge, bill_abandoned=streamed
+        )
 
     def _write_ahead(self, job: Job, index: int, run: str, acc: Accumulator) -> BeforeCharge:
         """Store the result, as awaiting the charge of ``run``, before that charge commits."""
@@ -447,7 +452,7 @@ class Jobs:
         for attempt in range(FREE_RERUNS + 1):
             acc = Accumulator(1)
             try:
-                call = await self._start_call(job, index, acc)
+                call = await self._start_call(job, index, acc, streamed=False)
                 async for event in call.events:
                     acc.add(event)
                 choice = acc.finish()[0]
@@ -489,7 +494,7 @@ class Jobs:
         if started is None:
             acc = Accumulator(1)
             try:
-                call = await self._start_call(job, index, acc)
+                call = await self._start_call(job, index, acc, streamed=True)
             except Exception as error:
                 yield index, await self._complete(job, index, self._outcome_of(index, job, error))
                 return

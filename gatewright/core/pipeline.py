@@ -197,8 +197,12 @@ class Gateway:
         scope: str = CHAT_SCOPE,
         dialect: Dialect | None = None,
         before_charge: BeforeCharge | None = None,
+        bill_abandoned: bool = True,
     ) -> Call:
-        """``dialect``: the API the request came through, for its usage record."""
+        """Open a generation. ``dialect``: the API the request came through, for its usage record.
+        ``before_charge``: see ``BeforeCharge``. ``bill_abandoned=False``: a generation the caller
+        gives up is not billed (a task run stopped with its process: the task runs it again and
+        bills that run), where a client that leaves pays what was made."""
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
@@ -253,15 +257,17 @@ class Gateway:
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                cost = price(ctx.usage, entry.prices)
-                settle(platform, hold, ctx.usage, cost, "aborted", entry.id, dialect, started)
+                usage = ctx.usage if bill_abandoned else Usage()
+                settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id, dialect, started)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge)
+        metered = _metered(
+            events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge, bill_abandoned
+        )
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -391,6 +397,7 @@ async def _metered(
     started: float,
     dialect: Dialect | None,
     before_charge: BeforeCharge | None = None,
+    bill_abandoned: bool = True,
 ) -> AsyncGenerator[Event | None, None]:
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
@@ -431,7 +438,8 @@ async def _metered(
             if not settled and platform is not None and hold is not None:
                 # Abandoned by the client (bill what was generated) or failed (bill nothing); a
                 # stream that ended without a usage report is billed from the meter, durably first.
-                usage = ctx.usage if status != "error" else Usage()
+                billed = status == "ok" or (status == "aborted" and bill_abandoned)
+                usage = ctx.usage if billed else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
                     if before_charge is not None:

@@ -9,7 +9,8 @@ owner and carry its heartbeat (``updated_at``).
 Rows written before neutral outcomes hold each result as the task API rendered it (``LEGACY``):
 those read back as the same result (text, reasoning, tools, finish reason, seed; cost and usage
 where the task asked for them, which is when they were stored; an error with its code, message
-and parameter, as the base ``GatewrightError``: its class and HTTP status were not stored).
+and parameter, as the base ``GatewrightError``: its class was not stored, and the task API gives
+it the status of its code, as that version did).
 """
 
 from __future__ import annotations

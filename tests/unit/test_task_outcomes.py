@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import orjson
 
 from gatewright.api.tasks.codec import render, spec_of
+from gatewright.api.tasks.handlers import Batch
 from gatewright.api.tasks.stream import StreamAborted
 from gatewright.core import errors as e
-from gatewright.core.jobs import Outcome
+from gatewright.core.jobs import Job, Outcome
 from gatewright.core.types import Choice, Cost, ToolCall, Usage
 from gatewright.store.tasks import UNREADABLE, outcome_json, outcome_of, task_record
 
@@ -82,6 +83,11 @@ def test_results_stored_by_a_version_before_neutral_outcomes_read_back_as_they_w
     assert first.cost == Cost(24, 0.000012)
     failed = task_record(SimpleNamespace(**rows[1], account_id=1, key_id=1, owner=None, updated_at=None)).outcomes[0]
     assert failed is not None and failed.error is not None and failed.error.code == "providerError"
+    # Polled, it answers with the status that version gave it (502, the code's).
+    batch = Batch(gateway=None, jobs=None, principal=None)  # type: ignore[arg-type]
+    spec = spec_of(rows[1]["request"], rows[1]["fingerprint"])
+    batch.add_results(Job(spec, 1, 1, None, 1, [failed], [None]))
+    assert batch.errors == [(502, rows[1]["results"][0]["error"])]
 
 
 def test_an_unknown_stored_shape_reads_as_an_error_not_a_crash() -> None:
