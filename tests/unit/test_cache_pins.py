@@ -83,12 +83,17 @@ def test_pins_hold_at_most_their_share_the_least_recently_used_giving_way() -> N
     cache = PrefixCache(capacity=400, min_tokens=4, pin_capacity=200, clock=clock)
     assert cache.pin([1], 3600.0, lambda: cells(100))
     assert cache.pin([2], 300.0, lambda: cells(100))
-    cache.best([1, 5])  # [1] was used last: [2] gives way to the next pin
+    snapshot, _ = cache.best([1, 5])
+    assert snapshot is not None
+    cache.used(snapshot)  # [1] was restored last: [2] gives way to the next pin
     assert cache.pin([3], 300.0, lambda: cells(100))
     assert [cache.pinned([k]) for k in (1, 2, 3)] == [True, False, True] and cache.pinned_size == 200
     assert cache.holds([2])  # unpinned, not dropped: it ages out as an ordinary snapshot
     assert not cache.pin([4], 300.0, lambda: cells(201))  # bigger than the pins' share: not pinned
     assert not cache.holds([4])
+    # What the scheduler asks before cutting a prompt back to a pin: would it fit (100 bytes a token)?
+    assert cache.can_pin(2) and not cache.can_pin(3)
+    assert not PrefixCache(1000, 16, pin_capacity=0).can_pin(1)  # prefix_cache_pin_mb = 0: no pins
     for first in range(10, 60, 10):
         cache.save([first, 1, 2, 3], cells(100))
     assert cache.holds([1]) and cache.holds([3]) and not cache.holds([2])

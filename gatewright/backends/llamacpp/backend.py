@@ -183,8 +183,9 @@ class LlamaCppBackend:
         # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
         self.prefix_cache_bytes = int(float(options.get("prefix_cache_mb", 256)) * 2**20)
         self.prefix_cache_min_tokens = int(options.get("prefix_cache_min_tokens", 256))
-        # Of which cache_control pins may hold at most this much (half unless told).
-        self.prefix_cache_pin_bytes = int(float(options.get("prefix_cache_pin_mb", 0)) * 2**20) or None
+        # Of which cache_control pins may hold at most this much (half unless told; 0: no pins).
+        pin_mb = options.get("prefix_cache_pin_mb")
+        self.prefix_cache_pin_bytes = None if pin_mb is None else int(float(pin_mb) * 2**20)
         self.queue = FairQueue(int(options.get("max_queue", 512)))
         self.template_override: str | None = options.get("chat_template")
         self.template_kwargs: dict[str, Any] = dict(options.get("template_kwargs", {}))

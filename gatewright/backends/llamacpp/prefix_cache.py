@@ -58,6 +58,7 @@ class PrefixCache:
         self._size = 0
         self._pins: dict[bytes, float] = {}  # key → clock() it is pinned until
         self._pinned_size = 0
+        self._token_bytes = 0.0  # a snapshot's size per token, once one was taken
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -79,9 +80,14 @@ class PrefixCache:
             shared = common_prefix(snapshot.tokens, tokens)
             if shared > length:
                 best, length = snapshot, shared
-        if best is not None:
-            self._entries.move_to_end(best.tokens.tobytes())
         return best, length
+
+    def used(self, snapshot: Snapshot) -> None:
+        """``snapshot`` was restored: the most recently used now. (Looking one up is no use: every
+        prompt shares a template's first tokens with every snapshot.)"""
+        key = snapshot.tokens.tobytes()
+        if key in self._entries:
+            self._entries.move_to_end(key)
 
     def wants(self, tokens: Sequence[int]) -> bool:
         if self.capacity <= 0 or len(tokens) < self.min_tokens:
@@ -92,6 +98,10 @@ class PrefixCache:
     def holds(self, tokens: Sequence[int]) -> bool:
         """A snapshot of exactly ``tokens`` is kept."""
         return _key(tokens) in self._entries
+
+    def can_pin(self, length: int) -> bool:
+        """A snapshot of ``length`` tokens would fit in the pins' share (as far as known yet)."""
+        return self.pin_capacity > 0 and length * self._token_bytes <= self.pin_capacity
 
     def pinned(self, tokens: Sequence[int]) -> bool:
         self._expire()
@@ -136,6 +146,7 @@ class PrefixCache:
                 self._pinned_size += len(data) - len(old.data)
         self._entries[key] = Snapshot(array, data)
         self._size += len(data)
+        self._token_bytes = max(self._token_bytes, len(data) / max(len(array), 1))
 
     def _unpin(self, key: bytes) -> None:
         del self._pins[key]

@@ -32,7 +32,7 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -204,7 +204,7 @@ class Scheduler:
         aligned: dict[int, float] = {}
         for pin in pins:
             at = min(pin.tokens // step * step, boundary)
-            if at > 0:
+            if at > 0 and self.cache.can_pin(at):
                 aligned[at] = max(aligned.get(at, 0.0), pin.ttl)
         return aligned
 
@@ -217,7 +217,7 @@ class Scheduler:
         if self.cache.pin(slot.prompt[:at], slot.pins[at], data):
             usage.cache_write_tokens = max(usage.cache_write_tokens, at - usage.cached_tokens)
 
-    def _place(self, tokens: Sequence[int], pins: dict[int, float]) -> tuple[Slot, int]:
+    def _place(self, tokens: Sequence[int], pins: Collection[int] = ()) -> tuple[Slot, int]:
         """A free slot holding the longest aligned prefix of the prompt: its own cells, or cells
         copied from another slot or restored from a snapshot when they share more; cut back to a
         pinned prefix the cache does not hold yet, so that prefill can snapshot it."""
@@ -235,6 +235,8 @@ class Scheduler:
             else:
                 slot.cells, shared = [], 0
         elif snapshot is not None and restorable // step > shared // step:
+            assert self.cache is not None
+            self.cache.used(snapshot)
             if model.load(slot.seq, snapshot.data):
                 slot.cells, shared = [int(t) for t in snapshot.tokens], restorable
             else:
