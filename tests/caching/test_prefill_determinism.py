@@ -71,9 +71,9 @@ def test_reuse_from_the_slot_itself_gives_identical_logits(model: Model) -> None
 
 
 def test_chunk_size_does_not_change_the_logits(model: Model) -> None:
-    prompt = model.tokenize("Orchards of violet plums lined the canyon road to the marble quarry. " * 6)
+    prompt = model.tokenize("Orchards of violet plums lined the canyon road to the marble quarry. " * 9)[:113]
     reference = prompt_logits(scheduler(model), prompt)[1]
-    for chunk in (32, 48, 128):  # smaller chunks while other requests are generating
+    for chunk in (32, 48, 112):  # smaller chunks while others generate; 112: a last call of 17 rows
         assert np.array_equal(prompt_logits(scheduler(model), prompt, chunk=chunk)[1], reference), chunk
 
 
