@@ -236,6 +236,11 @@ class CreditLedger(Protocol):
         """Spend a code for the account; returns the credits added (see ``ledger_rules.decide_redeem``)."""
         ...
 
+    async def fence(self) -> None:
+        """Wait until an account's disabling or a key limit's change counts for the credit leases
+        of every process (``core.ledger_leases``)."""
+        ...
+
 
 def month_spent(key: KeyRecord, now: datetime) -> int:
     """Credits the key has spent this calendar month (UTC); the stored counter rolls over only on
@@ -308,6 +313,8 @@ class Accounts:
             await self.store.update_account(account_id, values)
             if self.authenticator is not None:
                 self.authenticator.forget()
+            if values.get("disabled"):
+                await self.ledger.fence()  # no process reserves against its credit leases any more
         return await self.account(account_id)
 
     async def delete_account(self, account_id: int) -> None:
@@ -471,6 +478,8 @@ class Accounts:
             await self.store.update_key(key.id, values)
             if self.authenticator is not None:
                 self.authenticator.forget(prefix)
+            if "limit" in changes:
+                await self.ledger.fence()  # credit leases taken under the old limit are given back first
         return await self.key(prefix, account_id)
 
     async def delete_key(self, prefix: str, account_id: int | None, kind: KeyKind | None = None) -> None:
