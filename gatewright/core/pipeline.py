@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import cast
 
@@ -42,6 +42,11 @@ log = logging.getLogger("gatewright.pipeline")
 
 CHAT_SCOPE = "model:chat"
 RESPONSES_SCOPE = "model:responses"  # the Responses API's own scope (its stored responses too)
+
+# Called with a finished answer's usage and price just before its charge is committed: a caller
+# that must make something durable with the charge (a task's result) writes it here. If it raises,
+# the hold closes unbilled and the request fails with that error.
+BeforeCharge = Callable[[Usage, Cost], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -185,8 +190,17 @@ class Gateway:
     platform: Platform | None = None
 
     async def start(
-        self, request: CoreRequest, principal: Principal | None, request_id: str, scope: str = CHAT_SCOPE
+        self,
+        request: CoreRequest,
+        principal: Principal | None,
+        request_id: str,
+        scope: str = CHAT_SCOPE,
+        before_charge: BeforeCharge | None = None,
+        bill_abandoned: bool = True,
     ) -> Call:
+        """Open a generation. ``before_charge``: see ``BeforeCharge``. ``bill_abandoned=False``: a
+        generation the caller gives up is not billed (a task run stopped with its process: the
+        task runs it again and bills that run), where a client that leaves pays what was made."""
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
@@ -241,14 +255,15 @@ class Gateway:
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                usage = ctx.usage if bill_abandoned else Usage()
+                settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
+        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, before_charge, bill_abandoned)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -347,6 +362,17 @@ def _count(model: str, usage: Usage, cost: Cost) -> None:
     record_usage(model, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits)
 
 
+async def _before(
+    before_charge: BeforeCharge, platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str
+) -> None:
+    """The caller's hook before a charge; when it fails (or is cancelled) the hold closes unbilled."""
+    try:
+        await before_charge(usage, cost)
+    except BaseException:
+        settle(platform, hold, Usage(), _ZERO, "error", model)
+        raise
+
+
 _NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is rebuilt per event
 
 
@@ -358,6 +384,8 @@ async def _metered(
     principal: Principal | None,
     hold: Hold | None,
     started: float,
+    before_charge: BeforeCharge | None = None,
+    bill_abandoned: bool = True,
 ) -> AsyncGenerator[Event | None, None]:
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
@@ -378,6 +406,8 @@ async def _metered(
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
+                    if before_charge is not None:
+                        await _before(before_charge, platform, hold, event.usage, cost, entry.id)
                     cost = await charge(platform, hold, event.usage, cost, entry.id)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
@@ -396,9 +426,12 @@ async def _metered(
             if not settled and platform is not None and hold is not None:
                 # Abandoned by the client (bill what was generated) or failed (bill nothing); a
                 # stream that ended without a usage report is billed from the meter, durably first.
-                usage = ctx.usage if status != "error" else Usage()
+                billed = status == "ok" or (status == "aborted" and bill_abandoned)
+                usage = ctx.usage if billed else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
+                    if before_charge is not None:
+                        await _before(before_charge, platform, hold, usage, cost, entry.id)
                     cost = await charge(platform, hold, usage, cost, entry.id)
                 else:
                     settle(platform, hold, usage, cost, status, entry.id)
