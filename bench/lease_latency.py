@@ -77,7 +77,7 @@ def run(reps: int, duration: float, litellm: bool) -> dict[str, Any]:
         catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-lease-{mock.port}.toml")
 
         def gateway(name: str, **kw: Any) -> Target:
-            service = start_gateway(name, catalog, **kw)
+            service = start_gateway(re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), catalog, **kw)
             services.append(service)
             return Target(name, service)
 
@@ -99,6 +99,7 @@ def run(reps: int, duration: float, litellm: bool) -> dict[str, Any]:
         for target in [*c1, *c64]:
             run_wrk(target, body, 16, 2.0)  # warm every path (LiteLLM builds its router lazily)
         load_before = os.getloadavg()
+        commits_before = {t.name: commit_figures(t.service) for t in c1 if t.service.api_key}
         runs: list[dict[str, Any]] = []
         for rep in range(reps):
             for concurrency, targets in ((1, c1), (64, c64)):
@@ -116,7 +117,13 @@ def run(reps: int, duration: float, litellm: bool) -> dict[str, Any]:
                         result["total_ms"]["p50"],
                         result["errors"] or 0,
                     )
-        commits = {t.name: commit_figures(t.service) for t in c1 if t.service.api_key}
+        commits = {}
+        for t in c1:
+            if t.service.api_key:  # the measured runs' commits: after minus before (not the warm-up's)
+                after, before = commit_figures(t.service), commits_before[t.name]
+                count = after["commits"] - before["commits"]
+                total = after["mean_commit_ms"] * after["commits"] - before["mean_commit_ms"] * before["commits"]
+                commits[t.name] = {"commits": count, "mean_commit_ms": total / count if count else 0.0}
         return {
             "reps": reps,
             "duration": duration,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from gatewright.core.errors import GatewrightError
+from gatewright.core.errors import GatewrightError, InternalError
 from gatewright.core.ledger_rules import LeaseCharge, LeaseGone, LeaseGrow, LeaseReturn, Operation
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
@@ -173,6 +173,8 @@ class LeaseBook:
         leases = [lease for lease in self._leases.values() if lease.size]
         try:
             states = await self._read_states([lease.id for lease in leases])
+        except Exception as failure:  # the request that waits fails like one whose grow failed
+            raise InternalError(f"The billing store is unavailable: {failure!r}") from failure
         finally:
             self._confirming = None
         for lease in leases:
