@@ -241,6 +241,10 @@ class CreditLedger(Protocol):
         of every process (``core.ledger_leases``)."""
         ...
 
+    async def give_back_idle(self, account_id: int) -> None:
+        """Give back this process's credit leases of the account that no request uses now."""
+        ...
+
 
 def month_spent(key: KeyRecord, now: datetime) -> int:
     """Credits the key has spent this calendar month (UTC); the stored counter rolls over only on
@@ -319,6 +323,7 @@ class Accounts:
 
     async def delete_account(self, account_id: int) -> None:
         await self.account(account_id)
+        await self.ledger.give_back_idle(account_id)  # credits a lease holds for no request
         if not await self.store.delete_account(account_id):
             raise Conflict(
                 f"Account {account_id} has credits reserved by requests in flight; disable it, "

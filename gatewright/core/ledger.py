@@ -192,6 +192,14 @@ class LedgerWriter:
         self._queue.put_nowait(_Op(cast(Work, work), future))
         return future
 
+    async def give_back_idle(self, account_id: int) -> None:
+        """Close this process's credit leases of the account that no request uses now (written
+        before it returns); other processes give theirs back once idle (``LeasePolicy.idle``)."""
+        if self.leases is not None:
+            for closed in self.leases.give_back_idle(account_id):
+                with contextlib.suppress(GatewrightError):
+                    await closed
+
     async def fence(self) -> None:
         """Wait until a change of an account or key limit counts for every lease in every process
         (each is confirmed against the store at most ``LeasePolicy.confirm`` before it is used).

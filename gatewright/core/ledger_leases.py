@@ -190,17 +190,28 @@ class LeaseBook:
                 lease.threshold = state.threshold
                 lease.confirmed_until = sent + self.policy.confirm
 
-    def _lose(self, lease: _Lease) -> None:
-        """No new request uses the lease; it closes (giving back what it holds) once none is open."""
+    def _lose(self, lease: _Lease) -> asyncio.Future[Any] | None:
+        """No new request uses the lease; it closes (giving back what it holds) once none is open.
+        Returns the close's future when it is queued now."""
         if lease.lost:
-            return
+            return None
         lease.lost = True
         if self._leases.get((lease.account_id, lease.key_id)) is lease:
             del self._leases[(lease.account_id, lease.key_id)]
         if lease.open:
             self._draining.add(lease)
-        else:
-            self._submit(LeaseReturn(lease.id, lease.account_id, lease.key_id, self._ttl, close=True))
+            return None
+        return self._submit(LeaseReturn(lease.id, lease.account_id, lease.key_id, self._ttl, close=True))
+
+    def give_back_idle(self, account_id: int) -> list[asyncio.Future[Any]]:
+        """Close this process's leases of the account that no request uses now (before the
+        account is deleted: what they hold is no request's)."""
+        idle = [
+            lease
+            for lease in list(self._leases.values())
+            if lease.account_id == account_id and not lease.open and lease.growing is None
+        ]
+        return [future for lease in idle if (future := self._lose(lease)) is not None]
 
     # -- settling -----------------------------------------------------------------------------------
 
