@@ -42,7 +42,7 @@ log = logging.getLogger("gatewright.ledger")
 @dataclass(frozen=True, slots=True)
 class LeasePolicy:
     ttl: float = 30.0  # the store closes a lease this long after its holder last extended it
-    confirm: float = 0.25  # reserve in memory only this long after the store confirmed the lease
+    confirm: float = 0.5  # reserve in memory only this long after the store confirmed the lease
     idle: float = 2.0  # a lease with no request open this long goes back
     grow: int = 8  # a grow takes this many worst cases beyond what it needs (or doubles the lease)...
     cap: int = 256  # ...but never more than this many worst cases
@@ -114,10 +114,13 @@ class LeaseBook:
         while True:
             lease = self._lease_of(principal, loop.time())
             if lease.size - lease.used >= credits and lease.growing is None:
-                if not confirmed and loop.time() >= lease.confirmed_until:
+                left = lease.confirmed_until - loop.time()
+                if not confirmed and left <= 0:
                     await self._confirm()
                     confirmed = True
                     continue
+                if left < self.policy.confirm / 2 and self._confirming is None:
+                    self._confirm_ahead()  # under steady traffic no request waits for a confirmation
                 lease.used += credits
                 lease.open += 1
                 lease.last_active = loop.time()
@@ -164,8 +167,13 @@ class LeaseBook:
     async def _confirm(self) -> None:
         """Read every lease's state from the store (one read shared by all who wait for it)."""
         if self._confirming is None:
-            self._confirming = asyncio.ensure_future(self._read_all())
+            self._confirm_ahead()
+        assert self._confirming is not None
         await asyncio.shield(self._confirming)
+
+    def _confirm_ahead(self) -> None:
+        self._confirming = asyncio.ensure_future(self._read_all())
+        self._confirming.add_done_callback(_consume)
 
     async def _read_all(self) -> None:
         loop = asyncio.get_running_loop()
@@ -271,6 +279,12 @@ class LeaseBook:
         for lease in leases:
             lease.lost = True
         return [LeaseReturn(lease.id, lease.account_id, lease.key_id, self._ttl, close=True) for lease in leases]
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # A confirmation nobody waited for fails quietly: the next reservation tries again.
+    if not future.cancelled():
+        future.exception()
 
 
 async def tend_forever(book: LeaseBook, every: float = 1.0) -> None:

@@ -86,7 +86,7 @@ holds = Table(
     Index("ix_holds_status_created", "status", "created_at"),
 )
 
-# Migration 0006: credit leases. A process holds credits of one (account, key) in bulk and
+# Migration 0007: credit leases. A process holds credits of one (account, key) in bulk and
 # reserves against them in memory (core.ledger); the held credits count in the account's reserved
 # and the key's period_reserved. The holder extends expires_at while it lives; a lease past it is
 # closed by any replica's sweep, giving back what it held.
