@@ -376,7 +376,9 @@ class Jobs:
         request_ = job.spec.requests[index]
         run = request_id(job.spec.key, index, job.attempt)
         before_charge = self._write_ahead(job, index, run, acc)
-        return await self.gateway.start(request_, principal, run, before_charge=before_charge, bill_abandoned=streamed)
+        return await self.gateway.start(
+            request_, principal, run, dialect="task-api", before_charge=before_charge, bill_abandoned=streamed
+        )
 
     def _write_ahead(self, job: Job, index: int, run: str, acc: Accumulator) -> BeforeCharge:
         """Store the result, as awaiting the charge of ``run``, before that charge commits."""

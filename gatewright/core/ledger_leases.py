@@ -226,7 +226,16 @@ class LeaseBook:
     def owns(self, request_id: str) -> bool:
         return request_id in self._open
 
-    def settle(self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str) -> asyncio.Future[Any]:
+    def settle(
+        self,
+        hold: Hold,
+        usage: Usage,
+        cost: Cost,
+        status: SettleStatus,
+        model: str,
+        dialect: str | None = None,
+        latency_ms: int | None = None,
+    ) -> asyncio.Future[Any]:
         lease = self._open.pop(hold.request_id)
         lease.used -= hold.credits
         lease.open -= 1
@@ -236,7 +245,8 @@ class LeaseBook:
         close = lease.lost and not lease.open
         if close:
             self._draining.discard(lease)
-        future = self._submit(LeaseCharge(lease.id, hold, usage, cost, status, model, self._ttl, close))
+        charge = LeaseCharge(lease.id, hold, usage, cost, status, model, self._ttl, close, dialect, latency_ms)
+        future = self._submit(charge)
 
         def charged(done: asyncio.Future[Any]) -> None:
             if done.cancelled() or done.exception() is not None or lease.lost:

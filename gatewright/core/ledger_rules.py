@@ -76,6 +76,10 @@ class Settlement:
     cost: Cost
     status: SettleStatus
     model: str
+    # For the usage record only (null when unknown): the API the request came through, and the
+    # milliseconds from the gateway taking it to the end of its answer.
+    dialect: str | None = None
+    latency_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -125,6 +129,8 @@ class LeaseCharge:
     model: str
     ttl: timedelta
     close: bool = False
+    dialect: str | None = None  # for the usage record, as in ``Settlement``
+    latency_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -208,6 +214,7 @@ class KeyRow:
     month_start: datetime | None
     month_spent: int
     touched: bool = False
+    used: bool = False  # a request of the key was reserved or settled: its last use is now
 
     def roll(self, now: datetime) -> None:
         """Start a new spending period (and month) when ``now`` is past the current one."""
@@ -343,7 +350,7 @@ def _hold_more(account: AccountRow, key: KeyRow, credits: int) -> None:
     account.reserved += credits
     account.touched = True
     key.period_reserved += credits
-    key.touched = True
+    key.touched = key.used = True
 
 
 def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | GatewrightError:
@@ -382,7 +389,7 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     key.period_reserved -= hold_credits
     held.status = "settled"
     changes.closed_holds.append(held)
-    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes)
+    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes, op.dialect, op.latency_ms)
     return charge
 
 
@@ -395,13 +402,15 @@ def _charge(
     status: SettleStatus,
     model: str,
     changes: Changes,
+    dialect: str | None,
+    latency_ms: int | None,
 ) -> None:
     """Take ``charge`` from the balance and the key's period, with its ledger and usage rows."""
     account.balance -= charge
     account.touched = True
     key.period_spent += charge
     key.month_spent += charge
-    key.touched = True
+    key.touched = key.used = True
     if charge:
         changes.ledger_rows.append(
             {
@@ -432,6 +441,8 @@ def _charge(
             "status": status,
             "estimated": usage.estimated,
             "created_at": changes.now,
+            "dialect": dialect,
+            "latency_ms": latency_ms,
         }
     )
 
@@ -580,7 +591,7 @@ def decide_lease_charge(op: LeaseCharge, locked: Locked, changes: Changes) -> in
         if key.threshold is not None:
             room = min(room, key.threshold - key.period_spent - key.period_reserved)
         charge = max(0, min(wanted, room))
-    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes)
+    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes, op.dialect, op.latency_ms)
     locked.billed[op.hold.request_id] = charge
     return charge
 

@@ -31,7 +31,7 @@ from gatewright.core.errors import (
 )
 from gatewright.core.events import ChoiceEnd, Event, UsageReport
 from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
-from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
+from gatewright.core.platform import Dialect, Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
@@ -195,12 +195,14 @@ class Gateway:
         principal: Principal | None,
         request_id: str,
         scope: str = CHAT_SCOPE,
+        dialect: Dialect | None = None,
         before_charge: BeforeCharge | None = None,
         bill_abandoned: bool = True,
     ) -> Call:
-        """Open a generation. ``before_charge``: see ``BeforeCharge``. ``bill_abandoned=False``: a
-        generation the caller gives up is not billed (a task run stopped with its process: the
-        task runs it again and bills that run), where a client that leaves pays what was made."""
+        """Open a generation. ``dialect``: the API the request came through, for its usage record.
+        ``before_charge``: see ``BeforeCharge``. ``bill_abandoned=False``: a generation the caller
+        gives up is not billed (a task run stopped with its process: the task runs it again and
+        bills that run), where a client that leaves pays what was made."""
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
@@ -250,20 +252,22 @@ class Gateway:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
             if platform is not None and hold is not None:
-                settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+                settle(platform, hold, Usage(), _ZERO, "error", entry.id, dialect, started)  # failures cost nothing
             raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
                 usage = ctx.usage if bill_abandoned else Usage()
-                settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id)
+                settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id, dialect, started)
             raise
         events = opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started, before_charge, bill_abandoned)
+        metered = _metered(
+            events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge, bill_abandoned
+        )
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -363,13 +367,20 @@ def _count(model: str, usage: Usage, cost: Cost) -> None:
 
 
 async def _before(
-    before_charge: BeforeCharge, platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str
+    before_charge: BeforeCharge,
+    platform: Platform,
+    hold: Hold,
+    usage: Usage,
+    cost: Cost,
+    model: str,
+    dialect: Dialect | None,
+    started: float,
 ) -> None:
     """The caller's hook before a charge; when it fails (or is cancelled) the hold closes unbilled."""
     try:
         await before_charge(usage, cost)
     except BaseException:
-        settle(platform, hold, Usage(), _ZERO, "error", model)
+        settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
         raise
 
 
@@ -384,6 +395,7 @@ async def _metered(
     principal: Principal | None,
     hold: Hold | None,
     started: float,
+    dialect: Dialect | None,
     before_charge: BeforeCharge | None = None,
     bill_abandoned: bool = True,
 ) -> AsyncGenerator[Event | None, None]:
@@ -407,8 +419,8 @@ async def _metered(
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
                     if before_charge is not None:
-                        await _before(before_charge, platform, hold, event.usage, cost, entry.id)
-                    cost = await charge(platform, hold, event.usage, cost, entry.id)
+                        await _before(before_charge, platform, hold, event.usage, cost, entry.id, dialect, started)
+                    cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
@@ -431,10 +443,10 @@ async def _metered(
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
                     if before_charge is not None:
-                        await _before(before_charge, platform, hold, usage, cost, entry.id)
-                    cost = await charge(platform, hold, usage, cost, entry.id)
+                        await _before(before_charge, platform, hold, usage, cost, entry.id, dialect, started)
+                    cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
                 else:
-                    settle(platform, hold, usage, cost, status, entry.id)
+                    settle(platform, hold, usage, cost, status, entry.id, dialect, started)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:
