@@ -44,7 +44,7 @@ class LeasePolicy:
     ttl: float = 30.0  # the store closes a lease this long after its holder last extended it
     confirm: float = 0.5  # reserve in memory only this long after the store confirmed the lease
     idle: float = 2.0  # a lease with no request open this long goes back
-    grow: int = 8  # a grow takes this many worst cases beyond what it needs (or doubles the lease)...
+    grow: int = 8  # a grow takes this many worst cases beyond what it needs (or twice the last grow)...
     cap: int = 256  # ...but never more than this many worst cases
 
 
@@ -71,6 +71,7 @@ class _Lease:
         "id",
         "key_id",
         "last_active",
+        "last_added",
         "lost",
         "open",
         "size",
@@ -88,6 +89,7 @@ class _Lease:
         self.confirmed_until = 0.0
         self.threshold: object = _UNKNOWN
         self.lost = False  # closed, revoked or given back: no new request uses it
+        self.last_added = 0  # what its last grow added: the next one asks for twice that
         self.last_active = self.extended = now
 
 
@@ -113,7 +115,7 @@ class LeaseBook:
         confirmed = False
         while True:
             lease = self._lease_of(principal, loop.time())
-            if lease.size - lease.used >= credits and lease.growing is None:
+            if lease.size - lease.used >= credits:
                 left = lease.confirmed_until - loop.time()
                 if not confirmed and left <= 0:
                     await self._confirm()
@@ -142,7 +144,8 @@ class LeaseBook:
     async def _grow(self, lease: _Lease, principal: Principal, credits: int) -> None:
         loop = asyncio.get_running_loop()
         need = lease.used + credits - lease.size
-        extra = min(max(self.policy.grow * credits, lease.size), self.policy.cap * credits)
+        # Busy leases grow in doubling steps (fewer commits), up to ``cap`` worst cases at a time.
+        extra = min(max(self.policy.grow * credits, 2 * lease.last_added), self.policy.cap * credits)
         sent = loop.time()
         future = self._submit(LeaseGrow(lease.id, principal, need, extra, credits, self._ttl))
 
@@ -156,6 +159,7 @@ class LeaseBook:
             elif not lease.lost:  # a lost lease's store credits all go back when it closes
                 added, threshold = outcome
                 lease.size += added
+                lease.last_added = added
                 lease.threshold = threshold
                 lease.confirmed_until = max(lease.confirmed_until, sent + self.policy.confirm)
                 lease.extended = loop.time()
