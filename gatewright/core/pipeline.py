@@ -243,12 +243,14 @@ class Gateway:
                 # The caller left before the first token: bill what the backend did (its prompt).
                 settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
             raise
-        events = opened.events
+        first, events = opened.first, opened.rest
         if opened.entry.reasoning_tags is not None:
-            events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
+            first, events = None, split_reasoning(
+                opened.events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside
+            )
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(events, ctx, opened.entry, platform, principal, hold, started)
+        metered = _metered(first, events, ctx, opened.entry, platform, principal, hold, started)
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -347,10 +349,32 @@ def _count(model: str, usage: Usage, cost: Cost) -> None:
     record_usage(model, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits)
 
 
+async def _priced(
+    report: UsageReport,
+    entry: ModelEntry,
+    platform: Platform | None,
+    principal: Principal | None,
+    hold: Hold | None,
+    first_token: float,
+) -> UsageReport:
+    """The usage report priced and, with the platform, settled."""
+    usage = report.usage
+    if first_token:
+        record_generation(entry.id, usage.output_tokens, time.perf_counter() - first_token)
+    cost = price(usage, entry.prices)
+    if platform is not None and hold is not None and principal is not None:
+        cost = await charge(platform, hold, usage, cost, entry.id)
+        await platform.limiter.record_tokens(principal, usage.output_tokens)
+    _count(entry.id, usage, cost)
+    _note_usage(entry.id, usage, cost)
+    return UsageReport(usage, cost)
+
+
 _NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is rebuilt per event
 
 
 async def _metered(
+    first: Event | None,
     events: AsyncIterator[Event],
     ctx: CallContext,
     entry: ModelEntry,
@@ -362,27 +386,29 @@ async def _metered(
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
 
+    ``first`` is the event the router already received (None: none), then ``events`` follow.
     The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
     settled = False
+    settling = platform is not None and hold is not None and principal is not None
     status: SettleStatus = "aborted"
     first_token = 0.0
     try:
         yield None
+        if first is not None:
+            if not isinstance(first, _NOT_TOKENS):
+                first_token = time.perf_counter()
+                record_first_token(entry.id, first_token - started)
+            if isinstance(first, UsageReport):
+                settled = settling  # before the await: a cancelled charge must not be settled twice
+                first = await _priced(first, entry, platform, principal, hold, first_token)
+            yield first
         async for event in events:
             if not first_token and not isinstance(event, _NOT_TOKENS):
                 first_token = time.perf_counter()
                 record_first_token(entry.id, first_token - started)
             if isinstance(event, UsageReport):
-                if first_token:
-                    record_generation(entry.id, event.usage.output_tokens, time.perf_counter() - first_token)
-                cost = price(event.usage, entry.prices)
-                if platform is not None and hold is not None and principal is not None:
-                    settled = True
-                    cost = await charge(platform, hold, event.usage, cost, entry.id)
-                    await platform.limiter.record_tokens(principal, event.usage.output_tokens)
-                event = UsageReport(event.usage, cost)
-                _count(entry.id, event.usage, cost)
-                _note_usage(entry.id, event.usage, cost)
+                settled = settling  # before the await: a cancelled charge must not be settled twice
+                event = await _priced(event, entry, platform, principal, hold, first_token)
             yield event
         status = "ok"
     except GatewrightError:
