@@ -245,8 +245,9 @@ class Gateway:
             raise
         first, events = opened.first, opened.rest
         if opened.entry.reasoning_tags is not None:
-            first, events = None, split_reasoning(
-                opened.events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside
+            first, events = (
+                None,
+                split_reasoning(opened.events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside),
             )
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
