@@ -225,11 +225,15 @@ class _Reframer:
 
     def text(self, choice: int, content: str) -> TextDelta:
         """The usual delta, one token of text and nothing else: the short way of ``delta``."""
+        self.count(choice, content)
+        return TextDelta(choice, content)
+
+    def count(self, choice: int, content: str) -> None:
+        """A token of text, metered (its event is made by the caller)."""
         self.seen.add(choice)
         self.chars += len(content)
         self.pieces += 1
         self.ctx.usage.output_tokens += 1
-        return TextDelta(choice, content)
 
     def delta(self, choice: int, delta: dict[str, Any], logprobs: Any = None) -> list[Event]:
         events: list[Event] = []
@@ -302,6 +306,10 @@ class OpenAICompatBackend(HttpUpstream):
         framer = _Reframer(ctx)
         reported: dict[str, Any] | None = None
         done = False
+        # A caller that waits for the whole answer never sees how it was cut: the tokens of one
+        # network read are joined into one event (same text, same count), and the per-event cost
+        # (the pipeline's layers, the accumulator) is paid once per read instead of per token.
+        joined: list[str] | None = None if request.stream else []
         # SSE lines straight from the client in the batches they arrived in (no generator per
         # layer of parsing: this loop runs once per streamed token).
         async for batch in response.line_batches():
@@ -335,8 +343,16 @@ class OpenAICompatBackend(HttpUpstream):
                         and type(content := delta.get("content")) is str
                         and content
                     ):  # most chunks: one token of text for one choice
-                        yield framer.text(int(choice.get("index", 0)), content)
+                        index = int(choice.get("index", 0))
+                        if joined is not None and index == 0:
+                            joined.append(content)
+                            framer.count(0, content)
+                            continue
+                        yield framer.text(index, content)
                         continue
+                if joined:
+                    yield TextDelta(0, "".join(joined))
+                    joined.clear()
                 for choice in choices or ():
                     index = int(choice.get("index", 0))
                     # A server that answers a stream with whole messages (``message``) is read the same way.
@@ -346,6 +362,9 @@ class OpenAICompatBackend(HttpUpstream):
                         events.extend(framer.finish(index, choice["finish_reason"]))
                     for event in events:
                         yield event
+            if joined:
+                yield TextDelta(0, "".join(joined))
+                joined.clear()
             if done:
                 break
         if not done and not framer.ended:
