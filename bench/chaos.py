@@ -4,10 +4,11 @@ clients leaving mid-stream, spend-limited keys, prompts far above a characters-b
 estimate, SIGKILLs at seeded moments with restarts; then the books are checked against what every
 client was told, and the figures printed.
 
-python -m bench.chaos [--requests 2000] [--kills 8] [--concurrency 16] [--seed 16] [--postgres]
+python -m bench.chaos [--requests 2000] [--kills 8] [--concurrency 16] [--seed 16] [--postgres | --workers 2]
 
 ``--postgres`` runs two replicas on a PostgreSQL started for the run (tests/support/services.py).
-Exits 1 when an invariant is broken.
+``--workers N`` runs one gateway of N worker processes on SQLite; every other kill takes a single
+worker (its supervisor replaces it), the others the whole gateway. Exits 1 when an invariant is broken.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.support.chaos import (
     Plan,
     attribute_unknown,
     check,
+    kill_summary,
     make_keys,
     read_books,
     release_stale,
@@ -42,7 +44,7 @@ from tests.support.services import running_postgres
 KEY_LIMITS_USD = [None, None, 0.002, 0.01, 0.05]
 
 
-async def run(plan: Plan, postgres: bool, credits: int) -> bool:
+async def run(plan: Plan, postgres: bool, credits: int, workers: int = 1) -> bool:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewright-chaos-")))
         upstream = stack.enter_context(running_faulty_upstream())
@@ -52,7 +54,7 @@ async def run(plan: Plan, postgres: bool, credits: int) -> bool:
             env, replicas = {"GATEWRIGHT_DATABASE_URL": url}, 2
         else:
             url, env, replicas = f"sqlite+aiosqlite:///{root / 'gw0' / 'gatewright.db'}", {}, 1
-        cluster = await asyncio.to_thread(start_cluster, root, upstream, replicas, env, credits)
+        cluster = await asyncio.to_thread(start_cluster, root, upstream, replicas, env, credits, workers)
         try:
             management = cluster.gateways[0].management_key
             assert management is not None
@@ -70,7 +72,8 @@ async def run(plan: Plan, postgres: bool, credits: int) -> bool:
             await engine.dispose()
         told = attribute_unknown(books, told)
         violations = check(books, told)
-        title = f"{'PostgreSQL, two replicas' if postgres else 'SQLite, one process'}: {cluster.restarts} SIGKILLs"
+        where = "PostgreSQL, two replicas" if postgres else f"SQLite, --workers {workers}" if workers > 1 else "SQLite"
+        title = f"{where}: {kill_summary(cluster)}"
         print(report(books, told, violations, title))
         return not violations
 
@@ -83,9 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--credits", type=int, default=400_000)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the SQLite gateway")
     args = parser.parse_args(argv)
+    if args.postgres and args.workers > 1:
+        parser.error("--workers runs on SQLite; --postgres runs two single-process replicas")
     plan = Plan(seed=args.seed, requests=args.requests, concurrency=args.concurrency, kills=args.kills)
-    ok = asyncio.run(run(plan, args.postgres, args.credits))
+    ok = asyncio.run(run(plan, args.postgres, args.credits, args.workers))
     sys.exit(0 if ok else 1)
 
 

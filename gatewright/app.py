@@ -156,6 +156,7 @@ def create_app(
                     app.state.accounts = services.accounts
                     app.state.store = services.platform.store if services.platform else None
                     app.state.response_store = services.responses
+                    app.state.console_sessions = services.console_sessions
                     sampler = None
                     if prometheus.multiprocess_dir() is not None:
                         sampler = asyncio.create_task(_sample_forever(services.gateway.router))

@@ -11,6 +11,7 @@ is made once, complete, in this order, and closed in the reverse order:
       → Gateway(catalog, router, platform)
       → webhook sender → jobs      resumes the tasks an earlier process left unfinished
       → response store             the Responses API's stored responses (store, or memory), swept
+      → console sessions           the web console's sessions (store, or memory)
 
 Nothing below this module reads ``Settings``: each piece is handed the plain values it needs (the
 import contracts in ``pyproject.toml`` keep ``api``, ``core``, ``backends`` and ``store`` from
@@ -42,11 +43,13 @@ from gatewright.core.limits import Defaults, MemoryLimiter
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Limiter, Platform
 from gatewright.core.routing import Router
+from gatewright.core.sessions import MemorySessionStore, SessionStore
 from gatewright.core.stored import MemoryResponseStore, ResponseStore, sweep_forever
 from gatewright.outbound.guard import AddressGuard
 from gatewright.outbound.webhooks import WebhookSender, load_or_create_secret
 from gatewright.settings import Settings
 from gatewright.store.accounts import SqlAccountStore
+from gatewright.store.console_sessions import SqlSessionStore
 from gatewright.store.db import create_engine, migrate
 from gatewright.store.keys import SqlKeyStore
 from gatewright.store.ledger import SqlLedgerStore
@@ -80,6 +83,7 @@ class Services:
     jobs: Jobs
     platform: PlatformServices | None  # None with the platform off (a bare proxy)
     responses: ResponseStore  # stored responses of the Responses API
+    console_sessions: SessionStore  # the web console's sessions (store, or memory)
 
     @property
     def accounts(self) -> Accounts | None:
@@ -215,7 +219,8 @@ async def open_gateway(settings: Settings, catalog: Catalog | None = None) -> As
         )
         await jobs.start()
         stack.push_async_callback(jobs.close)
-        yield Services(settings, gateway, jobs, platform, _response_store(settings, store, stack))
+        sessions: SessionStore = SqlSessionStore(store) if store is not None else MemorySessionStore()
+        yield Services(settings, gateway, jobs, platform, _response_store(settings, store, stack), sessions)
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,42 @@
 """The console's routes: pages, session and the proxy to the public API.
 
 Session: ``POST /ui/session`` exchanges a key for an opaque session id in an HttpOnly,
-SameSite=Strict cookie; the key stays in this process's memory for the session's life and never
-reaches browser storage. ``GET /ui/session`` tells the page who is signed in and its CSRF token;
-every state-changing call (the proxy's POST/PATCH/DELETE, adding a playground key, signing out)
-must carry that token in ``x-csrf-token``. ``/ui/api/{path}`` forwards to the public route
-``/{path}`` of this same application with ``Authorization: Bearer <session key>``, so the
-console sees exactly what any client of the API sees.
+SameSite=Strict cookie. The session is kept in the store (``core.sessions``), so every worker and
+replica knows it: found by the sha256 of the cookie's id, with the key sealed (AES-GCM) under a key
+derived from that id, so the stored row opens nothing and shows no key without the cookie; the key
+never reaches browser storage. ``GET /ui/session`` tells the page who is signed in and its CSRF
+token (derived from the session id); every state-changing call (the proxy's POST/PATCH/DELETE,
+adding a playground key, signing out) must carry that token in ``x-csrf-token``. Signing out
+deletes the session everywhere. ``/ui/api/{path}`` forwards to the public route ``/{path}`` of
+this same application with ``Authorization: Bearer <session key>``, so the console sees exactly
+what any client of the API sees.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import secrets
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gatewright.api.openapi import Endpoint, Operation
+from gatewright.core.clock import utcnow
+from gatewright.core.sessions import SessionRow, SessionStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "gw_console"
-SESSION_SECONDS = 8 * 3600  # a session ends after this, or when its process stops, or on sign-out
+SESSION_SECONDS = 8 * 3600  # a session ends after this, or on sign-out
 CSRF_HEADER = "x-csrf-token"
 PLAYGROUND_HEADER = "x-console-key"  # "playground": use the session's playground key, not the sign-in key
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -47,41 +56,70 @@ SECURITY_HEADERS = {
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
 
 
-@dataclass
+def _derived(sid: str, purpose: bytes) -> bytes:
+    """A secret of the session for one purpose, from its cookie's id (256 random bits)."""
+    return hmac.new(sid.encode(), purpose, hashlib.sha256).digest()
+
+
+def _id_hash(sid: str) -> str:
+    return hashlib.sha256(b"gatewright console session " + sid.encode()).hexdigest()
+
+
+def _seal(sid: str, secret: str) -> str:
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_derived(sid, b"seal")).encrypt(nonce, secret.encode(), _id_hash(sid).encode())
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def _unseal(sid: str, sealed: str) -> str | None:
+    raw = base64.b64decode(sealed)
+    try:
+        return AESGCM(_derived(sid, b"seal")).decrypt(raw[:12], raw[12:], _id_hash(sid).encode()).decode()
+    except InvalidTag:  # not sealed under this id: no session
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
+    sid: str  # the cookie's id: only the browser holds it
     key: str
     kind: str
     prefix: str
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    expires: float = field(default_factory=lambda: time.monotonic() + SESSION_SECONDS)
     playground_key: str | None = None
 
-
-class Sessions:
-    """The console's sessions of this process, by opaque id (never the key itself)."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, Session] = {}
-
-    def open(self, session: Session) -> str:
-        now = time.monotonic()
-        for sid in [s for s, held in self._by_id.items() if held.expires <= now]:
-            del self._by_id[sid]
-        sid = secrets.token_urlsafe(32)
-        self._by_id[sid] = session
-        return sid
-
-    def get(self, sid: str | None) -> Session | None:
-        session = self._by_id.get(sid or "")
-        if session is None or session.expires <= time.monotonic():
-            return None
-        return session
-
-    def close(self, sid: str | None) -> None:
-        self._by_id.pop(sid or "", None)
+    @property
+    def csrf(self) -> str:
+        return base64.urlsafe_b64encode(_derived(self.sid, b"csrf")).decode().rstrip("=")
 
 
-SESSIONS = Sessions()
+def _store(request: Request) -> SessionStore:
+    store: SessionStore = request.app.state.console_sessions
+    return store
+
+
+async def open_session(request: Request, key: str, kind: str, prefix: str) -> str:
+    """A new session for ``key``; returns the cookie's id. Expired sessions are swept here."""
+    store, now = _store(request), utcnow()
+    await store.remove_expired(now)
+    sid = secrets.token_urlsafe(32)
+    expires = now + timedelta(seconds=SESSION_SECONDS)
+    await store.insert(SessionRow(_id_hash(sid), kind, prefix, _seal(sid, key), None, now, expires))
+    return sid
+
+
+async def session_of(request: Request) -> Session | None:
+    """The request's session (by its cookie), unless it has ended."""
+    sid = request.cookies.get(COOKIE)
+    if not sid:
+        return None
+    row = await _store(request).get(_id_hash(sid), utcnow())
+    if row is None:
+        return None
+    key = _unseal(sid, row.sealed_key)
+    if key is None:
+        return None
+    playground = _unseal(sid, row.sealed_playground_key) if row.sealed_playground_key else None
+    return Session(sid, key, row.kind, row.prefix, playground)
 
 
 def _json(body: Any, status: int = 200, **headers: str) -> Response:
@@ -135,7 +173,7 @@ async def sign_in(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     kind, prefix = found
-    sid = SESSIONS.open(Session(key.strip(), kind, prefix))
+    sid = await open_session(request, key.strip(), kind, prefix)
     response = _json({"kind": kind, "prefix": prefix})
     secure = request.url.scheme == "https"
     response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=secure, path="/ui")
@@ -143,7 +181,7 @@ async def sign_in(request: Request) -> Response:
 
 
 async def who_am_i(request: Request) -> Response:
-    session = SESSIONS.get(request.cookies.get(COOKIE))
+    session = await session_of(request)
     if session is None:  # not an error: the page asks this to know whether to show the sign-in form
         return _json({"signed_in": False})
     return _json(
@@ -158,11 +196,11 @@ async def who_am_i(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
-    sid = request.cookies.get(COOKIE)
-    session = SESSIONS.get(sid)
-    if session is not None and not _csrf_ok(request, session):
-        return _error(403, "csrf", "Missing or wrong CSRF token.")
-    SESSIONS.close(sid)
+    session = await session_of(request)
+    if session is not None:
+        if not _csrf_ok(request, session):
+            return _error(403, "csrf", "Missing or wrong CSRF token.")
+        await _store(request).delete(_id_hash(session.sid))  # on every worker and replica at once
     response = _json({"signed_out": True})
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
     return response
@@ -171,7 +209,7 @@ async def sign_out(request: Request) -> Response:
 async def playground_key(request: Request) -> Response:
     """Remember an API key of the account for this session's playground (a management key cannot
     call models); it is checked to be an API key of the same account through the public API."""
-    session = SESSIONS.get(request.cookies.get(COOKIE))
+    session = await session_of(request)
     if session is None:
         return _error(401, "not_signed_in", "Sign in first.")
     if not _csrf_ok(request, session):
@@ -193,7 +231,7 @@ async def playground_key(request: Request) -> Response:
         prefixes = {k["prefix"] for k in body.get("data", [])} if status == 200 else set()
         if prefix not in prefixes:
             return _error(403, "other_account", "That key belongs to another account.")
-    session.playground_key = key.strip()
+    await _store(request).set_playground_key(_id_hash(session.sid), _seal(session.sid, key.strip()))
     return _json({"prefix": prefix})
 
 
@@ -238,7 +276,7 @@ async def _call(request: Request, method: str, target: str, key: str) -> tuple[i
 
 async def proxy(request: Request) -> Response:
     """``/ui/api/{path}`` → the public route ``/{path}`` with the session's key."""
-    session = SESSIONS.get(request.cookies.get(COOKIE))
+    session = await session_of(request)
     path = "/" + request.path_params["path"]
     if session is None:
         return _error(401, "not_signed_in", "Sign in first.")

@@ -92,6 +92,8 @@ class UsageRecord:
     status: str  # ok | aborted | error
     estimated: bool
     created_at: datetime
+    dialect: str | None = None  # core.platform.Dialect; None on records from before migration 0006
+    latency_ms: int | None = None  # from the gateway taking the request to the end of its answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class UsageFilter:
     model: str | None = None
     key_prefix: str | None = None
     status: str | None = None
+    dialect: str | None = None
     limit: int = 100
     after_id: int | None = None  # page on: records older than this id
 

@@ -9,6 +9,7 @@ Nothing is billed on error, and the 402 comes before any work. ``Gateway.embed``
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,13 +27,14 @@ from gatewright.core.errors import (
     RateLimited,
 )
 from gatewright.core.metrics import record_refusal, record_usage
-from gatewright.core.platform import Hold, LimitState, Platform, Principal
+from gatewright.core.platform import Dialect, Hold, LimitState, Platform, Principal
 from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
-from gatewright.core.settling import charge
+from gatewright.core.settling import charge, settle
 from gatewright.core.types import Cost, EmbeddingRequest, Embeddings, Usage
 
 log = logging.getLogger("gatewright.pipeline")
+DIALECT: Dialect = "openai-embeddings"  # the one API embeddings come through, for the usage record
 
 MODEL_SCOPE = "model:chat"  # the scope that lets a key call models, embedding ones included
 _ZERO = Cost(credits=0, usd=0.0)
@@ -146,6 +148,7 @@ async def run_embedding(
     principal: Principal | None,
     request_id: str,
 ) -> EmbeddingCall:
+    started = time.perf_counter()
     entry = catalog.resolve(request.model)
     if principal is not None and not principal.allows(MODEL_SCOPE):
         raise PermissionDenied(
@@ -190,17 +193,18 @@ async def run_embedding(
         model, deployment, result = await router.embed(entry, request, ctx)
     except GatewrightError as error:
         if platform is not None and hold is not None:
-            platform.ledger.settle(hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+            settle(platform, hold, Usage(), _ZERO, "error", entry.id, DIALECT, started)  # failures cost nothing
         raise _with_limits(error, limits) from None
     except BaseException:
         if platform is not None and hold is not None:
             # Cancelled (the server is stopping): bill what the backend reports it read, if anything.
-            platform.ledger.settle(hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+            cost = price(ctx.usage, entry.prices)
+            settle(platform, hold, ctx.usage, cost, "aborted", entry.id, DIALECT, started)
         raise
     result.vectors = shorten(result.vectors, request.dimensions)
     cost = price(result.usage, model.prices)
     if platform is not None and hold is not None:
-        cost = await charge(platform, hold, result.usage, cost, model.id)
+        cost = await charge(platform, hold, result.usage, cost, model.id, DIALECT, started)
     result.cost = cost
     record_usage(model.id, result.usage.input_tokens, 0, 0, 0, cost.credits)
     _note_result(model.id, deployment.name, result.usage, cost)

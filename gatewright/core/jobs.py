@@ -8,9 +8,16 @@ owner (the process running them) and carry its heartbeat; a process that starts 
 whose owner is gone and runs what they had not finished.
 
 Billing stays exactly-once across restarts and retries. The n-th run of result i uses the request
-id ``task_<uuid>_<i>_<n>`` (the ledger settles each request id at most once); before a rerun the
-ledger is asked what the earlier runs of that result were charged, and a result that was already
-charged is run again without billing.
+id ``task_<uuid>_<i>_<n>`` (the ledger settles each request id at most once). A result and its
+charge become durable together: the result is written ahead, marked as awaiting the charge of its
+run's request id, just before that charge commits (``Gateway.start``'s ``before_charge``), and
+marked final after. Whoever finds a result still awaiting its charge (a process taking the task
+over after a crash, a retry) asks the ledger: charged, the result stands at what was charged;
+not charged, it is dropped and the result runs again. So a replay bills once or runs again, and a
+charged result is never lost. A run in the background that its process's stop cuts short is not
+billed (``bill_abandoned=False``): it runs again and that run is billed, as after a crash. A
+streamed result its client leaves is billed what was made, like any stream a client leaves; if the
+client retries the task, that result's rerun is free and reports that charge as its cost.
 
 What the dialect gives: a ``TaskSpec`` per task (its core requests, and the stored form it is
 rebuilt from after a restart) and a ``TaskCodec`` (rebuild a spec, render a webhook body).
@@ -23,16 +30,16 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from gatewright.core.accumulate import Accumulator, collect
+from gatewright.core.accumulate import Accumulator
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.clock import utcnow
 from gatewright.core.errors import Conflict, GatewrightError, InternalError, InvalidRequest
 from gatewright.core.events import Event
-from gatewright.core.pipeline import Call, Gateway
+from gatewright.core.pipeline import BeforeCharge, Call, Gateway
 from gatewright.core.platform import Principal
 from gatewright.core.types import Choice, CoreRequest, Cost, Usage
 from gatewright.core.webhooks import Attempt, WebhookDelivery
@@ -120,6 +127,8 @@ class TaskRecord:
     attempt: int
     owner: str | None
     updated_at: datetime | None = None  # also the owner's heartbeat
+    # Results written ahead of their charge, by index: the run's request id and the outcome.
+    charging: dict[int, tuple[str, Outcome]] = field(default_factory=dict)
 
 
 class TaskStore(Protocol):
@@ -171,9 +180,12 @@ class Job:
     running: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Results an earlier run was charged for (its outcome lost to a crash): credits, by index.
-    # Their rerun is free, reports that charge as its cost, and is retried rather than failed.
+    # Results an earlier run was charged for without a result (a streamed one its client left):
+    # credits, by index. Their rerun is free, reports that charge as its cost, and is retried
+    # rather than failed.
     paid: dict[int, int] = field(default_factory=dict)
+    # Results written ahead of their charge (see the module's docstring): request id and outcome.
+    charging: dict[int, tuple[str, Outcome]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -301,9 +313,10 @@ class Jobs:
             return StreamedRun(job, False, _nothing())
         pending = job.pending()
         lead: list[Outcome] = []
-        first: Call | None = None
+        first: tuple[Call, Accumulator] | None = None
+        acc = Accumulator(1)
         try:
-            first = await self._start_call(job, pending[0])
+            first = (await self._start_call(job, pending[0], acc, streamed=True), acc)
         except Exception as error:  # nothing produced yet
             outcome = await self._complete(job, pending[0], self._outcome_of(pending[0], job, error))
             if len(pending) == 1:
@@ -311,7 +324,7 @@ class Jobs:
                 return StreamedRun(job, True, _nothing(), refused=outcome)
             lead.append(outcome)
         items = self._stream_results(job, first, lead, aborted)
-        return StreamedRun(job, True, items, deployment=first.deployment if first is not None else None)
+        return StreamedRun(job, True, items, deployment=first[0].deployment if first is not None else None)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -338,7 +351,10 @@ class Jobs:
                 return await self._admit(spec, principal)
             job = loaded
         _check_same(job, spec, principal)
-        if job.running or (job.finished and job.status == "success") or self._runs_elsewhere(job):
+        if job.running or self._runs_elsewhere(job):
+            return job, False
+        await self._resolve_charging(job)
+        if job.finished and job.status == "success":
             return job, False
         await self._rerun(job, principal)
         return job, True
@@ -348,8 +364,9 @@ class Jobs:
         job.running = False
         self._retire_if_done(job)
 
-    async def _start_call(self, job: Job, index: int) -> Call:
-        """Open the generation of result ``index``."""
+    async def _start_call(self, job: Job, index: int, acc: Accumulator, streamed: bool) -> Call:
+        """Open the generation of result ``index``; the caller adds its events to ``acc``. Only a
+        streamed result's client can leave it; a background run is cut short only by a stop."""
         principal = job.principal
         if principal is not None and job.attempt > 1:
             paid = await self._charged_before(job, index)
@@ -357,12 +374,57 @@ class Jobs:
                 job.paid[index] = paid
                 principal = None  # paid for by an earlier run: this one is free
         request_ = job.spec.requests[index]
-        return await self.gateway.start(request_, principal, request_id(job.spec.key, index, job.attempt))
+        run = request_id(job.spec.key, index, job.attempt)
+        before_charge = self._write_ahead(job, index, run, acc)
+        return await self.gateway.start(
+            request_, principal, run, dialect="task-api", before_charge=before_charge, bill_abandoned=streamed
+        )
+
+    def _write_ahead(self, job: Job, index: int, run: str, acc: Accumulator) -> BeforeCharge:
+        """Store the result, as awaiting the charge of ``run``, before that charge commits."""
+
+        async def before_charge(usage: Usage, cost: Cost) -> None:
+            if self.store is None:
+                return
+            outcome = Outcome(index, job.spec.seeds[index], acc.finish()[0], usage, cost)
+            async with job.lock:
+                job.charging[index] = (run, outcome)
+                try:
+                    await self.store.save(self._record(job))
+                except BaseException as error:
+                    job.charging.pop(index, None)  # not charged: the pipeline closes the hold unbilled
+                    if not isinstance(error, Exception):
+                        raise
+                    raise InternalError(f"the task's result could not be stored: {error!r}") from error
+
+        return before_charge
+
+    async def _charged_anyway(self, job: Job, index: int) -> Outcome | None:
+        """The result written ahead of a charge by a run that is over, if that charge was made
+        (its cost what was charged); otherwise it is dropped, and None."""
+        entry = job.charging.get(index)
+        if entry is None:
+            return None
+        run, written = entry
+        platform = self.gateway.platform
+        charged = 0 if platform is None else await platform.ledger.charged([run])
+        if charged:
+            return replace(written, cost=Cost(charged, credits_to_usd(charged)))
+        job.charging.pop(index, None)
+        return None
+
+    async def _resolve_charging(self, job: Job) -> None:
+        """Keep each result written ahead whose charge was made; the others run again."""
+        for index in list(job.charging):
+            outcome = await self._charged_anyway(job, index)
+            if outcome is not None:
+                await self._complete(job, index, outcome)
 
     async def _complete(self, job: Job, index: int, outcome: Outcome) -> Outcome:
         """Store a finished result and send it to the webhook, if the task has one."""
         async with job.lock:
             job.outcomes[index] = outcome
+            job.charging.pop(index, None)
             if job.spec.webhook_url and self.sender is not None:
                 job.webhooks[index] = WebhookState("pending")
             await self._save(job)
@@ -388,16 +450,18 @@ class Jobs:
 
     async def _run_one(self, job: Job, index: int) -> None:
         for attempt in range(FREE_RERUNS + 1):
+            acc = Accumulator(1)
             try:
-                call = await self._start_call(job, index)
-                acc = await collect(call.events, 1)
-                cost = self._cost(job, index, acc.cost)
-                outcome = Outcome(index, job.spec.seeds[index], acc.choices[0], acc.usage, cost)
+                call = await self._start_call(job, index, acc, streamed=False)
+                async for event in call.events:
+                    acc.add(event)
+                choice = acc.finish()[0]
+                outcome = Outcome(index, job.spec.seeds[index], choice, acc.usage, self._cost(job, index, acc.cost))
             except asyncio.CancelledError:
                 raise  # shutting down: the task stays processing and is resumed on the next start
             except Exception as error:
-                outcome = self._outcome_of(index, job, error)
-                if index in job.paid and attempt < FREE_RERUNS:
+                outcome = await self._charged_anyway(job, index) or self._outcome_of(index, job, error)
+                if outcome.error is not None and index in job.paid and attempt < FREE_RERUNS:
                     continue  # the client paid for this result: fetch it again rather than fail it
             break
         await self._complete(job, index, outcome)
@@ -409,35 +473,40 @@ class Jobs:
         return cost if paid is None else Cost(paid, credits_to_usd(paid))
 
     async def _stream_results(
-        self, job: Job, first: Call | None, lead: list[Outcome], aborted: GatewrightError
+        self, job: Job, first: tuple[Call, Accumulator] | None, lead: list[Outcome], aborted: GatewrightError
     ) -> AsyncGenerator[StreamItem, None]:
         """Every unfinished result, one after the other; each is stored as it ends."""
         try:
             for outcome in lead:
                 yield outcome.index, outcome
             for index in job.pending():
-                call, first = first, None
-                async for item in self._stream_one(job, index, call):
+                started, first = first, None
+                async for item in self._stream_one(job, index, started):
                     yield item
         finally:
             if job.pending():
                 self._spawn(self._fail_pending(job, aborted))
             self._release(job)
 
-    async def _stream_one(self, job: Job, index: int, call: Call | None) -> AsyncGenerator[StreamItem, None]:
-        if call is None:
+    async def _stream_one(
+        self, job: Job, index: int, started: tuple[Call, Accumulator] | None
+    ) -> AsyncGenerator[StreamItem, None]:
+        if started is None:
+            acc = Accumulator(1)
             try:
-                call = await self._start_call(job, index)
+                call = await self._start_call(job, index, acc, streamed=True)
             except Exception as error:
                 yield index, await self._complete(job, index, self._outcome_of(index, job, error))
                 return
-        acc = Accumulator(1)
+        else:
+            call, acc = started
         try:
             async for event in call.events:
                 acc.add(event)
                 yield index, event
         except Exception as error:
-            yield index, await self._complete(job, index, self._outcome_of(index, job, error))
+            outcome = await self._charged_anyway(job, index) or self._outcome_of(index, job, error)
+            yield index, await self._complete(job, index, outcome)
             return
         finally:
             await call.aclose()
@@ -531,6 +600,7 @@ class Jobs:
             attempt=job.attempt,
             owner=job.owner,
             updated_at=utcnow(),
+            charging=dict(job.charging),
         )
 
     async def _insert(self, job: Job) -> bool:
@@ -567,6 +637,7 @@ class Jobs:
             webhooks=webhooks,
             owner=record.owner,
             heartbeat=record.updated_at,
+            charging={i: entry for i, entry in record.charging.items() if i < count},
         )
 
     def _runs_elsewhere(self, job: Job) -> bool:
@@ -609,6 +680,7 @@ class Jobs:
         for index, state in enumerate(job.webhooks):
             if state is not None and state.state == "pending":
                 self._spawn(self._deliver(job, index))
+        await self._resolve_charging(job)
         if not job.finished:
             error: GatewrightError
             if job.attempt >= MAX_RUNS:
@@ -626,8 +698,10 @@ class Jobs:
         self._release(job)
 
     async def _fail_pending(self, job: Job, error: GatewrightError) -> None:
+        """End the unfinished results with ``error``, but for those whose charge was made."""
         for index in job.pending():
-            await self._complete(job, index, Outcome(index, job.spec.seeds[index], error=error))
+            charged = await self._charged_anyway(job, index)
+            await self._complete(job, index, charged or Outcome(index, job.spec.seeds[index], error=error))
 
     async def _heartbeat_forever(self) -> None:
         assert self.store is not None

@@ -84,6 +84,7 @@ class KeyRecord:
     models: tuple[str, ...] | None = None  # the allow-list as given (ids or aliases); None: all
     expires_at: datetime | None = None
     account_disabled: bool = False  # the key's account is disabled (or deleted)
+    last_used_at: datetime | None = None  # the ledger's last write for a request of it; None: never
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,12 +175,21 @@ class LedgerWriter:
                     await self._settled_one.wait()
         return len(self._unsettled)
 
-    def settle(self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str) -> asyncio.Future[Any]:
+    def settle(
+        self,
+        hold: Hold,
+        usage: Usage,
+        cost: Cost,
+        status: SettleStatus,
+        model: str,
+        dialect: str | None = None,
+        latency_ms: int | None = None,
+    ) -> asyncio.Future[Any]:
         self._unsettled.discard(hold.request_id)
         self._settled_one.set()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
-        self._queue.put_nowait(_Op(Settlement(hold, usage, cost, status, model), future))
+        self._queue.put_nowait(_Op(Settlement(hold, usage, cost, status, model, dialect, latency_ms), future))
         return future
 
     async def charged(self, request_ids: Sequence[str]) -> int:

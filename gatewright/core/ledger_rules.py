@@ -61,6 +61,10 @@ class Settlement:
     cost: Cost
     status: SettleStatus
     model: str
+    # For the usage record only (null when unknown): the API the request came through, and the
+    # milliseconds from the gateway taking it to the end of its answer.
+    dialect: str | None = None
+    latency_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -128,6 +132,7 @@ class KeyRow:
     month_start: datetime | None
     month_spent: int
     touched: bool = False
+    used: bool = False  # a request of the key was reserved or settled: its last use is now
 
     def roll(self, now: datetime) -> None:
         """Start a new spending period (and month) when ``now`` is past the current one."""
@@ -239,7 +244,7 @@ def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | 
     account.reserved += op.credits
     account.touched = True
     key.period_reserved += op.credits
-    key.touched = True
+    key.touched = key.used = True
     row = HoldRow(op.request_id, op.principal.account_id, op.principal.key_id, op.credits, op.model, "held")
     changes.new_holds.append(row)
     locked.holds[op.request_id] = row
@@ -266,7 +271,7 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     key.period_reserved -= hold_credits
     key.period_spent += charge
     key.month_spent += charge
-    key.touched = True
+    key.touched = key.used = True
     held.status = "settled"
     changes.closed_holds.append(held)
     if charge:
@@ -300,6 +305,8 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
             "status": op.status,
             "estimated": usage.estimated,
             "created_at": changes.now,
+            "dialect": op.dialect,
+            "latency_ms": op.latency_ms,
         }
     )
     return charge

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import cast
 
@@ -31,7 +31,7 @@ from gatewright.core.errors import (
 )
 from gatewright.core.events import ChoiceEnd, Event, UsageReport
 from gatewright.core.metrics import record_first_token, record_generation, record_refusal, record_usage
-from gatewright.core.platform import Hold, LimitState, Platform, Principal, SettleStatus
+from gatewright.core.platform import Dialect, Hold, LimitState, Platform, Principal, SettleStatus
 from gatewright.core.reasoning import split_reasoning
 from gatewright.core.requestinfo import CURRENT as CURRENT_FACTS
 from gatewright.core.routing import Router
@@ -42,6 +42,11 @@ log = logging.getLogger("gatewright.pipeline")
 
 CHAT_SCOPE = "model:chat"
 RESPONSES_SCOPE = "model:responses"  # the Responses API's own scope (its stored responses too)
+
+# Called with a finished answer's usage and price just before its charge is committed: a caller
+# that must make something durable with the charge (a task's result) writes it here. If it raises,
+# the hold closes unbilled and the request fails with that error.
+BeforeCharge = Callable[[Usage, Cost], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -185,8 +190,19 @@ class Gateway:
     platform: Platform | None = None
 
     async def start(
-        self, request: CoreRequest, principal: Principal | None, request_id: str, scope: str = CHAT_SCOPE
+        self,
+        request: CoreRequest,
+        principal: Principal | None,
+        request_id: str,
+        scope: str = CHAT_SCOPE,
+        dialect: Dialect | None = None,
+        before_charge: BeforeCharge | None = None,
+        bill_abandoned: bool = True,
     ) -> Call:
+        """Open a generation. ``dialect``: the API the request came through, for its usage record.
+        ``before_charge``: see ``BeforeCharge``. ``bill_abandoned=False``: a generation the caller
+        gives up is not billed (a task run stopped with its process: the task runs it again and
+        bills that run), where a client that leaves pays what was made."""
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         require_scope(principal, scope)
@@ -236,22 +252,26 @@ class Gateway:
             opened = await self.router.open(entry, request, ctx)
         except GatewrightError as error:
             if platform is not None and hold is not None:
-                settle(platform, hold, Usage(), _ZERO, "error", entry.id)  # failures cost nothing
+                settle(platform, hold, Usage(), _ZERO, "error", entry.id, dialect, started)  # failures cost nothing
             raise _with_limits(error, limits) from None
         except BaseException:
             if platform is not None and hold is not None:
                 # The caller left before the first token: bill what the backend did (its prompt).
-                settle(platform, hold, ctx.usage, price(ctx.usage, entry.prices), "aborted", entry.id)
+                usage = ctx.usage if bill_abandoned else Usage()
+                settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id, dialect, started)
             raise
+        # The first event is passed beside the rest (no generator layer per event to put it back in
+        # front), unless something must see the stream whole or it is already the usage report.
         first, events = opened.first, opened.rest
+        if opened.entry.reasoning_tags is not None or isinstance(first, UsageReport):
+            first, events = None, opened.events
         if opened.entry.reasoning_tags is not None:
-            first, events = (
-                None,
-                split_reasoning(opened.events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside),
-            )
+            events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
-        metered = _metered(first, events, ctx, opened.entry, platform, principal, hold, started)
+        metered = _metered(
+            first, events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge, bill_abandoned
+        )
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
         await anext(metered)
@@ -350,25 +370,22 @@ def _count(model: str, usage: Usage, cost: Cost) -> None:
     record_usage(model, u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens, cost.credits)
 
 
-async def _priced(
-    report: UsageReport,
-    entry: ModelEntry,
-    platform: Platform | None,
-    principal: Principal | None,
-    hold: Hold | None,
-    first_token: float,
-) -> UsageReport:
-    """The usage report priced and, with the platform, settled."""
-    usage = report.usage
-    if first_token:
-        record_generation(entry.id, usage.output_tokens, time.perf_counter() - first_token)
-    cost = price(usage, entry.prices)
-    if platform is not None and hold is not None and principal is not None:
-        cost = await charge(platform, hold, usage, cost, entry.id)
-        await platform.limiter.record_tokens(principal, usage.output_tokens)
-    _count(entry.id, usage, cost)
-    _note_usage(entry.id, usage, cost)
-    return UsageReport(usage, cost)
+async def _before(
+    before_charge: BeforeCharge,
+    platform: Platform,
+    hold: Hold,
+    usage: Usage,
+    cost: Cost,
+    model: str,
+    dialect: Dialect | None,
+    started: float,
+) -> None:
+    """The caller's hook before a charge; when it fails (or is cancelled) the hold closes unbilled."""
+    try:
+        await before_charge(usage, cost)
+    except BaseException:
+        settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
+        raise
 
 
 _NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is rebuilt per event
@@ -383,14 +400,16 @@ async def _metered(
     principal: Principal | None,
     hold: Hold | None,
     started: float,
+    dialect: Dialect | None,
+    before_charge: BeforeCharge | None = None,
+    bill_abandoned: bool = True,
 ) -> AsyncGenerator[Event | None, None]:
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
 
-    ``first`` is the event the router already received (None: none), then ``events`` follow.
-    The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
+    ``first``: the event the router already received (never a usage report), or None; then
+    ``events``. The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
     settled = False
-    settling = platform is not None and hold is not None and principal is not None
     status: SettleStatus = "aborted"
     first_token = 0.0
     try:
@@ -399,17 +418,24 @@ async def _metered(
             if not isinstance(first, _NOT_TOKENS):
                 first_token = time.perf_counter()
                 record_first_token(entry.id, first_token - started)
-            if isinstance(first, UsageReport):
-                settled = settling  # before the await: a cancelled charge must not be settled twice
-                first = await _priced(first, entry, platform, principal, hold, first_token)
             yield first
         async for event in events:
             if not first_token and not isinstance(event, _NOT_TOKENS):
                 first_token = time.perf_counter()
                 record_first_token(entry.id, first_token - started)
             if isinstance(event, UsageReport):
-                settled = settling  # before the await: a cancelled charge must not be settled twice
-                event = await _priced(event, entry, platform, principal, hold, first_token)
+                if first_token:
+                    record_generation(entry.id, event.usage.output_tokens, time.perf_counter() - first_token)
+                cost = price(event.usage, entry.prices)
+                if platform is not None and hold is not None and principal is not None:
+                    settled = True
+                    if before_charge is not None:
+                        await _before(before_charge, platform, hold, event.usage, cost, entry.id, dialect, started)
+                    cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
+                    await platform.limiter.record_tokens(principal, event.usage.output_tokens)
+                event = UsageReport(event.usage, cost)
+                _count(entry.id, event.usage, cost)
+                _note_usage(entry.id, event.usage, cost)
             yield event
         status = "ok"
     except GatewrightError:
@@ -423,12 +449,15 @@ async def _metered(
             if not settled and platform is not None and hold is not None:
                 # Abandoned by the client (bill what was generated) or failed (bill nothing); a
                 # stream that ended without a usage report is billed from the meter, durably first.
-                usage = ctx.usage if status != "error" else Usage()
+                billed = status == "ok" or (status == "aborted" and bill_abandoned)
+                usage = ctx.usage if billed else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
-                    cost = await charge(platform, hold, usage, cost, entry.id)
+                    if before_charge is not None:
+                        await _before(before_charge, platform, hold, usage, cost, entry.id, dialect, started)
+                    cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
                 else:
-                    settle(platform, hold, usage, cost, status, entry.id)
+                    settle(platform, hold, usage, cost, status, entry.id, dialect, started)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 _note_usage(entry.id, usage, cost)
                 if usage.output_tokens and principal is not None:

@@ -11,12 +11,16 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from gatewright.core.types import Cost, Usage
 
 KeyKind = Literal["api", "management"]
 SettleStatus = Literal["ok", "aborted", "error"]
+# The API a request came in through, as its usage record names it: the dialects' own names (the
+# chat completions of ``api/openai`` are "openai"), with OpenAI's embeddings apart.
+Dialect = Literal["openai", "anthropic", "openai-responses", "task-api", "openai-embeddings"]
+DIALECTS: tuple[str, ...] = get_args(Dialect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +72,19 @@ class Ledger(Protocol):
         """Hold ``credits`` or raise ``InsufficientCredits`` (balance or the key's spend limit)."""
         ...
 
-    def settle(self, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str) -> asyncio.Future[int]:
-        """Charge ``cost`` against ``hold`` and record the usage; resolves to the credits actually
-        charged (never more than the hold). Safe to call without awaiting."""
+    def settle(
+        self,
+        hold: Hold,
+        usage: Usage,
+        cost: Cost,
+        status: SettleStatus,
+        model: str,
+        dialect: str | None = None,
+        latency_ms: int | None = None,
+    ) -> asyncio.Future[int]:
+        """Charge ``cost`` against ``hold`` and record the usage (with the request's ``dialect``
+        and ``latency_ms`` when known); resolves to the credits actually charged (never more
+        than the hold). Safe to call without awaiting."""
         ...
 
     async def flush(self) -> None:

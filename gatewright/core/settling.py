@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from gatewright.core import tracing
@@ -17,7 +18,15 @@ from gatewright.core.types import Cost, Usage
 log = logging.getLogger("gatewright.pipeline")  # the lines of the pipelines it serves
 
 
-async def charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model: str) -> Cost:
+async def charge(
+    platform: Platform,
+    hold: Hold,
+    usage: Usage,
+    cost: Cost,
+    model: str,
+    dialect: str | None = None,
+    started: float | None = None,
+) -> Cost:
     """Settle a finished request and wait until the charge is durable: the answer's last byte (the
     usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
     leaves an answer a client received unbilled. The cost the client is told is what was charged:
@@ -29,7 +38,7 @@ async def charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model
             cost.credits,
             hold.credits,
         )
-    settlement = settle(platform, hold, usage, cost, "ok", model)
+    settlement = settle(platform, hold, usage, cost, "ok", model, dialect, started)
     try:
         charged = await asyncio.shield(settlement)
     except GatewrightError as error:
@@ -40,9 +49,19 @@ async def charge(platform: Platform, hold: Hold, usage: Usage, cost: Cost, model
 
 
 def settle(
-    platform: Platform, hold: Hold, usage: Usage, cost: Cost, status: SettleStatus, model: str
+    platform: Platform,
+    hold: Hold,
+    usage: Usage,
+    cost: Cost,
+    status: SettleStatus,
+    model: str,
+    dialect: str | None = None,
+    started: float | None = None,
 ) -> asyncio.Future[Any]:
-    settlement = platform.ledger.settle(hold, usage, cost, status, model)
+    """``started``: the request's ``time.perf_counter()`` when the gateway took it; the usage
+    record's latency is from then to now (the end of the answer, or of the attempt)."""
+    latency_ms = None if started is None else round((time.perf_counter() - started) * 1000)
+    settlement = platform.ledger.settle(hold, usage, cost, status, model, dialect, latency_ms)
     if tracing.ENABLED:  # a span from now until the settlement is committed, behind the response
         span = tracing.start_child(
             "gatewright.settle", {"gatewright.credits": cost.credits, "gatewright.outcome": status}

@@ -82,6 +82,8 @@ def usage_record(row: Any) -> UsageRecord:
         status=row.status,
         estimated=bool(row.estimated),
         created_at=row.created_at,
+        dialect=row.dialect,
+        latency_ms=None if row.latency_ms is None else int(row.latency_ms),
     )
 
 
@@ -118,6 +120,8 @@ def _usage_where(query: Any, account_id: int | None, flt: UsageFilter) -> Any:
         query = query.where(u.key_prefix == flt.key_prefix)
     if flt.status:
         query = query.where(u.status == flt.status)
+    if flt.dialect:
+        query = query.where(u.dialect == flt.dialect)
     return query
 
 

@@ -42,6 +42,7 @@ def key_record(row: Any) -> KeyRecord:
         models=None if row.models is None else tuple(row.models),
         expires_at=row.expires_at,
         account_disabled=bool(getattr(row, "account_disabled", False)),
+        last_used_at=getattr(row, "last_used_at", None),
     )
 
 

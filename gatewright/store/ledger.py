@@ -169,6 +169,8 @@ _UPDATE_KEY = (
         period_reserved=bindparam("p_reserved"),
         month_start=bindparam("m_start"),
         month_spent=bindparam("m_spent"),
+        # The key's last use rides on this write (no write of its own); a release leaves it as it was.
+        last_used_at=func.coalesce(bindparam("used_at", type_=_k.last_used_at.type), _k.last_used_at),
     )
 )
 # Redemption codes are rare: read and spent through SQLAlchemy on either driver, locked last.
@@ -293,6 +295,7 @@ def _write(conn: Connection, locked: Locked, changes: Changes, owner: str) -> No
             "p_reserved": k.period_reserved,
             "m_start": k.month_start,
             "m_spent": k.month_spent,
+            "used_at": changes.now if k.used else None,
         }
         for i, k in locked.keys.items()
         if k.touched

@@ -70,6 +70,8 @@ api_keys = Table(
     # when it stops working (null: never).
     Column("models", JSON, nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
+    # Migration 0006: when the ledger last wrote the key's row for a request of it (null: never).
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
 )
 
 holds = Table(
@@ -120,6 +122,10 @@ usage_records = Table(
     Column("status", String(16), nullable=False),  # ok | aborted | error
     Column("estimated", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Migration 0006 (null on older rows): the API the request came through (core.dialects), and
+    # milliseconds from the gateway taking the request to the end of its answer.
+    Column("dialect", String(32), nullable=True),
+    Column("latency_ms", Integer, nullable=True),
     Index("ix_usage_account_created", "account_id", "created_at"),
     Index("ix_usage_created", "created_at"),  # migration 0004: the operator's reads across accounts
 )
@@ -203,4 +209,20 @@ usage_days = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("credits", BigInteger, nullable=False),
     Index("ix_usage_days_day", "day"),
+)
+
+# Migration 0006: the web console's sessions, shared by every worker and replica. The cookie's
+# random id is never stored: rows are found by its sha256, and the key a session uses is sealed
+# (AES-GCM) under a key derived from that id, so the table alone opens no session and shows no key.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # api | management | operator
+    Column("prefix", String(16), nullable=False),
+    Column("sealed_key", Text, nullable=False),
+    Column("sealed_playground_key", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_console_sessions_expires_at", "expires_at"),
 )

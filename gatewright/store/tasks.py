@@ -2,7 +2,15 @@
 
 Results are stored as neutral outcomes (text, reasoning, tool calls, finish, usage, cost, or an
 error by its class in ``core.errors``), in a versioned JSON form of this module's own; the dialect
-renders them when it answers. Rows name their owner and carry its heartbeat (``updated_at``).
+renders them when it answers. A result written ahead of its charge carries the run's request id
+under ``charging`` (``core.jobs``: it is final only once that charge is found). Rows name their
+owner and carry its heartbeat (``updated_at``).
+
+Rows written before neutral outcomes hold each result as the task API rendered it (``LEGACY``):
+those read back as the same result (text, reasoning, tools, finish reason, seed; cost and usage
+where the task asked for them, which is when they were stored; an error with its code, message
+and parameter, as the base ``GatewrightError``: its class was not stored, and the task API gives
+it the status of its code, as that version did).
 """
 
 from __future__ import annotations
@@ -10,11 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core import errors
+from gatewright.core.billing import usd_to_credits
 from gatewright.core.clock import aware, utcnow
 from gatewright.core.jobs import Outcome, TaskRecord, WebhookState
 from gatewright.core.types import Choice, Cost, ToolCall, Usage
@@ -106,7 +116,9 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 
 
 def outcome_of(data: Any, index: int) -> Outcome:
-    if not isinstance(data, dict) or data.get("v") != FORMAT:  # e.g. a rendered item of an older version
+    if isinstance(data, dict) and "v" not in data and data.get("status") in LEGACY:
+        return _legacy_outcome(data, index)
+    if not isinstance(data, dict) or data.get("v") != FORMAT:
         return Outcome(index, None, error=errors.InternalError(UNREADABLE))
     u = data["usage"]
     usage = Usage(
@@ -133,6 +145,67 @@ def outcome_of(data: Any, index: int) -> Outcome:
     return Outcome(data["index"], data["seed"], choice, usage, cost, error)
 
 
+# The statuses of a result item as the task API rendered it, stored as is before neutral outcomes.
+LEGACY = ("success", "error")
+
+
+def _legacy_outcome(item: dict[str, Any], index: int) -> Outcome:
+    """A result stored as its task-API item by a version before neutral outcomes."""
+    index = item.get("resultIndex", index)
+    seed = item.get("seed")
+    if item["status"] == "error":
+        wire = item.get("error") or {}
+        error = errors.GatewrightError(
+            wire.get("message") or "The task failed.", param=wire.get("parameter"), code=wire.get("code")
+        )
+        return Outcome(index, seed, error=error)
+    u = item.get("usage") or {}
+    usage = Usage(
+        input_tokens=u.get("promptTokens", 0),
+        output_tokens=u.get("completionTokens", 0),
+        reasoning_tokens=u.get("thinkingTokens", 0),
+    )
+    usd = item.get("cost")
+    cost = None if usd is None else Cost(usd_to_credits(usd), usd)
+    tools = [
+        ToolCall(t["id"], t["name"], t["input"] if isinstance(t["input"], str) else orjson.dumps(t["input"]).decode())
+        for t in item.get("tools") or ()
+    ]
+    choice = Choice(
+        index=0,
+        text=item.get("text", ""),
+        reasoning=item.get("reasoningContent", ""),
+        tool_calls=tools,
+        finish_reason=item.get("finishReason", "stop"),
+    )
+    return Outcome(index, seed, choice, usage, cost)
+
+
+def _results_json(record: TaskRecord) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for i, outcome in enumerate(record.outcomes):
+        if outcome is not None:
+            out.append(outcome_json(outcome))
+        elif i in record.charging:
+            run, written = record.charging[i]
+            out.append({**outcome_json(written), "charging": run})
+        else:
+            out.append(None)
+    return out
+
+
+def _results_of(entries: list[Any]) -> tuple[list[Outcome | None], dict[int, tuple[str, Outcome]]]:
+    outcomes: list[Outcome | None] = []
+    charging: dict[int, tuple[str, Outcome]] = {}
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and "charging" in entry:
+            charging[i] = (entry["charging"], outcome_of(entry, i))
+            outcomes.append(None)
+        else:
+            outcomes.append(None if entry is None else outcome_of(entry, i))
+    return outcomes, charging
+
+
 def _webhooks_json(webhooks: list[WebhookState | None]) -> list[dict[str, Any] | None]:
     return [
         None if w is None else {"index": i, "state": w.state, "attempts": [a.as_dict() for a in w.attempts]}
@@ -143,7 +216,10 @@ def _webhooks_json(webhooks: list[WebhookState | None]) -> list[dict[str, Any] |
 def _webhooks_of(entries: list[Any] | None, count: int) -> list[WebhookState | None]:
     webhooks: list[WebhookState | None] = [None] * count
     for entry in entries or ():
-        index = entry.get("index", -1) if isinstance(entry, dict) else -1
+        # "resultIndex": as versions before neutral outcomes stored it.
+        index = -1
+        if isinstance(entry, dict):
+            index = int(entry.get("index", entry.get("resultIndex", -1)) or 0)
         if 0 <= index < count:
             attempts = [Attempt(a["attempt"], a["at"], a["status"], a["error"]) for a in entry["attempts"]]
             webhooks[index] = WebhookState(entry["state"], attempts)
@@ -153,7 +229,7 @@ def _webhooks_of(entries: list[Any] | None, count: int) -> list[WebhookState | N
 def _state(record: TaskRecord) -> dict[str, Any]:
     return {
         "status": record.status,
-        "results": [None if o is None else outcome_json(o) for o in record.outcomes],
+        "results": _results_json(record),
         "webhook_attempts": _webhooks_json(record.webhooks),
         "webhook_pending": any(w is not None and w.state == "pending" for w in record.webhooks),
         "attempt": record.attempt,
@@ -164,6 +240,7 @@ def _state(record: TaskRecord) -> dict[str, Any]:
 
 def task_record(row: Any) -> TaskRecord:
     results = list(row.results or [])
+    outcomes, charging = _results_of(results)
     return TaskRecord(
         key=row.task_uuid,
         account_id=row.account_id,
@@ -174,11 +251,12 @@ def task_record(row: Any) -> TaskRecord:
         delivery=row.delivery,
         webhook_url=row.webhook_url,
         status=row.status,
-        outcomes=[None if r is None else outcome_of(r, i) for i, r in enumerate(results)],
+        outcomes=outcomes,
         webhooks=_webhooks_of(row.webhook_attempts, len(results)),
         attempt=row.attempt,
         owner=row.owner,
         updated_at=aware(row.updated_at),
+        charging=charging,
     )
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import openai
@@ -113,7 +115,6 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     row = page.locator("#keys tr", has_text="browser-made")
     assert row.locator(".key-state").text_content() == "active"
     assert row.locator("td", has_text="echo thinker").count() == 1  # its model allow-list
-    _shot(page, "keys")
     row.locator("button.toggle").click()
     page.locator("#keys tr", has_text="browser-made").locator(".key-state", has_text="disabled").wait_for()
     with pytest.raises(openai.PermissionDeniedError, match="disabled"):  # the API agrees: the key is off
@@ -150,11 +151,73 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     )
     _shot(page, "overview")
 
+    # Request log: the playground's call with its dialect and latency (as the usage API has them);
+    # an Anthropic-dialect call appears under the dialect filter, alone.
+    messages = gw.anthropic().messages.with_raw_response.create(
+        model="echo", max_tokens=16, messages=[{"role": "user", "content": "through messages"}]
+    )
     page.goto(f"{url}/ui#/log")
-    page.locator("#log td", has_text=last["request_id"]).wait_for()
+    played = page.locator(f"#log tr[data-request='{last['request_id']}']")
+    played.wait_for()
+    assert played.locator(".log-dialect").text_content() == "openai" == last["dialect"]
+    assert played.locator(".log-latency").text_content() == f"{last['latency_ms']:,} ms"
+    page.select_option("#log-dialect", "anthropic")
+    page.click("#log-filter button[type=submit]")
+    page.locator(f"#log tr[data-request='{last['request_id']}']").wait_for(state="detached")
+    shown = page.locator("#log tr[data-request]")
+    assert shown.count() >= 1 and set(shown.locator(".log-dialect").all_text_contents()) == {"anthropic"}
+    assert page.locator(f"#log tr[data-request='{messages.headers['x-request-id']}']").count() == 1
+    page.select_option("#log-dialect", "")
+    page.click("#log-filter button[type=submit]")
+    played.wait_for()
     _shot(page, "request-log")
+
+    # Keys: the playground's key shows when it was last used; the key never called shows "never".
+    page.goto(f"{url}/ui#/keys")
+    page.locator("#keys tr", has_text="console session").locator(".key-last-used").wait_for()
+    used = page.locator("#keys tr", has_text="console session").locator(".key-last-used").text_content() or ""
+    assert used[:10] == last["created_at"][:10] and used != "never"
+    assert page.locator("#keys tr", has_text="browser-made").locator(".key-last-used").text_content() == "never"
+
+    # Editing scopes, allow-list and expiry: a bad value is refused by the API and shown in the
+    # dialog, which stays open; good values are saved and listed.
+    page.locator("#keys tr", has_text="browser-made").locator("button.edit").click()
+    dialog = page.locator("#edit-key-dialog")
+    dialog.locator("input[name=scopes]").fill("model:chat model:bogus")
+    dialog.locator("button[type=submit]").click()
+    page.locator("#edit-key-error", has_text="Unknown scope 'model:bogus'").wait_for()
+    dialog.locator("input[name=scopes]").fill("model:chat model:responses")
+    dialog.locator("input[name=expires]").fill("2020-01-01")
+    dialog.locator("button[type=submit]").click()
+    page.locator("#edit-key-error", has_text="in the past").wait_for()
+    next_year = str(datetime.now(UTC).year + 1)
+    dialog.locator("input[name=expires]").fill(f"{next_year}-06-30")
+    dialog.locator("input[name=models]").fill("echo")
+    dialog.locator("button[type=submit]").click()
+    dialog.wait_for(state="detached")
+    refused = "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    assert page.errors == [refused, refused]  # type: ignore[attr-defined]  # the two bad edits, and nothing else
+    page.errors.clear()  # type: ignore[attr-defined]
+    edited = page.locator("#keys tr", has_text="browser-made")
+    edited.locator(".key-expires", has_text=f"{next_year}-06-30").wait_for()
+    assert edited.locator(".key-scopes").text_content() == "model:chat model:responses"
+    assert edited.locator(".key-models").text_content() == "echo"
+    saved = gw.http.get("/v1/keys", headers={"authorization": f"Bearer {gw.management_key}"}).json()["data"]
+    (key,) = [k for k in saved if k["name"] == "browser-made"]
+    assert key["scopes"] == ["model:chat", "model:responses"] and key["models"] == ["echo"]
+    assert datetime.fromtimestamp(key["expires_at"], UTC).date().isoformat() == f"{next_year}-06-30"
+    _shot(page, "keys")
+    # Models: each model's deployments and whether each is up; three failures in a row of the
+    # "broken" model (fake.toml: a 500 each time) open its deployment's breaker.
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError):
+            gw.openai().chat.completions.create(model="broken", messages=[{"role": "user", "content": "hi"}])
     page.goto(f"{url}/ui#/models")
-    page.locator("#models td", has_text="thinker").wait_for()
+    page.locator("#models tr[data-model=thinker]").wait_for()
+    assert page.locator("#models tr[data-model=echo] li[data-deployment=echo]").get_attribute("data-state") == "up"
+    broken = page.locator("#models tr[data-model=broken]")
+    assert broken.locator("li.deployment").get_attribute("data-state") in ("down", "probing")  # never "up"
+    assert "broken#0 (fake)" in (broken.locator("li.deployment").text_content() or "")
     _shot(page, "models")
 
     # Signing out ends the session on the server: the old cookie opens nothing any more.
@@ -227,3 +290,25 @@ def test_pages_carry_the_security_headers_and_state_changes_need_the_csrf_token(
     refused = gw.http.post("/ui/api/v1/keys", json={"name": "forged"}, headers=cookie)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf"
     assert gw.http.post("/ui/session", json={"key": "gw-" + "0" * 32}).status_code == 401
+
+
+def test_sessions_are_kept_in_the_store_sealed_and_end_when_they_expire(served: Served) -> None:
+    gw = served.gw
+    database = gw.data_dir / "gatewright.db"
+    with sqlite3.connect(database) as db:
+        before = {row[0] for row in db.execute("SELECT id_hash FROM console_sessions")}
+    signed = gw.http.post("/ui/session", json={"key": gw.management_key})
+    sid = signed.cookies["gw_console"]
+    cookie = {"cookie": f"gw_console={sid}"}
+    assert gw.http.get("/ui/api/v1/keys", headers=cookie).status_code == 200
+    with sqlite3.connect(database) as db:
+        rows = [row for row in db.execute("SELECT * FROM console_sessions") if row[0] not in before]
+        # Neither the cookie's id nor the key is in the store: rows are found by a hash of the id,
+        # and the key is sealed under a key derived from it.
+        stored = repr(rows)
+        assert len(rows) == 1 and sid not in stored and str(gw.management_key) not in stored
+        db.execute(
+            "UPDATE console_sessions SET expires_at = '2000-01-01 00:00:00.000000' WHERE id_hash = ?", rows[0][:1]
+        )
+    assert gw.http.get("/ui/api/v1/keys", headers=cookie).status_code == 401  # expired: no session
+    assert gw.http.get("/ui/session", headers=cookie).json() == {"signed_in": False}

@@ -167,6 +167,7 @@ def test_billed_per_input_token_to_the_credit(client: openai.OpenAI, gateway: Ga
     assert store.charges(request_id) == [-charged]  # one ledger row, a debit
     row = store.usage(request_id)
     assert row["input_tokens"] == tokens and row["output_tokens"] == 0 and row["model"] == EMBEDDING_MODEL
+    assert row["dialect"] == "openai-embeddings" and row["latency_ms"] >= 0  # the request log's columns
 
 
 # -- a catalog of embedding models only ------------------------------------------------------------

@@ -2,7 +2,8 @@
 (5xx, 429, resets before headers and mid-stream, hangs, malformed JSON, streams without [DONE],
 usage far above the hold), traffic in three dialects with clients leaving mid-stream, keys with
 spend limits, CJK-and-code prompts whose real token count is their UTF-8 bytes, and SIGKILL of
-gateway processes at seeded moments with restarts; on SQLite and on PostgreSQL with two replicas.
+gateway processes at seeded moments with restarts; on SQLite (one process, and ``--workers 2``
+where single worker processes are killed too) and on PostgreSQL with two replicas.
 Afterwards the books must balance to the credit against what every client was told (the figures
 are printed); ``test_the_checker_catches_each_broken_invariant`` shows each check firing.
 
@@ -29,6 +30,7 @@ from tests.support.chaos import (
     Told,
     attribute_unknown,
     check,
+    kill_summary,
     make_keys,
     read_books,
     release_stale,
@@ -68,7 +70,7 @@ async def _chaos(cluster: Cluster, upstream: FaultyUpstream, plan: Plan, url: st
         await engine.dispose()
     told = attribute_unknown(books, told)
     violations = check(books, told)
-    print(report(books, told, violations, f"{title}: {cluster.restarts} SIGKILLs and restarts"))
+    print(report(books, told, violations, f"{title}: {kill_summary(cluster)}"))
     assert cluster.restarts == plan.kills
     assert sum(t.fate == "answered" for t in told) > plan.requests // 5, "the faults left too little traffic"
     assert not violations, violations
@@ -79,6 +81,16 @@ async def test_chaos_on_sqlite(tmp_path: Path, upstream: FaultyUpstream) -> None
     cluster = await asyncio.to_thread(start_cluster, tmp_path, upstream, 1, {}, 25_000)
     url = f"sqlite+aiosqlite:///{tmp_path / 'gw0' / 'gatewright.db'}"
     await _chaos(cluster, upstream, plan, url, "SQLite, one process")
+
+
+async def test_chaos_on_sqlite_with_two_workers(tmp_path: Path, upstream: FaultyUpstream) -> None:
+    """``--workers 2`` on one SQLite file: a worker SIGKILLed (its supervisor replaces it while the
+    other serves), then the whole gateway, then a worker again."""
+    plan = Plan(seed=1603, requests=160, concurrency=8, kills=3)
+    cluster = await asyncio.to_thread(start_cluster, tmp_path, upstream, 1, {}, 25_000, 2)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gw0' / 'gatewright.db'}"
+    await _chaos(cluster, upstream, plan, url, "SQLite, --workers 2")
+    assert cluster.worker_kills == 2
 
 
 @pytest.mark.postgres

@@ -29,6 +29,7 @@ KEY_FIELDS = {
     "rate_limit",
     "models",  # gatewright extension: the allow-list (null: every model)
     "expires_at",  # gatewright extension
+    "last_used_at",  # gatewright extension: when a request of it was last billed (null: never)
 }
 
 

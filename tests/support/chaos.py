@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
+import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -247,12 +249,19 @@ class Plan:
 
 @dataclass
 class Cluster:
-    """The gateway processes of one run: one on SQLite, or replicas on one PostgreSQL store."""
+    """The gateway processes of one run: one on SQLite (``workers`` processes on its port), or
+    replicas on one PostgreSQL store.
+
+    A kill is a SIGKILL of a whole gateway (every process of it), restarted on the same port and
+    store. With ``workers`` > 1 every other kill takes one worker process instead: the gateway's
+    supervisor replaces it while the other worker keeps serving."""
 
     gateways: list[Gateway]
     catalog: Path
     env: dict[str, str]
+    workers: int = 1
     restarts: int = 0
+    worker_kills: int = 0
     down: set[int] = field(default_factory=set)
 
     def url(self, i: int) -> str:
@@ -260,14 +269,59 @@ class Cluster:
 
     async def kill_and_restart(self, i: int) -> None:
         gw = self.gateways[i]
+        if self.workers > 1 and self.restarts % 2 == 0:
+            await asyncio.to_thread(_kill_one_worker, gw, self.workers)
+            self.worker_kills += 1
+            self.restarts += 1
+            return
         self.down.add(i)
+        for pid in _workers_of(gw.process.pid):  # a supervisor's SIGKILL would orphan them, serving on
+            os.kill(pid, signal.SIGKILL)
         gw.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(gw.process.wait)
-        fresh = await asyncio.to_thread(start_gateway, gw.data_dir, catalog=self.catalog, env=self.env, port=gw.port)
+        fresh = await asyncio.to_thread(
+            start_gateway, gw.data_dir, catalog=self.catalog, env=self.env, port=gw.port, args=_args(self.workers)
+        )
         fresh.api_key, fresh.management_key = gw.api_key, gw.management_key
         self.gateways[i] = fresh
         self.down.discard(i)
         self.restarts += 1
+
+
+def _args(workers: int) -> list[str]:
+    return ["--workers", str(workers)] if workers > 1 else []
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes of a ``--workers N`` gateway (its multiprocessing children)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    workers = []
+    for child in children:
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(int(child))
+        except OSError:
+            continue
+    return workers
+
+
+def _kill_one_worker(gw: Gateway, workers: int, within: float = 60.0) -> None:
+    """SIGKILL one worker of ``gw`` and wait until its supervisor has started a replacement."""
+    before = _workers_of(gw.process.pid)
+    assert len(before) == workers, f"expected {workers} workers, found {before}"
+    victim = before[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + within
+    while True:
+        now = _workers_of(gw.process.pid)
+        if len(now) == workers and victim not in now:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker {victim} was not replaced within {within}s:\n{gw.log()[-3000:]}")
+        time.sleep(0.05)
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -470,6 +524,13 @@ def attribute_unknown(books: Books, told: list[Told]) -> list[Told]:
     return fixed
 
 
+def kill_summary(cluster: Cluster) -> str:
+    whole = cluster.restarts - cluster.worker_kills
+    if not cluster.worker_kills:
+        return f"{whole} SIGKILLs and restarts"
+    return f"{cluster.worker_kills} workers SIGKILLed (replaced), {whole} whole-gateway SIGKILLs and restarts"
+
+
 def report(books: Books, told: list[Told], violations: dict[str, list[str]], title: str) -> str:
     lines = [f"== {title} =="]
     lines += [f"  {name:34} {value}" for name, value in figures(books, told).items()]
@@ -479,7 +540,7 @@ def report(books: Books, told: list[Told], violations: dict[str, list[str]], tit
 
 
 def start_cluster(
-    root: Path, upstream: FaultyUpstream, replicas: int, env: dict[str, str], start_credits: int
+    root: Path, upstream: FaultyUpstream, replicas: int, env: dict[str, str], start_credits: int, workers: int = 1
 ) -> Cluster:
     catalog = root / "catalog.toml"
     catalog.write_text(chaos_catalog(upstream))
@@ -494,7 +555,7 @@ def start_cluster(
     gateways: list[Gateway] = []
     try:
         for i in range(replicas):
-            gw = start_gateway(root / f"gw{i}", catalog=catalog, env=full_env)
+            gw = start_gateway(root / f"gw{i}", catalog=catalog, env=full_env, args=_args(workers))
             if gateways:
                 gw.api_key, gw.management_key = gateways[0].api_key, gateways[0].management_key
             gateways.append(gw)
@@ -502,4 +563,4 @@ def start_cluster(
         for gw in gateways:
             gw.stop()
         raise
-    return Cluster(gateways, catalog, full_env)
+    return Cluster(gateways, catalog, full_env, workers)

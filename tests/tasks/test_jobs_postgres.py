@@ -1,7 +1,7 @@
 """Two gateway nodes sharing one PostgreSQL store, in process (each with its own ledger writer and
 job runner, the fake backend generating): a live node's heartbeat keeps its tasks its own; the tasks
-of a node that died are taken over once its heartbeat is older than the lease, and a result that
-node had already billed is not billed again."""
+of a node that died are taken over once its heartbeat is older than the lease, and each result is
+billed once: the run the dead node was generating closes unbilled, the rerun is billed."""
 
 from __future__ import annotations
 
@@ -119,8 +119,8 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
             charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]
             usage = {r.request_id: r.status for r in await conn.execute(select(usage_records))}
         assert (row.owner, row.attempt, row.status) == ("node-b", 2, "success")
-        # a's interrupted run was billed for its tokens; b's rerun of the same result is free.
-        assert charged == [f"task_{spec.key}_0_1"]
-        assert usage == {f"task_{spec.key}_0_1": "aborted"}
+        # a's interrupted run closed unbilled (a stop is not the client leaving); b's rerun is billed once.
+        assert charged == [f"task_{spec.key}_0_2"]
+        assert usage == {f"task_{spec.key}_0_1": "aborted", f"task_{spec.key}_0_2": "ok"}
     finally:
         await b.stop()

@@ -93,8 +93,9 @@ def test_killed_process_resumes_pending_tasks_on_the_real_model(tmp_path: Path) 
 
 
 def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
-    """SIGTERM: the run being generated is settled as aborted (its tokens billed); the next process
-    reruns that result for free, and delivers its webhook signed with the secret in the data dir."""
+    """SIGTERM: the run being generated is closed unbilled (aborted, nothing charged: the task is
+    not the client leaving); the next process runs that result again and bills that run once, and
+    delivers its webhook signed with the secret in the data dir."""
     catalog = FAKE_CATALOG
     words = " ".join(f"w{i}" for i in range(20))  # 20 tokens at 0.2 s each
     with running_receiver(fail_first=0) as receiver:
@@ -115,7 +116,8 @@ def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
             gw.stop(signal.SIGTERM)
         interrupted = usage_of(tmp_path, task["taskUUID"])
         assert {u["status"] for u in interrupted} == {"aborted"} and len(interrupted) == 2
-        assert all(0 < u["output_tokens"] < 20 and u["credits"] > 0 for u in interrupted)
+        assert all(u["credits"] == 0 for u in interrupted)
+        assert charges_of(tmp_path, task["taskUUID"]) == []
 
         gw = restarted(gw, catalog=catalog)
         try:
@@ -126,8 +128,14 @@ def test_stopped_process_does_not_bill_a_result_twice(tmp_path: Path) -> None:
     items = seen[task["taskUUID"]]
     assert [i["text"] for i in items] == [words, words]
     charges = charges_of(tmp_path, task["taskUUID"])
-    assert sorted(c["request_id"] for c in charges) == [f"task_{task['taskUUID']}_{i}_1" for i in (0, 1)]
-    assert [u["request_id"][-2:] for u in usage_of(tmp_path, task["taskUUID"])] == ["_1", "_1"]  # reruns unbilled
+    assert sorted(c["request_id"] for c in charges) == [f"task_{task['taskUUID']}_{i}_2" for i in (0, 1)]
+    assert [(u["request_id"][-2:], u["status"], u["credits"] > 0) for u in usage_of(tmp_path, task["taskUUID"])] == [
+        ("_1", "aborted", False),
+        ("_2", "ok", True),
+        ("_1", "aborted", False),
+        ("_2", "ok", True),
+    ]
+    assert [i["cost"] for i in items] == [-c["credits"] / 2_000_000 for c in charges]
     assert_books_balance(tmp_path)
 
     secret = (tmp_path / "webhook_secret").read_text().strip().encode()

@@ -4,6 +4,7 @@ rendering (the real template's arithmetic is the same; the engine tests use the 
 from __future__ import annotations
 
 from gatewright.backends.cache_pins import Pin, cache_pins
+from gatewright.backends.llamacpp.prefix_cache import PrefixCache
 from gatewright.core.types import CacheMark, CoreRequest, Message, TextPart, ToolChoice, ToolSpec
 
 
@@ -43,3 +44,60 @@ def test_a_tool_mark_pins_the_system_prompt_with_the_tools_and_no_mark_pins_noth
     assert cache_pins(request, prompt, render) == (Pin(len("<tools>weather</tools><system>S<end><"), 300.0),)
     plain = CoreRequest(model="m", messages=request.messages)
     assert cache_pins(plain, render(plain), render) == ()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cells(n: int) -> bytes:
+    return bytes(n)
+
+
+def test_pinned_snapshots_are_evicted_last_until_their_ttl_passes() -> None:
+    clock = Clock()
+    cache = PrefixCache(capacity=300, min_tokens=4, pin_capacity=150, clock=clock)
+    assert cache.pin([1, 2], 300.0, lambda: cells(100))  # written: under min_tokens, kept all the same
+    for first in range(10, 60, 10):  # five ordinary snapshots of 100 bytes: room for two beside the pin
+        cache.save([first, 1, 2, 3], cells(100))
+    assert cache.holds([1, 2]) and cache.pinned([1, 2])
+    assert [cache.holds([first, 1, 2, 3]) for first in range(10, 60, 10)] == [False, False, False, True, True]
+    assert cache.size == 300 and cache.pinned_size == 100
+    # Pinned again before it expires: kept for the longer of the two deadlines, nothing written.
+    assert not cache.pin([1, 2], 60.0, lambda: cells(999))
+    clock.now += 299.0
+    assert cache.pinned([1, 2])
+    clock.now += 2.0  # past its TTL: an ordinary snapshot now, evicted in its LRU turn
+    assert not cache.pinned([1, 2]) and cache.holds([1, 2]) and cache.pinned_size == 0
+    for first in (70, 80, 90):
+        cache.save([first, 1, 2, 3], cells(100))
+    assert not cache.holds([1, 2]) and len(cache) == 3
+
+
+def test_pins_hold_at_most_their_share_the_least_recently_used_giving_way() -> None:
+    clock = Clock()
+    cache = PrefixCache(capacity=400, min_tokens=4, pin_capacity=200, clock=clock)
+    assert cache.pin([1], 3600.0, lambda: cells(100))
+    assert cache.pin([2], 300.0, lambda: cells(100))
+    snapshot, _ = cache.best([1, 5])
+    assert snapshot is not None
+    cache.used(snapshot)  # [1] was restored last: [2] gives way to the next pin
+    assert cache.pin([3], 300.0, lambda: cells(100))
+    assert [cache.pinned([k]) for k in (1, 2, 3)] == [True, False, True] and cache.pinned_size == 200
+    assert cache.holds([2])  # unpinned, not dropped: it ages out as an ordinary snapshot
+    assert not cache.pin([4], 300.0, lambda: cells(201))  # bigger than the pins' share: not pinned
+    assert not cache.holds([4])
+    # What the scheduler asks before cutting a prompt back to a pin: would it fit (100 bytes a token)?
+    assert cache.can_pin(2) and not cache.can_pin(3)
+    assert not PrefixCache(1000, 16, pin_capacity=0).can_pin(1)  # prefix_cache_pin_mb = 0: no pins
+    for first in range(10, 60, 10):
+        cache.save([first, 1, 2, 3], cells(100))
+    assert cache.holds([1]) and cache.holds([3]) and not cache.holds([2])
+    assert cache.size <= 400
+    # Half of the capacity unless told, and never more than all of it.
+    assert PrefixCache(1000, 16).pin_capacity == 500
+    assert PrefixCache(1000, 16, pin_capacity=5000).pin_capacity == 1000

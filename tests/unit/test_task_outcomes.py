@@ -4,15 +4,20 @@ render to the same task-API items before and after the round trip."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import orjson
 
 from gatewright.api.tasks.codec import render, spec_of
+from gatewright.api.tasks.handlers import Batch
 from gatewright.api.tasks.stream import StreamAborted
 from gatewright.core import errors as e
-from gatewright.core.jobs import Outcome
+from gatewright.core.jobs import Job, Outcome
 from gatewright.core.types import Choice, Cost, ToolCall, Usage
-from gatewright.store.tasks import UNREADABLE, outcome_json, outcome_of
+from gatewright.store.tasks import UNREADABLE, outcome_json, outcome_of, task_record
 
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "tasks"
 UUID = "a770f077-f413-47de-9dac-be0b26a35da6"
 TASK = {
     "taskType": "textInference",
@@ -54,7 +59,37 @@ def test_errors_keep_their_core_class_status_code_and_retry_after() -> None:
     assert render(spec, aborted) == render(spec, Outcome(2, 3, error=StreamAborted("left", code="streamAborted")))
 
 
-def test_a_result_stored_by_an_older_version_reads_as_an_error_not_a_crash() -> None:
-    legacy = {"taskType": "textInference", "taskUUID": UUID, "status": "success", "resultIndex": 0, "text": "x"}
-    outcome = outcome_of(legacy, 0)
+def test_results_stored_by_a_version_before_neutral_outcomes_read_back_as_they_were() -> None:
+    """Rows a gateway before neutral outcomes wrote (its tasks table, captured from a real run of
+    that version on the fake backend): each result reads back as the same result and renders to
+    the very item that version stored and answered with."""
+    rows = orjson.loads((FIXTURES / "tasks_rows_before_neutral_outcomes.json").read_bytes())["rows"]
+    for row in rows:
+        record = task_record(SimpleNamespace(**row, account_id=1, key_id=1, owner=None, updated_at=None))
+        spec = spec_of(row["request"], row["fingerprint"])
+        assert len(record.outcomes) == len(row["results"])
+        for stored, outcome in zip(row["results"], record.outcomes, strict=True):
+            assert outcome is not None
+            assert render(spec, outcome) == stored
+    success = task_record(SimpleNamespace(**rows[0], account_id=1, key_id=1, owner=None, updated_at=None))
+    first = success.outcomes[0]
+    assert first is not None and first.choice is not None and first.error is None
+    assert (first.choice.text, first.seed, first.usage.input_tokens, first.usage.output_tokens) == (
+        "one two three",
+        7,
+        6,
+        3,
+    )
+    assert first.cost == Cost(24, 0.000012)
+    failed = task_record(SimpleNamespace(**rows[1], account_id=1, key_id=1, owner=None, updated_at=None)).outcomes[0]
+    assert failed is not None and failed.error is not None and failed.error.code == "providerError"
+    # Polled, it answers with the status that version gave it (502, the code's).
+    batch = Batch(gateway=None, jobs=None, principal=None)  # type: ignore[arg-type]
+    spec = spec_of(rows[1]["request"], rows[1]["fingerprint"])
+    batch.add_results(Job(spec, 1, 1, None, 1, [failed], [None]))
+    assert batch.errors == [(502, rows[1]["results"][0]["error"])]
+
+
+def test_an_unknown_stored_shape_reads_as_an_error_not_a_crash() -> None:
+    outcome = outcome_of({"something": "else"}, 0)
     assert isinstance(outcome.error, e.InternalError) and outcome.error.message == UNREADABLE

@@ -76,7 +76,7 @@ async def messages(request: Request) -> Response:
         principal = await authenticate(request, api_key(request))
         wire = parse(schemas.MessagesRequest, await request.body())
         core_request = to_core(wire)
-        call = await gateway(request).start(core_request, principal, rid)
+        call = await gateway(request).start(core_request, principal, rid, dialect="anthropic")
     except GatewrightError as error:
         return error_response(error, rid)
     headers = {**_headers(rid, call.limits), "x-gatewright-deployment": call.deployment, **call.notes}

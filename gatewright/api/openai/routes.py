@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,9 +20,10 @@ from gatewright.api.openapi import Operation, routes_of
 from gatewright.api.sse import EventStream
 from gatewright.core.accumulate import collect
 from gatewright.core.catalog import ModelEntry
-from gatewright.core.errors import GatewrightError
+from gatewright.core.errors import GatewrightError, InvalidRequest
 from gatewright.core.events import Event, ReasoningDelta, ReasoningSignature, RedactedReasoning
 from gatewright.core.ids import now, random_hex
+from gatewright.core.routing import Router
 from gatewright.core.types import CoreResponse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -67,7 +69,7 @@ async def chat_completions(request: Request) -> Response:
         principal = await authenticate(request, bearer(request))
         wire = parse(schemas.ChatCompletionRequest, await request.body())
         core_request = to_core(wire)
-        call = await gateway(request).start(core_request, principal, rid)
+        call = await gateway(request).start(core_request, principal, rid, dialect="openai")
     except GatewrightError as error:
         return error_response(error, limit_headers(getattr(error, "limits", None)))
     headers = {**limit_headers(call.limits), "x-gatewright-deployment": call.deployment, **call.notes}
@@ -101,8 +103,10 @@ async def chat_completions(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: OpenAI's list shape, with gatewright's extra facts on each model. Public;
-    with a key that has an allow-list of models, only the models it may call."""
+    with a key that has an allow-list of models, only the models it may call. ``?deployments=true``
+    adds each model's deployments and whether each is up (see ``_deployments``)."""
     catalog = gateway(request).catalog
+    with_deployments = bool(request.scope["query_string"]) and _flag(request, "deployments")
     principal = None
     if gateway(request).platform is not None and bearer(request):
         try:
@@ -110,7 +114,40 @@ async def list_models(request: Request) -> Response:
         except GatewrightError:
             principal = None  # the list is public: a key that does not authenticate filters nothing
     entries = [entry for entry in catalog if principal is None or principal.may_call(entry.id)]
-    return JSONResponse({"object": "list", "data": [_model(entry) for entry in entries]})
+    data = [_model(entry) for entry in entries]
+    if with_deployments:
+        router, now = gateway(request).router, time.monotonic()
+        for entry, model in zip(entries, data, strict=True):
+            model["deployments"] = _deployments(entry, router, now)
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false")
+    if value not in ("true", "false"):
+        raise InvalidRequest(f"Invalid '{name}': must be true or false.", param=name)
+    return value == "true"
+
+
+def _deployments(entry: ModelEntry, router: Router, now: float) -> list[dict[str, Any]]:
+    """Where the model runs and whether each place is up, as this process's router sees it: its
+    name (the ``x-gatewright-deployment`` header every answer carries) and engine kind, never an
+    upstream's address or credential. ``state``: ``up``; ``probing`` (its circuit breaker's
+    cooldown is over: the next request tries it again); ``down`` (the breaker is open after
+    failures in a row); ``inactive`` (its credential's variable is not set)."""
+    out = []
+    for deployment in entry.deployments:
+        breaker = router.breaker(deployment)
+        if not deployment.active:
+            state = "inactive"
+        elif not breaker.available(now):
+            state = "down"
+        else:
+            state = "probing" if breaker.tripped else "up"
+        out.append(
+            {"name": deployment.name, "backend": deployment.backend, "state": state, "up": state in ("up", "probing")}
+        )
+    return out
 
 
 def _model(entry: ModelEntry) -> dict[str, Any]:

@@ -291,6 +291,7 @@ async def usage(request: Request) -> Response:
         model=model,
         key_prefix=key,
         status=query.status,
+        dialect=query.dialect,
         limit=query.limit + 1,  # one more tells whether another page follows
         after_id=query.after,
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatewright.api.wire import INT64_MAX
+from gatewright.core.platform import Dialect
 
 Retention = Literal["day", "week", "month", "no_reset"]
 MAX_USD = 1_000_000_000  # keeps every amount inside a BIGINT of credits
@@ -79,6 +80,7 @@ class UsageQuery(_Query):
     model: str | None = None  # a model id or alias
     key: str | None = Field(default=None, min_length=1, max_length=8)  # a key prefix
     status: Literal["ok", "aborted", "error"] | None = None
+    dialect: Dialect | None = None  # the API the requests came through
     limit: int = Field(default=100, ge=1, le=1000)
     after: int | None = Field(default=None, ge=1, le=INT64_MAX)  # the `last_id` of the previous page
 

@@ -36,6 +36,8 @@ def key_object(row: Any, now: datetime, key: str | None = None) -> dict[str, Any
         "rate_limit": {"requests_per_minute": row.requests_per_minute, "tokens_per_minute": row.tokens_per_minute},
         "models": list(row.models) if row.models is not None else None,  # null: every model
         "expires_at": int(aware(row.expires_at).timestamp()) if row.expires_at is not None else None,  # type: ignore[union-attr]
+        # gatewright extension: the last time a request of the key was billed (null: never used).
+        "last_used_at": iso(row.last_used_at),
     }
     if key is not None:
         out["key"] = key
@@ -92,6 +94,10 @@ def usage_object(row: Any) -> dict[str, Any]:
         "usd": credits_to_usd(int(row.credits)),
         "status": row.status,  # ok | aborted (client left; billed for what was generated) | error (not billed)
         "estimated": bool(row.estimated),
+        # gatewright extensions (null on records from before they were kept): the API the request
+        # came through, and milliseconds from the gateway taking it to the end of its answer.
+        "dialect": row.dialect,
+        "latency_ms": row.latency_ms,
     }
 
 

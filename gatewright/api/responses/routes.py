@@ -127,7 +127,9 @@ async def create_response(request: Request) -> Response:
         prefix = await history.previous(store, account, wire.previous_response_id) if wire.previous_response_id else []
         own = input_items(wire)
         core_request = to_core(wire, [*history.as_items(prefix), *own])
-        call = await gateway(request).start(core_request, principal, request_id(request), scope=RESPONSES_SCOPE)
+        call = await gateway(request).start(
+            core_request, principal, request_id(request), scope=RESPONSES_SCOPE, dialect="openai-responses"
+        )
     except GatewrightError as error:
         return error_response(error, limit_headers(getattr(error, "limits", None)))
     headers = {**limit_headers(call.limits), "x-gatewright-deployment": call.deployment, **call.notes}

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from gatewright.api.tasks import schemas as w
 from gatewright.api.tasks.codec import render, spec_of, submit
-from gatewright.api.tasks.errors import error_object, from_validation, invalid
+from gatewright.api.tasks.errors import error_object, from_validation, invalid, status_for
 from gatewright.api.tasks.translate import Item, ack_item, processing_item
-from gatewright.core.errors import NotFound
+from gatewright.core.errors import GatewrightError, NotFound
 from gatewright.core.jobs import Job, Jobs
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Principal
@@ -37,10 +37,18 @@ class Batch:
             if outcome is None:
                 self.data.append(processing_item(job.spec.uuid, index))
             elif outcome.error is not None:
-                self.errors.append((outcome.error.status, render(job.spec, outcome)["error"]))
+                self.errors.append((_status(outcome.error), render(job.spec, outcome)["error"]))
                 self.retry_after = getattr(outcome.error, "retry_after", None) or self.retry_after
             else:
                 self.data.append(render(job.spec, outcome))
+
+
+def _status(error: GatewrightError) -> int:
+    # A result stored by a version before neutral outcomes reads back as the base class with this
+    # API's own code (store/tasks.py): its status is that code's, as that version answered it.
+    if type(error) is GatewrightError and error.code:
+        return status_for(error.code)
+    return error.status
 
 
 Handler = Callable[[Batch, dict[str, Any]], Awaitable[None]]

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatewright.backends.cache_pins import Pin, cache_pins
 from gatewright.backends.llamacpp._internals import Model, llguidance_tokenizer
 from gatewright.backends.llamacpp.chat_template import CHATML, ChatTemplate
 from gatewright.backends.llamacpp.constrain import (
@@ -75,6 +76,7 @@ class Job:
     taken_at: float = 0.0
     prefilled_at: float = 0.0
     finished_at: float = 0.0
+    pins: tuple[Pin, ...] = ()  # cache_control breakpoints: prompt prefixes to pin (cache_pins)
 
     def emit(self, events: list[Event]) -> None:
         if events:
@@ -181,6 +183,9 @@ class LlamaCppBackend:
         # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
         self.prefix_cache_bytes = int(float(options.get("prefix_cache_mb", 256)) * 2**20)
         self.prefix_cache_min_tokens = int(options.get("prefix_cache_min_tokens", 256))
+        # Of which cache_control pins may hold at most this much (half unless told; 0: no pins).
+        pin_mb = options.get("prefix_cache_pin_mb")
+        self.prefix_cache_pin_bytes = None if pin_mb is None else int(float(pin_mb) * 2**20)
         self.queue = FairQueue(int(options.get("max_queue", 512)))
         self.template_override: str | None = options.get("chat_template")
         self.template_kwargs: dict[str, Any] = dict(options.get("template_kwargs", {}))
@@ -222,7 +227,9 @@ class LlamaCppBackend:
             Model, str(path), self.n_ctx, self.parallel, self.n_threads, max(self.n_batch, self.granularity)
         )
         self.template = self._template_for(model)
-        cache = PrefixCache(self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.granularity))
+        cache = PrefixCache(
+            self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.granularity), self.prefix_cache_pin_bytes
+        )
         scheduler = Scheduler(Context(model), self.parallel, self.granularity, self.n_batch, self.busy_chunk, cache)
         self.model, self.scheduler = model, scheduler
         self.guide = Guide(lambda: llguidance_tokenizer(model))
@@ -303,6 +310,8 @@ class LlamaCppBackend:
         plans = await asyncio.to_thread(self.plans_for, request) if is_constrained(request) else self.plans_for(request)
         tokens = self.tokenize(request)
         job = Job(request, tokens, asyncio.get_running_loop(), ctx.usage, plans, queued_at=time.perf_counter())
+        if _marked(request):  # each breakpoint renders and tokenizes the prompt cut there: off the loop
+            job.pins = await asyncio.to_thread(cache_pins, request, tokens, self._tokenize)
         self.queue.put(ctx.owner, job)
         self._in_flight += 1
         try:
@@ -319,6 +328,10 @@ class LlamaCppBackend:
             self._in_flight -= 1
             if tracing.ENABLED:
                 _trace_phases(job)
+
+
+def _marked(request: CoreRequest) -> bool:
+    return bool(request.cache_breakpoints) or any(tool.cache is not None for tool in request.tools)
 
 
 def _trace_phases(job: Job) -> None:

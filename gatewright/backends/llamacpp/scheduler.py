@@ -19,6 +19,11 @@ token and the generated tokens go in the shared generation batch: alone there (o
 time) a seed gives exactly the text the single-sequence engine gave; next to other choices the
 logits can differ in their lowest bits (the rows are grouped differently), so a seeded request
 that ran batched may pick another token where two were nearly tied.
+
+A request's ``cache_control`` breakpoints (``cache_pins``) are pinned in the prefix cache: its
+prefill stops at each pinned position (aligned down to the granularity) to snapshot the slot there,
+and a pinned prefix the cache does not hold yet is evaluated again from its end rather than taken
+from a slot (whose cells run past it and cannot be cut into a snapshot).
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gatewright.backends.cache_pins import Pin
 from gatewright.backends.llamacpp._internals import Batch, Model
 from gatewright.backends.llamacpp.engine import Choice, ChoicePlan, Context
 from gatewright.backends.llamacpp.prefix_cache import PrefixCache, common_prefix
@@ -47,6 +53,7 @@ class Work(Protocol):
     usage: Usage
     cancelled: bool
     plans: Callable[[int], ChoicePlan]
+    pins: tuple[Pin, ...]  # cache_control breakpoints: prompt prefixes to pin in the prefix cache
     # perf_counter() when the engine took it, had read its prompt, was done (the trace's spans).
     taken_at: float
     prefilled_at: float
@@ -83,6 +90,7 @@ class Slot:
     run: Run | None = None
     choice: Choice | None = None
     prompt: list[int] = field(default_factory=list)
+    pins: dict[int, float] = field(default_factory=dict)  # aligned prefix length to pin → its TTL
     next_token: int | None = None  # to evaluate in the next generation batch
     admitted: int = 0
     used: int = 0  # when it last served (least recently used slots are reused first)
@@ -171,7 +179,8 @@ class Scheduler:
         job = run.job
         try:
             plan = job.plans(choice)
-            slot, reused = self._place(job.tokens)
+            pins = self._aligned_pins(job.tokens, job.pins) if choice == 0 else {}
+            slot, reused = self._place(job.tokens, pins)
             slot.choice = Choice(job, job.request, choice, len(job.tokens), run.seed + choice, plan, self.ctx)
         except Exception as error:
             self._fail(run, InternalError(f"local engine failed: {error!r}"))
@@ -180,12 +189,38 @@ class Scheduler:
             job.usage.cached_tokens = reused
         slot.run = run
         slot.prompt = job.tokens
+        slot.pins = pins
         slot.next_token = None
         slot.admitted = next(self._clock)
+        for at in sorted(at for at in pins if at <= reused):
+            self._pin(slot, at)  # held already (pinned again for its TTL), or exactly the slot's cells
 
-    def _place(self, tokens: Sequence[int]) -> tuple[Slot, int]:
+    def _aligned_pins(self, tokens: Sequence[int], pins: Sequence[Pin]) -> dict[int, float]:
+        """Where the prompt's pinned prefixes end, aligned down (the cells a snapshot can hold)."""
+        if self.cache is None:
+            return {}
+        step = self.granularity
+        boundary = (len(tokens) - 1) // step * step
+        aligned: dict[int, float] = {}
+        for pin in pins:
+            at = min(pin.tokens // step * step, boundary)
+            if at > 0 and self.cache.can_pin(at):
+                aligned[at] = max(aligned.get(at, 0.0), pin.ttl)
+        return aligned
+
+    def _pin(self, slot: Slot, at: int) -> None:
+        """Pin the prompt's first ``at`` tokens: kept by the cache already, or the slot's cells now."""
+        assert self.cache is not None and slot.run is not None
+        usage = slot.run.job.usage
+        held = len(slot.cells) != at  # past the pin: the cache holds it (see ``_place``)
+        data = (lambda: b"") if held else (lambda: self.model.save(slot.seq))
+        if self.cache.pin(slot.prompt[:at], slot.pins[at], data):
+            usage.cache_write_tokens = max(usage.cache_write_tokens, at - usage.cached_tokens)
+
+    def _place(self, tokens: Sequence[int], pins: Collection[int] = ()) -> tuple[Slot, int]:
         """A free slot holding the longest aligned prefix of the prompt: its own cells, or cells
-        copied from another slot or restored from a snapshot when they share more."""
+        copied from another slot or restored from a snapshot when they share more; cut back to a
+        pinned prefix the cache does not hold yet, so that prefill can snapshot it."""
         step, model = self.granularity, self.model
         head = tokens[: len(tokens) - 1]
         free = [slot for slot in self.slots if slot.choice is None]
@@ -200,11 +235,16 @@ class Scheduler:
             else:
                 slot.cells, shared = [], 0
         elif snapshot is not None and restorable // step > shared // step:
+            assert self.cache is not None
+            self.cache.used(snapshot)
             if model.load(slot.seq, snapshot.data):
                 slot.cells, shared = [int(t) for t in snapshot.tokens], restorable
             else:
                 slot.cells, shared = [], 0
         reuse = shared // step * step
+        if self.cache is not None:
+            unheld = [at for at in pins if at < reuse and not self.cache.holds(tokens[:at])]
+            reuse = min([reuse, *unheld])
         model.forget(slot.seq, reuse)
         del slot.cells[reuse:]
         slot.used = next(self._clock)
@@ -236,9 +276,12 @@ class Scheduler:
         last = len(prompt) - 1
         boundary = last // step * step  # whole groups end here; the rest is leftover rows anyway
         position = len(slot.cells)
-        end = min(position + chunk, boundary) if position < boundary else last
+        stops = [at for at in slot.pins if at > position]
+        end = min(position + chunk, boundary, *stops) if position < boundary else last
         if end > position:
             self._evaluate(slot, prompt[position:end])
+        if end in slot.pins:
+            self._pin(slot, end)  # the slot holds exactly this prefix now
         cache = self.cache
         if end == boundary and cache is not None and cache.wants(prompt[:boundary]):
             cache.save(prompt[:boundary], self.model.save(slot.seq))  # the slot holds exactly this

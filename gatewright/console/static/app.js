@@ -97,6 +97,8 @@ const PAGES = {
   models: { title: "Models", render: models, kinds: [...ACCOUNT, "operator"] },
 };
 const KIND_NAMES = { api: "API key", management: "management key", operator: "operator" };
+// The request log's dialect filter: the names usage records carry ("" = any).
+const DIALECTS = ["", "openai", "anthropic", "openai-responses", "task-api", "openai-embeddings"];
 
 function route() {
   const signedIn = me !== null;
@@ -229,27 +231,63 @@ async function keysPage() {
     const state = k.disabled ? "disabled" : "active";
     return h("tr", { "data-prefix": k.prefix },
       h("td", { class: "key-name", text: k.name || "—" }), h("td", { text: k.prefix }), h("td", { text: k.created_at.replace("T", " ").slice(0, 19) }),
-      h("td", { text: limit }), h("td", { text: (k.scopes || []).join(" ") }),
-      h("td", { text: k.models ? k.models.join(" ") : "all" }), h("td", { text: k.expires_at || "never" }),
+      h("td", { class: "key-last-used", text: k.last_used_at ? k.last_used_at.replace("T", " ").slice(0, 19) : "never" }),
+      h("td", { text: limit }), h("td", { class: "key-scopes", text: (k.scopes || []).join(" ") }),
+      h("td", { class: "key-models", text: k.models ? k.models.join(" ") : "all" }),
+      h("td", { class: "key-expires", text: k.expires_at ? new Date(k.expires_at * 1000).toISOString().slice(0, 10) : "never" }),
       h("td", { class: "key-state", text: state }),
       h("td", {},
-        h("button", { type: "button", class: "rename", onclick: () => editKey(k), text: "Edit" }), " ",
+        h("button", { type: "button", class: "edit", onclick: () => editKey(k), text: "Edit" }), " ",
         h("button", { type: "button", class: "toggle", onclick: () => setDisabled(k, !k.disabled), text: k.disabled ? "Enable" : "Disable" }), " ",
         h("button", { type: "button", class: "delete", onclick: () => deleteKey(k), text: "Delete" })));
   });
   box.replaceChildren(form, h("table", { id: "keys" },
-    h("tr", {}, ["name", "prefix", "created", "spend this month vs limit", "scopes", "models", "expires", "state", ""].map((t) => h("th", { text: t }))),
+    h("tr", {}, ["name", "prefix", "created", "last used", "spend this month vs limit", "scopes", "models", "expires", "state", ""].map((t) => h("th", { text: t }))),
     rows));
 }
 
-async function editKey(k) {
-  const name = prompt("Name of the key", k.name || "");
-  if (name === null) return;
-  const threshold = prompt("Spend limit in USD (empty: no limit)", k.limit ? String(k.limit.threshold) : "");
-  if (threshold === null) return;
-  const body = { name, limit: threshold.trim() ? { threshold: Number(threshold), retention: (k.limit && k.limit.retention) || "month" } : null };
-  await api("PATCH", `/v1/keys/${k.prefix}`, body);
-  await keysPage();
+// Edit a key in a dialog: name, spend limit, scopes, model allow-list, expiry. Only what changed
+// is sent; the API's refusal of a bad value is shown in the dialog, which stays open.
+function editKey(k) {
+  const date = (stamp) => (stamp ? new Date(stamp * 1000).toISOString().slice(0, 10) : "");
+  const words = (text) => String(text || "").split(/[\s,]+/).filter(Boolean);
+  const error = h("p", { class: "error", id: "edit-key-error" });
+  const form = h("form", { id: "edit-key" },
+    h("h2", { text: `Edit key ${k.prefix}` }),
+    h("label", {}, "name", h("input", { name: "name", value: k.name || "" })),
+    h("div", { class: "row" },
+      h("label", {}, "limit (USD; empty: none)", h("input", { name: "threshold", type: "number", step: "any", value: k.limit ? String(k.limit.threshold) : "" })),
+      h("label", {}, "period", h("select", { name: "retention" }, ["month", "week", "day", "no_reset"].map((r) =>
+        h("option", { value: r, text: r, selected: ((k.limit && k.limit.retention) || "month") === r }))))),
+    h("label", {}, "scopes", h("input", { name: "scopes", value: (k.scopes || []).join(" ") })),
+    h("label", {}, "models (empty: all)", h("input", { name: "models", value: k.models ? k.models.join(" ") : "" })),
+    h("label", {}, "expires (empty: never)", h("input", { name: "expires", type: "date", value: date(k.expires_at) })),
+    error,
+    h("div", { class: "row" }, h("button", { type: "submit", text: "Save" }), h("button", { type: "button", class: "cancel", text: "Cancel" })));
+  const dialog = h("dialog", { id: "edit-key-dialog" }, form);
+  const close = () => { dialog.close(); dialog.remove(); };
+  form.querySelector(".cancel").addEventListener("click", close);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = {};
+    if ((f.get("name") || "") !== (k.name || "")) body.name = f.get("name") || null;
+    const threshold = String(f.get("threshold") || "").trim();
+    const limit = threshold ? { threshold: Number(threshold), retention: f.get("retention") } : null;
+    if (JSON.stringify(limit) !== JSON.stringify(k.limit ? { threshold: k.limit.threshold, retention: k.limit.retention } : null)) body.limit = limit;
+    const scopes = words(f.get("scopes"));
+    if (scopes.join(" ") !== (k.scopes || []).join(" ")) body.scopes = scopes;
+    const allowed = words(f.get("models"));
+    if (allowed.join(" ") !== (k.models || []).join(" ")) body.models = allowed.length ? allowed : null;
+    if (f.get("expires") !== date(k.expires_at)) body.expires_at = f.get("expires") ? Math.floor(new Date(f.get("expires")).getTime() / 1000) : null;
+    try {
+      if (Object.keys(body).length) await api("PATCH", `/v1/keys/${k.prefix}`, body);
+      close();
+      await keysPage();
+    } catch (err) { error.textContent = err.message; }
+  });
+  document.body.append(dialog);
+  dialog.showModal();
 }
 async function setDisabled(k, disabled) { await api("PATCH", `/v1/keys/${k.prefix}`, { disabled }); await keysPage(); }
 async function deleteKey(k) {
@@ -265,6 +303,7 @@ async function requestLog() {
     h("label", {}, "key prefix", h("input", { name: "key", size: 10 })),
     h("label", {}, "model", h("input", { name: "model" })),
     h("label", {}, "status", h("select", { name: "status" }, ["", "ok", "aborted", "error"].map((s) => h("option", { value: s, text: s || "any" })))),
+    h("label", {}, "dialect", h("select", { name: "dialect", id: "log-dialect" }, DIALECTS.map((d) => h("option", { value: d, text: d || "any" })))),
     h("label", {}, "since", h("input", { name: "since", type: "datetime-local" })),
     h("label", {}, "until", h("input", { name: "until", type: "datetime-local" })),
     h("button", { type: "submit", text: "Filter" }));
@@ -277,11 +316,14 @@ async function requestLog() {
       out.replaceChildren(
         h("p", { class: "muted", text: `${num(page.totals.requests)} requests, ${num(page.totals.credits)} credits (${usd(page.totals.credits)}) match` }),
         h("table", { id: "log" },
-          h("tr", {}, ["time", "key", "model", "in", "out", "cached", "reasoning", "credits", "status", "request id"].map((t) => h("th", { text: t }))),
-          page.data.map((r) => h("tr", {},
-            h("td", { text: r.created_at.replace("T", " ").slice(0, 19) }), h("td", { text: r.key_prefix }), h("td", { text: r.model }),
+          h("tr", {}, ["time", "dialect", "key", "model", "in", "out", "cached", "reasoning", "credits", "latency", "status", "request id"].map((t) => h("th", { text: t }))),
+          page.data.map((r) => h("tr", { "data-request": r.request_id },
+            h("td", { text: r.created_at.replace("T", " ").slice(0, 19) }), h("td", { class: "log-dialect", text: r.dialect ?? "—" }),
+            h("td", { text: r.key_prefix }), h("td", { text: r.model }),
             h("td", { text: num(r.input_tokens) }), h("td", { text: num(r.output_tokens) }), h("td", { text: num(r.cached_tokens) }),
-            h("td", { text: num(r.reasoning_tokens) }), h("td", { text: num(r.credits) }), h("td", { text: r.status }), h("td", { text: r.request_id })))));
+            h("td", { text: num(r.reasoning_tokens) }), h("td", { text: num(r.credits) }),
+            h("td", { class: "log-latency", text: r.latency_ms === null || r.latency_ms === undefined ? "—" : `${num(r.latency_ms)} ms` }),
+            h("td", { text: r.status }), h("td", { text: r.request_id })))));
     } catch (err) { out.replaceChildren(h("p", { class: "error", text: err.message })); }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
@@ -289,17 +331,20 @@ async function requestLog() {
   await load();
 }
 
-// Models: the catalog.
+// Models: the catalog, and each model's deployments with whether each is up (its circuit breaker,
+// as the answering gateway process sees it).
 async function models() {
   const box = current;
-  const list = (await api("GET", "/v1/models")).data;
+  const list = (await api("GET", "/v1/models?deployments=true")).data;
+  const deployment = (d) => h("li", { class: `deployment ${d.state}`, "data-deployment": d.name, "data-state": d.state }, `${d.name} (${d.backend}): ${d.state}`);
   box.replaceChildren(h("table", { id: "models" },
-    h("tr", {}, ["model", "type", "context", "max output", "USD / M in", "cached", "out", "capabilities", "up"].map((t) => h("th", { text: t }))),
-    list.map((m) => h("tr", {},
+    h("tr", {}, ["model", "type", "context", "max output", "USD / M in", "cached", "out", "capabilities", "up", "deployments"].map((t) => h("th", { text: t }))),
+    list.map((m) => h("tr", { "data-model": m.id },
       h("td", { text: m.id }), h("td", { text: m.type }), h("td", { text: num(m.context_window) }), h("td", { text: m.max_output_tokens ? num(m.max_output_tokens) : "—" }),
       h("td", { text: m.pricing.input_usd_per_million }), h("td", { text: m.pricing.cached_input_usd_per_million ?? "—" }), h("td", { text: m.pricing.output_usd_per_million }),
       h("td", { text: Object.entries(m.capabilities || {}).filter(([, v]) => v === true).map(([k]) => k).join(" ") }),
-      h("td", { text: m.active ? "up" : "down" })))));
+      h("td", { class: "model-up", text: m.active && (m.deployments || []).some((d) => d.up) ? "up" : "down" }),
+      h("td", {}, h("ul", { class: "deployments" }, (m.deployments || []).map(deployment)))))));
 }
 
 // Playground: a streamed chat completion with the session's API key (or one given for the session).
