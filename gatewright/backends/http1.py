@@ -129,9 +129,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if self._decoder is not None:
-            self.on_body(self._decoder.flush())
-            self._decoder = None
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            self.on_body(decoder.flush())
         self.complete = True
         self._wake()
 

@@ -115,7 +115,7 @@ class Pool:
             self._client = None
 
 
-# (event loop, base URL, timeouts) → pool: an aiohttp session belongs to the loop that made it, and
+# (event loop, base URL, timeouts) → pool: a connection belongs to the loop that made it, and
 # one process may run gateways on several loops (tests run apps in process beside their own loop).
 _POOLS: dict[tuple[int, str, float, float], Pool] = {}
 
