@@ -156,9 +156,20 @@ def test_the_console_end_to_end(served: Served, browser: object) -> None:
     messages = gw.anthropic().messages.with_raw_response.create(
         model="echo", max_tokens=16, messages=[{"role": "user", "content": "through messages"}]
     )
+    # A record from before dialect and latency were kept (migration 0006 leaves them null).
+    with sqlite3.connect(gw.data_dir / "gatewright.db") as db:
+        db.execute(
+            "INSERT INTO usage_records (request_id, account_id, key_id, key_prefix, model, input_tokens, "
+            "cached_tokens, output_tokens, reasoning_tokens, credits, usd, status, estimated, created_at) "
+            "SELECT 'req_from_before', account_id, key_id, key_prefix, model, 1, 0, 1, 0, 0, 0.0, 'ok', 0, "
+            "created_at FROM usage_records WHERE request_id = ?",
+            (last["request_id"],),
+        )
     page.goto(f"{url}/ui#/log")
     played = page.locator(f"#log tr[data-request='{last['request_id']}']")
     played.wait_for()
+    old_row = page.locator("#log tr[data-request=req_from_before]")
+    assert old_row.locator(".log-dialect").text_content() == "—" == old_row.locator(".log-latency").text_content()
     assert played.locator(".log-dialect").text_content() == "openai" == last["dialect"]
     assert played.locator(".log-latency").text_content() == f"{last['latency_ms']:,} ms"
     page.select_option("#log-dialect", "anthropic")

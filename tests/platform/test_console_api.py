@@ -6,7 +6,7 @@ as null, and each model's deployments with whether each is up."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.api.platform.views import usage_object
 from gatewright.core.accounts import UsageFilter
+from gatewright.core.sessions import SessionRow
 from gatewright.store.accounts import SqlAccountStore
+from gatewright.store.console_sessions import SqlSessionStore
 from gatewright.store.db import alembic_config, create_engine, migrate
 from gatewright.store.tables import accounts, usage_records
 from tests.platform.wire import auth
@@ -161,3 +163,22 @@ def test_models_list_their_deployments_and_whether_each_is_up(tmp_path: Path) ->
         assert all(set(d) == {"name", "backend", "state", "up"} for m in listed for d in m["deployments"])
         bad = gw.http.get("/v1/models", params={"deployments": "yes"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "deployments"
+
+
+async def test_console_sessions_in_the_store_expire_and_are_deleted(engine: AsyncEngine) -> None:
+    store = SqlSessionStore(engine)
+    now = datetime.now(UTC)
+    live = SessionRow("a" * 64, "management", "abcd1234", "sealed-key", None, now, now + timedelta(hours=8))
+    old = SessionRow(
+        "b" * 64, "api", "efgh5678", "sealed-old", None, now - timedelta(hours=9), now - timedelta(hours=1)
+    )
+    await store.insert(live)
+    await store.insert(old)
+    assert await store.get(live.id_hash, now) == live
+    assert await store.get(old.id_hash, now) is None  # expired: never read, even before the sweep
+    await store.set_playground_key(live.id_hash, "sealed-playground")
+    got = await store.get(live.id_hash, now)
+    assert got is not None and got.sealed_playground_key == "sealed-playground"
+    assert await store.remove_expired(now) == 1
+    await store.delete(live.id_hash)
+    assert await store.get(live.id_hash, now) is None

@@ -275,7 +275,10 @@ class Cluster:
             self.restarts += 1
             return
         self.down.add(i)
-        for pid in _workers_of(gw.process.pid):  # a supervisor's SIGKILL would orphan them, serving on
+        # Every process at once: the supervisor stopped first so that it starts no new worker, its
+        # workers killed (a supervisor's SIGKILL alone would orphan them, still serving the port).
+        gw.process.send_signal(signal.SIGSTOP)
+        for pid in _workers_of(gw.process.pid):
             os.kill(pid, signal.SIGKILL)
         gw.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(gw.process.wait)
@@ -310,17 +313,21 @@ def _workers_of(pid: int) -> list[int]:
 
 def _kill_one_worker(gw: Gateway, workers: int, within: float = 60.0) -> None:
     """SIGKILL one worker of ``gw`` and wait until its supervisor has started a replacement."""
-    before = _workers_of(gw.process.pid)
-    assert len(before) == workers, f"expected {workers} workers, found {before}"
+    before = _await_workers(gw, workers, within)
     victim = before[0]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + within
+    _await_workers(gw, workers, within, without=victim)
+
+
+def _await_workers(gw: Gateway, workers: int, within: float, without: int | None = None) -> list[int]:
+    """The worker pids once ``gw`` has ``workers`` of them (none of them ``without``)."""
+    deadline = time.monotonic() + within  # a bound for a loaded machine, not a speed check
     while True:
         now = _workers_of(gw.process.pid)
-        if len(now) == workers and victim not in now:
-            return
+        if len(now) == workers and without not in now:
+            return now
         if time.monotonic() > deadline:
-            raise AssertionError(f"worker {victim} was not replaced within {within}s:\n{gw.log()[-3000:]}")
+            raise AssertionError(f"{gw.url}: workers {now}, not {workers} (without {without}):\n{gw.log()[-3000:]}")
         time.sleep(0.05)
 
 
@@ -534,6 +541,9 @@ def kill_summary(cluster: Cluster) -> str:
 def report(books: Books, told: list[Told], violations: dict[str, list[str]], title: str) -> str:
     lines = [f"== {title} =="]
     lines += [f"  {name:34} {value}" for name, value in figures(books, told).items()]
+    limited = [f"{spent:,} / {threshold:,}" for threshold, spent, _ in books.keys.values() if threshold is not None]
+    lines.append(f"  {'limited keys: spent / limit':34} {', '.join(limited)}")
+    lines.append(f"  {'lowest balance after a charge':34} {books.min_balance_after}")
     lines.append(f"  {'by kind':34} {dict(Counter((t.kind, t.fate) for t in told))}")
     lines.append("  invariants: " + ("all hold" if not violations else f"BROKEN {violations}"))
     return "\n".join(lines)

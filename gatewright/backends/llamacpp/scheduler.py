@@ -192,8 +192,11 @@ class Scheduler:
         slot.pins = pins
         slot.next_token = None
         slot.admitted = next(self._clock)
-        for at in sorted(at for at in pins if at <= reused):
-            self._pin(slot, at)  # held already (pinned again for its TTL), or exactly the slot's cells
+        try:
+            for at in sorted(at for at in pins if at <= reused):
+                self._pin(slot, at)  # held already (pinned again for its TTL), or exactly the slot's cells
+        except Exception as error:  # as a snapshot failing in prefill: not the worker's end
+            self._fail(run, InternalError(f"local engine failed: {error!r}"))
 
     def _aligned_pins(self, tokens: Sequence[int], pins: Sequence[Pin]) -> dict[int, float]:
         """Where the prompt's pinned prefixes end, aligned down (the cells a snapshot can hold)."""
