@@ -32,6 +32,10 @@ import httptools
 KEEPALIVE_SECONDS = 30.0
 # Reading pauses while this much of an answer waits unread (a caller reading slower than it comes).
 HIGH_WATER = 1 << 20
+# An answer read to its end by the caller whose last bytes (a chunked body's terminator) have not
+# come yet is read to its end for at most this long, and this much, so the connection is reused.
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 1 << 16
 
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
@@ -51,6 +55,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.target: tuple[str, int, bool] = ("", 0, False)
+        self.draining = False
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._reset()
@@ -123,6 +129,11 @@ class _Connection(asyncio.Protocol):
             data = self._decoder.decompress(data)
         self.body.append(data)  # split into lines by the reader, once per batch that arrived
         self.buffered += len(data)
+        if self.draining:
+            self.body.clear()
+            if self.buffered > DRAIN_BYTES:
+                self.close()
+            return
         if self.buffered > HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -133,6 +144,10 @@ class _Connection(asyncio.Protocol):
         if decoder is not None:
             self.on_body(decoder.flush())
         self.complete = True
+        if self.draining:
+            self.draining = False
+            self.release()
+            return
         self._wake()
 
     def split(self) -> None:
@@ -192,15 +207,28 @@ class _Connection(asyncio.Protocol):
         if len(body) >= 65536:
             self.transport.write(body)
 
-    def release(self) -> None:
-        """Back to the pool when the answer ended whole and the server keeps the connection."""
+    def release(self, drain: bool = False) -> None:
+        """Back to the pool when the answer ended whole and the server keeps the connection.
+        ``drain``: the caller read all it wanted of an answer whose end has not arrived yet (an SSE
+        stream's ``[DONE]`` before the chunked terminator): the rest is read and dropped briefly."""
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         if self.complete and not self.closed and self.error is None and self.keep_alive:
             self.idle_since = time.monotonic()
             self.pool.idle.setdefault(self.target, []).append(self)
+        elif drain and self.headers_done and not self.closed and self.error is None and self.keep_alive:
+            self.draining = True
+            self.body.clear()
+            self.lines.clear()
+            self.buffered = 0
+            self.consumed()
+            self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close)
         else:
             self.close()
 
     def close(self) -> None:
+        self.draining = False
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -346,8 +374,9 @@ class Pool:
         return Response(connection, read_timeout)
 
     @staticmethod
-    def finish(response: Response) -> None:
-        response._connection.release()
+    def finish(response: Response, drain: bool = False) -> None:
+        """Done with an answer; ``drain``: the caller ended normally (see ``_Connection.release``)."""
+        response._connection.release(drain)
 
     async def close(self) -> None:
         self._closed = True

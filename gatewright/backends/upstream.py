@@ -106,8 +106,10 @@ class Pool:
         response = await client.request(url, body, headers, self._silence)
         try:
             yield Streaming(response)
-        finally:
-            client.finish(response)
+        except BaseException:
+            client.finish(response)  # abandoned or failed: closed, so the upstream stops generating
+            raise
+        client.finish(response, drain=True)
 
     async def close(self) -> None:
         if self._client is not None:

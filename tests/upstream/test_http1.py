@@ -12,8 +12,9 @@ import pytest
 
 from gatewright.backends import http1
 
-# What the server sends back for each request it reads (one answer per request on a connection).
-Script = Callable[[int], bytes]
+# What the server sends back for each request it reads (one answer per request on a connection):
+# bytes, or a list of writes where an empty one is a pause.
+Script = Callable[[int], bytes | list[bytes]]
 
 
 class RawServer:
@@ -35,8 +36,12 @@ class RawServer:
                 length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
                 await reader.readexactly(length)
                 self.requests += 1
-                writer.write(self.script(self.requests))
-                await writer.drain()
+                answer = self.script(self.requests)
+                for part in answer if isinstance(answer, list) else [answer]:
+                    if part == b"":  # a pause between writes
+                        await asyncio.sleep(0.2)
+                    writer.write(part)
+                    await writer.drain()
                 if self.close_after:
                     writer.close()
                     return
@@ -155,4 +160,26 @@ async def test_silence_and_early_close_are_errors(serve: Callable[..., RawServer
         await pool.request(refused, b"{}", {}, 5.0)
     with pytest.raises(ValueError, match="line break"):
         await pool.request(silent.url, b"{}", {"x-evil": "a\r\nx-injected: 1"}, 5.0)
+    await pool.close()
+
+
+async def test_a_stream_read_to_its_end_keeps_its_connection(serve: Callable[..., RawServer]) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    frames = b"%x\r\n%s\r\n" % (len(b"data: [DONE]\n\n"), b"data: [DONE]\n\n")
+    # The terminator comes a moment after the last event, as from a server that flushes per event.
+    server = await _listen(serve(lambda n: [head + frames, b"", b"0\r\n\r\n"]))
+    pool = http1.Pool(5.0)
+    for _ in range(2):
+        response = await pool.request(server.url, b"{}", {}, 5.0)
+        async for line in response.lines():
+            if line == "data: [DONE]":
+                break
+        pool.finish(response, drain=True)
+        await asyncio.sleep(0.4)
+    assert server.requests == 2
+    assert server.connections == 1  # drained to its end, then reused
+
+    response = await pool.request(server.url, b"{}", {}, 5.0)
+    pool.finish(response)  # abandoned: closed at once, so the upstream stops generating
+    assert not any(pool.idle.values())
     await pool.close()
