@@ -60,7 +60,9 @@ class EventStream(Response):
         except asyncio.CancelledError:
             if not state["gone"]:
                 raise  # cancelled from outside (shutdown): not ours to swallow
-            task.uncancel()  # the client left: the stream was stopped on purpose
+            # the client left: the stream was stopped on purpose, and the answer is over
         finally:
             state["done"] = True
             watcher.cancel()
+            if state["gone"]:
+                task.uncancel()  # our one cancel, however the stream took it
