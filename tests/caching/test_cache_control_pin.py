@@ -10,12 +10,10 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import anthropic
-import pytest
 
 from gatewright.backends.cache_pins import cache_pins
 from gatewright.backends.llamacpp._internals import Model
@@ -24,7 +22,6 @@ from gatewright.backends.llamacpp.chat_template import ChatTemplate
 from gatewright.backends.llamacpp.engine import Context
 from gatewright.backends.llamacpp.prefix_cache import PrefixCache, common_prefix
 from gatewright.backends.llamacpp.scheduler import Scheduler
-from gatewright.backends.weights import assemble
 from gatewright.core.types import CacheMark, CoreRequest, Message, Sampling, TextPart, ToolChoice, ToolSpec
 from tests.caching.test_prompt_cache import WORDS
 from tests.conftest import MODEL
@@ -80,14 +77,6 @@ class Engine:
     def close(self) -> None:
         self.queue.put("", None)
         self.worker.join(60)
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[Model]:
-    path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
-    loaded = Model(str(path), n_ctx=1024, slots=2, n_threads=2, n_batch=512)
-    yield loaded
-    loaded.close()
 
 
 def test_a_pinned_prefix_outlives_busy_slots_and_a_full_cache_an_unpinned_one_does_not(model: Model) -> None:
