@@ -7,9 +7,10 @@ derived from that id, so the stored row opens nothing and shows no key without t
 never reaches browser storage. ``GET /ui/session`` tells the page who is signed in and its CSRF
 token (derived from the session id); every state-changing call (the proxy's POST/PATCH/DELETE,
 adding a playground key, signing out) must carry that token in ``x-csrf-token``. Signing out
-deletes the session everywhere. ``/ui/api/{path}`` forwards to the public route ``/{path}`` of
-this same application with ``Authorization: Bearer <session key>``, so the console sees exactly
-what any client of the API sees.
+deletes the session everywhere; signing in again deletes the one the old cookie named.
+``/ui/api/{path}`` forwards to the public route ``/{path}`` of this same application with
+``Authorization: Bearer <session key>``, so the console sees exactly what any client of the API
+sees.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ async def sign_in(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     kind, prefix = found
+    replaced = request.cookies.get(COOKIE)
+    if replaced:  # the browser's cookie is overwritten: the session it named would live on unheld
+        await _store(request).delete(_id_hash(replaced))
     sid = await open_session(request, key.strip(), kind, prefix)
     response = _json({"kind": kind, "prefix": prefix})
     secure = request.url.scheme == "https"

@@ -323,3 +323,14 @@ def test_sessions_are_kept_in_the_store_sealed_and_end_when_they_expire(served: 
         )
     assert gw.http.get("/ui/api/v1/keys", headers=cookie).status_code == 401  # expired: no session
     assert gw.http.get("/ui/session", headers=cookie).json() == {"signed_in": False}
+
+
+def test_signing_in_again_ends_the_session_the_browser_held(served: Served) -> None:
+    gw = served.gw
+    first = gw.http.post("/ui/session", json={"key": gw.management_key}).cookies["gw_console"]
+    old = {"cookie": f"gw_console={first}"}
+    again = gw.http.post("/ui/session", json={"key": gw.api_key}, headers=old)
+    assert again.status_code == 200 and again.cookies["gw_console"] != first
+    assert gw.http.get("/ui/session", headers=old).json() == {"signed_in": False}  # not left alive in the store
+    new = {"cookie": f"gw_console={again.cookies['gw_console']}"}
+    assert gw.http.get("/ui/session", headers=new).json()["kind"] == "api"
