@@ -164,6 +164,10 @@ async def _who(request: Request, key: str) -> tuple[str, str] | Response:
 
 
 async def sign_in(request: Request) -> Response:
+    # A cross-site form can post a JSON-shaped text/plain body, never an application/json one (that
+    # needs a CORS preflight, never granted): no page elsewhere signs a browser in to its own key.
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+        return _error(415, "invalid_content_type", 'Send {"key": …} as application/json.')
     try:
         key = (await request.json()).get("key", "")
     except (ValueError, AttributeError):

@@ -334,3 +334,13 @@ def test_signing_in_again_ends_the_session_the_browser_held(served: Served) -> N
     assert gw.http.get("/ui/session", headers=old).json() == {"signed_in": False}  # not left alive in the store
     new = {"cookie": f"gw_console={again.cookies['gw_console']}"}
     assert gw.http.get("/ui/session", headers=new).json()["kind"] == "api"
+
+
+def test_a_sign_in_a_cross_site_form_could_send_is_refused(served: Served) -> None:
+    gw = served.gw
+    # What <form enctype="text/plain"> on another site can post: a JSON-shaped body, no JSON type.
+    body = f'{{"key": "{gw.api_key}", "x": "="}}'
+    forged = gw.http.post("/ui/session", content=body, headers={"content-type": "text/plain"})
+    assert forged.status_code == 415 and "gw_console" not in forged.cookies
+    signed = gw.http.post("/ui/session", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert signed.status_code == 200 and signed.cookies["gw_console"]
