@@ -5,10 +5,18 @@ silence. (The gateway's own paths over it run in the other upstream tests.)"""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gatewright.backends import http1
 
@@ -85,6 +93,13 @@ async def _get(pool: http1.Pool, url: str) -> tuple[int, dict[str, str], bytes]:
         pool.finish(response)
 
 
+async def _until(condition: Callable[[], bool], limit: float = 30.0) -> None:
+    """Wait for what the event loop will do, without betting on how long a loaded machine takes."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - the pool has no event to wait on
+            await asyncio.sleep(0.01)
+
+
 def _chunked(*parts: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 
@@ -134,7 +149,7 @@ async def test_idle_connection_closed_by_the_server_is_replaced(serve: Callable[
     assert (await _get(pool, server.url))[2] == b"ok"
     for writer in server.writers:  # the server drops the idle keep-alive connection
         writer.close()
-    await asyncio.sleep(0.2)
+    await _until(lambda: all(c.closed for cs in pool.idle.values() for c in cs))
     assert (await _get(pool, server.url))[2] == b"ok"
     assert server.connections == 2
     await pool.close()
@@ -175,7 +190,7 @@ async def test_a_stream_read_to_its_end_keeps_its_connection(serve: Callable[...
             if line == "data: [DONE]":
                 break
         pool.finish(response, drain=True)
-        await asyncio.sleep(0.4)
+        await _until(lambda: any(pool.idle.values()))  # the drain puts the connection back
     assert server.requests == 2
     assert server.connections == 1  # drained to its end, then reused
 
@@ -183,3 +198,54 @@ async def test_a_stream_read_to_its_end_keeps_its_connection(serve: Callable[...
     pool.finish(response)  # abandoned: closed at once, so the upstream stops generating
     assert not any(pool.idle.values())
     await pool.close()
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, signed by its own key: a private upstream's TLS."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+async def test_https_upstream_is_verified_and_reused(serve: Callable[..., RawServer], tmp_path: Path) -> None:
+    """Real providers are HTTPS: the answer comes over TLS with the certificate checked against the
+    host name, the connection is reused, and a certificate the client does not trust is refused."""
+    cert_file, key_file = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+    server = serve(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+    server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_tls)
+    url = server.url.replace("http://", "https://")
+
+    trusting = http1.Pool(5.0, ssl.create_default_context(cafile=str(cert_file)))
+    assert await _get(trusting, url) == (200, {"content-length": "6"}, b"secret")
+    assert (await _get(trusting, url.replace("127.0.0.1", "localhost")))[2] == b"secret"
+    await _get(trusting, url)
+    assert server.connections == 2  # one per host name, each kept alive and reused
+    await trusting.close()
+
+    default = http1.Pool(5.0)  # the system's trust store: a self-signed upstream is not in it
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await _get(default, url)
+    await default.close()
