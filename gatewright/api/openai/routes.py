@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
@@ -17,6 +17,7 @@ from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
 from gatewright.api.openapi import Operation, routes_of
+from gatewright.api.sse import EventStream
 from gatewright.core.accumulate import collect
 from gatewright.core.catalog import ModelEntry
 from gatewright.core.errors import GatewrightError, InvalidRequest, Unauthorized
@@ -80,11 +81,7 @@ async def chat_completions(request: Request) -> Response:
     if core_request.stream:
         include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
         renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage, rid)
-        return StreamingResponse(
-            render(events, renderer),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **headers},
-        )
+        return EventStream(render(events, renderer), headers={**SSE_HEADERS, **headers})
     try:
         acc = await collect(events, core_request.n)
     except GatewrightError as error:
