@@ -136,3 +136,25 @@ def test_pins_hold_at_most_their_share_the_least_recently_used_giving_way() -> N
     # Half of the capacity unless told, and never more than all of it.
     assert PrefixCache(1000, 16).pin_capacity == 500
     assert PrefixCache(1000, 16, pin_capacity=5000).pin_capacity == 1000
+
+
+def test_at_most_four_breakpoints_are_pinned_the_tools_counting_as_one() -> None:
+    tools = tuple(ToolSpec(f"t{i}", None, {"type": "object"}, cache=CacheMark("1h" if i else None)) for i in range(3))
+    messages = tuple(Message("user", (TextPart(f"m{i}.", CacheMark()),)) for i in range(500))
+    request = CoreRequest(model="m", messages=messages, tools=tools, tool_choice=ToolChoice("auto"))
+    prompt = render(request)
+    renders: list[CoreRequest] = []
+
+    def counted(head: CoreRequest) -> list[int]:
+        renders.append(head)
+        return render(head)
+
+    pins = cache_pins(request, prompt, counted)
+    assert len(renders) == 4  # not one per mark: each is a rendering of the prompt up to it
+    tools_text = "<tools>t0,t1,t2</tools>"
+
+    def through(n: int) -> int:  # the first n messages, to where the next turn's role starts
+        return len(tools_text + "".join(f"<user>m{i}.<end>" for i in range(n)) + "<")
+
+    # The tools' cut with the longest of their TTLs, then the first three messages' breakpoints.
+    assert pins == (Pin(len(tools_text + "<user>"), 3600.0), *(Pin(through(n), 300.0) for n in (1, 2, 3)))
