@@ -5,29 +5,18 @@ directly (one prompt at a time, as a request alone would run)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pytest
 
 from gatewright.backends.llamacpp._internals import Model
 from gatewright.backends.llamacpp.engine import Context
 from gatewright.backends.llamacpp.prefix_cache import PrefixCache
 from gatewright.backends.llamacpp.scheduler import Scheduler, Slot
-from gatewright.backends.weights import assemble
 
 GRANULARITY = 16
 BUSY: Any = object()  # stands for a choice occupying a slot
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[Model]:
-    path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
-    loaded = Model(str(path), n_ctx=1024, slots=2, n_threads=2, n_batch=512)
-    yield loaded
-    loaded.close()
 
 
 def scheduler(model: Model, cache: PrefixCache | None = None) -> Scheduler:
@@ -36,9 +25,11 @@ def scheduler(model: Model, cache: PrefixCache | None = None) -> Scheduler:
     return Scheduler(Context(model), 2, GRANULARITY, 512, 128, cache)
 
 
-def prompt_logits(engine: Scheduler, tokens: Sequence[int], occupied: Sequence[Slot] = ()) -> tuple[int, np.ndarray]:
-    """Place and prefill a prompt (``occupied`` slots count as busy), evaluate its last token alone;
-    returns the tokens reused and the logits."""
+def prompt_logits(
+    engine: Scheduler, tokens: Sequence[int], occupied: Sequence[Slot] = (), chunk: int = 512
+) -> tuple[int, np.ndarray]:
+    """Place and prefill a prompt (``occupied`` slots count as busy) as a request alone would be
+    read; returns the tokens reused and the logits of its last token."""
     for slot in occupied:
         slot.choice = BUSY
     try:
@@ -47,14 +38,10 @@ def prompt_logits(engine: Scheduler, tokens: Sequence[int], occupied: Sequence[S
         for other in occupied:
             other.choice = None
     slot.prompt, slot.choice = list(tokens), BUSY
-    while slot.next_token is None:
-        engine._prefill(slot, engine.chunk)
-    batch = engine.batch
-    batch.clear()
-    row = batch.add((slot.next_token,), len(slot.cells), slot.seq, True)
-    engine.model.decode(batch)
-    slot.cells.append(slot.next_token)
-    slot.next_token, slot.choice = None, None
+    row = None
+    while row is None:
+        row = engine._prefill(slot, chunk)
+    slot.choice = None
     return reused, engine.model.logits(row).copy()
 
 
@@ -68,8 +55,15 @@ def test_reuse_from_the_slot_itself_gives_identical_logits(model: Model) -> None
         engine = scheduler(model)
         prompt_logits(engine, prompt[:shared] + model.tokenize(" something else entirely"))
         reused, logits = prompt_logits(engine, prompt)
-        assert reused == min(shared, len(prompt) - 1) // GRANULARITY * GRANULARITY
+        assert reused == min(shared, len(prompt) - 2) // GRANULARITY * GRANULARITY
         assert np.array_equal(logits, reference), f"logits changed after reusing {reused} tokens"
+
+
+def test_chunk_size_does_not_change_the_logits(model: Model) -> None:
+    prompt = model.tokenize("Orchards of violet plums lined the canyon road to the marble quarry. " * 9)[:113]
+    reference = prompt_logits(scheduler(model), prompt)[1]
+    for chunk in (32, 48, 112):  # smaller chunks while others generate; 112: a last call of 17 rows
+        assert np.array_equal(prompt_logits(scheduler(model), prompt, chunk=chunk)[1], reference), chunk
 
 
 def test_copy_from_another_slot_gives_identical_logits(model: Model) -> None:
@@ -96,3 +90,17 @@ def test_restore_from_a_snapshot_gives_identical_logits(model: Model) -> None:
     reused, logits = prompt_logits(engine, first)
     assert reused >= len(system) // GRANULARITY * GRANULARITY - GRANULARITY
     assert np.array_equal(logits, reference)
+
+
+def test_a_busy_slot_moved_down_to_close_a_gap_keeps_its_cells(model: Model) -> None:
+    prompt = model.tokenize("Copper kettles hung over the harbor inn's long table. " * 6)
+    reference = prompt_logits(scheduler(model), prompt)[1]
+    engine = scheduler(model)
+    low, high = engine.slots
+    high.prompt, high.choice = list(prompt), BUSY  # a request in seq 1 whose neighbour below ended
+    engine._prefill(high, 64)
+    engine._compact()  # busy slots go to the lowest ids: llama.cpp batches only consecutive ones
+    assert (high.seq, low.seq) == (0, 1) and engine.slots == [high, low] and len(high.cells) == 64
+    high.choice = None
+    reused, logits = prompt_logits(engine, prompt)  # the rest of the prompt, read in its new seq
+    assert reused == 64 and np.array_equal(logits, reference)

@@ -224,7 +224,7 @@ class LlamaCppBackend:
             raise InternalError(f"deployment {self.deployment.name} needs a 'path' to a GGUF file")
         path = await asyncio.to_thread(resolve_model_path, self.deployment.path, self.env.model_cache)
         model = await asyncio.to_thread(
-            Model, str(path), self.n_ctx, self.parallel, self.n_threads, max(self.n_batch, self.granularity)
+            Model, str(path), self.n_ctx, self.parallel, self.n_threads, max(self.n_batch, 2 * self.granularity)
         )
         self.template = self._template_for(model)
         cache = PrefixCache(

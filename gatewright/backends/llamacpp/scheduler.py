@@ -9,21 +9,30 @@ a free slot goes to the job the fair queue hands out next.
 
 Prompt reuse stays deterministic. llama.cpp's quantized matrix products work on a batch's rows in
 groups (4 on x86 with repacked Q4_K weights) and on the rows left over with another kernel, whose
-rounding differs; so a token's hidden state depends on where the chunk it was evaluated in began.
-Chunkings whose chunk starts are multiples of 4 give bit-identical logits, others do not. A prompt
-is therefore reused only up to a multiple of ``granularity`` (16), evaluated from there in chunks
-whose sizes are multiples of it, always in a batch of its own, then the tokens up to the last one
-alone; so the KV cells of a prompt are the same bits whether computed fresh, kept in a slot, copied
-from another slot or restored from a snapshot, and whatever else was running. The prompt's last
-token and the generated tokens go in the shared generation batch: alone there (one request at a
-time) a seed gives exactly the text the single-sequence engine gave; next to other choices the
-logits can differ in their lowest bits (the rows are grouped differently), so a seeded request
-that ran batched may pick another token where two were nearly tied.
+rounding differs; and its attention products take another kernel for a call of one row than for
+two or more (``llamafile_sgemm`` is for prompts). So a token's hidden state depends on where the
+chunk it was evaluated in began and on whether it was alone. Chunks that start at multiples of 4,
+end at a multiple of 4 or at the prompt's end, and have two rows or more give bit-identical rows.
+A prompt is therefore reused only up to a multiple of ``granularity`` (16) short of its last two
+tokens, evaluated from there in chunks whose sizes are multiples of it, the last call taking all
+the rest (two tokens at least, the last one included), always in a batch of its own; so the KV
+cells of a prompt and the logits of its last token are the same bits whether computed fresh, kept
+in a slot, copied from another slot or restored from a snapshot, in whatever chunk size, and
+whatever else was running. A prompt that fits in a chunk is read in one call. The generated tokens
+go in the shared generation batch: alone there (one request at a time) a seed gives the same text
+every time; next to other choices the logits can differ in their lowest bits (the rows are grouped
+differently), so a seeded request that ran batched may pick another token where two were nearly
+tied.
+
+Busy slots are kept on consecutive sequence ids from 0 (``_compact``): with one KV stream per
+sequence, llama.cpp evaluates a batch's sequences in one pass only while their ids run
+consecutively, and every extra pass re-reads all the weights.
 
 A request's ``cache_control`` breakpoints (``cache_pins``) are pinned in the prefix cache: its
-prefill stops at each pinned position (aligned down to the granularity) to snapshot the slot there,
-and a pinned prefix the cache does not hold yet is evaluated again from its end rather than taken
-from a slot (whose cells run past it and cannot be cut into a snapshot).
+prefill stops at each pinned position (aligned down to the granularity, short of the last two
+tokens) to snapshot the slot there, and a pinned prefix the cache does not hold yet is evaluated
+again from its end rather than taken from a slot (whose cells run past it and cannot be cut into a
+snapshot).
 """
 
 from __future__ import annotations
@@ -115,8 +124,8 @@ class Scheduler:
         self.ctx = ctx
         self.model: Model = ctx.model
         self.granularity = granularity
-        self.chunk = max(granularity, chunk // granularity * granularity)
-        self.busy_chunk = max(granularity, min(busy_chunk, chunk) // granularity * granularity)
+        self.chunk = max(2 * granularity, chunk // granularity * granularity)
+        self.busy_chunk = max(2 * granularity, min(busy_chunk, self.chunk) // granularity * granularity)
         self.cache = cache
         self.slots = [Slot(i) for i in range(slots)]
         self.batch = Batch(max(self.chunk, slots))
@@ -203,7 +212,7 @@ class Scheduler:
         if self.cache is None:
             return {}
         step = self.granularity
-        boundary = (len(tokens) - 1) // step * step
+        boundary = (len(tokens) - 2) // step * step  # as far as a prompt is reused (see ``_place``)
         aligned: dict[int, float] = {}
         for pin in pins:
             at = min(pin.tokens // step * step, boundary)
@@ -221,13 +230,16 @@ class Scheduler:
             usage.cache_write_tokens = max(usage.cache_write_tokens, at - usage.cached_tokens)
 
     def _place(self, tokens: Sequence[int], pins: Collection[int] = ()) -> tuple[Slot, int]:
-        """A free slot holding the longest aligned prefix of the prompt: its own cells, or cells
-        copied from another slot or restored from a snapshot when they share more; cut back to a
-        pinned prefix the cache does not hold yet, so that prefill can snapshot it."""
+        """The lowest free slot (see ``_compact``), holding the longest aligned prefix of the prompt:
+        its own cells, those of a free slot it trades places with, or cells copied from another slot
+        or restored from a snapshot when they share more; cut back to a pinned prefix the cache does
+        not hold yet, so that prefill can snapshot it."""
         step, model = self.granularity, self.model
-        head = tokens[: len(tokens) - 1]
+        head = tokens[: len(tokens) - 2]  # the last call reads 2 rows or more (see the module doc)
         free = [slot for slot in self.slots if slot.choice is None]
-        slot = max(free, key=lambda s: (common_prefix(s.cells, head) // step, -s.used))
+        slot = max(free, key=lambda s: (common_prefix(s.cells, head) // step, -s.seq))
+        if slot is not free[0]:
+            self._swap(slot, free[0])  # the cells move with it: busy slots stay packed at the low ids
         shared = common_prefix(slot.cells, head)
         donor = max((s for s in self.slots if s is not slot), key=lambda s: common_prefix(s.cells, head), default=None)
         donated = common_prefix(donor.cells, head) if donor is not None else 0
@@ -253,55 +265,89 @@ class Scheduler:
         slot.used = next(self._clock)
         return slot, reuse
 
+    def _swap(self, a: Slot, b: Slot) -> None:
+        """Trade the sequence ids of two slots, moving their KV cells along (a copy: the cells keep
+        their bits)."""
+        model = self.model
+        data_a = model.save(a.seq) if a.cells else b""
+        data_b = model.save(b.seq) if b.cells else b""
+        a.seq, b.seq = b.seq, a.seq
+        for slot, data in ((a, data_a), (b, data_b)):
+            if not data or not model.load(slot.seq, data):
+                model.forget(slot.seq)
+                slot.cells.clear()
+        self.slots.sort(key=lambda s: s.seq)
+
+    def _compact(self) -> None:
+        """Keep busy slots on consecutive sequence ids from 0. With a KV stream per sequence,
+        llama.cpp computes a batch's sequences in one pass only while their ids run consecutively
+        (``split_equal``); a gap costs a whole extra pass over the weights per step. A slot that
+        ended below a busy one therefore trades places with the highest busy slot."""
+        while True:
+            hole = next((slot for slot in self.slots if slot.choice is None), None)
+            last = next((slot for slot in reversed(self.slots) if slot.choice is not None), None)
+            if hole is None or last is None or hole.seq > last.seq:
+                return
+            self._swap(hole, last)
+
     # -- one step ----------------------------------------------------------------------------------
 
     def _step(self) -> None:
         for slot in self.slots:
             if slot.run is not None and slot.run.job.cancelled:
                 self._release(slot)
+        self._compact()
         generating = [slot for slot in self.slots if slot.next_token is not None]
         prefilling = [slot for slot in self.slots if slot.prefilling]
         if prefilling:
             slot = min(prefilling, key=lambda s: s.admitted)
             try:
-                self._prefill(slot, self.busy_chunk if generating else self.chunk)
+                row = self._prefill(slot, self.busy_chunk if generating else self.chunk)
             except Exception as error:
                 self._fail_slots([slot], error)
+            else:
+                if row is not None:
+                    self._advance(slot, row)
         if generating:
             try:
                 self._generate(generating)
             except Exception as error:
                 self._fail_slots(generating, error)
 
-    def _prefill(self, slot: Slot, chunk: int) -> None:
-        """One more piece of the prompt: an aligned chunk, or the rest but the last token."""
+    def _prefill(self, slot: Slot, chunk: int) -> int | None:
+        """One more piece of the prompt: an aligned chunk or, when the rest fits in one, all of it
+        in one call, whose last row (the last token's logits) it returns for the choice to draw its
+        first token from. The last call always has at least two rows (see ``_place``)."""
         prompt, step = slot.prompt, self.granularity
-        last = len(prompt) - 1
-        boundary = last // step * step  # whole groups end here; the rest is leftover rows anyway
-        position = len(slot.cells)
-        stops = [at for at in slot.pins if at > position]
-        end = min(position + chunk, boundary, *stops) if position < boundary else last
-        if end > position:
-            self._evaluate(slot, prompt[position:end])
-        if end in slot.pins:
-            self._pin(slot, end)  # the slot holds exactly this prefix now
+        position = len(slot.cells)  # a multiple of the granularity until the last call
+        rest = len(prompt) - position
+        stops = [at for at in slot.pins if at > position]  # pins end short of the last two tokens
+        if rest > chunk or stops:
+            end = min([position + (chunk if rest - chunk >= 2 else chunk - step), *stops])
+            self._evaluate(slot, prompt[position:end], False)
+            if end in slot.pins:
+                self._pin(slot, end)  # the slot holds exactly this prefix now
+            return None
+        row = self._evaluate(slot, prompt[position:], True)
         cache = self.cache
-        if end == boundary and cache is not None and cache.wants(prompt[:boundary]):
-            cache.save(prompt[:boundary], self.model.save(slot.seq))  # the slot holds exactly this
-        if end == last:
-            slot.next_token = prompt[last]
-            if slot.run is not None and not slot.run.prefilled:
-                slot.run.prefilled = True
-                slot.run.job.prefilled_at = time.perf_counter()
+        if cache is not None and cache.wants(prompt):
+            cache.save(prompt, self.model.save(slot.seq))  # the slot holds exactly the prompt
+        if slot.run is not None and not slot.run.prefilled:
+            slot.run.prefilled = True
+            slot.run.job.prefilled_at = time.perf_counter()
+        return row
 
-    def _evaluate(self, slot: Slot, tokens: Sequence[int]) -> None:
+    def _evaluate(self, slot: Slot, tokens: Sequence[int], logits: bool) -> int:
         batch = self.batch
         batch.clear()
-        batch.add(tokens, len(slot.cells), slot.seq, True)
+        row = batch.add(tokens, len(slot.cells), slot.seq, logits)
         self.model.decode(batch)
         slot.cells.extend(tokens)
+        return row
 
     def _generate(self, slots: list[Slot]) -> None:
+        """The next token of every generating choice, in one batch (in sequence id order: see
+        ``_compact``)."""
         batch = self.batch
         batch.clear()
         rows = []
@@ -310,19 +356,24 @@ class Scheduler:
             rows.append(batch.add((slot.next_token,), len(slot.cells), slot.seq, True))
         self.model.decode(batch)
         for slot, row in zip(slots, rows, strict=True):
-            assert slot.next_token is not None and slot.choice is not None
+            assert slot.next_token is not None
             slot.cells.append(slot.next_token)
             slot.next_token = None
-            try:
-                token = slot.choice.sample(row)
-                ended = slot.choice.take(token)
-            except Exception as error:
-                self._fail_slots([slot], error)
-                continue
-            if ended:
-                self._release(slot)
-            else:
-                slot.next_token = token
+            self._advance(slot, row)
+
+    def _advance(self, slot: Slot, row: int) -> None:
+        """The choice draws its next token from ``row`` and takes it; it ends or goes on."""
+        assert slot.choice is not None
+        try:
+            token = slot.choice.sample(row)
+            ended = slot.choice.take(token)
+        except Exception as error:
+            self._fail_slots([slot], error)
+            return
+        if ended:
+            self._release(slot)
+        else:
+            slot.next_token = token
 
     # -- endings -----------------------------------------------------------------------------------
 
