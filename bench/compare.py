@@ -3,6 +3,9 @@ same target from another checkout, interleaved in the same repetitions) as one t
 
 python -m bench.compare bench/results/<stamp>.json [--label c465a88]
 
+``bench.run --baseline-commit REV`` makes the worktree, runs both and prints this table at the end.
+The ratio column is after ÷ before (the median of the paired ratios): 0.50× is half the CPU.
+
 For each cell: the median over repetitions of req/s and CPU ms per request, before and after, and
 the paired change: within one repetition the two targets ran back to back, so the machine's drift
 (other work on a shared host) hits both alike and their ratio is steadier than either. Noise is
@@ -58,13 +61,14 @@ def compare(results: dict[str, Any], label: str) -> str:
                         f"{statistics.median(before[r] for r in reps):,.3g}",
                         f"{statistics.median(after[r] for r in reps):,.3g}",
                         f"{statistics.median(changes):+.0%} ({min(changes):+.0%} … {max(changes):+.0%})",
+                        f"{1 + statistics.median(changes):.2f}×",
                         f"{sum(worse)} of {len(reps)}",
                         verdict,
                     ]
                 )
         if not rows:
             continue
-        head = ["metric", "c", "target", label, "after", "paired change (range)", "reps worse", "verdict"]
+        head = ["metric", "c", "target", label, "after", "paired change (range)", "ratio", "reps worse", "verdict"]
         lines += [f"#### {mode}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")

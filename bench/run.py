@@ -12,13 +12,16 @@ import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import envs, machine, procs
 from bench.batching import BatchingConfig, run_batching, summary
+from bench.compare import compare
 from bench.engine import EngineConfig, run_engine
 from bench.overhead import OverheadConfig, run_overhead
 from bench.profile import run_profile
@@ -51,6 +54,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--baseline", help="another checkout measured beside this one (overhead part)")
     parser.add_argument("--baseline-label", default="before", help="its name in the tables (default: before)")
+    parser.add_argument(
+        "--baseline-commit",
+        help="a commit measured beside this checkout: a git worktree of it is made (once) and used as --baseline, "
+        "labelled with the commit; the paired before/after table with ratios is printed at the end",
+    )
     parser.add_argument("--engine-reps", type=int, help="embedded-engine repetitions (default 3; quick 1)")
     parser.add_argument("--max-tokens", type=int, help="tokens generated per engine request (default 64)")
     parser.add_argument("--batching-concurrency", help="concurrent requests of the batching part (default 1,2,4,8)")
@@ -83,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         "quick": quick,
         "machine": machine.describe(litellm_venv, server_venv),
     }
+    if args.baseline_commit:
+        args.baseline, args.baseline_label = str(baseline_worktree(args.baseline_commit)), args.baseline_commit
     if "overhead" in parts:
         config = OverheadConfig(
             duration=args.duration or (2.0 if quick else 10.0),
@@ -131,6 +141,24 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_doc:
         write([path], args.doc)
         log.info("wrote %s", args.doc)
+    if args.baseline and "overhead" in results:
+        print(compare(results, args.baseline_label))
+
+
+def baseline_worktree(commit: str) -> Path:
+    """A detached git worktree of ``commit`` beside the repository (made once, then reused): the
+    older code runs on this checkout's interpreter and libraries, so only the code differs."""
+    sha = subprocess.run(
+        ["git", "-C", str(procs.ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    path = Path(tempfile.gettempdir()) / f"gatewright-baseline-{sha[:12]}"  # outside the tree the linters scan
+    if not (path / "gatewright").is_dir():
+        subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "prune"], check=True)
+        subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "add", "--detach", str(path), sha], check=True)
+    return path
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ class GatewayApp(Starlette):
         middleware = list(self.user_middleware)
         if self.max_body_size is not None:  # Starlette's limit raises a 413 the front door renders
             middleware.insert(0, Middleware(RequestBodyLimitMiddleware, max_body_size=self.max_body_size))
-        app: ASGIApp = self.router
+        app: ASGIApp = self.router.middleware_stack  # the router's own entry, one call shorter than the router
         for cls, args, kwargs in reversed(middleware):
             app = cls(app, *args, **kwargs)
         return FrontDoor(app, self.errors, self.access)

@@ -8,17 +8,25 @@ The engine's prompt is a chat template's rendering, so a breakpoint's token posi
 rendering the conversation cut just after the marked part and taking the tokens it shares with the
 whole prompt: exact up to the marked text, whatever the template puts around messages. A mark on a
 tool definition pins the system prompt with the tool definitions (templates render tools there).
+A breakpoint is a hint: one whose cut conversation the template refuses pins nothing, and the
+request runs as if it were not marked.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gatewright.core.types import CoreRequest, Message
 
+log = logging.getLogger("gatewright.backends.cache_pins")
 # Anthropic's cache lifetimes (prompt-caching guide): 5 minutes unless the mark asks for an hour.
 TTL_SECONDS: dict[str | None, float] = {None: 300.0, "5m": 300.0, "1h": 3600.0}
+# Anthropic refuses a request with more than 4 breakpoints. Each one costs a rendering and a
+# tokenization of the prompt up to it, so a request marking every part would cost quadratic work
+# (400 marks: seconds of CPU): only the first 4 are pinned, the tools' counting as one.
+MAX_CUTS = 4
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -45,18 +53,27 @@ def _cut(request: CoreRequest, message: int, part: int) -> CoreRequest:
 def cache_pins(
     request: CoreRequest, prompt: Sequence[int], tokenize: Callable[[CoreRequest], Sequence[int]]
 ) -> tuple[Pin, ...]:
-    """The prompt prefixes to pin, shortest first (none when the request carries no breakpoint)."""
-    cuts: list[tuple[CoreRequest, str | None]] = []
-    for message, part in request.cache_breakpoints:
+    """The prompt prefixes to pin, shortest first (none when the request carries no breakpoint);
+    the first ``MAX_CUTS`` breakpoints only."""
+    cuts: list[tuple[CoreRequest, float]] = []
+    tool_marks = [tool.cache.ttl for tool in request.tools if tool.cache is not None]
+    if tool_marks:  # one cut serves every marked tool: the tools render together, before the messages
+        # The system prompt, then an empty user turn: some templates index the first message or
+        # refuse a conversation without a user turn (Qwen2.5's fails on tools and no message).
+        systems = tuple(m for m in request.messages if m.role == "system")
+        tools_cut = replace(request, messages=(*systems, Message("user", ())))
+        cuts.append((tools_cut, max(TTL_SECONDS[ttl] for ttl in tool_marks)))
+    for message, part in request.cache_breakpoints[: MAX_CUTS - len(cuts)]:
         mark = getattr(request.messages[message].parts[part], "cache", None)
-        cuts.append((_cut(request, message, part), mark.ttl if mark is not None else None))
-    for tool in request.tools:
-        if tool.cache is not None:
-            systems = tuple(m for m in request.messages if m.role == "system")
-            cuts.append((replace(request, messages=systems), tool.cache.ttl))
+        cuts.append((_cut(request, message, part), TTL_SECONDS[mark.ttl if mark is not None else None]))
     pins: dict[int, float] = {}
     for head, ttl in cuts:
-        length = shared_prefix(tokenize(head), prompt)
+        try:
+            cut = tokenize(head)
+        except Exception as error:  # the whole prompt rendered: a cut the template refuses only loses its pin
+            log.warning("a cache_control breakpoint is not pinned: its cut prompt does not render: %r", error)
+            continue
+        length = shared_prefix(cut, prompt)
         if length:
-            pins[length] = max(pins.get(length, 0.0), TTL_SECONDS[ttl])
+            pins[length] = max(pins.get(length, 0.0), ttl)
     return tuple(sorted(Pin(length, ttl) for length, ttl in pins.items()))

@@ -20,7 +20,6 @@ from gatewright.backends.registry import BackendEnv
 from gatewright.backends.upstream import (
     HttpUpstream,
     Streaming,
-    sse_data,
     stream_error,
 )
 from gatewright.backends.usage import openai_usage
@@ -224,6 +223,18 @@ class _Reframer:
         self.chars = 0  # generated characters, for an estimate when the upstream reports no usage
         self.pieces = 0  # deltas with content: at least one token each
 
+    def text(self, choice: int, content: str) -> TextDelta:
+        """The usual delta, one token of text and nothing else: the short way of ``delta``."""
+        self.count(choice, content)
+        return TextDelta(choice, content)
+
+    def count(self, choice: int, content: str) -> None:
+        """A token of text, metered (its event is made by the caller)."""
+        self.seen.add(choice)
+        self.chars += len(content)
+        self.pieces += 1
+        self.ctx.usage.output_tokens += 1
+
     def delta(self, choice: int, delta: dict[str, Any], logprobs: Any = None) -> list[Event]:
         events: list[Event] = []
         self.seen.add(choice)
@@ -295,28 +306,67 @@ class OpenAICompatBackend(HttpUpstream):
         framer = _Reframer(ctx)
         reported: dict[str, Any] | None = None
         done = False
-        async for _, data in sse_data(response):
-            if data == "[DONE]":
-                done = True
+        # A caller that waits for the whole answer never sees how it was cut: the tokens of one
+        # network read are joined into one event (same text, same count), and the per-event cost
+        # (the pipeline's layers, the accumulator) is paid once per read instead of per token.
+        joined: list[str] | None = None if request.stream else []
+        # SSE lines straight from the client in the batches they arrived in (no generator per
+        # layer of parsing: this loop runs once per streamed token).
+        async for batch in response.line_batches():
+            while batch and not done:
+                raw = batch.popleft()
+                if not raw.startswith(b"data:"):
+                    continue
+                data = raw[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(chunk, dict):
+                    continue
+                if "error" in chunk and not chunk.get("choices"):
+                    raise stream_error(self.deployment, chunk)
+                if chunk.get("usage"):
+                    reported = chunk["usage"]
+                choices = chunk.get("choices")
+                if choices and len(choices) == 1:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if (
+                        delta
+                        and len(delta) == 1
+                        and not choice.get("finish_reason")
+                        and not choice.get("logprobs")
+                        and type(content := delta.get("content")) is str
+                        and content
+                    ):  # most chunks: one token of text for one choice
+                        index = int(choice.get("index", 0))
+                        if joined is not None and index == 0:
+                            joined.append(content)
+                            framer.count(0, content)
+                            continue
+                        yield framer.text(index, content)
+                        continue
+                if joined:
+                    yield TextDelta(0, "".join(joined))
+                    joined.clear()
+                for choice in choices or ():
+                    index = int(choice.get("index", 0))
+                    # A server that answers a stream with whole messages (``message``) is read the same way.
+                    delta = choice.get("delta") or choice.get("message") or {}
+                    events = framer.delta(index, delta, choice.get("logprobs"))
+                    if choice.get("finish_reason"):
+                        events.extend(framer.finish(index, choice["finish_reason"]))
+                    for event in events:
+                        yield event
+            if joined:
+                yield TextDelta(0, "".join(joined))
+                joined.clear()
+            if done:
                 break
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk and not chunk.get("choices"):
-                raise stream_error(self.deployment, chunk)
-            if chunk.get("usage"):
-                reported = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                index = int(choice.get("index", 0))
-                # A server that answers a stream with whole messages (``message``) is read the same way.
-                events = framer.delta(index, choice.get("delta") or choice.get("message") or {}, choice.get("logprobs"))
-                if choice.get("finish_reason"):
-                    events.extend(framer.finish(index, choice["finish_reason"]))
-                for event in events:
-                    yield event
         if not done and not framer.ended:
             # The connection closed cleanly but the answer never finished: do not pass it off as whole.
             raise UpstreamError(f"upstream {self.deployment.name} ended its stream before the answer finished")

@@ -9,14 +9,15 @@ import email.utils
 import functools
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import aiohttp
 import certifi
 import orjson
 
+from gatewright.backends import http1
 from gatewright.backends.images import openai_image_tokens
 from gatewright.core import errors, tracing
 from gatewright.core.backend import CallContext
@@ -51,7 +52,9 @@ class Answer:
 class Streaming:
     """An upstream answer being received: status and headers now, the body as lines."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: http1.Response) -> None:
         self._response = response
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
@@ -59,57 +62,62 @@ class Streaming:
     async def read(self) -> bytes:
         return await self._response.read()
 
-    async def lines(self) -> AsyncIterator[str]:
-        # Our own splitting: aiohttp's line reader refuses lines over 64 KiB, and one SSE event
-        # can carry a whole answer.
-        pending = b""
-        async for block in self._response.content.iter_any():
-            pending += block
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                yield line.rstrip(b"\r").decode()
-        if pending:
-            yield pending.rstrip(b"\r").decode()
+    def lines(self) -> AsyncIterator[str]:
+        # Split by the client as bytes arrive, with no limit on a line's length (one SSE event
+        # can carry a whole answer).
+        return self._response.lines()
+
+    def line_batches(self) -> AsyncIterator[deque[bytes]]:
+        return self._response.line_batches()
 
 
 class Pool:
-    """Pooled keep-alive HTTP/1.1 connections to one upstream (aiohttp).
+    """Pooled keep-alive HTTP/1.1 connections to one upstream (``backends.http1``).
 
-    aiohttp rather than httpx on this path: measured here, an httpx request cost 2–3 ms of CPU
-    against 0.3–0.5 ms for aiohttp (one socket write per request instead of three or four), and
-    the upstream call is the hot path of every proxied request."""
+    Not aiohttp (nor httpx) on this path: the upstream call is on every proxied request, and a
+    purpose-built client on httptools costs a fraction of aiohttp's CPU per request and per
+    streamed chunk (docs/benchmarks.md, "Issue 24"); httpx was 2–3 ms of CPU per request here."""
 
     def __init__(self, deployment: Deployment) -> None:
-        self._whole = aiohttp.ClientTimeout(total=deployment.timeout, sock_connect=deployment.connect_timeout)
+        self._total = deployment.timeout
         # A stream may last long; what must not last is a silence between two reads.
-        self._stream = aiohttp.ClientTimeout(
-            total=None, sock_connect=deployment.connect_timeout, sock_read=deployment.timeout
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self._silence = deployment.timeout
+        self._client: http1.Pool | None = None
+        self._connect_timeout = deployment.connect_timeout
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ssl=_tls(), keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-        return self._session
+    def client(self) -> http1.Pool:
+        if self._client is None:
+            self._client = http1.Pool(self._connect_timeout, _tls())
+        return self._client
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
-        async with self.session.post(url, data=body, headers=headers, timeout=self._whole) as response:
-            return Answer(response.status, response.headers, await response.read())
+        client = self.client
+        async with asyncio.timeout(self._total):
+            response = await client.request(url, body, headers, self._silence)
+            try:
+                return Answer(response.status, response.headers, await response.read())
+            finally:
+                client.finish(response)
 
     @contextlib.asynccontextmanager
     async def stream(self, url: str, body: bytes, headers: Mapping[str, str]) -> AsyncIterator[Streaming]:
-        async with self.session.post(url, data=body, headers=headers, timeout=self._stream) as response:
+        client = self.client
+        response = await client.request(url, body, headers, self._silence)
+        try:
             yield Streaming(response)
+        except BaseException:
+            client.finish(response)  # abandoned or failed: closed, so the upstream stops generating
+            raise
+        client.finish(response, drain=True)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
-# (event loop, base URL, timeouts) → pool: an aiohttp session belongs to the loop that made it, and
+# (event loop, base URL, timeouts) → pool: a connection belongs to the loop that made it, and
 # one process may run gateways on several loops (tests run apps in process beside their own loop).
 _POOLS: dict[tuple[int, str, float, float], Pool] = {}
 
@@ -195,12 +203,12 @@ def mapped_errors(deployment: Deployment) -> Iterator[None]:
     """Transport failures → core errors, so the router can retry or fall back."""
     try:
         yield
-    except TimeoutError as error:  # aiohttp's timeouts are asyncio's, which are builtin TimeoutError
+    except TimeoutError as error:  # the client's silences and deadlines, and asyncio's
         raise errors.UpstreamTimeout(
             f"upstream {deployment.name} timed out after {deployment.timeout:g}s ({type(error).__name__})",
             upstream_status=504,
         ) from None
-    except (aiohttp.ClientError, ConnectionError) as error:
+    except OSError as error:  # refused, reset, closed early, a name that does not resolve, bad HTTP
         raise errors.UpstreamUnavailable(
             f"upstream {deployment.name} unreachable or dropped the connection ({type(error).__name__})",
             upstream_status=503,
@@ -208,15 +216,18 @@ def mapped_errors(deployment: Deployment) -> Iterator[None]:
 
 
 async def sse_data(response: Streaming) -> AsyncIterator[tuple[str | None, str]]:
-    """(event name, data) pairs of an SSE body; comments and blank lines skipped."""
+    """(event name, data) pairs of an SSE body; comments and blank lines skipped. Lines come in
+    the batches the network delivered them in, so a burst of events costs one wakeup."""
     event: str | None = None
-    async for line in response.lines():
-        if not line:
-            event = None
-        elif line.startswith("data:"):
-            yield event, line[5:].lstrip()
-        elif line.startswith("event:"):
-            event = line[6:].strip()
+    async for batch in response.line_batches():
+        while batch:
+            raw = batch.popleft()
+            if raw.startswith(b"data:"):
+                yield event, raw[5:].strip().decode()
+            elif not raw or raw == b"\r":
+                event = None
+            elif raw.startswith(b"event:"):
+                event = raw[6:].strip().decode()
 
 
 def estimate_tokens(text: str) -> int:

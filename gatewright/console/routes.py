@@ -7,9 +7,10 @@ derived from that id, so the stored row opens nothing and shows no key without t
 never reaches browser storage. ``GET /ui/session`` tells the page who is signed in and its CSRF
 token (derived from the session id); every state-changing call (the proxy's POST/PATCH/DELETE,
 adding a playground key, signing out) must carry that token in ``x-csrf-token``. Signing out
-deletes the session everywhere. ``/ui/api/{path}`` forwards to the public route ``/{path}`` of
-this same application with ``Authorization: Bearer <session key>``, so the console sees exactly
-what any client of the API sees.
+deletes the session everywhere; signing in again deletes the one the old cookie named.
+``/ui/api/{path}`` forwards to the public route ``/{path}`` of this same application with
+``Authorization: Bearer <session key>``, so the console sees exactly what any client of the API
+sees.
 """
 
 from __future__ import annotations
@@ -163,6 +164,10 @@ async def _who(request: Request, key: str) -> tuple[str, str] | Response:
 
 
 async def sign_in(request: Request) -> Response:
+    # A cross-site form can post a JSON-shaped text/plain body, never an application/json one (that
+    # needs a CORS preflight, never granted): no page elsewhere signs a browser in to its own key.
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+        return _error(415, "invalid_content_type", 'Send {"key": …} as application/json.')
     try:
         key = (await request.json()).get("key", "")
     except (ValueError, AttributeError):
@@ -173,6 +178,9 @@ async def sign_in(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     kind, prefix = found
+    replaced = request.cookies.get(COOKIE)
+    if replaced:  # the browser's cookie is overwritten: the session it named would live on unheld
+        await _store(request).delete(_id_hash(replaced))
     sid = await open_session(request, key.strip(), kind, prefix)
     response = _json({"kind": kind, "prefix": prefix})
     secure = request.url.scheme == "https"

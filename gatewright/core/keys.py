@@ -208,6 +208,15 @@ class Authenticator:
             )
         return principal
 
+    async def is_credential(self, token: str | None) -> bool:
+        if not token:
+            return False
+        try:
+            await self.authenticate_as(token, None, fresh=True)
+            return True
+        except (Unauthorized, PermissionDenied):  # not an account's working key: the operator's?
+            return await self.keys.operator_by_hash(hash_key(token)) is not None
+
     async def _refresh(self, digest: str) -> _Cached:
         pending = self._pending.get(digest)
         if pending is not None:

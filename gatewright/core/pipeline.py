@@ -260,13 +260,17 @@ class Gateway:
                 usage = ctx.usage if bill_abandoned else Usage()
                 settle(platform, hold, usage, price(usage, entry.prices), "aborted", entry.id, dialect, started)
             raise
-        events = opened.events
+        # The first event is passed beside the rest (no generator layer per event to put it back in
+        # front), unless something must see the stream whole or it is already the usage report.
+        first, events = opened.first, opened.rest
+        if opened.entry.reasoning_tags is not None or isinstance(first, UsageReport):
+            first, events = None, opened.events
         if opened.entry.reasoning_tags is not None:
             events = split_reasoning(events, opened.entry.reasoning_tags, opened.entry.reasoning_starts_inside)
         if facts is not None:
             facts.model, facts.deployment = opened.entry.id, opened.deployment.name
         metered = _metered(
-            events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge, bill_abandoned
+            first, events, ctx, opened.entry, platform, principal, hold, started, dialect, before_charge, bill_abandoned
         )
         # Run it to its first (empty) yield: from now on its settling `finally` runs however the
         # dialect ends the call, even if it never iterates (the event loop closes dropped generators).
@@ -388,6 +392,7 @@ _NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is re
 
 
 async def _metered(
+    first: Event | None,
     events: AsyncIterator[Event],
     ctx: CallContext,
     entry: ModelEntry,
@@ -402,12 +407,18 @@ async def _metered(
     """Pass events through; price the usage report; settle the hold exactly once; time the
     first token and the tokens after it.
 
-    The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
+    ``first``: the event the router already received (never a usage report), or None; then
+    ``events``. The first item is ``None``, consumed by ``Gateway.start`` (see there)."""
     settled = False
     status: SettleStatus = "aborted"
     first_token = 0.0
     try:
         yield None
+        if first is not None:
+            if not isinstance(first, _NOT_TOKENS):
+                first_token = time.perf_counter()
+                record_first_token(entry.id, first_token - started)
+            yield first
         async for event in events:
             if not first_token and not isinstance(event, _NOT_TOKENS):
                 first_token = time.perf_counter()

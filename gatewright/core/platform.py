@@ -66,6 +66,11 @@ class Authenticator(Protocol):
         """The key with this id as it is now; ``Unauthorized`` when deleted or disabled."""
         ...
 
+    async def is_credential(self, token: str | None) -> bool:
+        """``token`` is a working credential of this gateway: an account's key of either kind
+        (enabled, not expired) or the operator's. Read from the store, not the cache."""
+        ...
+
 
 class Ledger(Protocol):
     async def reserve(self, principal: Principal, credits: int, request_id: str, model: str) -> Hold:

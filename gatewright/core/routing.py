@@ -81,11 +81,20 @@ class Breaker:
 
 @dataclass(slots=True)
 class Opened:
-    """An open stream whose first event has arrived; ``entry`` is the model that answered."""
+    """An open stream whose first event has arrived; ``entry`` is the model that answered.
+
+    ``first`` is that event (None: the stream ended at once), ``rest`` the stream after it: kept
+    apart rather than joined by one more generator, which would cost a layer on every event."""
 
     entry: ModelEntry
     deployment: Deployment
-    events: AsyncIterator[Event]
+    first: Event | None
+    rest: AsyncIterator[Event]
+
+    @property
+    def events(self) -> AsyncIterator[Event]:
+        """The whole stream as one iterator (for callers that wrap it anyway)."""
+        return _prepend(self.first, self.rest)
 
 
 @dataclass
@@ -183,31 +192,33 @@ class Router:
 
     async def open(self, entry: ModelEntry, request: CoreRequest, ctx: CallContext) -> Opened:
         now = time.monotonic()
-        first: list[tuple[ModelEntry, Deployment, int]] = []
-        last: list[tuple[ModelEntry, Deployment, int]] = []
-        for model in self.chain(entry, request):
+        planned: list[tuple[ModelEntry, Deployment, int]] = []
+        probes: list[tuple[ModelEntry, Deployment, int]] = []
+        for model in self.chain(entry, request) if entry.fallbacks else (entry,):
             ready, broken = self._split(model, now)
-            first += [(model, d, d.max_retries) for d in ready]
-            last += [(model, d, 0) for d in broken]
+            planned += [(model, d, d.max_retries) for d in ready]
+            if broken:
+                probes += [(model, d, 0) for d in broken]
         last_error: GatewrightError | None = None
-        for model, deployment, retries in first + last:
+        for model, deployment, retries in planned + probes if probes else planned:
             routed = request if model is entry else _retarget(request, model)
             try:
-                events = await self._attempts(deployment, routed, ctx, retries)
+                first, rest = await self._attempts(deployment, routed, ctx, retries)
             except GatewrightError as error:
                 if not can_fail_over(error):
                     raise
                 log.warning("deployment %s failed, trying the next one: %s", deployment.name, error.message)
                 last_error = error
                 continue
-            return Opened(model, deployment, events)
+            return Opened(model, deployment, first, rest)
         if last_error is not None:
             raise last_error
         raise UpstreamUnavailable(f"no deployment of `{entry.id}` is available")
 
     async def _attempts(
         self, deployment: Deployment, request: CoreRequest, ctx: CallContext, retries: int
-    ) -> AsyncIterator[Event]:
+    ) -> tuple[Event | None, AsyncIterator[Event]]:
+        """(the first event or None for an empty stream, the stream after it)."""
         backend = self.backends[deployment.name]
         breaker = self.breaker(deployment)
         attempt = 0
@@ -223,7 +234,7 @@ class Router:
             except StopAsyncIteration:
                 breaker.record_success()
                 record_upstream(deployment.name, time.perf_counter() - began)
-                return _empty()
+                return None, stream
             except GatewrightError as error:
                 await stream.aclose()  # type: ignore[attr-defined]
                 record_upstream(deployment.name, time.perf_counter() - began, _failed_status(error))
@@ -244,7 +255,7 @@ class Router:
                 raise InternalError(f"backend {deployment.name} failed: {error!r}") from error
             breaker.record_success()
             record_upstream(deployment.name, time.perf_counter() - began)
-            return _prepend(first, stream)
+            return first, stream
 
     # -- embeddings: the same order of attempts, one awaited call each -------------------------
 
@@ -371,18 +382,14 @@ def _weighted_shuffle(deployments: Sequence[Deployment]) -> list[Deployment]:
     return sorted(deployments, key=lambda d: random.random() ** (1.0 / d.weight), reverse=True)
 
 
-async def _prepend(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _prepend(first: Event | None, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
     try:
-        yield first
+        if first is not None:
+            yield first
         async for event in rest:
             yield event
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
-
-
-async def _empty() -> AsyncIterator[Event]:
-    return
-    yield  # pragma: no cover
 
 
 __all__ = ["Breaker", "Opened", "RetryPolicy", "Router", "can_fail_over", "can_serve", "is_retryable"]

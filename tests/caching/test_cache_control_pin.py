@@ -10,12 +10,10 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import anthropic
-import pytest
 
 from gatewright.backends.cache_pins import cache_pins
 from gatewright.backends.llamacpp._internals import Model
@@ -24,8 +22,7 @@ from gatewright.backends.llamacpp.chat_template import ChatTemplate
 from gatewright.backends.llamacpp.engine import Context
 from gatewright.backends.llamacpp.prefix_cache import PrefixCache, common_prefix
 from gatewright.backends.llamacpp.scheduler import Scheduler
-from gatewright.backends.weights import assemble
-from gatewright.core.types import CacheMark, CoreRequest, Message, Sampling, TextPart
+from gatewright.core.types import CacheMark, CoreRequest, Message, Sampling, TextPart, ToolChoice, ToolSpec
 from tests.caching.test_prompt_cache import WORDS
 from tests.conftest import MODEL
 from tests.engine.test_batching import Direct
@@ -82,14 +79,6 @@ class Engine:
         self.worker.join(60)
 
 
-@pytest.fixture(scope="module")
-def model() -> Iterator[Model]:
-    path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
-    loaded = Model(str(path), n_ctx=1024, slots=2, n_threads=2, n_batch=512)
-    yield loaded
-    loaded.close()
-
-
 def test_a_pinned_prefix_outlives_busy_slots_and_a_full_cache_an_unpinned_one_does_not(model: Model) -> None:
     # Room for about two of the other conversations' snapshots (~12 KB a token) beside the pin.
     cache = PrefixCache(capacity=8 * 2**20, min_tokens=64)
@@ -121,6 +110,24 @@ def test_a_pinned_prefix_outlives_busy_slots_and_a_full_cache_an_unpinned_one_do
         assert unmarked.usage.cached_tokens == 0  # evaluated again: nothing of it was kept
     finally:
         engine.close()
+
+
+def test_a_tool_mark_without_a_system_prompt_pins_the_tools_with_the_real_template(model: Model) -> None:
+    # Qwen2.5's template reads messages[0] when there are tools: a cut with no message fails to render.
+    template = ChatTemplate(model.metadata["tokenizer.chat_template"], "", model.token_text(model.token_eos()))
+    tool = ToolSpec("weather", "Weather of a city", {"type": "object"}, cache=CacheMark())
+    request = CoreRequest(
+        model="m",
+        messages=(Message("user", (TextPart("Name a colour."),)),),
+        tools=(tool,),
+        tool_choice=ToolChoice("auto"),
+    )
+    text = template.render(request)
+    prompt = model.tokenize(text)
+    (pin,) = cache_pins(request, prompt, lambda head: model.tokenize(template.render(head)))
+    # The template's system turn with the tools, up to the user's text.
+    user = text.index("<|im_start|>user\n") + len("<|im_start|>user\n")
+    assert "</tools>" in text[:user] and pin.tokens == len(model.tokenize(text[:user]))
 
 
 def anthropic_ask(client: anthropic.Anthropic, system: str, marked: bool, question: str) -> Any:
@@ -169,3 +176,24 @@ def test_on_the_wire_a_marked_prefix_is_read_from_the_cache_after_every_slot_ser
     assert again.usage.cache_read_input_tokens >= written and not again.usage.cache_creation_input_tokens
     unmarked = anthropic_ask(client, plain_system, False, "Name a number.")
     assert not unmarked.usage.cache_read_input_tokens  # not kept: evaluated again
+
+
+def test_on_the_wire_a_marked_tool_without_a_system_prompt_is_pinned(gateway: Gateway) -> None:
+    client = gateway.anthropic().with_options(timeout=900, max_retries=0)  # a 500 must not be retried away
+    tool = {
+        "name": "weather",
+        "description": f"Weather of a city ({uuid.uuid4().hex[:8]}: nothing else shares this prefix)",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "cache_control": {"type": "ephemeral"},
+    }
+
+    def ask(question: str) -> Any:
+        return client.messages.create(
+            model=MODEL, max_tokens=1, tools=[tool], messages=[{"role": "user", "content": question}]
+        )
+
+    first = ask("Name a colour.")
+    assert first.usage.cache_creation_input_tokens > 0  # the tools' prefix was pinned
+    again = ask("Name a number.")
+    pinned = first.usage.cache_read_input_tokens + first.usage.cache_creation_input_tokens
+    assert again.usage.cache_read_input_tokens >= pinned and not again.usage.cache_creation_input_tokens

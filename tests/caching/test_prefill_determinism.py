@@ -5,29 +5,18 @@ directly (one prompt at a time, as a request alone would run)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pytest
 
 from gatewright.backends.llamacpp._internals import Model
 from gatewright.backends.llamacpp.engine import Context
 from gatewright.backends.llamacpp.prefix_cache import PrefixCache
 from gatewright.backends.llamacpp.scheduler import Scheduler, Slot
-from gatewright.backends.weights import assemble
 
 GRANULARITY = 16
 BUSY: Any = object()  # stands for a choice occupying a slot
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[Model]:
-    path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
-    loaded = Model(str(path), n_ctx=1024, slots=2, n_threads=2, n_batch=512)
-    yield loaded
-    loaded.close()
 
 
 def scheduler(model: Model, cache: PrefixCache | None = None) -> Scheduler:

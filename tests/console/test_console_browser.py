@@ -323,3 +323,24 @@ def test_sessions_are_kept_in_the_store_sealed_and_end_when_they_expire(served: 
         )
     assert gw.http.get("/ui/api/v1/keys", headers=cookie).status_code == 401  # expired: no session
     assert gw.http.get("/ui/session", headers=cookie).json() == {"signed_in": False}
+
+
+def test_signing_in_again_ends_the_session_the_browser_held(served: Served) -> None:
+    gw = served.gw
+    first = gw.http.post("/ui/session", json={"key": gw.management_key}).cookies["gw_console"]
+    old = {"cookie": f"gw_console={first}"}
+    again = gw.http.post("/ui/session", json={"key": gw.api_key}, headers=old)
+    assert again.status_code == 200 and again.cookies["gw_console"] != first
+    assert gw.http.get("/ui/session", headers=old).json() == {"signed_in": False}  # not left alive in the store
+    new = {"cookie": f"gw_console={again.cookies['gw_console']}"}
+    assert gw.http.get("/ui/session", headers=new).json()["kind"] == "api"
+
+
+def test_a_sign_in_a_cross_site_form_could_send_is_refused(served: Served) -> None:
+    gw = served.gw
+    # What <form enctype="text/plain"> on another site can post: a JSON-shaped body, no JSON type.
+    body = f'{{"key": "{gw.api_key}", "x": "="}}'
+    forged = gw.http.post("/ui/session", content=body, headers={"content-type": "text/plain"})
+    assert forged.status_code == 415 and "gw_console" not in forged.cookies
+    signed = gw.http.post("/ui/session", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert signed.status_code == 200 and signed.cookies["gw_console"]

@@ -95,7 +95,7 @@ def test_a_keys_last_use_is_set_by_its_billed_requests(platform_gateway: AppGate
     first = datetime.fromisoformat(str(listed()["last_used_at"]))
     assert first >= before.replace(microsecond=before.microsecond // 1000 * 1000)
     gw.openai(key).chat.completions.create(model="echo", messages=[{"role": "user", "content": "again"}])
-    assert datetime.fromisoformat(str(listed()["last_used_at"])) >= first
+    assert datetime.fromisoformat(str(listed()["last_used_at"])) > first  # moved on with the new request
     # The key reads its own last use too.
     assert gw.http.get("/v1/key", headers=auth(key)).json()["data"]["last_used_at"] is not None
 
@@ -153,7 +153,7 @@ def test_models_list_their_deployments_and_whether_each_is_up(tmp_path: Path) ->
                 headers=auth(gw.api_key),
             )
             assert failed.status_code >= 500
-        listed = gw.http.get("/v1/models", params={"deployments": "true"}).json()["data"]
+        listed = gw.http.get("/v1/models", params={"deployments": "true"}, headers=auth(gw.api_key)).json()["data"]
         by_id = {m["id"]: m for m in listed}
         assert by_id["echo"]["deployments"] == [{"name": "echo", "backend": "fake", "state": "up", "up": True}]
         (broken,) = by_id["broken"]["deployments"]
@@ -163,6 +163,26 @@ def test_models_list_their_deployments_and_whether_each_is_up(tmp_path: Path) ->
         assert all(set(d) == {"name", "backend", "state", "up"} for m in listed for d in m["deployments"])
         bad = gw.http.get("/v1/models", params={"deployments": "yes"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "deployments"
+
+
+def test_only_a_credential_of_the_gateway_sees_the_deployments(tmp_path: Path) -> None:
+    with app_gateway(tmp_path) as gw:
+        asked = {"deployments": "true"}
+        # A stranger reads the public list, but not where each model runs and whether it is up.
+        anonymous = gw.http.get("/v1/models", params=asked)
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "missing_api_key"
+        wrong = gw.http.get("/v1/models", params=asked, headers=auth("gw-" + "0" * 32))
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert "deployments" not in gw.http.get("/v1/models").json()["data"][0]
+        # Every kind of the gateway's own credential does: the console signs in with each.
+        for key in (gw.api_key, gw.management_key, gw.operator_key):
+            assert key is not None
+            listed = gw.http.get("/v1/models", params=asked, headers=auth(key))
+            assert listed.status_code == 200 and all("deployments" in m for m in listed.json()["data"])
+        # A disabled key is no credential any more.
+        key, prefix = _new_key(gw, name="soon-disabled")
+        assert gw.http.patch(f"/v1/keys/{prefix}", json={"disabled": True}, headers=auth(gw.management_key)).is_success
+        assert gw.http.get("/v1/models", params=asked, headers=auth(key)).status_code == 401
 
 
 async def test_console_sessions_in_the_store_expire_and_are_deleted(engine: AsyncEngine) -> None:

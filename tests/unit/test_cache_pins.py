@@ -40,10 +40,45 @@ def test_a_tool_mark_pins_the_system_prompt_with_the_tools_and_no_mark_pins_noth
         tool_choice=ToolChoice("auto"),
     )
     prompt = render(request)
-    # Shared up to where the cut rendering and the whole one part ("<assistant>" vs "<user>").
-    assert cache_pins(request, prompt, render) == (Pin(len("<tools>weather</tools><system>S<end><"), 300.0),)
+    # The cut is the system prompt and an empty user turn: shared up to the user's text.
+    assert cache_pins(request, prompt, render) == (Pin(len("<tools>weather</tools><system>S<end><user>"), 300.0),)
     plain = CoreRequest(model="m", messages=request.messages)
     assert cache_pins(plain, render(plain), render) == ()
+
+
+def render_like_qwen(request: CoreRequest) -> list[int]:
+    """Qwen2.5's template reads ``messages[0]`` when there are tools: no message is an error."""
+    if request.tools and not request.messages:
+        raise IndexError("list object has no element 0")
+    return render(request)
+
+
+def test_a_tool_mark_without_a_system_prompt_pins_the_tools() -> None:
+    tool = ToolSpec("weather", None, {"type": "object"}, cache=CacheMark("1h"))
+    request = CoreRequest(
+        model="m", messages=(Message("user", (TextPart("Q"),)),), tools=(tool,), tool_choice=ToolChoice("auto")
+    )
+    prompt = render_like_qwen(request)
+    assert cache_pins(request, prompt, render_like_qwen) == (Pin(len("<tools>weather</tools><user>"), 3600.0),)
+
+
+def test_a_breakpoint_whose_cut_the_template_refuses_pins_nothing_and_fails_nothing() -> None:
+    request = CoreRequest(
+        model="m",
+        messages=(
+            Message("system", (TextPart("Manual.", CacheMark()),)),
+            Message("user", (TextPart("Question", CacheMark()),)),
+        ),
+    )
+    prompt = render(request)
+
+    def refuses_a_cut_without_a_user_turn(head: CoreRequest) -> list[int]:
+        if all(message.role != "user" for message in head.messages):
+            raise ValueError("No user query found in messages.")  # as Qwen3's template says
+        return render(head)
+
+    # The system breakpoint's cut is refused: only the user one is pinned.
+    assert cache_pins(request, prompt, refuses_a_cut_without_a_user_turn) == (Pin(len(prompt), 300.0),)
 
 
 class Clock:
@@ -101,3 +136,25 @@ def test_pins_hold_at_most_their_share_the_least_recently_used_giving_way() -> N
     # Half of the capacity unless told, and never more than all of it.
     assert PrefixCache(1000, 16).pin_capacity == 500
     assert PrefixCache(1000, 16, pin_capacity=5000).pin_capacity == 1000
+
+
+def test_at_most_four_breakpoints_are_pinned_the_tools_counting_as_one() -> None:
+    tools = tuple(ToolSpec(f"t{i}", None, {"type": "object"}, cache=CacheMark("1h" if i else None)) for i in range(3))
+    messages = tuple(Message("user", (TextPart(f"m{i}.", CacheMark()),)) for i in range(500))
+    request = CoreRequest(model="m", messages=messages, tools=tools, tool_choice=ToolChoice("auto"))
+    prompt = render(request)
+    renders: list[CoreRequest] = []
+
+    def counted(head: CoreRequest) -> list[int]:
+        renders.append(head)
+        return render(head)
+
+    pins = cache_pins(request, prompt, counted)
+    assert len(renders) == 4  # not one per mark: each is a rendering of the prompt up to it
+    tools_text = "<tools>t0,t1,t2</tools>"
+
+    def through(n: int) -> int:  # the first n messages, to where the next turn's role starts
+        return len(tools_text + "".join(f"<user>m{i}.<end>" for i in range(n)) + "<")
+
+    # The tools' cut with the longest of their TTLs, then the first three messages' breakpoints.
+    assert pins == (Pin(len(tools_text + "<user>"), 3600.0), *(Pin(through(n), 300.0) for n in (1, 2, 3)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from gatewright.api.anthropic import schemas
@@ -21,6 +21,7 @@ from gatewright.api.anthropic.translate import count_request, from_core, to_core
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
 from gatewright.api.openapi import Operation, routes_of
+from gatewright.api.sse import EventStream
 from gatewright.core.accumulate import collect
 from gatewright.core.errors import GatewrightError
 from gatewright.core.ids import now, random_hex
@@ -82,9 +83,7 @@ async def messages(request: Request) -> Response:
     message_id = "msg_" + random_hex(12)
     if core_request.stream:
         renderer = MessageRenderer(message_id, call.entry.id, call.prompt_tokens)
-        return StreamingResponse(
-            render(call.events, renderer, rid), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
-        )
+        return EventStream(render(call.events, renderer, rid), headers={**SSE_HEADERS, **headers})
     try:
         acc = await collect(call.events)
     except GatewrightError as error:

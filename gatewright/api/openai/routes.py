@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, parse, request_id
@@ -17,9 +17,10 @@ from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.stream import ChunkRenderer, render
 from gatewright.api.openai.translate import from_core, to_core
 from gatewright.api.openapi import Operation, routes_of
+from gatewright.api.sse import EventStream
 from gatewright.core.accumulate import collect
 from gatewright.core.catalog import ModelEntry
-from gatewright.core.errors import GatewrightError, InvalidRequest
+from gatewright.core.errors import GatewrightError, InvalidRequest, Unauthorized
 from gatewright.core.events import Event, ReasoningDelta, ReasoningSignature, RedactedReasoning
 from gatewright.core.ids import now, random_hex
 from gatewright.core.routing import Router
@@ -80,11 +81,7 @@ async def chat_completions(request: Request) -> Response:
     if core_request.stream:
         include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
         renderer = ChunkRenderer(completion_id, created, call.entry.id, include_usage, rid)
-        return StreamingResponse(
-            render(events, renderer),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **headers},
-        )
+        return EventStream(render(events, renderer), headers={**SSE_HEADERS, **headers})
     try:
         acc = await collect(events, core_request.n)
     except GatewrightError as error:
@@ -107,15 +104,27 @@ async def chat_completions(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: OpenAI's list shape, with gatewright's extra facts on each model. Public;
     with a key that has an allow-list of models, only the models it may call. ``?deployments=true``
-    adds each model's deployments and whether each is up (see ``_deployments``)."""
-    catalog = gateway(request).catalog
+    adds each model's deployments and whether each is up (see ``_deployments``): with the platform
+    on, only for a credential of the gateway (the health of each upstream is no stranger's business)."""
+    catalog, platform, token = gateway(request).catalog, gateway(request).platform, bearer(request)
     with_deployments = bool(request.scope["query_string"]) and _flag(request, "deployments")
     principal = None
-    if gateway(request).platform is not None and bearer(request):
+    if platform is not None and token:
         try:
-            principal = await authenticate(request, bearer(request), fresh=True)
+            principal = await authenticate(request, token, fresh=True)
         except GatewrightError:
             principal = None  # the list is public: a key that does not authenticate filters nothing
+    if (
+        with_deployments
+        and platform is not None
+        and principal is None
+        and not await platform.authenticator.is_credential(token)
+    ):
+        raise Unauthorized(
+            "'deployments=true' needs a key of this gateway: send an API or management key (or the "
+            "operator's) as 'Authorization: Bearer …'.",
+            code="invalid_api_key" if token else "missing_api_key",
+        )
     entries = [entry for entry in catalog if principal is None or principal.may_call(entry.id)]
     data = [_model(entry) for entry in entries]
     if with_deployments:

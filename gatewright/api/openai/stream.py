@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from gatewright.api.openai.errors import error_body
 from gatewright.api.openai.translate import logprobs_dict, usage_dict
 from gatewright.api.public import internal
@@ -26,7 +28,7 @@ from gatewright.core.events import (
 
 
 class ChunkRenderer:
-    __slots__ = ("_base", "_details", "_held", "_include_usage", "_started")
+    __slots__ = ("_base", "_details", "_held", "_include_usage", "_started", "_text_head", "_text_tail")
 
     def __init__(
         self, completion_id: str, created: int, model: str, include_usage: bool, request_id: str | None = None
@@ -44,6 +46,13 @@ class ChunkRenderer:
         self._started: set[int] = set()
         self._details: dict[int, int] = {}  # choice → index of its last reasoning_details item
         self._held: dict[str, Any] | None = None  # last finish chunk, waiting for the cost
+        # A text delta's frame is the same bytes around its text (most frames of a stream): cut
+        # once from the frame orjson makes for a marker, so the bytes stay exactly orjson's.
+        marker = orjson.dumps("\x00")
+        frame = data_frame(self._chunk([self._choice(0, {"content": "\x00"})]))
+        cut = frame.rindex(marker)  # the content comes after every field a caller named
+        self._text_head = frame[:cut]
+        self._text_tail = frame[cut + len(marker) :]
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         chunk = dict(self._base)
@@ -62,6 +71,14 @@ class ChunkRenderer:
         return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def render(self, event: Event) -> list[bytes]:
+        if (
+            type(event) is TextDelta
+            and event.choice == 0
+            and event.logprobs is None
+            and self._held is None
+            and 0 in self._started
+        ):  # most frames: a token of text of the first choice, already begun
+            return [self._text_head + orjson.dumps(event.text) + self._text_tail]
         frames: list[bytes] = []
         if self._held is not None and not isinstance(event, UsageReport):
             frames.append(data_frame(self._held))

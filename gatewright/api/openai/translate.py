@@ -64,6 +64,8 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def _refuse_unsupported(req: w.ChatCompletionRequest) -> None:
+    if REFUSED.keys().isdisjoint(req.model_fields_set):
+        return  # none was sent (their defaults are harmless): the usual request, one set test
     for name, (harmless, why) in REFUSED.items():
         if not harmless(getattr(req, name)):
             raise UnsupportedFeature(

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gatewright.api.deps import authenticate, gateway
 from gatewright.api.http import JSONResponse, bearer, limit_headers, request_id
@@ -27,6 +27,7 @@ from gatewright.api.responses.translate import (
     tool_choice_echo,
     tools_echo,
 )
+from gatewright.api.sse import EventStream
 from gatewright.core.catalog import ModelEntry
 from gatewright.core.errors import GatewrightError, InvalidRequest, UnsupportedFeature
 from gatewright.core.ids import now, random_hex
@@ -149,7 +150,7 @@ async def create_response(request: Request) -> Response:
 
     if wire.stream:
         frames = _frames(call, ResponseBuilder(base, emit=True), persist)
-        return StreamingResponse(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+        return EventStream(frames, headers={**SSE_HEADERS, **headers})
     builder = ResponseBuilder(base, emit=False)
     try:
         async for event in call.events:
