@@ -315,15 +315,18 @@ class Scheduler:
                 self._fail_slots(generating, error)
 
     def _prefill(self, slot: Slot, chunk: int) -> int | None:
-        """One more piece of the prompt: an aligned chunk or, when the rest fits in one, all of it
-        in one call, whose last row (the last token's logits) it returns for the choice to draw its
+        """One more piece of the prompt: an aligned chunk up to the reuse boundary, then the rest in
+        one call, whose last row (the last token's logits) it returns for the choice to draw its
         first token from. The last call always has at least two rows (see ``_place``)."""
         prompt, step = slot.prompt, self.granularity
         position = len(slot.cells)  # a multiple of the granularity until the last call
-        rest = len(prompt) - position
+        # The last call starts where any later request sharing this prompt would start reading
+        # (``_place``: aligned, two tokens short of the end), so the cells it writes are the same
+        # bits whether the prompt was read fresh or reused: the last call's rows depend on its size.
+        boundary = (len(prompt) - 2) // step * step
         stops = [at for at in slot.pins if at > position]  # pins end short of the last two tokens
-        if rest > chunk or stops:
-            end = min([position + (chunk if rest - chunk >= 2 else chunk - step), *stops])
+        if position < boundary:
+            end = min([position + chunk, boundary, *stops])
             self._evaluate(slot, prompt[position:end], False)
             if end in slot.pins:
                 self._pin(slot, end)  # the slot holds exactly this prefix now
