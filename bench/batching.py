@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -48,6 +49,7 @@ class BatchingConfig:
     running_tokens: int = 160  # length of the streams running when the long prompt joins
     threads: int = 2
     n_ctx: int = 4096  # per sequence
+    parts: tuple[str, ...] = ("throughput", "mixed", "join", "cache")
 
 
 class Counter:
@@ -222,6 +224,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_batching(config: BatchingConfig, model: Path) -> dict[str, Any]:
+    load_start = os.getloadavg()  # the machine is shared: say how busy it was
     counter = Counter(model)
     peers = start_peers(config, model)
     try:
@@ -234,16 +237,16 @@ def run_batching(config: BatchingConfig, model: Path) -> dict[str, Any]:
         for rep in range(config.reps):
             shift = rep % len(peers)
             order = peers[shift:] + peers[:shift]
-            for concurrency in config.concurrency:
+            for concurrency in config.concurrency if "throughput" in config.parts else ():
                 for peer in order:
                     result = throughput(peer, counter, code, concurrency, config.max_tokens)
                     rows.append({"rep": rep, "part": "throughput", "c": concurrency, "peer": peer.name, **result})
                     log.info("rep %d c=%d %-22s %.1f tok/s", rep, concurrency, peer.name, result["aggregate_tps"])
-            for peer in order:
+            for peer in order if "mixed" in config.parts else ():
                 ttfts = mixed(peer, codes, 16)
                 rows.append({"rep": rep, "part": "mixed", "peer": peer.name, "ttft_s": ttfts})
                 log.info("rep %d mixed %-22s ttft %s", rep, peer.name, " ".join(f"{t:.2f}" for t in ttfts))
-            for peer in order:
+            for peer in order if "join" in config.parts else ():
                 if not peer.batches:
                     continue  # its three streams run one after another: nothing runs while it prefills
                 joined = join(peer, short, long, config)
@@ -256,13 +259,18 @@ def run_batching(config: BatchingConfig, model: Path) -> dict[str, Any]:
                     percentile(joined["gaps_during_join_s"], 99),
                     joined["running_tokens_during_join"],
                 )
-            for peer in order:
+            for peer in order if "cache" in config.parts else ():
                 cache = cached_prefix(peer, long)
                 rows.append({"rep": rep, "part": "cache", "peer": peer.name, **cache})
                 log.info(
                     "rep %d cache %-22s cold %.2fs cached %.2fs", rep, peer.name, cache["cold_s"], cache["cached_s"]
                 )
-        return {"config": asdict(config), "peers": [p.name for p in peers], "rows": rows}
+        return {
+            "config": asdict(config),
+            "peers": [p.name for p in peers],
+            "rows": rows,
+            "load_average": {"start": load_start, "end": os.getloadavg()},
+        }
     finally:
         for peer in peers:
             peer.service.stop()
@@ -317,12 +325,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads of every peer")
+    parser.add_argument("--parts", default="throughput,mixed,join,cache")
     parser.add_argument("--out", type=Path, default=procs.ROOT / "bench" / "results" / "batching.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = BatchingConfig(
-        reps=args.reps, concurrency=tuple(int(c) for c in args.concurrency.split(",")), max_tokens=args.max_tokens
+        reps=args.reps,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        max_tokens=args.max_tokens,
+        threads=args.threads,
+        parts=tuple(args.parts.split(",")),
     )
     result = run_batching(config, model_path())
     result["summary"] = summary(result)

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # rate limits shared by replicas when set
     # Off: a bare proxy with no keys, billing or limits (benchmarks, trusted networks).
     platform: bool = True
+    # Each process holds credits of a key in bulk and reserves against them in memory, so a
+    # request commits only its settlement (core.ledger_leases); off: a committed hold per request.
+    credit_leases: bool = True
     starting_credits: int = Field(default=20_000_000, ge=0)  # 10 USD, for the account made on first start
     low_balance_threshold: int = Field(default=10_000, ge=0)
     default_requests_per_minute: int | None = Field(default=600, ge=1)

@@ -39,6 +39,7 @@ from gatewright.core.ids import random_hex
 from gatewright.core.jobs import Jobs
 from gatewright.core.keys import Authenticator
 from gatewright.core.ledger import LedgerWriter
+from gatewright.core.ledger_leases import LeasePolicy
 from gatewright.core.limits import Defaults, MemoryLimiter
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Limiter, Platform
@@ -113,9 +114,9 @@ async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
         yield engine
 
 
-def ledger_writer(engine: AsyncEngine, owner: str) -> LedgerWriter:
+def ledger_writer(engine: AsyncEngine, owner: str, leases: LeasePolicy | None = None) -> LedgerWriter:
     """The one writer of balances, over the store (started by whoever batches requests through it)."""
-    return LedgerWriter(SqlLedgerStore(engine, owner))
+    return LedgerWriter(SqlLedgerStore(engine, owner), leases=leases, owner=owner)
 
 
 @contextlib.asynccontextmanager
@@ -166,7 +167,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def open_platform(settings: Settings, catalog: Catalog | None = None) -> AsyncIterator[PlatformServices]:
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_store(settings))
-        ledger = ledger_writer(engine, owner=random_hex(8))
+        ledger = ledger_writer(engine, owner=random_hex(8), leases=LeasePolicy() if settings.credit_leases else None)
         stack.push_async_callback(ledger.close)
         # A store used by this process alone: every open hold is from a run that ended.
         await ledger.release_stale(None if settings.single_process else HOLD_TTL)

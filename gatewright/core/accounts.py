@@ -239,6 +239,15 @@ class CreditLedger(Protocol):
         """Spend a code for the account; returns the credits added (see ``ledger_rules.decide_redeem``)."""
         ...
 
+    async def fence(self) -> None:
+        """Wait until an account's disabling or a key limit's change counts for the credit leases
+        of every process (``core.ledger_leases``)."""
+        ...
+
+    async def give_back_idle(self, account_id: int) -> None:
+        """Give back this process's credit leases of the account that no request uses now."""
+        ...
+
 
 def month_spent(key: KeyRecord, now: datetime) -> int:
     """Credits the key has spent this calendar month (UTC); the stored counter rolls over only on
@@ -311,10 +320,13 @@ class Accounts:
             await self.store.update_account(account_id, values)
             if self.authenticator is not None:
                 self.authenticator.forget()
+            if values.get("disabled"):
+                await self.ledger.fence()  # no process reserves against its credit leases any more
         return await self.account(account_id)
 
     async def delete_account(self, account_id: int) -> None:
         await self.account(account_id)
+        await self.ledger.give_back_idle(account_id)  # credits a lease holds for no request
         if not await self.store.delete_account(account_id):
             raise Conflict(
                 f"Account {account_id} has credits reserved by requests in flight; disable it, "
@@ -474,6 +486,8 @@ class Accounts:
             await self.store.update_key(key.id, values)
             if self.authenticator is not None:
                 self.authenticator.forget(prefix)
+            if "limit" in changes:
+                await self.ledger.fence()  # credit leases taken under the old limit are given back first
         return await self.key(prefix, account_id)
 
     async def delete_key(self, prefix: str, account_id: int | None, kind: KeyKind | None = None) -> None:

@@ -15,6 +15,12 @@ until they are, because a settlement must never be lost. A finished request wait
 settlement's commit before its answer ends (``core.settling.charge``): an answer a client received
 is billed even if the process dies the next instant.
 
+With credit leases (``core.ledger_leases``, the default of a serving gateway) a request's
+reservation is made in memory against credits its process holds in the store in bulk, and its
+settlement is charged against them: one commit per request, the settlement, still durable
+before the answer's last byte; the lease grows (a commit the request waits for) only when its
+unused part does not cover the request's worst case.
+
 Guarantees, each tested: a request is settled at most once (holds change state from ``held``
 exactly once); a charge never exceeds its hold, so neither the balance (never below zero) nor a
 key's spend limit is overrun; failed and refused requests cost nothing; holds whose process died
@@ -29,11 +35,24 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
+from gatewright.core.clock import utcnow
 from gatewright.core.errors import GatewrightError, InternalError
-from gatewright.core.ledger_rules import Grant, Operation, Redemption, Release, Reservation, Settlement
+from gatewright.core.ledger_leases import LeaseBook, LeasePolicy, LeaseState, tend_forever
+from gatewright.core.ledger_rules import (
+    Grant,
+    LeaseCharge,
+    LeaseExpiry,
+    LeaseGrow,
+    LeaseReturn,
+    Operation,
+    Redemption,
+    Release,
+    Reservation,
+    Settlement,
+)
 from gatewright.core.metrics import record_ledger_commit
 from gatewright.core.platform import Hold, Principal, SettleStatus
 from gatewright.core.types import Cost, Usage
@@ -46,6 +65,7 @@ RETRY_DELAYS = (0.05, 0.25, 1.0)
 BACKGROUND_RETRY = 5.0
 # How long unwaited settlements wait for company to share their commit (see LedgerWriter._linger).
 SETTLEMENT_LINGER = 0.005
+FENCE_MARGIN = 0.05  # beyond a lease's confirmation window, for the clocks' reading
 
 
 class LedgerStore(Protocol):
@@ -70,20 +90,31 @@ class LedgerStore(Protocol):
         """Credits charged to these requests in all."""
         ...
 
+    async def expired_leases(self, before: datetime | None) -> list[LeaseExpiry]:
+        """Leases still held that expired before ``before`` (None: all), as expiries."""
+        ...
+
+    async def lease_states(self, lease_ids: Sequence[str]) -> dict[str, LeaseState]:
+        """Each lease as the store has it (see ``LeaseState``)."""
+        ...
+
 
 class _Barrier:
     """Resolves once everything queued before it is written (``LedgerWriter.flush``)."""
 
 
 _BARRIER = _Barrier()
-Work = Reservation | Settlement | _Barrier
+Work = Reservation | Settlement | LeaseGrow | LeaseCharge | LeaseReturn | _Barrier
 
 
 def _waited(work: Work) -> bool:
     """What a caller waits on: a batch holding one is committed without lingering for company.
     A finished request's settlement ("ok") is waited on: its answer's last byte goes out only
-    once it is durable. Settlements of failed or abandoned requests nobody waits for."""
-    return not isinstance(work, Settlement) or work.status == "ok"
+    once it is durable. Settlements of failed or abandoned requests nobody waits for, nor the
+    upkeep of leases."""
+    if isinstance(work, Settlement | LeaseCharge):
+        return work.status == "ok"
+    return not isinstance(work, LeaseReturn)
 
 
 @dataclass(slots=True)
@@ -109,6 +140,8 @@ class LedgerWriter:
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         background_retry: float = BACKGROUND_RETRY,
         linger: float = SETTLEMENT_LINGER,
+        leases: LeasePolicy | None = None,
+        owner: str = "gateway",
     ) -> None:
         self.store = store
         self.max_batch = max_batch
@@ -121,13 +154,23 @@ class LedgerWriter:
         # Request ids of holds this process made and has not yet settled (see wait_settled).
         self._unsettled: set[str] = set()
         self._settled_one = asyncio.Event()
+        self.leases = LeaseBook(leases, owner, self._submit, store.lease_states) if leases is not None else None
+        self._tending: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        if self.leases is not None:
+            every = min(1.0, self.leases.policy.ttl / 6)  # leases are extended every ttl / 3
+            self._tending = asyncio.create_task(tend_forever(self.leases, every), name="ledger-leases")
         self.store.start()
 
     async def close(self) -> None:
-        """Write everything queued, then stop."""
+        """Write everything queued, give back every lease, then stop."""
+        if self._tending is not None:
+            self._tending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tending
+            self._tending = None
         for handle, again in list(self._retrying.items()):  # waiting settlements get one last try
             handle.cancel()
             again()
@@ -135,7 +178,33 @@ class LedgerWriter:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
+            if self.leases is not None and (returns := self.leases.closing()):
+                try:
+                    await self.store.apply(returns, retry=False)
+                except Exception as failure:  # they expire instead: any replica's sweep closes them
+                    log.warning("giving back %d credit leases at stop failed: %r", len(returns), failure)
         await self.store.close()
+
+    def _submit(self, work: Operation) -> asyncio.Future[Any]:
+        """Queue an operation for the writer (the lease book's way in); resolves to its outcome."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._queue.put_nowait(_Op(cast(Work, work), future))
+        return future
+
+    async def give_back_idle(self, account_id: int) -> None:
+        """Close this process's credit leases of the account that no request uses now (written
+        before it returns); other processes give theirs back once idle (``LeasePolicy.idle``)."""
+        if self.leases is not None:
+            for closed in self.leases.give_back_idle(account_id):
+                with contextlib.suppress(GatewrightError):
+                    await closed
+
+    async def fence(self) -> None:
+        """Wait until a change of an account or key limit counts for every lease in every process
+        (each is confirmed against the store at most ``LeasePolicy.confirm`` before it is used).
+        Whoever changes them waits, with or without leases of its own: other processes may hold some."""
+        await asyncio.sleep(LeasePolicy().confirm + FENCE_MARGIN)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written: reads after it see every settlement
@@ -148,6 +217,10 @@ class LedgerWriter:
     # -- the Ledger protocol ------------------------------------------------------------------
 
     async def reserve(self, principal: Principal, credits: int, request_id: str, model: str) -> Hold:
+        if self.leases is not None:
+            leased = await self.leases.reserve(principal, credits, request_id, model)
+            self._unsettled.add(request_id)
+            return leased
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Op(Reservation(principal, credits, request_id, model), future))
         try:
@@ -187,6 +260,8 @@ class LedgerWriter:
     ) -> asyncio.Future[Any]:
         self._unsettled.discard(hold.request_id)
         self._settled_one.set()
+        if self.leases is not None and self.leases.owns(hold.request_id):
+            return self.leases.settle(hold, usage, cost, status, model, dialect, latency_ms)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         self._queue.put_nowait(_Op(Settlement(hold, usage, cost, status, model, dialect, latency_ms), future))
@@ -222,11 +297,15 @@ class LedgerWriter:
         Replicas sharing PostgreSQL release only holds older than the longest possible request.
         Released holds are not billed: the tokens their requests produced are unknown."""
         stale = await self.store.open_holds(older_than)
-        if not stale:
-            return 0
-        released = sum(await self.store.apply(stale, retry=False))
+        released = sum(await self.store.apply(stale, retry=False)) if stale else 0
         if released:
             log.warning("released %d holds of requests interrupted by a restart (not billed)", released)
+        # Leases: every one when the store is this process's alone, else those whose holder
+        # stopped extending them (each re-checked under lock).
+        expired = await self.store.expired_leases(None if older_than is None else utcnow())
+        if expired:
+            given_back = sum(await self.store.apply(expired, retry=False))
+            log.warning("closed expired credit leases of stopped processes (%d credits back)", given_back)
         return int(released)
 
     # -- the writer ------------------------------------------------------------------------------
@@ -292,12 +371,12 @@ class LedgerWriter:
             return
         log.error("ledger commit of %d operations failed for good: %r", len(batch), error)
         for op in batch:
-            if isinstance(op.work, Settlement):
+            if isinstance(op.work, Settlement | LeaseCharge):
                 self._retry_later(op.work)
             if not op.future.done():
                 op.future.set_exception(InternalError(f"The billing store is unavailable: {error!r}"))
 
-    def _retry_later(self, work: Settlement) -> None:
+    def _retry_later(self, work: Settlement | LeaseCharge) -> None:
         loop = asyncio.get_running_loop()
 
         def again() -> None:

@@ -1,7 +1,7 @@
 """The ledger's decisions, without I/O: given the rows one transaction has locked, decide each
 operation in order and collect the rows to write.
 
-Every change of an account's ``balance`` or ``reserved`` is one of five operations, decided here
+Every change of an account's ``balance`` or ``reserved`` is one of these operations, decided here
 and nowhere else, and written by the ledger's one writer (``store.ledger.apply_batch``):
 
 * ``Reservation``: hold credits before a request runs; needs the account's available credits
@@ -13,6 +13,21 @@ and nowhere else, and written by the ledger's one writer (``store.ledger.apply_b
 * ``Redemption``: spend a redemption code and credit its amount to the account, exactly once (the
   code's row is locked with the account's, and its ``redeemed_at`` is set in the same commit).
 
+Credit leases (``core.ledger``'s ``LeasePolicy``): a process holds credits of one (account, key)
+in bulk and reserves against them in memory, so a request commits nothing before it runs. A
+lease is a real hold in the store (counted in the account's ``reserved`` and the key's
+``period_reserved``), so processes and replicas together never pass a balance or a key's limit:
+
+* ``LeaseGrow``: take (or take more) credits for a lease; ``need`` must fit like a reservation,
+  ``extra`` is taken only as far as it fits in half the room left (other processes keep the rest).
+* ``LeaseCharge``: a request's settlement, charged against its lease (at most its hold and what
+  the lease holds); once per request id. A lease already closed charges the account directly,
+  capped by what it has available and the key's room, so no limit is passed even then.
+* ``LeaseReturn``: extend a lease's expiry (the holder is alive), or close it and give back what
+  it still holds (idle, revoked, or the process stopping).
+* ``LeaseExpiry``: close a lease whose holder stopped extending it (its process died), giving back
+  what it held; its in-memory reservations died with the process, unbilled, like a ``Release``.
+
 A disabled account's reservations are refused here, inside the transaction, so disabling an
 account stops its billed requests at once on every replica.
 """
@@ -21,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gatewright.core.billing import credits_to_usd
@@ -91,7 +106,63 @@ class Redemption:
     actor: str | None = None
 
 
-Operation = Reservation | Settlement | Release | Grant | Redemption
+@dataclass(slots=True)
+class LeaseGrow:
+    lease_id: str
+    principal: Principal
+    need: int  # must fit, or the request is refused
+    extra: int  # taken as far as it fits in half the room left after ``need``
+    asked: int  # the request's worst case (for the refusal's words)
+    ttl: timedelta
+
+
+@dataclass(slots=True)
+class LeaseCharge:
+    """A request's settlement against its lease; ``close``: the lease's holder is done with it
+    (revoked, and this was its last request), so what it still holds goes back too."""
+
+    lease_id: str
+    hold: Hold
+    usage: Usage
+    cost: Cost
+    status: SettleStatus
+    model: str
+    ttl: timedelta
+    close: bool = False
+    dialect: str | None = None  # for the usage record, as in ``Settlement``
+    latency_ms: int | None = None
+
+
+@dataclass(slots=True)
+class LeaseReturn:
+    """``close``: give back everything the lease holds; otherwise only extend its expiry."""
+
+    lease_id: str
+    account_id: int
+    key_id: int
+    ttl: timedelta
+    close: bool = False
+
+
+@dataclass(slots=True)
+class LeaseExpiry:
+    """Close a lease nobody extends; ``before``: only if it expired before then (None: always)."""
+
+    lease_id: str
+    account_id: int
+    key_id: int
+    before: datetime | None
+
+
+class LeaseGone:
+    """A ``LeaseGrow``'s outcome when the lease was closed meanwhile (expired): take a new one."""
+
+
+LEASE_GONE = LeaseGone()
+
+Operation = (
+    Reservation | Settlement | Release | Grant | Redemption | LeaseGrow | LeaseCharge | LeaseReturn | LeaseExpiry
+)
 
 
 @dataclass(slots=True)
@@ -102,6 +173,17 @@ class HoldRow:
     credits: int
     model: str
     status: str  # held | settled | released
+
+
+@dataclass(slots=True)
+class LeaseRow:
+    id: str
+    account_id: int
+    key_id: int
+    credits: int  # held now (in the account's reserved and the key's period_reserved)
+    status: str  # held | returned | released
+    expires_at: datetime | None
+    touched: bool = False
 
 
 @dataclass(slots=True)
@@ -154,6 +236,8 @@ class Locked:
     keys: dict[int, KeyRow]
     holds: dict[str, HoldRow]
     codes: dict[str, CodeRow] = field(default_factory=dict)  # by code hash
+    leases: dict[str, LeaseRow] = field(default_factory=dict)
+    billed: dict[str, int] = field(default_factory=dict)  # request id → credits, of earlier attempts
 
 
 @dataclass
@@ -167,6 +251,7 @@ class Changes:
     ledger_rows: list[dict[str, Any]] = field(default_factory=list)  # columns of the ledger table
     usage_rows: list[dict[str, Any]] = field(default_factory=list)  # columns of usage_records
     redeemed_codes: list[CodeRow] = field(default_factory=list)
+    new_leases: list[LeaseRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +262,8 @@ class Involved:
     key_ids: set[int]
     request_ids: list[str]  # holds
     code_hashes: list[str] = field(default_factory=list)  # redemption codes
+    lease_ids: list[str] = field(default_factory=list)
+    billed_ids: list[str] = field(default_factory=list)  # lease charges an earlier attempt may have written
 
 
 def involved(batch: Sequence[Operation], retry: bool) -> Involved:
@@ -186,8 +273,24 @@ def involved(batch: Sequence[Operation], retry: bool) -> Involved:
     keys: set[int] = set()
     request_ids: list[str] = []
     code_hashes: list[str] = []
+    lease_ids: set[str] = set()
+    billed_ids: list[str] = []
     for op in batch:
-        if isinstance(op, Reservation):
+        if isinstance(op, LeaseCharge):
+            accounts.add(op.hold.account_id)
+            keys.add(op.hold.key_id)
+            lease_ids.add(op.lease_id)
+            if retry:
+                billed_ids.append(op.hold.request_id)
+        elif isinstance(op, LeaseGrow):
+            accounts.add(op.principal.account_id)
+            keys.add(op.principal.key_id)
+            lease_ids.add(op.lease_id)
+        elif isinstance(op, LeaseReturn | LeaseExpiry):
+            accounts.add(op.account_id)
+            keys.add(op.key_id)
+            lease_ids.add(op.lease_id)
+        elif isinstance(op, Reservation):
             accounts.add(op.principal.account_id)
             keys.add(op.principal.key_id)
             if retry:
@@ -205,11 +308,49 @@ def involved(batch: Sequence[Operation], retry: bool) -> Involved:
             code_hashes.append(op.code_hash)
         else:
             accounts.add(op.account_id)
-    return Involved(accounts, keys, request_ids, sorted(set(code_hashes)))
+    return Involved(accounts, keys, request_ids, sorted(set(code_hashes)), sorted(lease_ids), billed_ids)
 
 
 def _hold_of(row: HoldRow, prefix: str) -> Hold:
     return Hold(row.request_id, row.account_id, row.key_id, prefix, row.credits, row.model)
+
+
+def _refuse(
+    account: AccountRow | None, key: KeyRow | None, need: int, asked: int, now: datetime
+) -> GatewrightError | None:
+    """Why ``need`` more credits cannot be held for a request that may cost ``asked`` (None: they can).
+    ``asked - need`` is already held for it (a lease's unused part)."""
+    if account is None or key is None:
+        return InsufficientCredits("This API key's account no longer exists.", code="account_missing")
+    if account.disabled:
+        return PermissionDenied("This API key's account is disabled.", code="account_disabled")
+    key.roll(now)
+    ours = asked - need
+    available = account.balance - account.reserved
+    if need > available:
+        return InsufficientCredits(
+            f"Insufficient credits: this request may cost up to {asked} credits "
+            f"({usd_text(asked)} USD) and the account has {max(available + ours, 0)} available. "
+            "Add credits, or lower max_tokens.",
+            code="insufficient_credits",
+        )
+    if key.threshold is not None and key.period_spent + key.period_reserved + need > key.threshold:
+        left = max(key.threshold - key.period_spent - key.period_reserved + ours, 0)
+        period = PERIOD_NAMES.get(key.retention or "", "per period")
+        return InsufficientCredits(
+            f"This API key's spending limit of {usd_text(key.threshold)} USD {period} leaves "
+            f"{usd_text(left)} USD; this request may cost up to {usd_text(asked)} USD. "
+            "Raise the key's limit, or lower max_tokens.",
+            code="key_limit_exceeded",
+        )
+    return None
+
+
+def _hold_more(account: AccountRow, key: KeyRow, credits: int) -> None:
+    account.reserved += credits
+    account.touched = True
+    key.period_reserved += credits
+    key.touched = key.used = True
 
 
 def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | GatewrightError:
@@ -219,32 +360,11 @@ def decide_reserve(op: Reservation, locked: Locked, changes: Changes) -> Hold | 
         return _hold_of(existing, op.principal.prefix)
     account = locked.accounts.get(op.principal.account_id)
     key = locked.keys.get(op.principal.key_id)
-    if account is None or key is None:
-        return InsufficientCredits("This API key's account no longer exists.", code="account_missing")
-    if account.disabled:
-        return PermissionDenied("This API key's account is disabled.", code="account_disabled")
-    key.roll(changes.now)
-    available = account.balance - account.reserved
-    if op.credits > available:
-        return InsufficientCredits(
-            f"Insufficient credits: this request may cost up to {op.credits} credits "
-            f"({usd_text(op.credits)} USD) and the account has {max(available, 0)} available. "
-            "Add credits, or lower max_tokens.",
-            code="insufficient_credits",
-        )
-    if key.threshold is not None and key.period_spent + key.period_reserved + op.credits > key.threshold:
-        left = max(key.threshold - key.period_spent - key.period_reserved, 0)
-        period = PERIOD_NAMES.get(key.retention or "", "per period")
-        return InsufficientCredits(
-            f"This API key's spending limit of {usd_text(key.threshold)} USD {period} leaves "
-            f"{usd_text(left)} USD; this request may cost up to {usd_text(op.credits)} USD. "
-            "Raise the key's limit, or lower max_tokens.",
-            code="key_limit_exceeded",
-        )
-    account.reserved += op.credits
-    account.touched = True
-    key.period_reserved += op.credits
-    key.touched = key.used = True
+    refused = _refuse(account, key, op.credits, op.credits, changes.now)
+    if refused is not None:
+        return refused
+    assert account is not None and key is not None
+    _hold_more(account, key, op.credits)
     row = HoldRow(op.request_id, op.principal.account_id, op.principal.key_id, op.credits, op.model, "held")
     changes.new_holds.append(row)
     locked.holds[op.request_id] = row
@@ -266,50 +386,65 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     spendable = account.balance - (account.reserved - hold_credits)
     charge = max(0, min(op.cost.credits, hold_credits, spendable))
     account.reserved -= hold_credits
+    key.period_reserved -= hold_credits
+    held.status = "settled"
+    changes.closed_holds.append(held)
+    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes, op.dialect, op.latency_ms)
+    return charge
+
+
+def _charge(
+    account: AccountRow,
+    key: KeyRow,
+    hold: Hold,
+    charge: int,
+    usage: Usage,
+    status: SettleStatus,
+    model: str,
+    changes: Changes,
+    dialect: str | None,
+    latency_ms: int | None,
+) -> None:
+    """Take ``charge`` from the balance and the key's period, with its ledger and usage rows."""
     account.balance -= charge
     account.touched = True
-    key.period_reserved -= hold_credits
     key.period_spent += charge
     key.month_spent += charge
     key.touched = key.used = True
-    held.status = "settled"
-    changes.closed_holds.append(held)
     if charge:
         changes.ledger_rows.append(
             {
-                "account_id": held.account_id,
-                "key_id": held.key_id,
-                "request_id": op.hold.request_id,
+                "account_id": hold.account_id,
+                "key_id": hold.key_id,
+                "request_id": hold.request_id,
                 "kind": "charge",
                 "credits": -charge,
                 "balance_after": account.balance,
-                "note": op.model,
+                "note": model,
                 "created_at": changes.now,
                 "actor": None,
             }
         )
-    usage = op.usage
     changes.usage_rows.append(
         {
-            "request_id": op.hold.request_id,
-            "account_id": held.account_id,
-            "key_id": held.key_id,
-            "key_prefix": op.hold.key_prefix,
-            "model": op.model,
+            "request_id": hold.request_id,
+            "account_id": hold.account_id,
+            "key_id": hold.key_id,
+            "key_prefix": hold.key_prefix,
+            "model": model,
             "input_tokens": usage.input_tokens,
             "cached_tokens": usage.cached_tokens,
             "output_tokens": usage.output_tokens,
             "reasoning_tokens": usage.reasoning_tokens,
             "credits": charge,
             "usd": credits_to_usd(charge),
-            "status": op.status,
+            "status": status,
             "estimated": usage.estimated,
             "created_at": changes.now,
-            "dialect": op.dialect,
-            "latency_ms": op.latency_ms,
+            "dialect": dialect,
+            "latency_ms": latency_ms,
         }
     )
-    return charge
 
 
 def decide_release(op: Release, locked: Locked, changes: Changes) -> bool:
@@ -400,16 +535,120 @@ def decide_redeem(op: Redemption, locked: Locked, changes: Changes) -> int | Gat
     return code.credits
 
 
+def decide_lease_grow(
+    op: LeaseGrow, locked: Locked, changes: Changes
+) -> tuple[int, int | None] | GatewrightError | LeaseGone:
+    """Hold ``need`` (and as much of ``extra`` as fits in half the room left) more for the lease;
+    returns the credits added and the key's limit they were taken under."""
+    lease = locked.leases.get(op.lease_id)
+    if lease is not None and lease.status != "held":
+        return LEASE_GONE
+    account = locked.accounts.get(op.principal.account_id)
+    key = locked.keys.get(op.principal.key_id)
+    refused = _refuse(account, key, op.need, op.asked, changes.now)
+    if refused is not None:
+        return refused
+    assert account is not None and key is not None
+    room = account.balance - account.reserved - op.need
+    if key.threshold is not None:
+        room = min(room, key.threshold - key.period_spent - key.period_reserved - op.need)
+    added = op.need + max(0, min(op.extra, room // 2))
+    _hold_more(account, key, added)
+    expires = changes.now + op.ttl
+    if lease is None:
+        lease = LeaseRow(op.lease_id, op.principal.account_id, op.principal.key_id, 0, "held", expires)
+        locked.leases[op.lease_id] = lease
+        changes.new_leases.append(lease)
+    lease.credits += added
+    lease.expires_at, lease.touched = expires, True
+    return added, key.threshold
+
+
+def decide_lease_charge(op: LeaseCharge, locked: Locked, changes: Changes) -> int:
+    """Charge a request against its lease; returns the credits charged."""
+    earlier = locked.billed.get(op.hold.request_id)
+    if earlier is not None:
+        return earlier  # an earlier attempt of this batch committed although its outcome was lost
+    account = locked.accounts[op.hold.account_id]
+    key = locked.keys[op.hold.key_id]
+    key.roll(changes.now)
+    lease = locked.leases.get(op.lease_id)
+    wanted = max(0, min(op.cost.credits, op.hold.credits))
+    if lease is not None and lease.status == "held":
+        # The lease's credits are held for this request's worst case (and its siblings'): taking
+        # the charge from them passes neither the balance nor the key's limit.
+        charge = min(wanted, lease.credits)
+        lease.credits -= charge
+        account.reserved -= charge
+        key.period_reserved -= charge
+        lease.expires_at, lease.touched = changes.now + op.ttl, True
+        if op.close:
+            _close_lease(lease, account, key, "returned")
+    else:
+        # The lease expired under a live holder (it stopped extending it): charge only what is
+        # still free, so the balance and the key's limit hold even then.
+        room = account.balance - account.reserved
+        if key.threshold is not None:
+            room = min(room, key.threshold - key.period_spent - key.period_reserved)
+        charge = max(0, min(wanted, room))
+    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes, op.dialect, op.latency_ms)
+    locked.billed[op.hold.request_id] = charge
+    return charge
+
+
+def _close_lease(lease: LeaseRow, account: AccountRow, key: KeyRow, status: str) -> int:
+    back = lease.credits
+    account.reserved -= back
+    account.touched = True
+    key.period_reserved -= back
+    key.touched = True
+    lease.credits, lease.status, lease.touched = 0, status, True
+    return back
+
+
+def decide_lease_return(op: LeaseReturn, locked: Locked, changes: Changes) -> bool:
+    """Extend the lease's expiry, or close it; False when the lease is no longer held (expired)."""
+    lease = locked.leases.get(op.lease_id)
+    account = locked.accounts.get(op.account_id)
+    key = locked.keys.get(op.key_id)
+    if lease is None or lease.status != "held" or account is None or key is None:
+        return False
+    if op.close:
+        _close_lease(lease, account, key, "returned")
+    else:
+        lease.expires_at, lease.touched = changes.now + op.ttl, True
+    return True
+
+
+def decide_lease_expiry(op: LeaseExpiry, locked: Locked, changes: Changes) -> int:
+    """Close an expired lease; returns the credits it gave back (0: extended meanwhile, or closed)."""
+    lease = locked.leases.get(op.lease_id)
+    account = locked.accounts.get(op.account_id)
+    key = locked.keys.get(op.key_id)
+    if lease is None or lease.status != "held" or account is None or key is None:
+        return 0
+    expires = aware(lease.expires_at)
+    if op.before is not None and expires is not None and expires >= op.before:
+        return 0  # its holder extended it after the sweep read it: alive
+    return _close_lease(lease, account, key, "released")
+
+
 _DECIDE: dict[type, Callable[[Any, Locked, Changes], Any]] = {
     Reservation: decide_reserve,
     Settlement: decide_settle,
     Release: decide_release,
     Grant: decide_grant,
     Redemption: decide_redeem,
+    LeaseGrow: decide_lease_grow,
+    LeaseCharge: decide_lease_charge,
+    LeaseReturn: decide_lease_return,
+    LeaseExpiry: decide_lease_expiry,
 }
 
 
 def decide_batch(batch: Sequence[Operation], locked: Locked, changes: Changes) -> list[Any]:
     """Each operation's outcome, in order: a ``Hold`` or error (reservation), the credits charged
-    (settlement), whether a hold was closed (release), the new balance or an error (grant)."""
+    (settlement), whether a hold was closed (release), the new balance or an error (grant); for
+    leases: the credits added or an error (grow), charged (charge), given back (expiry), whether it
+    was still held (return)."""
     return [_DECIDE[type(op)](op, locked, changes) for op in batch]

@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, column, func, insert, select, update
@@ -26,12 +26,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.clock import utcnow
+from gatewright.core.ledger_leases import LeaseState
 from gatewright.core.ledger_rules import (
     AccountRow,
     Changes,
     CodeRow,
     HoldRow,
     KeyRow,
+    LeaseExpiry,
+    LeaseRow,
     Locked,
     Operation,
     Release,
@@ -40,7 +43,16 @@ from gatewright.core.ledger_rules import (
 )
 from gatewright.store import sqlite_raw
 from gatewright.store.db import WalCheckpointer, create_blocking_twin
-from gatewright.store.tables import accounts, api_keys, holds, ledger, redemption_codes, usage_days, usage_records
+from gatewright.store.tables import (
+    accounts,
+    api_keys,
+    holds,
+    leases,
+    ledger,
+    redemption_codes,
+    usage_days,
+    usage_records,
+)
 
 log = logging.getLogger("gatewright.ledger")
 
@@ -97,6 +109,31 @@ class SqlLedgerStore:
             rows = list(await conn.execute(query.order_by(holds.c.request_id)))
         return [Release(r.request_id, int(r.account_id), int(r.key_id)) for r in rows]
 
+    async def expired_leases(self, before: datetime | None) -> list[LeaseExpiry]:
+        """Leases still held that expired before ``before`` (None: every one), as the expiries that
+        would close them (each re-checked under lock: a holder may extend it meanwhile)."""
+        query = select(leases.c.id, leases.c.account_id, leases.c.key_id).where(leases.c.status == "held")
+        if before is not None:
+            query = query.where(leases.c.expires_at < before)
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(query.order_by(leases.c.id)))
+        return [LeaseExpiry(r.id, int(r.account_id), int(r.key_id), before) for r in rows]
+
+    async def lease_states(self, lease_ids: Sequence[str]) -> dict[str, LeaseState]:
+        """What a lease's holder must confirm before reserving against it in memory: still held,
+        its account not disabled, its key's limit the one it was taken under."""
+        if not lease_ids:
+            return {}
+        query = (
+            select(leases.c.id, leases.c.status, accounts.c.disabled, api_keys.c.limit_threshold)
+            .join(accounts, accounts.c.id == leases.c.account_id)
+            .join(api_keys, api_keys.c.id == leases.c.key_id)
+            .where(leases.c.id.in_(list(lease_ids)))
+        )
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return {r.id: LeaseState(r.status == "held", bool(r.disabled), r.limit_threshold) for r in rows}
+
     async def charged(self, request_ids: Sequence[str]) -> int:
         """Credits charged to these requests in all (0 when none was charged or written)."""
         if not request_ids:
@@ -120,7 +157,7 @@ def apply_batch(
 
 
 # Statements are built once: constructing SQLAlchemy statements per batch cost more than running them.
-_a, _k, _h, _c = accounts.c, api_keys.c, holds.c, redemption_codes.c
+_a, _k, _h, _c, _l = accounts.c, api_keys.c, holds.c, redemption_codes.c, leases.c
 _SELECT_ACCOUNTS = (
     select(_a.id, _a.balance, _a.reserved, _a.disabled)
     .where(_a.id.in_(bindparam("ids", expanding=True)))
@@ -186,6 +223,21 @@ _SPEND_CODE = (
     .where(_c.id == bindparam("cid"), _c.redeemed_at.is_(None))
     .values(redeemed_at=bindparam("at"), redeemed_by=bindparam("by"))
 )
+_SELECT_LEASES = (
+    select(_l.id, _l.account_id, _l.key_id, _l.credits, _l.status, _l.expires_at)
+    .where(_l.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_l.id)
+)
+_SQLITE_LEASES = select(*_SELECT_LEASES.selected_columns).where(_l.id.in_(_json_ids)).order_by(_l.id)
+_SELECT_BILLED = select(usage_records.c.request_id, usage_records.c.credits).where(
+    usage_records.c.request_id.in_(bindparam("ids", expanding=True))
+)
+_INSERT_LEASES = insert(leases)
+_UPDATE_LEASE = (
+    update(leases)
+    .where(_l.id == bindparam("lid"))
+    .values(credits=bindparam("new_credits"), status=bindparam("new_status"), expires_at=bindparam("new_expires"))
+)
 _INSERT_HOLDS = insert(holds)
 _CLOSE_HOLDS = update(holds).where(_h.request_id == bindparam("rid")).values(status=bindparam("new_status"))
 _INSERT_LEDGER = insert(ledger)
@@ -211,6 +263,7 @@ def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: 
     ids = involved(batch, retry)
     if not ids.account_ids:
         return Locked({}, {}, {})
+    # Leases are locked after accounts, keys and holds, codes last: the one global order holds.
     if sqlite_raw.serves(conn):
         locked = _load_sqlite(conn, ids.account_ids, ids.key_ids, ids.request_ids)
     else:
@@ -219,6 +272,18 @@ def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: 
         query = _SELECT_CODES.with_for_update() if lock_rows else _SELECT_CODES
         for r in conn.execute(query, {"hashes": ids.code_hashes}):
             locked.codes[r.code_hash] = CodeRow(int(r.id), r.prefix, int(r.credits), r.expires_at, r.redeemed_at)
+    if ids.lease_ids:
+        raw = sqlite_raw.serves(conn)
+        if raw:
+            rows = sqlite_raw.fetch(conn, _SQLITE_LEASES, {"ids": json.dumps(ids.lease_ids)})
+            stamp = sqlite_raw.to_datetime
+            locked.leases = {r[0]: LeaseRow(r[0], r[1], r[2], r[3], r[4], stamp(r[5])) for r in rows}
+        else:
+            query = _SELECT_LEASES.with_for_update() if lock_rows else _SELECT_LEASES
+            locked.leases = {r.id: LeaseRow(*r) for r in conn.execute(query, {"ids": ids.lease_ids})}
+    if ids.billed_ids:
+        query = _SELECT_BILLED
+        locked.billed = {r.request_id: int(r.credits) for r in conn.execute(query, {"ids": ids.billed_ids})}
     return locked
 
 
@@ -304,6 +369,28 @@ def _write(conn: Connection, locked: Locked, changes: Changes, owner: str) -> No
         _execute(conn, _UPDATE_KEY, touched_keys)
     if changes.new_holds:
         _execute(conn, _INSERT_HOLDS, [_new_hold(h, owner, changes) for h in changes.new_holds])
+    if changes.new_leases:
+        fresh = [
+            {
+                "id": lease.id,
+                "account_id": lease.account_id,
+                "key_id": lease.key_id,
+                "credits": 0,
+                "status": "held",
+                "owner": owner,
+                "created_at": changes.now,
+                "expires_at": lease.expires_at,
+            }
+            for lease in changes.new_leases
+        ]
+        _execute(conn, _INSERT_LEASES, fresh)
+    touched_leases = [
+        {"lid": lease.id, "new_credits": lease.credits, "new_status": lease.status, "new_expires": lease.expires_at}
+        for lease in locked.leases.values()
+        if lease.touched
+    ]
+    if touched_leases:
+        _execute(conn, _UPDATE_LEASE, touched_leases)
     if changes.closed_holds:
         _execute(conn, _CLOSE_HOLDS, [{"rid": h.request_id, "new_status": h.status} for h in changes.closed_holds])
     if changes.ledger_rows:

@@ -88,6 +88,24 @@ holds = Table(
     Index("ix_holds_status_created", "status", "created_at"),
 )
 
+# Migration 0007: credit leases. A process holds credits of one (account, key) in bulk and
+# reserves against them in memory (core.ledger); the held credits count in the account's reserved
+# and the key's period_reserved. The holder extends expires_at while it lives; a lease past it is
+# closed by any replica's sweep, giving back what it held.
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Id, ForeignKey("api_keys.id"), nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # held | returned | released
+    Column("owner", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_leases_status_expires", "status", "expires_at"),
+)
+
 ledger = Table(
     "ledger",
     metadata,

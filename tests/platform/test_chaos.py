@@ -191,3 +191,5 @@ def test_the_checker_catches_each_broken_invariant() -> None:
     for name, (bad_books, bad_told) in broken.items():
         fired = check(bad_books, bad_told)
         assert name in fired, f"{name} did not fire: {fired}"
+    # a credit lease left open (what it holds is no request's)
+    assert "nothing reserved" in check(replace(books, leases={"gw-7-1": "returned", "gw-7-2": "held"}), told)

@@ -131,7 +131,7 @@ async def test_an_abandoned_stream_is_billed_for_what_was_generated(
     counted_before = await _credits_metric(http, "fake-slow")
     result = await stream_chat(http, key, chat_body(words, model="fake-slow"), leave_after=3)
     assert result.status == 200 and not result.done and result.credits_used is None
-    books = await wait_settled(store, account_id)
+    books = await wait_settled(store, account_id, requests=[result.request_id])
     assert_consistent(books, START)
     record = books.usage[result.request_id]
     assert record.status == "aborted"
@@ -212,9 +212,12 @@ async def test_refused_and_failed_requests_are_never_billed(
         ("upstream 500", 500, None, auth(key), chat_body(model="fake-500")),
         ("mid-stream failure", 502, None, auth(key), chat_body("a b c d e", model="fake-midstream-error")),
     ]
+    failed_upstream: list[str] = []  # held, then failed: a zero-credit usage record each
     for name, status, code, headers, body in cases:
         response = await http.post("/v1/chat/completions", json=body, headers=headers)
         assert_error(response, status, code)
+        if name.startswith(("upstream", "mid-stream")):
+            failed_upstream.append(response.headers["x-request-id"])
         held, used = await _traces(store, response.headers["x-request-id"])
         assert set(used) <= {"error"}, name  # failures after the hold leave a zero-credit record
         assert set(held) <= {"settled"}, name
@@ -223,7 +226,7 @@ async def test_refused_and_failed_requests_are_never_billed(
     assert_error(over, 429, "rate_limit_requests")
     assert await _traces(store, over.headers["x-request-id"]) == ([], [])
 
-    books = await wait_settled(store, account_id)
+    books = await wait_settled(store, account_id, requests=failed_upstream)
     assert_consistent(books, START)
     assert books.balance == START and books.charges == 0
     assert {r.status for r in books.usage.values()} == {"error"}
@@ -234,7 +237,7 @@ async def test_an_error_inside_a_stream_is_not_billed(http: httpx.AsyncClient, s
     account_id, key = await _account(store)
     result = await stream_chat(http, key, chat_body("a b c d e", model="fake-midstream-error"))
     assert result.status == 200 and result.error is not None and result.credits_used is None
-    books = await wait_settled(store, account_id)
+    books = await wait_settled(store, account_id, requests=[result.request_id])
     assert_consistent(books, START)
     assert books.balance == START and books.usage[result.request_id].status == "error"
 

@@ -21,7 +21,7 @@ from gatewright.core.catalog import parse_catalog
 from gatewright.core.events import UsageReport
 from gatewright.core.jobs import Jobs
 from gatewright.core.ledger import LedgerWriter
-from gatewright.core.ledger_rules import Operation, Settlement
+from gatewright.core.ledger_rules import LeaseCharge, Operation, Settlement
 from gatewright.core.pipeline import Gateway
 from gatewright.core.platform import Principal
 from gatewright.core.routing import Router
@@ -34,7 +34,7 @@ from tests.tasks.conftest import text_task
 
 
 class Gate:
-    """Holds every transaction that carries a settlement until opened."""
+    """Holds every transaction that carries a settlement (against a hold or a credit lease) until opened."""
 
     def __init__(self, writer: LedgerWriter) -> None:
         self.arrived = asyncio.Event()
@@ -43,7 +43,7 @@ class Gate:
         apply = store.apply
 
         async def gated(batch: Sequence[Operation], retry: bool) -> list[Any]:
-            if any(isinstance(op, Settlement) for op in batch):
+            if any(isinstance(op, Settlement | LeaseCharge) for op in batch):
                 self.arrived.set()
                 await self.open.wait()
             return await apply(batch, retry)

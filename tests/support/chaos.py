@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.ledger import LedgerWriter
 from gatewright.store.ledger import SqlLedgerStore
-from gatewright.store.tables import accounts, api_keys, holds, ledger, usage_records
+from gatewright.store.tables import accounts, api_keys, holds, leases, ledger, usage_records
 from tests.support.catalogs import catalog_toml
 from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Outcome, Raw, Reset, sse
 from tests.support.procs import Gateway, start_gateway
@@ -72,6 +72,7 @@ class Books:
     usage: list[tuple[str, int, int, str]]  # (request_id, key_id, credits, status)
     holds: dict[str, str]  # request_id → held | settled | released
     keys: dict[int, tuple[int | None, int, int]]  # key_id → (threshold, period_spent, period_reserved)
+    leases: dict[str, str] = field(default_factory=dict)  # credit lease id → held | returned | released
 
 
 async def read_books(engine: AsyncEngine, account_id: int) -> Books:
@@ -81,6 +82,7 @@ async def read_books(engine: AsyncEngine, account_id: int) -> Books:
         used = list(await conn.execute(select(usage_records).where(usage_records.c.account_id == account_id)))
         held = list(await conn.execute(select(holds).where(holds.c.account_id == account_id)))
         keys = list(await conn.execute(select(api_keys).where(api_keys.c.account_id == account_id)))
+        leased = list(await conn.execute(select(leases).where(leases.c.account_id == account_id)))
     return Books(
         start=sum(r.credits for r in rows if r.kind == "grant"),
         balance=account.balance,
@@ -91,6 +93,7 @@ async def read_books(engine: AsyncEngine, account_id: int) -> Books:
         usage=[(r.request_id, r.key_id, r.credits, r.status) for r in used],
         holds={r.request_id: r.status for r in held},
         keys={k.id: (k.limit_threshold, k.period_spent, k.period_reserved) for k in keys},
+        leases={r.id: r.status for r in leased},
     )
 
 
@@ -124,6 +127,8 @@ def figures(books: Books, told: list[Told]) -> dict[str, int]:
             u[2] for u in books.usage if u[0] in {r for t in told if t.fate == "cut" for r in t.request_ids}
         ),
         "holds released (process killed)": sum(1 for s in books.holds.values() if s == "released"),
+        "credit leases taken": len(books.leases),
+        "leases released (holder killed)": sum(1 for s in books.leases.values() if s == "released"),
         "reserved": books.reserved,
     }
 
@@ -184,6 +189,9 @@ def check(books: Books, told: list[Told]) -> dict[str, list[str]]:
     open_holds = [r for r, s in books.holds.items() if s == "held"]
     if open_holds:
         out["nothing reserved"].append(f"{len(open_holds)} holds still open")
+    open_leases = [lease for lease, status in books.leases.items() if status == "held"]
+    if open_leases:
+        out["nothing reserved"].append(f"{len(open_leases)} credit leases still open")
     return dict(out)
 
 

@@ -272,11 +272,14 @@ class Scheduler:
         data_a = model.save(a.seq) if a.cells else b""
         data_b = model.save(b.seq) if b.cells else b""
         a.seq, b.seq = b.seq, a.seq
-        for slot, data in ((a, data_a), (b, data_b)):
-            if not data or not model.load(slot.seq, data):
-                model.forget(slot.seq)
-                slot.cells.clear()
         self.slots.sort(key=lambda s: s.seq)
+        for slot, data in ((a, data_a), (b, data_b)):
+            if data and model.load(slot.seq, data):
+                continue
+            model.forget(slot.seq)
+            if slot.choice is not None and slot.cells:  # a running choice cannot go on without them
+                self._fail_slots([slot], RuntimeError("moving the KV cells to another sequence failed"))
+            slot.cells.clear()
 
     def _compact(self) -> None:
         """Keep busy slots on consecutive sequence ids from 0. With a KV stream per sequence,
