@@ -42,6 +42,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "chat": ("/v1/chat/completions", {"model": "echo", "messages": MESSAGES}),
     "chat stream": ("/v1/chat/completions", {"model": "echo", "messages": MESSAGES, "stream": True}),
     "messages": ("/v1/messages", {"model": "echo", "messages": MESSAGES, "max_tokens": 16}),
+    "messages stream": ("/v1/messages", {"model": "echo", "messages": MESSAGES, "max_tokens": 16, "stream": True}),
     "models": ("/v1/models", {}),
 }
 

@@ -282,9 +282,66 @@ class _Reframer:
         return max(self.pieces, (self.chars + 3) // 4)
 
 
+class TextTemplate:
+    """The bytes around the text of an upstream's one-token text chunk, learned from one of them.
+
+    An upstream repeats the same chunk with only the token changed (same id, created, model, field
+    order): a chunk that is the learned head, one JSON string, and the learned tail is that chunk
+    with that text, read without building its dicts. It is learned only once a probe text put
+    between head and tail parses as the learned chunk with the probe as its text (so a text that
+    also appears elsewhere in the chunk, or an escaped one, is never mistaken); anything else is
+    read the general way. A few relearns a stream at most (an upstream whose chunks all differ,
+    ``created`` ticking every second or usage on every chunk, costs one extra parse a few times).
+    """
+
+    __slots__ = ("choice", "head", "learns", "size", "tail")
+
+    PROBE = "\x01"
+
+    def __init__(self, learns: int = 4) -> None:
+        self.head = b"\x00"  # matches no chunk until learned (a chunk starts with "{")
+        self.tail = b""
+        self.size = 1
+        self.choice = 0
+        self.learns = learns
+
+    def read(self, data: bytes) -> str | None:
+        """The text of a chunk of the learned shape, None for any other chunk."""
+        if len(data) <= self.size or not data.startswith(self.head) or not data.endswith(self.tail):
+            return None
+        try:
+            text = orjson.loads(data[len(self.head) : len(data) - len(self.tail)])
+        except orjson.JSONDecodeError:
+            return None
+        return text if type(text) is str and text else None
+
+    def learn(self, data: bytes, chunk: dict[str, Any], text: str) -> None:
+        """``chunk`` (parsed from ``data``) is one choice's one token of ``text`` and nothing else."""
+        if self.learns <= 0 or chunk.get("usage") or "error" in chunk:
+            return
+        self.learns -= 1
+        encoded = orjson.dumps(text)
+        at = data.find(encoded)
+        if at < 0 or data.find(encoded, at + 1) >= 0:
+            return  # encoded otherwise by the upstream, or not only the text
+        head, tail = data[:at], data[at + len(encoded) :]
+        try:
+            probed = orjson.loads(head + orjson.dumps(self.PROBE) + tail)
+        except orjson.JSONDecodeError:
+            return
+        delta = chunk["choices"][0]["delta"]
+        delta["content"] = self.PROBE
+        same = probed == chunk
+        delta["content"] = text
+        if same:
+            self.head, self.tail, self.size = head, tail, len(head) + len(tail)
+            self.choice = int(chunk["choices"][0].get("index", 0))
+
+
 class OpenAICompatBackend(HttpUpstream):
     path = "/chat/completions"
     kind = "openai"
+    template_learns = 4  # TextTemplate's relearns a stream (0: every chunk read the general way)
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
         super().__init__(deployment, entry)
@@ -310,6 +367,7 @@ class OpenAICompatBackend(HttpUpstream):
         # network read are joined into one event (same text, same count), and the per-event cost
         # (the pipeline's layers, the accumulator) is paid once per read instead of per token.
         joined: list[str] | None = None if request.stream else []
+        template = TextTemplate(self.template_learns)
         # SSE lines straight from the client in the batches they arrived in (no generator per
         # layer of parsing: this loop runs once per streamed token).
         async for batch in response.line_batches():
@@ -321,6 +379,15 @@ class OpenAICompatBackend(HttpUpstream):
                 if data == b"[DONE]":
                     done = True
                     break
+                content = template.read(data)
+                if content is not None:  # most chunks: the last one again with another token
+                    index = template.choice
+                    if joined is not None and index == 0:
+                        joined.append(content)
+                        framer.count(0, content)
+                        continue
+                    yield framer.text(index, content)
+                    continue
                 try:
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError:
@@ -344,6 +411,7 @@ class OpenAICompatBackend(HttpUpstream):
                         and content
                     ):  # most chunks: one token of text for one choice
                         index = int(choice.get("index", 0))
+                        template.learn(data, chunk, content)
                         if joined is not None and index == 0:
                             joined.append(content)
                             framer.count(0, content)

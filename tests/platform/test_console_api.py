@@ -161,6 +161,7 @@ def test_models_list_their_deployments_and_whether_each_is_up(tmp_path: Path) ->
         assert broken["name"] == "broken#0" and broken["state"] in ("down", "probing")
         # Names and engine kinds only: never an upstream's address or credential.
         assert all(set(d) == {"name", "backend", "state", "up"} for m in listed for d in m["deployments"])
+        assert gw.http.get("/v1/models").json()["data"] == plain  # listings are shared: never changed in place
         bad = gw.http.get("/v1/models", params={"deployments": "yes"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "deployments"
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from gatewright.api.anthropic.errors import error_body
 from gatewright.api.anthropic.translate import StopReason, meta_dict, stop_reason, usage_dict
 from gatewright.api.public import internal
@@ -30,6 +32,7 @@ from gatewright.core.events import (
     UsageReport,
 )
 
+MARKER = orjson.dumps("\x00")
 PING = event_frame("ping", {"type": "ping"})
 MESSAGE_STOP = event_frame("message_stop", {"type": "message_stop"})
 
@@ -60,7 +63,19 @@ def _stop_block(index: int) -> bytes:
 class MessageRenderer:
     """Turns the events of one choice into frames; keeps which block is open."""
 
-    __slots__ = ("_blocks", "_done", "_kind", "_message", "_open", "_pinged", "_reason", "_sequence", "_tool_blocks")
+    __slots__ = (
+        "_blocks",
+        "_done",
+        "_head",
+        "_kind",
+        "_message",
+        "_open",
+        "_pinged",
+        "_reason",
+        "_sequence",
+        "_tail",
+        "_tool_blocks",
+    )
 
     def __init__(self, message_id: str, model: str, input_tokens: int) -> None:
         self._message: dict[str, Any] = {
@@ -82,6 +97,10 @@ class MessageRenderer:
         self._blocks = 0  # blocks started so far: the next block's index
         self._open = -1  # index of the open block, -1 when none
         self._kind = ""
+        # The open text or thinking block's delta frame is the same bytes around its text (most
+        # frames of a stream): cut once a block from the frame orjson makes for a marker.
+        self._head = b""
+        self._tail = b""
         self._tool_blocks: list[int] = []  # core tool-call index → block index
         self._pinged = False
         self._reason: StopReason = "end_turn"
@@ -109,6 +128,10 @@ class MessageRenderer:
             self._pinged = True
         self._open = index
         self._kind = kind
+        if kind in BLOCK_START:
+            frame = _delta(index, kind, "\x00")
+            cut = frame.rindex(MARKER)  # the text is the frame's last field
+            self._head, self._tail = frame[:cut], frame[cut + len(MARKER) :]
         return index
 
     def _text(self, frames: list[bytes], kind: str, text: str) -> None:
@@ -116,9 +139,11 @@ class MessageRenderer:
             return
         if self._kind != kind:
             self._begin(frames, kind, BLOCK_START[kind])
-        frames.append(_delta(self._open, kind, text))
+        frames.append(self._head + orjson.dumps(text) + self._tail)
 
     def render(self, event: Event) -> list[bytes]:
+        if type(event) is TextDelta and event.choice == 0 and self._kind == "text" and event.text:
+            return [self._head + orjson.dumps(event.text) + self._tail]  # most frames: a token of open text
         frames: list[bytes] = []
         match event:
             case TextDelta(choice=0, text=text):

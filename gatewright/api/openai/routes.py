@@ -106,7 +106,8 @@ async def list_models(request: Request) -> Response:
     with a key that has an allow-list of models, only the models it may call. ``?deployments=true``
     adds each model's deployments and whether each is up (see ``_deployments``): with the platform
     on, only for a credential of the gateway (the health of each upstream is no stranger's business)."""
-    catalog, platform, token = gateway(request).catalog, gateway(request).platform, bearer(request)
+    gw = gateway(request)
+    catalog, platform, token = gw.catalog, gw.platform, bearer(request)
     with_deployments = bool(request.scope["query_string"]) and _flag(request, "deployments")
     principal = None
     if platform is not None and token:
@@ -126,11 +127,13 @@ async def list_models(request: Request) -> Response:
             code="invalid_api_key" if token else "missing_api_key",
         )
     entries = [entry for entry in catalog if principal is None or principal.may_call(entry.id)]
-    data = [_model(entry) for entry in entries]
+    data = [_listed(entry) for entry in entries]
     if with_deployments:
-        router, now = gateway(request).router, time.monotonic()
-        for entry, model in zip(entries, data, strict=True):
-            model["deployments"] = _deployments(entry, router, now)
+        router, now = gw.router, time.monotonic()
+        data = [
+            {**model, "deployments": _deployments(entry, router, now)}
+            for entry, model in zip(entries, data, strict=True)
+        ]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -160,6 +163,23 @@ def _deployments(entry: ModelEntry, router: Router, now: float) -> list[dict[str
             {"name": deployment.name, "backend": deployment.backend, "state": state, "up": state in ("up", "probing")}
         )
     return out
+
+
+# Each entry's listing, made once: an entry is frozen, and a reloaded catalog brings new entries
+# (keyed by identity, the entry kept beside it so a reused id never finds another's listing).
+_LISTED: dict[int, tuple[ModelEntry, dict[str, Any]]] = {}
+
+
+def _listed(entry: ModelEntry) -> dict[str, Any]:
+    """The entry's listing, shared between requests: never changed in place."""
+    cached = _LISTED.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    if len(_LISTED) > 4096:  # catalogs reloaded many times over: start again
+        _LISTED.clear()
+    model = _model(entry)
+    _LISTED[id(entry)] = (entry, model)
+    return model
 
 
 def _model(entry: ModelEntry) -> dict[str, Any]:
