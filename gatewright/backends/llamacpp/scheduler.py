@@ -18,7 +18,10 @@ tokens, evaluated from there in chunks whose sizes are multiples of it, the last
 the rest (two tokens at least, the last one included), always in a batch of its own; so the KV
 cells of a prompt and the logits of its last token are the same bits whether computed fresh, kept
 in a slot, copied from another slot or restored from a snapshot, in whatever chunk size, and
-whatever else was running. A prompt that fits in a chunk is read in one call. The generated tokens
+whatever else was running. The last call starts at that reuse boundary whether the prompt is read
+fresh or reused (read whole in one call, a fresh prompt's seeded text changed once its prefix was
+reused: a repeated request then reads its tail in a smaller call), so a prompt costs two calls when
+it fits in a chunk and a cached prefix one call for its new tokens. The generated tokens
 go in the shared generation batch: alone there (one request at a time) a seed gives the same text
 every time; next to other choices the logits can differ in their lowest bits (the rows are grouped
 differently), so a seeded request that ran batched may pick another token where two were nearly
