@@ -36,6 +36,9 @@ HIGH_WATER = 1 << 20
 # come yet is read to its end for at most this long, and this much, so the connection is reused.
 DRAIN_SECONDS = 1.0
 DRAIN_BYTES = 1 << 16
+# One line (an SSE event) may be longer than HIGH_WATER, up to this; a longer one fails the answer
+# (a hostile or broken upstream sending bytes without a line break would otherwise fill memory).
+MAX_LINE = 16 << 20
 
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
@@ -63,6 +66,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.status = 0
+        self.received = False  # any byte of this answer came
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.keep_alive = False
@@ -80,6 +84,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - never asked for
@@ -271,6 +276,9 @@ class Response:
                 yield lines
                 connection.consumed()
                 continue
+            if len(connection.pending) > MAX_LINE:
+                raise UpstreamProtocolError(f"an answer's line is longer than {MAX_LINE} bytes")
+            connection.consumed()  # only part of a line came: read on even past HIGH_WATER
             if connection.complete:
                 if connection.pending:
                     lines.append(connection.pending)
@@ -361,9 +369,20 @@ class Pool:
         head = b"%s%scontent-length: %d\r\n\r\n" % (line, self._header_block(headers), len(body))
         target = (host, port, tls)
         connection = self._reuse(target)
-        if connection is None:
-            connection = await self._connect(host, port, tls)
-            connection.target = target
+        if connection is not None:
+            try:
+                return await self._send(connection, head, body, read_timeout)
+            except ConnectionError:
+                # A kept connection the server closed as the request went out (its close not read
+                # yet) had no answer at all: the request never reached it, so it goes once more.
+                if connection.received:
+                    raise
+        connection = await self._connect(host, port, tls)
+        connection.target = target
+        return await self._send(connection, head, body, read_timeout)
+
+    @staticmethod
+    async def _send(connection: _Connection, head: bytes, body: bytes, read_timeout: float | None) -> Response:
         try:
             connection.send(head, body)
             while not connection.headers_done:

@@ -249,3 +249,40 @@ async def test_https_upstream_is_verified_and_reused(serve: Callable[..., RawSer
     with pytest.raises(ssl.SSLCertVerificationError):
         await _get(default, url)
     await default.close()
+
+
+async def test_a_kept_connection_the_server_dropped_as_it_was_reused_is_retried_fresh(
+    serve: Callable[..., RawServer],
+) -> None:
+    # The server closes an idle connection just as the next request goes out on it (its FIN not
+    # read yet): the request has had no answer at all, so it goes once more on a new connection.
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = await _listen(serve(lambda n: ok))
+    pool = http1.Pool(5.0)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    (connection,) = pool.idle[next(iter(pool.idle))]
+    server_writer = server.writers[0]
+
+    original = connection.send
+
+    def send_then_drop(head: bytes, body: bytes) -> None:
+        original(head, body)
+        server_writer.transport.abort()  # the server's side goes away without answering
+
+    connection.send = send_then_drop  # type: ignore[method-assign]
+    assert (await _get(pool, server.url))[2] == b"ok"
+    assert server.connections == 2
+    await pool.close()
+
+
+async def test_a_line_longer_than_the_read_buffer_still_arrives(serve: Callable[..., RawServer]) -> None:
+    line = b"data: " + b"x" * (http1.HIGH_WATER + (http1.HIGH_WATER >> 1))
+    body = line + b"\n\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    server = await _listen(serve(lambda n: head + body))
+    pool = http1.Pool(5.0)
+    response = await pool.request(server.url, b"{}", {}, 5.0)
+    lines = [len(got) async for got in response.lines()]
+    pool.finish(response)
+    assert lines == [len(line), 0]
+    await pool.close()
