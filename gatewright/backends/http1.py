@@ -39,6 +39,8 @@ DRAIN_BYTES = 1 << 16
 # One line (an SSE event) may be longer than HIGH_WATER, up to this; a longer one fails the answer
 # (a hostile or broken upstream sending bytes without a line break would otherwise fill memory).
 MAX_LINE = 16 << 20
+# An answer's status line and headers may be this long at most (httptools sets no limit).
+MAX_HEAD = 1 << 16
 
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
@@ -67,6 +69,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.received = False  # any byte of this answer came
+        self.head_bytes = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.keep_alive = False
@@ -85,6 +88,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if not self.headers_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD + len(data):  # this read may end the head and begin the body
+                self._fail(UpstreamProtocolError(f"the upstream's headers are longer than {MAX_HEAD} bytes"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - never asked for

@@ -286,3 +286,12 @@ async def test_a_line_longer_than_the_read_buffer_still_arrives(serve: Callable[
     pool.finish(response)
     assert lines == [len(line), 0]
     await pool.close()
+
+
+async def test_endless_headers_fail_the_answer(serve: Callable[..., RawServer]) -> None:
+    filler = b"x-filler: " + b"y" * 8192 + b"\r\n"
+    server = await _listen(serve(lambda n: [b"HTTP/1.1 200 OK\r\n"] + [filler] * 64 + [b"\r\nok"]))
+    pool = http1.Pool(5.0)
+    with pytest.raises(http1.UpstreamProtocolError, match="headers are longer"):
+        await pool.request(server.url, b"{}", {}, 5.0)
+    await pool.close()
