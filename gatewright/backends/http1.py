@@ -72,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False
+        self.interim = False  # reading a 1xx answer, skipped (the final one follows)
         self.keep_alive = False
         self.complete = False
         self.error: BaseException | None = None
@@ -130,6 +131,10 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if 100 <= self.status < 200:  # informational (100 Continue, 103 Early Hints): not the answer
+            self.interim = True
+            self.headers = {}
+            return
         self.keep_alive = self.parser.should_keep_alive()  # read now: the parser forgets at the end
         self.headers_done = True
         encoding = self.headers.get("content-encoding", "").strip().lower().encode()
@@ -153,6 +158,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         decoder, self._decoder = self._decoder, None
         if decoder is not None:
             self.on_body(decoder.flush())

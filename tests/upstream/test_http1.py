@@ -295,3 +295,14 @@ async def test_endless_headers_fail_the_answer(serve: Callable[..., RawServer]) 
     with pytest.raises(http1.UpstreamProtocolError, match="headers are longer"):
         await pool.request(server.url, b"{}", {}, 5.0)
     await pool.close()
+
+
+async def test_informational_answers_before_the_final_one_are_skipped(serve: Callable[..., RawServer]) -> None:
+    # RFC 9110 15.2: a client parses 1xx answers before the final one even unasked (103 Early Hints).
+    early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+    server = await _listen(serve(lambda n: [early, b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]))
+    pool = http1.Pool(5.0)
+    assert await _get(pool, server.url) == (200, {"content-length": "2"}, b"ok")
+    assert await _get(pool, server.url) == (200, {"content-length": "2"}, b"ok")
+    assert server.connections == 1
+    await pool.close()
