@@ -26,20 +26,9 @@ from typing import Any
 
 import orjson
 
-from bench.inprocess import _call
+from bench.inprocess import CATALOG, MESSAGES, _call
 
 ROOT = Path(__file__).resolve().parent.parent
-CATALOG = """
-default_model = "echo"
-
-[[models]]
-id = "echo"
-context_window = 4096
-max_output = 64
-backend = "fake"
-prices = { input = 1.0, output = 2.0 }
-"""
-MESSAGES = [{"role": "user", "content": "one two three four five six seven eight"}]
 CASES = {
     "chat": {"model": "echo", "messages": MESSAGES},
     "chat stream": {"model": "echo", "messages": MESSAGES, "stream": True},
