@@ -137,7 +137,12 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
 
     try:
         async with _writer(engine, "p1") as first, _writer(other, "p2") as second:
+            # Each process takes a lease before the crowd arrives: left to the race, the process whose
+            # engine connected first could lease the whole limit alone and the contention go untested.
+            openers = [await writer.reserve(who, 50, f"w{n}", "fake") for n, writer in enumerate((first, second))]
             outcomes = await asyncio.gather(*(spend((first, second)[i % 2], i) for i in range(120)))
+            for writer, hold in zip((first, second), openers, strict=True):
+                outcomes.append(int(await writer.settle(hold, Usage(output_tokens=1), _cost(50), "ok", "fake")))
             async with engine.connect() as conn:
                 spent, reserved = (
                     await conn.execute(
