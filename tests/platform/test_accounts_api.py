@@ -136,11 +136,15 @@ def _when_nothing_reserved(gw: AppGateway, account_id: int, within: float = 15.0
 def test_a_busy_account_cannot_be_deleted(gw: AppGateway) -> None:
     team = _new_account(gw, "busy")
     key = _api_key(gw, team["management_key"])["key"]
-    # A request in flight holds credits (a slow model streams for a while).
+    # A request in flight holds credits (a slow model streams for a while: 20 words at 0.2 s, long
+    # enough that the refused delete still meets it on a loaded machine; 3 words were 0.6 s).
     client = gw.async_http()
+    words = " ".join(["busy"] * 20)
 
     async def slow() -> httpx.Response:
-        return await client.post("/v1/chat/completions", json=chat_body(model="slow", max_tokens=40), headers=auth(key))
+        return await client.post(
+            "/v1/chat/completions", json=chat_body(words, model="slow", max_tokens=40), headers=auth(key)
+        )
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
         pending = asyncio.create_task(slow())
