@@ -22,6 +22,7 @@ from gatewright.core.errors import InsufficientCredits, PermissionDenied
 from gatewright.core.ledger import LedgerWriter
 from gatewright.core.ledger_leases import LeasePolicy
 from gatewright.core.ledger_rules import LeaseCharge
+from gatewright.core.platform import Settlement
 from gatewright.core.types import Usage
 from gatewright.store.db import create_engine
 from gatewright.store.ledger import SqlLedgerStore, apply_batch
@@ -61,7 +62,7 @@ async def test_reservations_come_from_memory_until_the_lease_must_grow(accounts:
         ninth = await writer.reserve(who, 100, "r9", "fake")  # 900 in use: the lease grows
         assert commits() == 2
         for hold in [first, *holds, ninth]:
-            assert await writer.settle(hold, Usage(output_tokens=1), cost_of(60), "ok", "fake") == 60
+            assert await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(60), "ok", "fake")) == 60
         assert commits() == 12, "each settlement is its own durable commit (no company waited)"
         during = await audit(engine, who.account_id)
         assert during.reserved == during.leased > 0 and during.charges == 600
@@ -81,10 +82,12 @@ async def test_an_exhausted_balance_refuses_only_what_it_cannot_cover(accounts: 
         assert refused.value.code == "insufficient_credits"
         assert "may cost up to 300 credits" in refused.value.message
         assert "has 100 available" in refused.value.message  # the account's 100 that no lease holds
-        await writer.settle(held[0], Usage(output_tokens=1), cost_of(250), "ok", "fake")  # 50 of it stays leased
+        await writer.settle(
+            Settlement(held[0], Usage(output_tokens=1), cost_of(250), "ok", "fake")
+        )  # 50 of it stays leased
         extra = await writer.reserve(who, 150, "r4", "fake")  # 50 unused + 100 grown
         for hold in [*held[1:], extra]:
-            await writer.settle(hold, Usage(), cost_of(0), "error", "fake")
+            await writer.settle(Settlement(hold, Usage(), cost_of(0), "error", "fake"))
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
     assert result.balance == 750 and result.reserved == 0
@@ -107,7 +110,7 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
             assert refused.code == "key_limit_exceeded"
             return 0
         await asyncio.sleep(rng.random() / 200)
-        return int(await writer.settle(hold, Usage(output_tokens=1), cost_of(worst), "ok", "fake"))
+        return int(await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(worst), "ok", "fake")))
 
     try:
         async with _writer(engine, "p1") as first, _writer(other, "p2") as second:
@@ -116,7 +119,9 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
             openers = [await writer.reserve(who, 50, f"w{n}", "fake") for n, writer in enumerate((first, second))]
             outcomes = await asyncio.gather(*(spend((first, second)[i % 2], i) for i in range(120)))
             for writer, hold in zip((first, second), openers, strict=True):
-                outcomes.append(int(await writer.settle(hold, Usage(output_tokens=1), cost_of(50), "ok", "fake")))
+                outcomes.append(
+                    int(await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(50), "ok", "fake")))
+                )
             async with engine.connect() as conn:
                 spent, reserved = (
                     await conn.execute(
@@ -143,7 +148,7 @@ async def test_a_killed_holder_s_lease_comes_back_after_expiry_and_only_once(
     await dying.start()
     answered = await dying.reserve(who, 200, "answered", "fake")
     await dying.reserve(who, 200, "in-flight", "fake")  # its process dies before it ends
-    assert await dying.settle(answered, Usage(output_tokens=1), cost_of(150), "ok", "fake") == 150
+    assert await dying.settle(Settlement(answered, Usage(output_tokens=1), cost_of(150), "ok", "fake")) == 150
     extended = time.monotonic()
     # SIGKILL: the writer stops where it is; nothing is given back.
     for task in (dying._task, dying._tending):
@@ -176,7 +181,7 @@ async def test_a_live_holder_s_lease_is_not_taken_by_a_sweep(accounts: Accounts,
         for _ in range(3):
             await asyncio.sleep(1.0)
             await sweeper.release_stale(SWEEP)
-        assert await holder.settle(hold, Usage(output_tokens=1), cost_of(120), "ok", "fake") == 120
+        assert await holder.settle(Settlement(hold, Usage(output_tokens=1), cost_of(120), "ok", "fake")) == 120
         assert [row.status for row in await _lease_rows(engine, who.account_id)] == ["held"]
     result = await audit(engine, who.account_id)
     assert_consistent(result, 10_000)
@@ -196,9 +201,11 @@ async def test_many_requests_at_once_on_one_lease_keep_exact_books(accounts: Acc
             return "refused", 0
         await asyncio.sleep(rng.random() / 100)
         if rng.random() < 0.1:
-            return "failed", int(await writer.settle(hold, Usage(), cost_of(0), "error", "fake"))
+            return "failed", int(await writer.settle(Settlement(hold, Usage(), cost_of(0), "error", "fake")))
         actual = rng.randint(1, worst)
-        return "ok", int(await writer.settle(hold, Usage(output_tokens=actual), cost_of(actual), "ok", "fake"))
+        return "ok", int(
+            await writer.settle(Settlement(hold, Usage(output_tokens=actual), cost_of(actual), "ok", "fake"))
+        )
 
     async with _writer(engine, "p1") as writer:
         commits = Commits(writer)
@@ -219,7 +226,7 @@ async def test_a_disabled_account_or_a_lowered_limit_counts_at_once_under_a_leas
     who = await new_principal(accounts, 100_000, KeyLimit("no_reset", 0.05))  # 100,000 credits
     async with _writer(engine, "p1") as writer:
         hold = await writer.reserve(who, 100, "r0", "fake")  # a lease of 900: room for more in memory
-        await writer.settle(hold, Usage(output_tokens=1), cost_of(100), "ok", "fake")
+        await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(100), "ok", "fake"))
         prefix = who.prefix
         await accounts.update_key(prefix, who.account_id, {"limit": KeyLimit("no_reset", 0.0001)})  # 200
         with pytest.raises(InsufficientCredits) as over:
@@ -242,7 +249,7 @@ async def test_a_lease_charge_replayed_after_a_lost_commit_charges_once(
     async with _writer(engine, "p1") as writer:
         hold = await writer.reserve(who, 300, "req", "fake")
         lease_id = next(iter(writer.leases._open.values())).id  # type: ignore[union-attr]
-        charge = [LeaseCharge(lease_id, hold, Usage(output_tokens=1), cost_of(200), "ok", "fake", SWEEP)]
+        charge = [LeaseCharge(lease_id, Settlement(hold, Usage(output_tokens=1), cost_of(200), "ok", "fake"), SWEEP)]
         for retry in (False, True):  # the commit went through, its answer was lost: replayed
             async with engine.begin() as conn:
                 assert await conn.run_sync(apply_batch, charge, "test", False, retry) == [200]

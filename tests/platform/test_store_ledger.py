@@ -19,8 +19,8 @@ from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
 from gatewright.core.clock import utcnow
 from gatewright.core.errors import InsufficientCredits, InternalError, InvalidRequest
 from gatewright.core.ledger import LedgerWriter
-from gatewright.core.ledger_rules import AccountRow, Changes, HoldRow, Locked, Reservation, Settlement, decide_reserve
-from gatewright.core.platform import Hold, Principal
+from gatewright.core.ledger_rules import AccountRow, Changes, HoldRow, Locked, Reservation, decide_reserve
+from gatewright.core.platform import Hold, Principal, Settlement
 from gatewright.core.types import Usage
 from gatewright.store import ledger as ledger_store
 from gatewright.store.db import create_engine, is_sqlite
@@ -49,8 +49,8 @@ async def test_reserve_then_settle_moves_money_once(
     assert (account.balance, account.reserved) == (1_000, 300)
 
     usage = Usage(input_tokens=10, output_tokens=5, cached_tokens=4)
-    assert await ledger.settle(hold, usage, cost_of(120), "ok", "fake") == 120
-    assert await ledger.settle(hold, usage, cost_of(120), "ok", "fake") == 0  # a second settle is a no-op
+    assert await ledger.settle(Settlement(hold, usage, cost_of(120), "ok", "fake")) == 120
+    assert await ledger.settle(Settlement(hold, usage, cost_of(120), "ok", "fake")) == 0  # a second settle is a no-op
 
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
@@ -67,7 +67,7 @@ async def test_free_or_failed_requests_write_usage_but_no_charge(
 ) -> None:
     who = await new_principal(accounts, 1_000)
     failed = await ledger.reserve(who, 500, "failed", "fake")
-    assert await ledger.settle(failed, Usage(), cost_of(0), "error", "fake") == 0
+    assert await ledger.settle(Settlement(failed, Usage(), cost_of(0), "error", "fake")) == 0
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
     assert result.balance == 1_000 and result.charge_rows == {}
@@ -90,7 +90,7 @@ async def test_key_spend_limit_counts_spent_and_held(accounts: Accounts, ledger:
     with pytest.raises(InsufficientCredits) as held_too_much:
         await ledger.reserve(who, 401, "b", "fake")
     assert held_too_much.value.code == "key_limit_exceeded"
-    await ledger.settle(first, Usage(output_tokens=1), cost_of(550), "ok", "fake")
+    await ledger.settle(Settlement(first, Usage(output_tokens=1), cost_of(550), "ok", "fake"))
     await ledger.reserve(who, 450, "c", "fake")  # 550 spent + 450 held = the limit exactly
     with pytest.raises(InsufficientCredits) as spent_too_much:
         await ledger.reserve(who, 1, "d", "fake")
@@ -102,7 +102,7 @@ async def test_key_spend_limit_resets_with_its_period(
 ) -> None:
     who = await new_principal(accounts, 1_000_000, KeyLimit("day", 0.0005))
     hold = await ledger.reserve(who, 1_000, "a", "fake")
-    await ledger.settle(hold, Usage(output_tokens=1), cost_of(1_000), "ok", "fake")
+    await ledger.settle(Settlement(hold, Usage(output_tokens=1), cost_of(1_000), "ok", "fake"))
     with pytest.raises(InsufficientCredits):
         await ledger.reserve(who, 1, "b", "fake")
     yesterday = utcnow() - timedelta(days=1, hours=1)
@@ -116,7 +116,7 @@ async def test_key_spend_limit_resets_with_its_period(
 async def test_no_reset_limit_never_rolls_over(accounts: Accounts, ledger: LedgerWriter, engine: AsyncEngine) -> None:
     who = await new_principal(accounts, 1_000_000, KeyLimit("no_reset", 0.0005))
     hold = await ledger.reserve(who, 1_000, "a", "fake")
-    await ledger.settle(hold, Usage(output_tokens=1), cost_of(1_000), "ok", "fake")
+    await ledger.settle(Settlement(hold, Usage(output_tokens=1), cost_of(1_000), "ok", "fake"))
     with pytest.raises(InsufficientCredits):
         await ledger.reserve(who, 1, "b", "fake")
 
@@ -130,8 +130,8 @@ async def test_a_charge_above_the_hold_is_capped_at_the_hold(
     who = await new_principal(accounts, 1_000, limit)
     other = await ledger.reserve(who, 400, "other", "fake")
     hold = await ledger.reserve(who, 500, "big", "fake")
-    assert await ledger.settle(hold, Usage(output_tokens=99), cost_of(5_000), "ok", "fake") == 500
-    assert await ledger.settle(other, Usage(output_tokens=1), cost_of(400), "ok", "fake") == 400
+    assert await ledger.settle(Settlement(hold, Usage(output_tokens=99), cost_of(5_000), "ok", "fake")) == 500
+    assert await ledger.settle(Settlement(other, Usage(output_tokens=1), cost_of(400), "ok", "fake")) == 400
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
     assert result.balance == 100
@@ -150,7 +150,9 @@ async def test_stale_holds_are_released_unbilled(accounts: Accounts, ledger: Led
         )
     assert await ledger.release_stale(timedelta(hours=1)) == 1
     assert (await accounts.account(who.account_id)).reserved == 200
-    assert await ledger.settle(old, Usage(output_tokens=3), cost_of(50), "ok", "fake") == 0  # released: never billed
+    assert (
+        await ledger.settle(Settlement(old, Usage(output_tokens=3), cost_of(50), "ok", "fake")) == 0
+    )  # released: never billed
     assert await ledger.release_stale(None) == 1  # start-up of a single-node store: all of them
     account = await accounts.account(who.account_id)
     assert (account.balance, account.reserved) == (1_000, 0)
@@ -185,9 +187,11 @@ async def _spend(ledger: LedgerWriter, who: Principal, request_id: str, rng: ran
         return "refused", 0
     await asyncio.sleep(rng.random() / 100)
     if rng.random() < 0.1:
-        return "failed", await ledger.settle(hold, Usage(), cost_of(0), "error", "fake")
+        return "failed", await ledger.settle(Settlement(hold, Usage(), cost_of(0), "error", "fake"))
     actual = rng.randint(1, worst)
-    return "ok", await ledger.settle(hold, Usage(input_tokens=1, output_tokens=actual), cost_of(actual), "ok", "fake")
+    return "ok", await ledger.settle(
+        Settlement(hold, Usage(input_tokens=1, output_tokens=actual), cost_of(actual), "ok", "fake")
+    )
 
 
 async def test_concurrent_requests_against_a_small_balance(
@@ -296,7 +300,7 @@ async def test_a_failed_batch_is_retried_and_applied_once(accounts: Accounts, en
     outage = _Outage("usage_records", failures=2)
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
-        assert await writer.settle(hold, Usage(output_tokens=2), cost_of(80), "ok", "fake") == 80
+        assert await writer.settle(Settlement(hold, Usage(output_tokens=2), cost_of(80), "ok", "fake")) == 80
     finally:
         outage.end()
         await writer.close()
@@ -313,7 +317,7 @@ async def test_a_settlement_outlives_a_long_outage(accounts: Accounts, engine: A
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
         with pytest.raises(InternalError):
-            await writer.settle(hold, Usage(output_tokens=2), cost_of(80), "ok", "fake")
+            await writer.settle(Settlement(hold, Usage(output_tokens=2), cost_of(80), "ok", "fake"))
         assert (await accounts.account(who.account_id)).reserved == 100  # not written yet
         outage.end()
         result = await wait_settled(engine, who.account_id, within=10)
@@ -364,7 +368,7 @@ async def test_rows_the_ledger_writes_read_back_like_any_other(accounts: Account
     await writer.start()
     try:
         hold = await writer.reserve(who, 100, "req", "fake")
-        await writer.settle(hold, Usage(output_tokens=2), cost_of(80), "ok", "fake")
+        await writer.settle(Settlement(hold, Usage(output_tokens=2), cost_of(80), "ok", "fake"))
     finally:
         await writer.close()
     if is_sqlite(engine):  # PostgreSQL stores timestamps as timestamps, whoever writes them
