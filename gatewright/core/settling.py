@@ -12,7 +12,7 @@ from typing import Any
 from gatewright.core import tracing
 from gatewright.core.billing import credits_to_usd
 from gatewright.core.errors import GatewrightError
-from gatewright.core.platform import Hold, Platform, SettleStatus
+from gatewright.core.platform import Hold, Platform, Settlement, SettleStatus
 from gatewright.core.types import Cost, Usage
 
 log = logging.getLogger("gatewright.pipeline")  # the lines of the pipelines it serves
@@ -61,10 +61,10 @@ def settle(
     """``started``: the request's ``time.perf_counter()`` when the gateway took it; the usage
     record's latency is from then to now (the end of the answer, or of the attempt)."""
     latency_ms = None if started is None else round((time.perf_counter() - started) * 1000)
-    settlement = platform.ledger.settle(hold, usage, cost, status, model, dialect, latency_ms)
+    committed = platform.ledger.settle(Settlement(hold, usage, cost, status, model, dialect, latency_ms))
     if tracing.ENABLED:  # a span from now until the settlement is committed, behind the response
         span = tracing.start_child(
             "gatewright.settle", {"gatewright.credits": cost.credits, "gatewright.outcome": status}
         )
-        settlement.add_done_callback(lambda _: span.end())
-    return settlement
+        committed.add_done_callback(lambda _: span.end())
+    return committed
