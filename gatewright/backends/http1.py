@@ -41,12 +41,20 @@ DRAIN_BYTES = 1 << 16
 MAX_LINE = 16 << 20
 # An answer's status line and headers may be this long at most (httptools sets no limit).
 MAX_HEAD = 1 << 16
+# An answer read whole (``Response.read``: an error's body, an embeddings answer) may be this long at
+# most unless the pool says otherwise: an upstream sending a body without end would fill memory.
+# Large enough for OpenAI's largest embeddings answer (2048 inputs of 3072 floats as JSON, ~120 MiB).
+MAX_BODY = 128 << 20
 
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
 
 class UpstreamProtocolError(ConnectionError):
     """The upstream's answer was not valid HTTP/1.1, or the connection ended in the middle of it."""
+
+
+class AnswerTooLarge(UpstreamProtocolError):
+    """An answer read whole was longer than the pool allows (``max_body``); its connection is closed."""
 
 
 class _Connection(asyncio.Protocol):
@@ -273,9 +281,18 @@ class Response:
 
     async def read(self) -> bytes:
         connection = self._connection
-        while not connection.complete:
-            await connection.wait(self._read_timeout)
+        limit = connection.pool.max_body
+        declared = connection.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() and int(declared) > limit else 0  # refused before it comes
+        while True:
+            size += connection.buffered  # what came since the last look (as decompressed)
             connection.consumed()
+            if size > limit:
+                connection.close()  # never back to the pool: the rest of the answer is still coming
+                raise AnswerTooLarge(f"the upstream's answer is longer than {limit} bytes")
+            if connection.complete:
+                break
+            await connection.wait(self._read_timeout)
         data = b"".join(connection.body)
         connection.body.clear()
         return data
@@ -316,9 +333,10 @@ class Pool:
     body and then ``finish``es the response, which puts the connection back for the next request
     when the answer was read whole, or closes it (an answer abandoned in the middle)."""
 
-    def __init__(self, connect_timeout: float, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, connect_timeout: float, tls: ssl.SSLContext | None = None, max_body: int = MAX_BODY) -> None:
         self.connect_timeout = connect_timeout
         self.tls = tls
+        self.max_body = max_body
         self.idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bool, bytes]] = {}
         self._heads: dict[int, tuple[Mapping[str, str], bytes]] = {}

@@ -101,6 +101,7 @@ def fault_catalog(up: FaultyUpstream) -> list[dict[str, Any]]:
         model("resets", **openai_at("resets", max_retries=1)),
         model("fails-over", fallbacks=["backup"], **openai_at("fails-over", max_retries=1)),
         model("always-fails", **openai_at("always-fails", max_retries=1, breaker_failures=100)),
+        model("oversized", **openai_at("oversized", max_retries=0, max_answer_bytes=65536)),
         model("tiny-window", context_window=64, max_output=16, **openai_at("tiny-window")),
         model("rejects", **openai_at("rejects")),
         model("no-usage", **openai_at("no-usage")),

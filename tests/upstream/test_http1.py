@@ -306,3 +306,45 @@ async def test_informational_answers_before_the_final_one_are_skipped(serve: Cal
     assert await _get(pool, server.url) == (200, {"content-length": "2"}, b"ok")
     assert server.connections == 1
     await pool.close()
+
+
+async def test_an_answer_longer_than_the_pool_allows_fails_and_is_not_kept(serve: Callable[..., RawServer]) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    declared = b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n" % (1 << 30)
+    chunk = b"x" * 8192
+    endless = [b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    endless += [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 64
+    answers = {1: ok, 2: declared, 3: ok, 4: endless, 5: ok}
+    server = await _listen(serve(lambda n: answers[n]))
+    pool = http1.Pool(5.0, max_body=1 << 16)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    # Declared longer than allowed: refused before any of it is read, and the connection closed.
+    with pytest.raises(http1.AnswerTooLarge, match="longer than 65536 bytes"):
+        await _get(pool, server.url)
+    assert not any(pool.idle.values())
+    assert (await _get(pool, server.url))[2] == b"ok"
+    # Chunked without end (half a MiB, never terminated): fails once past the limit, closed too.
+    with pytest.raises(http1.AnswerTooLarge):
+        await _get(pool, server.url)
+    assert not any(pool.idle.values())
+    assert (await _get(pool, server.url))[2] == b"ok"
+    assert server.connections == 3  # a fresh connection after each refused answer
+    await pool.close()
+
+
+async def test_a_stream_that_goes_silent_fails_after_the_silence(serve: Callable[..., RawServer]) -> None:
+    """No total deadline on a stream (a long generation that keeps sending is not cut), but a
+    silence between two chunks as long as the read timeout ends it, and its connection."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    event = b"data: {}\n\n"
+    server = await _listen(serve(lambda n: head + b"%x\r\n%s\r\n" % (len(event), event)))
+    pool = http1.Pool(5.0)
+    response = await pool.request(server.url, b"{}", {}, 0.3)
+    seen: list[str] = []
+    with pytest.raises(TimeoutError):
+        async for line in response.lines():
+            seen.append(line)
+    pool.finish(response)
+    assert seen == ["data: {}", ""]
+    assert not any(pool.idle.values())
+    await pool.close()
