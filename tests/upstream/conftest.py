@@ -42,7 +42,7 @@ class Store:
             db.row_factory = sqlite3.Row
             return list(db.execute(sql, args))
 
-    def settled(self, timeout: float = 10.0) -> None:
+    def settled(self, timeout: float = 60.0) -> None:
         """Wait until no request holds credits: settlements commit after the response is sent."""
         deadline = time.monotonic() + timeout
         while self._query("SELECT 1 FROM holds WHERE status = 'held' LIMIT 1"):
@@ -66,7 +66,7 @@ class Store:
         )[0]["held"]
         return reserved - int(leased)
 
-    def usage(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    def usage(self, request_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """The usage row of a request, waiting for the ledger's writer to commit it."""
         deadline = time.monotonic() + timeout
         while True:
