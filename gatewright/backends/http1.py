@@ -28,8 +28,17 @@ from urllib.parse import urlsplit
 
 import httptools
 
-# A connection idle longer than this is not reused (servers close idle ones after 5–75 s).
-KEEPALIVE_SECONDS = 30.0
+# A connection idle longer than this is not reused, unless the pool says otherwise. Servers close
+# idle ones after 5–75 s, the ones in front of self-hosted models soonest: uvicorn (vLLM, SGLang,
+# LiteLLM's proxy), llama.cpp's server and Node all at 5 s. Reusing one just as its server closes it
+# loses the request (retried, see ``RETRY_WINDOW``); under 5 s that race cannot happen with them.
+KEEPALIVE_SECONDS = 4.0
+# A request that went out on a kept connection and met its close with no byte of answer is sent
+# again on a new one only if the close came this soon after the request was written: that is the
+# server closing the idle connection as the request crossed it (the request never reached it). A
+# close later than that may be a server that took the request and died: the router's retry policy
+# (the deployment's max_retries) decides about it, not a hidden second attempt.
+RETRY_WINDOW = 1.0
 # Reading pauses while this much of an answer waits unread (a caller reading slower than it comes).
 HIGH_WATER = 1 << 20
 # An answer read to its end by the caller whose last bytes (a chunked body's terminator) have not
@@ -333,10 +342,17 @@ class Pool:
     body and then ``finish``es the response, which puts the connection back for the next request
     when the answer was read whole, or closes it (an answer abandoned in the middle)."""
 
-    def __init__(self, connect_timeout: float, tls: ssl.SSLContext | None = None, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        tls: ssl.SSLContext | None = None,
+        max_body: int = MAX_BODY,
+        keepalive: float = KEEPALIVE_SECONDS,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.tls = tls
         self.max_body = max_body
+        self.keepalive = keepalive
         self.idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bool, bytes]] = {}
         self._heads: dict[int, tuple[Mapping[str, str], bytes]] = {}
@@ -391,7 +407,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             connection = idle.pop()  # the most recently used first: the warmest
-            if not connection.closed and now - connection.idle_since <= KEEPALIVE_SECONDS:
+            if not connection.closed and now - connection.idle_since <= self.keepalive:
                 return connection
             connection.close()
         return None
@@ -404,12 +420,13 @@ class Pool:
         target = (host, port, tls)
         connection = self._reuse(target)
         if connection is not None:
+            sent = time.monotonic()
             try:
                 return await self._send(connection, head, body, read_timeout)
             except ConnectionError:
                 # A kept connection the server closed as the request went out (its close not read
                 # yet) had no answer at all: the request never reached it, so it goes once more.
-                if connection.received:
+                if connection.received or time.monotonic() - sent > RETRY_WINDOW:
                     raise
         connection = await self._connect(host, port, tls)
         connection.target = target

@@ -85,11 +85,12 @@ class Pool:
         self._client: http1.Pool | None = None
         self._connect_timeout = deployment.connect_timeout
         self._max_body = deployment.max_answer_bytes
+        self._keepalive = deployment.keepalive
 
     @property
     def client(self) -> http1.Pool:
         if self._client is None:
-            self._client = http1.Pool(self._connect_timeout, _tls(), self._max_body)
+            self._client = http1.Pool(self._connect_timeout, _tls(), self._max_body, self._keepalive)
         return self._client
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
@@ -118,17 +119,19 @@ class Pool:
             self._client = None
 
 
-# (event loop, base URL, timeouts, answer limit) → pool: a connection belongs to the loop that made
-# it, and one process may run gateways on several loops (tests run apps in process beside their own).
-_POOLS: dict[tuple[int, str, float, float, int], Pool] = {}
+# (event loop, base URL, timeouts, answer limit, keep-alive) → pool: a connection belongs to the loop
+# that made it, and one process may run gateways on several loops (tests run apps in process beside
+# their own).
+_POOLS: dict[tuple[int, str, float, float, int, float], Pool] = {}
 
 
 def client_for(deployment: Deployment) -> Pool:
-    """One pool per (event loop, base URL, timeouts, answer limit), shared by deployments that agree
-    on them. Called inside the event loop the pool belongs to (backends make theirs in ``start()``)."""
+    """One pool per (event loop, base URL, timeouts, answer limit, keep-alive), shared by deployments
+    that agree on them. Called inside the event loop the pool belongs to (backends make theirs in
+    ``start()``)."""
     loop = id(asyncio.get_running_loop())
     d = deployment
-    key = (loop, d.base_url or "", d.timeout, d.connect_timeout, d.max_answer_bytes)
+    key = (loop, d.base_url or "", d.timeout, d.connect_timeout, d.max_answer_bytes, d.keepalive)
     pool = _POOLS.get(key)
     if pool is None:
         pool = _POOLS[key] = Pool(deployment)

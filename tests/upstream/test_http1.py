@@ -9,6 +9,7 @@ import datetime
 import gzip
 import ipaddress
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -252,10 +253,11 @@ async def test_https_upstream_is_verified_and_reused(serve: Callable[..., RawSer
 
 
 async def test_a_kept_connection_the_server_dropped_as_it_was_reused_is_retried_fresh(
-    serve: Callable[..., RawServer],
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server closes an idle connection just as the next request goes out on it (its FIN not
     # read yet): the request has had no answer at all, so it goes once more on a new connection.
+    monkeypatch.setattr(http1, "RETRY_WINDOW", 3600.0)  # however slowly a busy machine notices the drop
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     server = await _listen(serve(lambda n: ok))
     pool = http1.Pool(5.0)
@@ -347,4 +349,47 @@ async def test_a_stream_that_goes_silent_fails_after_the_silence(serve: Callable
     pool.finish(response)
     assert seen == ["data: {}", ""]
     assert not any(pool.idle.values())
+    await pool.close()
+
+
+async def test_an_idle_connection_is_kept_less_long_than_servers_keep_theirs(
+    serve: Callable[..., RawServer],
+) -> None:
+    # uvicorn (vLLM, SGLang), llama.cpp's server and Node close idle connections after 5 s: a pool
+    # keeping them longer reuses some just as their server closes them.
+    assert http1.Pool(5.0).keepalive < 5.0
+    server = await _listen(serve(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    pool = http1.Pool(5.0, keepalive=0.05)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    (connection,) = pool.idle[next(iter(pool.idle))]
+    idle_until = connection.idle_since + 0.05
+    await _until(lambda: time.monotonic() > idle_until)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    assert server.connections == 2  # idle past the pool's keep-alive: not reused
+    assert connection.closed
+    await pool.close()
+
+
+async def test_a_kept_connection_dropped_long_after_the_request_went_out_is_not_sent_again(
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the retry window the drop may be a server that took the request and died: whether to
+    # send it again (a second generation upstream) is the router's retry policy, not the client's.
+    monkeypatch.setattr(http1, "RETRY_WINDOW", -1.0)  # every drop comes "late"
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = await _listen(serve(lambda n: ok))
+    pool = http1.Pool(5.0)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    (connection,) = pool.idle[next(iter(pool.idle))]
+    server_writer = server.writers[0]
+    original = connection.send
+
+    def send_then_drop(head: bytes, body: bytes) -> None:
+        original(head, body)
+        server_writer.transport.abort()
+
+    connection.send = send_then_drop  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await _get(pool, server.url)
+    assert server.connections == 1
     await pool.close()
