@@ -41,6 +41,15 @@ def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen[str] | 
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def wait_log(gateway: Gateway, text: str, count: int, within: float = 120.0) -> None:
+    """Wait until the gateway's log holds ``text`` ``count`` times (e.g. each of ``--workers N``
+    reporting its startup complete: the gateway answers as soon as one worker has)."""
+    deadline = time.monotonic() + within
+    while gateway.log().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not {count} times in {within} s:\n{gateway.log()}"
+        time.sleep(0.1)
+
+
 @dataclass
 class Gateway:
     """A running `gatewright serve` process and what it printed on first start."""
