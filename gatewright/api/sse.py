@@ -66,3 +66,10 @@ class EventStream(Response):
             watcher.cancel()
             if state["gone"]:
                 task.uncancel()  # our one cancel, however the stream took it
+            # The frames' generator is closed here however the answer ended: it stops where the
+            # client went, in `send` (a cancel while waiting to write, or an ASGI server's send
+            # raising OSError) as often as in the generator, and then only the garbage collector
+            # would close it, holding the upstream connection and the credit hold until then.
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()

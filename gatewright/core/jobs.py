@@ -391,10 +391,13 @@ class Jobs:
                 job.charging[index] = (run, outcome)
                 try:
                     await self.store.save(self._record(job))
-                except BaseException as error:
+                except asyncio.CancelledError:
+                    # Cut short (a streamed result's client left, a stop): the pipeline bills it or
+                    # not (``bill_abandoned``), and whether it was charged is the ledger's to say
+                    # (``_charged_anyway``), as after a crash: the result stays written ahead.
+                    raise
+                except Exception as error:
                     job.charging.pop(index, None)  # not charged: the pipeline closes the hold unbilled
-                    if not isinstance(error, Exception):
-                        raise
                     raise InternalError(f"the task's result could not be stored: {error!r}") from error
 
         return before_charge

@@ -51,10 +51,9 @@ from gatewright.core.ledger_rules import (
     Redemption,
     Release,
     Reservation,
-    Settlement,
 )
 from gatewright.core.metrics import record_ledger_commit
-from gatewright.core.platform import Hold, Principal, SettleStatus
+from gatewright.core.platform import Hold, Principal, Settlement
 from gatewright.core.types import Cost, Usage
 
 log = logging.getLogger("gatewright.ledger")
@@ -235,7 +234,7 @@ class LedgerWriter:
     def _release_orphan(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
             hold: Hold = future.result()
-            self.settle(hold, Usage(), Cost(0, 0.0), "aborted", hold.model)
+            self.settle(Settlement(hold, Usage(), Cost(0, 0.0), "aborted", hold.model))
 
     async def wait_settled(self, within: float) -> int:
         """Wait (at most ``within`` s) until every hold this process made is settled: at a stop,
@@ -248,23 +247,15 @@ class LedgerWriter:
                     await self._settled_one.wait()
         return len(self._unsettled)
 
-    def settle(
-        self,
-        hold: Hold,
-        usage: Usage,
-        cost: Cost,
-        status: SettleStatus,
-        model: str,
-        dialect: str | None = None,
-        latency_ms: int | None = None,
-    ) -> asyncio.Future[Any]:
-        self._unsettled.discard(hold.request_id)
+    def settle(self, settlement: Settlement) -> asyncio.Future[Any]:
+        request_id = settlement.hold.request_id
+        self._unsettled.discard(request_id)
         self._settled_one.set()
-        if self.leases is not None and self.leases.owns(hold.request_id):
-            return self.leases.settle(hold, usage, cost, status, model, dialect, latency_ms)
+        if self.leases is not None and self.leases.owns(request_id):
+            return self.leases.settle(settlement)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
-        self._queue.put_nowait(_Op(Settlement(hold, usage, cost, status, model, dialect, latency_ms), future))
+        self._queue.put_nowait(_Op(settlement, future))
         return future
 
     async def charged(self, request_ids: Sequence[str]) -> int:

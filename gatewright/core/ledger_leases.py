@@ -33,8 +33,7 @@ from typing import Any
 
 from gatewright.core.errors import GatewrightError, InternalError
 from gatewright.core.ledger_rules import LeaseCharge, LeaseGone, LeaseGrow, LeaseReturn, Operation
-from gatewright.core.platform import Hold, Principal, SettleStatus
-from gatewright.core.types import Cost, Usage
+from gatewright.core.platform import Hold, Principal, Settlement
 
 log = logging.getLogger("gatewright.ledger")
 
@@ -230,27 +229,18 @@ class LeaseBook:
     def owns(self, request_id: str) -> bool:
         return request_id in self._open
 
-    def settle(
-        self,
-        hold: Hold,
-        usage: Usage,
-        cost: Cost,
-        status: SettleStatus,
-        model: str,
-        dialect: str | None = None,
-        latency_ms: int | None = None,
-    ) -> asyncio.Future[Any]:
+    def settle(self, settlement: Settlement) -> asyncio.Future[Any]:
+        hold = settlement.hold
         lease = self._open.pop(hold.request_id)
         lease.used -= hold.credits
         lease.open -= 1
         lease.last_active = asyncio.get_running_loop().time()
-        expected = max(0, min(cost.credits, hold.credits))
+        expected = max(0, min(settlement.cost.credits, hold.credits))
         lease.size -= expected  # counted as charged now: memory never counts more than the store holds
         close = lease.lost and not lease.open
         if close:
             self._draining.discard(lease)
-        charge = LeaseCharge(lease.id, hold, usage, cost, status, model, self._ttl, close, dialect, latency_ms)
-        future = self._submit(charge)
+        future = self._submit(LeaseCharge(lease.id, settlement, self._ttl, close))
 
         def charged(done: asyncio.Future[Any]) -> None:
             if done.cancelled() or done.exception() is not None or lease.lost:

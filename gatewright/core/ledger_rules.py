@@ -49,8 +49,7 @@ from gatewright.core.errors import (
     NotFound,
     PermissionDenied,
 )
-from gatewright.core.platform import Hold, Principal, SettleStatus
-from gatewright.core.types import Cost, Usage
+from gatewright.core.platform import Hold, Principal, Settlement, SettleStatus
 
 MAX_BALANCE = 2 * 10**15  # 1,000,000,000 USD: far from a BIGINT's limit, so sums never overflow
 PERIOD_NAMES = {"day": "per day", "week": "per week", "month": "per month", "no_reset": "in total"}
@@ -67,19 +66,6 @@ class Reservation:
     credits: int
     request_id: str
     model: str
-
-
-@dataclass(slots=True)
-class Settlement:
-    hold: Hold
-    usage: Usage
-    cost: Cost
-    status: SettleStatus
-    model: str
-    # For the usage record only (null when unknown): the API the request came through, and the
-    # milliseconds from the gateway taking it to the end of its answer.
-    dialect: str | None = None
-    latency_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -122,15 +108,17 @@ class LeaseCharge:
     (revoked, and this was its last request), so what it still holds goes back too."""
 
     lease_id: str
-    hold: Hold
-    usage: Usage
-    cost: Cost
-    status: SettleStatus
-    model: str
+    settlement: Settlement
     ttl: timedelta
     close: bool = False
-    dialect: str | None = None  # for the usage record, as in ``Settlement``
-    latency_ms: int | None = None
+
+    @property
+    def hold(self) -> Hold:
+        return self.settlement.hold
+
+    @property
+    def status(self) -> SettleStatus:
+        return self.settlement.status
 
 
 @dataclass(slots=True)
@@ -277,11 +265,12 @@ def involved(batch: Sequence[Operation], retry: bool) -> Involved:
     billed_ids: list[str] = []
     for op in batch:
         if isinstance(op, LeaseCharge):
-            accounts.add(op.hold.account_id)
-            keys.add(op.hold.key_id)
+            hold = op.settlement.hold
+            accounts.add(hold.account_id)
+            keys.add(hold.key_id)
             lease_ids.add(op.lease_id)
             if retry:
-                billed_ids.append(op.hold.request_id)
+                billed_ids.append(hold.request_id)
         elif isinstance(op, LeaseGrow):
             accounts.add(op.principal.account_id)
             keys.add(op.principal.key_id)
@@ -389,23 +378,13 @@ def decide_settle(op: Settlement, locked: Locked, changes: Changes) -> int:
     key.period_reserved -= hold_credits
     held.status = "settled"
     changes.closed_holds.append(held)
-    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes, op.dialect, op.latency_ms)
+    _charge(account, key, op, charge, changes)
     return charge
 
 
-def _charge(
-    account: AccountRow,
-    key: KeyRow,
-    hold: Hold,
-    charge: int,
-    usage: Usage,
-    status: SettleStatus,
-    model: str,
-    changes: Changes,
-    dialect: str | None,
-    latency_ms: int | None,
-) -> None:
+def _charge(account: AccountRow, key: KeyRow, settlement: Settlement, charge: int, changes: Changes) -> None:
     """Take ``charge`` from the balance and the key's period, with its ledger and usage rows."""
+    hold, usage, model = settlement.hold, settlement.usage, settlement.model
     account.balance -= charge
     account.touched = True
     key.period_spent += charge
@@ -438,11 +417,11 @@ def _charge(
             "reasoning_tokens": usage.reasoning_tokens,
             "credits": charge,
             "usd": credits_to_usd(charge),
-            "status": status,
+            "status": settlement.status,
             "estimated": usage.estimated,
             "created_at": changes.now,
-            "dialect": dialect,
-            "latency_ms": latency_ms,
+            "dialect": settlement.dialect,
+            "latency_ms": settlement.latency_ms,
         }
     )
 
@@ -566,14 +545,16 @@ def decide_lease_grow(
 
 def decide_lease_charge(op: LeaseCharge, locked: Locked, changes: Changes) -> int:
     """Charge a request against its lease; returns the credits charged."""
-    earlier = locked.billed.get(op.hold.request_id)
+    settlement = op.settlement
+    hold = settlement.hold
+    earlier = locked.billed.get(hold.request_id)
     if earlier is not None:
         return earlier  # an earlier attempt of this batch committed although its outcome was lost
-    account = locked.accounts[op.hold.account_id]
-    key = locked.keys[op.hold.key_id]
+    account = locked.accounts[hold.account_id]
+    key = locked.keys[hold.key_id]
     key.roll(changes.now)
     lease = locked.leases.get(op.lease_id)
-    wanted = max(0, min(op.cost.credits, op.hold.credits))
+    wanted = max(0, min(settlement.cost.credits, hold.credits))
     if lease is not None and lease.status == "held":
         # The lease's credits are held for this request's worst case (and its siblings'): taking
         # the charge from them passes neither the balance nor the key's limit.
@@ -591,8 +572,8 @@ def decide_lease_charge(op: LeaseCharge, locked: Locked, changes: Changes) -> in
         if key.threshold is not None:
             room = min(room, key.threshold - key.period_spent - key.period_reserved)
         charge = max(0, min(wanted, room))
-    _charge(account, key, op.hold, charge, op.usage, op.status, op.model, changes, op.dialect, op.latency_ms)
-    locked.billed[op.hold.request_id] = charge
+    _charge(account, key, settlement, charge, changes)
+    locked.billed[hold.request_id] = charge
     return charge
 
 

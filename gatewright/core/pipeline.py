@@ -379,10 +379,19 @@ async def _before(
     model: str,
     dialect: Dialect | None,
     started: float,
+    bill_abandoned: bool,
 ) -> None:
-    """The caller's hook before a charge; when it fails (or is cancelled) the hold closes unbilled."""
+    """The caller's hook before a charge; when it fails the hold closes unbilled. Cancelled (the
+    client left while the hook wrote), the answer was made all the same: it is billed as any stream
+    a client leaves, ``aborted`` with its usage, unless the caller does not bill abandoned work."""
     try:
         await before_charge(usage, cost)
+    except asyncio.CancelledError:
+        if bill_abandoned:
+            settle(platform, hold, usage, cost, "aborted", model, dialect, started)
+        else:
+            settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
+        raise
     except BaseException:
         settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
         raise
@@ -430,7 +439,9 @@ async def _metered(
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
                     if before_charge is not None:
-                        await _before(before_charge, platform, hold, event.usage, cost, entry.id, dialect, started)
+                        await _before(
+                            before_charge, platform, hold, event.usage, cost, entry.id, dialect, started, bill_abandoned
+                        )
                     cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
@@ -454,7 +465,9 @@ async def _metered(
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
                     if before_charge is not None:
-                        await _before(before_charge, platform, hold, usage, cost, entry.id, dialect, started)
+                        await _before(
+                            before_charge, platform, hold, usage, cost, entry.id, dialect, started, bill_abandoned
+                        )
                     cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
                 else:
                     settle(platform, hold, usage, cost, status, entry.id, dialect, started)

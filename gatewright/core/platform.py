@@ -57,6 +57,22 @@ class Hold:
     model: str
 
 
+@dataclass(slots=True)
+class Settlement:
+    """A request's hold closed: what it cost and what its usage record says. The ledger gets it
+    whole and passes it on (to its lease book, to the writer's batch) as it is."""
+
+    hold: Hold
+    usage: Usage
+    cost: Cost
+    status: SettleStatus
+    model: str
+    # For the usage record only (null when unknown): the API the request came through, and the
+    # milliseconds from the gateway taking it to the end of its answer.
+    dialect: str | None = None
+    latency_ms: int | None = None
+
+
 class Authenticator(Protocol):
     async def authenticate(self, token: str | None, fresh: bool = False) -> Principal:
         """``fresh``: read the key from the store, not the cache (a change on any replica counts at once)."""
@@ -77,19 +93,10 @@ class Ledger(Protocol):
         """Hold ``credits`` or raise ``InsufficientCredits`` (balance or the key's spend limit)."""
         ...
 
-    def settle(
-        self,
-        hold: Hold,
-        usage: Usage,
-        cost: Cost,
-        status: SettleStatus,
-        model: str,
-        dialect: str | None = None,
-        latency_ms: int | None = None,
-    ) -> asyncio.Future[int]:
-        """Charge ``cost`` against ``hold`` and record the usage (with the request's ``dialect``
-        and ``latency_ms`` when known); resolves to the credits actually charged (never more
-        than the hold). Safe to call without awaiting."""
+    def settle(self, settlement: Settlement) -> asyncio.Future[int]:
+        """Charge the settlement's ``cost`` against its ``hold`` and record the usage (with the
+        request's ``dialect`` and ``latency_ms`` when known); resolves to the credits actually
+        charged (never more than the hold). Safe to call without awaiting."""
         ...
 
     async def flush(self) -> None:

@@ -32,6 +32,7 @@ from gatewright.core.ledger_rules import (
     Changes,
     CodeRow,
     HoldRow,
+    Involved,
     KeyRow,
     LeaseExpiry,
     LeaseRow,
@@ -69,6 +70,8 @@ class SqlLedgerStore:
         self._checkpointer = WalCheckpointer.for_engine(engine) if self._blocking is not None else None
         self._thread = ThreadPoolExecutor(1, "ledger") if self._blocking is not None else None
         self._started = False
+        self._conn: Connection | None = None  # the ledger thread's own, on SQLite
+        self.commits = 0  # transactions committed (for tests)
 
     def start(self) -> None:
         if self._checkpointer is not None and not self._started:
@@ -78,6 +81,9 @@ class SqlLedgerStore:
     async def close(self) -> None:
         if self._thread is not None and self._blocking is not None:
             self._thread.shutdown()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             self._blocking.dispose()
         if self._checkpointer is not None and self._started:
             await asyncio.to_thread(self._checkpointer.stop)
@@ -93,12 +99,41 @@ class SqlLedgerStore:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._thread, self._blocking_transaction, batch, retry)
         async with self.engine.begin() as conn:
-            return await conn.run_sync(apply_batch, batch, self.owner, self._lock_rows, retry)
+            outcomes = await conn.run_sync(apply_batch, batch, self.owner, self._lock_rows, retry)
+        self.commits += 1
+        return outcomes
 
     def _blocking_transaction(self, batch: Sequence[Operation], retry: bool) -> list[Any]:
         assert self._blocking is not None
-        with self._blocking.begin() as conn:
-            return apply_batch(conn, batch, self.owner, self._lock_rows, retry)
+        ids = involved(batch, retry)
+        if ids.code_hashes or ids.billed_ids:  # rare (redemptions, retries): statements of SQLAlchemy's
+            with self._blocking.begin() as conn:
+                outcomes = apply_batch(conn, batch, self.owner, self._lock_rows, retry, ids)
+            self.commits += 1
+            return outcomes
+        # Everything else runs on the raw cursor (store.sqlite_raw), so the transaction is the
+        # driver's too: one connection kept for the thread, BEGIN IMMEDIATE and COMMIT sent
+        # straight, without SQLAlchemy's pool checkout, events and reset per commit.
+        if self._conn is None:
+            self._conn = self._blocking.connect()
+            self._conn.exec_driver_sql("SELECT 1")  # connected (and its pragmas set) now
+            self._conn.commit()
+        raw = self._conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = apply_batch(self._conn, batch, self.owner, self._lock_rows, retry, ids)
+            raw.execute("COMMIT")
+        except BaseException:
+            conn, self._conn = self._conn, None
+            try:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+            finally:
+                conn.invalidate()  # whatever state it is in, the next batch takes a new one
+            raise
+        self.commits += 1
+        return outcomes
 
     async def open_holds(self, older_than: timedelta | None) -> list[Release]:
         """Holds still open (older than ``older_than``, if given), as the releases that would close them."""
@@ -146,10 +181,16 @@ class SqlLedgerStore:
 
 
 def apply_batch(
-    conn: Connection, batch: Sequence[Operation], owner: str, lock_rows: bool, retry: bool = False
+    conn: Connection,
+    batch: Sequence[Operation],
+    owner: str,
+    lock_rows: bool,
+    retry: bool = False,
+    ids: Involved | None = None,
 ) -> list[Any]:
-    """One group commit: lock the rows involved, decide every operation in order, write."""
-    locked = _load(conn, batch, lock_rows, retry)
+    """One group commit: lock the rows involved, decide every operation in order, write.
+    ``ids``: ``ledger_rules.involved(batch, retry)`` when the caller has it already."""
+    locked = _load(conn, ids if ids is not None else involved(batch, retry), lock_rows)
     changes = Changes(now=utcnow())
     outcomes = decide_batch(batch, locked, changes)
     _write(conn, locked, changes, owner)
@@ -259,8 +300,7 @@ def _add_to_days(dialect: Any) -> Any:
 _ADD_DAYS = {"sqlite": _add_to_days(sqlite_dialect), "postgresql": _add_to_days(postgresql_dialect)}
 
 
-def _load(conn: Connection, batch: Sequence[Operation], lock_rows: bool, retry: bool) -> Locked:
-    ids = involved(batch, retry)
+def _load(conn: Connection, ids: Involved, lock_rows: bool) -> Locked:
     if not ids.account_ids:
         return Locked({}, {}, {})
     # Leases are locked after accounts, keys and holds, codes last: the one global order holds.

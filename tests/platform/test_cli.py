@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from gatewright.cli import app
 from gatewright.core.accounts import Accounts
 from gatewright.core.keys import Authenticator, key_prefix
+from gatewright.core.platform import Settlement
 from gatewright.core.types import Cost, Usage
 from gatewright.settings import Settings
 from gatewright.store.keys import SqlKeyStore
@@ -121,7 +122,9 @@ def test_usage_lists_requests_and_totals(data_dir: Path) -> None:
                 from gatewright.core.keys import principal_of
 
                 hold = await ledger.reserve(principal_of(row), 500, f"req-{i}", "fake")
-                await ledger.settle(hold, Usage(input_tokens=10, output_tokens=i + 1), Cost(100 + i, 0), "ok", "fake")
+                await ledger.settle(
+                    Settlement(hold, Usage(input_tokens=10, output_tokens=i + 1), Cost(100 + i, 0), "ok", "fake")
+                )
         finally:
             await ledger.close()
 

@@ -8,27 +8,27 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts, KeyLimit
 from gatewright.core.errors import InsufficientCredits, PermissionDenied
-from gatewright.core.keys import principal_of
 from gatewright.core.ledger import LedgerWriter
 from gatewright.core.ledger_leases import LeasePolicy
 from gatewright.core.ledger_rules import LeaseCharge
-from gatewright.core.platform import Principal
-from gatewright.core.types import Cost, Usage
+from gatewright.core.platform import Settlement
+from gatewright.core.types import Usage
 from gatewright.store.db import create_engine
 from gatewright.store.ledger import SqlLedgerStore, apply_batch
 from gatewright.store.tables import api_keys, leases
 from tests.platform.audit import assert_consistent, audit
+from tests.platform.ledger_support import Commits, cost_of, new_principal
 
 CALM = LeasePolicy(idle=60.0)  # no lease goes back idle while a test looks at it
 SWEEP = timedelta(hours=1)  # a replica's sweep: holds older than this, leases past their expiry
@@ -44,51 +44,26 @@ async def _writer(engine: AsyncEngine, owner: str, policy: LeasePolicy = CALM) -
         await writer.close()
 
 
-async def _principal(accounts: Accounts, credits: int, limit: KeyLimit | None = None) -> Principal:
-    account_id = await accounts.create_account("acme", credits)
-    made = await accounts.create_key(account_id, "api", limit=limit)
-    return principal_of(made.row)
-
-
-def _cost(credits: int) -> Cost:
-    return Cost(credits, credits / 2_000_000)
-
-
-def _counting_commits(writer: LedgerWriter) -> tuple[list[int], Callable[[], None]]:
-    store = writer.store
-    assert isinstance(store, SqlLedgerStore)
-    commits = [0]
-
-    def count(_: object) -> None:
-        commits[0] += 1
-
-    event.listen(store.sql_engine, "commit", count)
-    return commits, lambda: event.remove(store.sql_engine, "commit", count)
-
-
 async def _lease_rows(engine: AsyncEngine, account_id: int) -> list[Any]:
     async with engine.connect() as conn:
         return list(await conn.execute(select(leases).where(leases.c.account_id == account_id).order_by(leases.c.id)))
 
 
 async def test_reservations_come_from_memory_until_the_lease_must_grow(accounts: Accounts, engine: AsyncEngine) -> None:
-    who = await _principal(accounts, 100_000)
+    who = await new_principal(accounts, 100_000)
     async with _writer(engine, "p1") as writer:
-        commits, stop = _counting_commits(writer)
-        try:
-            first = await writer.reserve(who, 100, "r0", "fake")
-            assert commits[0] == 1, "the first reservation takes the lease: one commit"
-            # 100 needed + 8 worst cases more: 900 held, so eight more fit without a commit.
-            assert (await audit(engine, who.account_id)).reserved == 900
-            holds = [await writer.reserve(who, 100, f"r{i}", "fake") for i in range(1, 9)]
-            assert commits[0] == 1, "reservations the lease covers commit nothing"
-            ninth = await writer.reserve(who, 100, "r9", "fake")  # 900 in use: the lease grows
-            assert commits[0] == 2
-            for hold in [first, *holds, ninth]:
-                assert await writer.settle(hold, Usage(output_tokens=1), _cost(60), "ok", "fake") == 60
-            assert commits[0] == 12, "each settlement is its own durable commit (no company waited)"
-        finally:
-            stop()
+        commits = Commits(writer)
+        first = await writer.reserve(who, 100, "r0", "fake")
+        assert commits() == 1, "the first reservation takes the lease: one commit"
+        # 100 needed + 8 worst cases more: 900 held, so eight more fit without a commit.
+        assert (await audit(engine, who.account_id)).reserved == 900
+        holds = [await writer.reserve(who, 100, f"r{i}", "fake") for i in range(1, 9)]
+        assert commits() == 1, "reservations the lease covers commit nothing"
+        ninth = await writer.reserve(who, 100, "r9", "fake")  # 900 in use: the lease grows
+        assert commits() == 2
+        for hold in [first, *holds, ninth]:
+            assert await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(60), "ok", "fake")) == 60
+        assert commits() == 12, "each settlement is its own durable commit (no company waited)"
         during = await audit(engine, who.account_id)
         assert during.reserved == during.leased > 0 and during.charges == 600
     result = await audit(engine, who.account_id)
@@ -99,7 +74,7 @@ async def test_reservations_come_from_memory_until_the_lease_must_grow(accounts:
 
 
 async def test_an_exhausted_balance_refuses_only_what_it_cannot_cover(accounts: Accounts, engine: AsyncEngine) -> None:
-    who = await _principal(accounts, 1_000)
+    who = await new_principal(accounts, 1_000)
     async with _writer(engine, "p1") as writer:
         held = [await writer.reserve(who, 300, f"r{i}", "fake") for i in range(3)]  # the lease grows to 900+
         with pytest.raises(InsufficientCredits) as refused:
@@ -107,10 +82,12 @@ async def test_an_exhausted_balance_refuses_only_what_it_cannot_cover(accounts: 
         assert refused.value.code == "insufficient_credits"
         assert "may cost up to 300 credits" in refused.value.message
         assert "has 100 available" in refused.value.message  # the account's 100 that no lease holds
-        await writer.settle(held[0], Usage(output_tokens=1), _cost(250), "ok", "fake")  # 50 of it stays leased
+        await writer.settle(
+            Settlement(held[0], Usage(output_tokens=1), cost_of(250), "ok", "fake")
+        )  # 50 of it stays leased
         extra = await writer.reserve(who, 150, "r4", "fake")  # 50 unused + 100 grown
         for hold in [*held[1:], extra]:
-            await writer.settle(hold, Usage(), _cost(0), "error", "fake")
+            await writer.settle(Settlement(hold, Usage(), cost_of(0), "error", "fake"))
     result = await audit(engine, who.account_id)
     assert_consistent(result, 1_000)
     assert result.balance == 750 and result.reserved == 0
@@ -121,7 +98,7 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
 ) -> None:
     # Two gateway processes (engines and writers of their own) spend one key limited to 2,000
     # credits; each lease is a real hold in the store, so together they cannot pass the limit.
-    who = await _principal(accounts, 1_000_000, KeyLimit("no_reset", 0.001))
+    who = await new_principal(accounts, 1_000_000, KeyLimit("no_reset", 0.001))
     other = create_engine(store_url)
     rng = random.Random(24)
 
@@ -133,7 +110,7 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
             assert refused.code == "key_limit_exceeded"
             return 0
         await asyncio.sleep(rng.random() / 200)
-        return int(await writer.settle(hold, Usage(output_tokens=1), _cost(worst), "ok", "fake"))
+        return int(await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(worst), "ok", "fake")))
 
     try:
         async with _writer(engine, "p1") as first, _writer(other, "p2") as second:
@@ -142,7 +119,9 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
             openers = [await writer.reserve(who, 50, f"w{n}", "fake") for n, writer in enumerate((first, second))]
             outcomes = await asyncio.gather(*(spend((first, second)[i % 2], i) for i in range(120)))
             for writer, hold in zip((first, second), openers, strict=True):
-                outcomes.append(int(await writer.settle(hold, Usage(output_tokens=1), _cost(50), "ok", "fake")))
+                outcomes.append(
+                    int(await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(50), "ok", "fake")))
+                )
             async with engine.connect() as conn:
                 spent, reserved = (
                     await conn.execute(
@@ -163,13 +142,13 @@ async def test_two_processes_on_one_key_never_pass_its_limit(
 async def test_a_killed_holder_s_lease_comes_back_after_expiry_and_only_once(
     accounts: Accounts, engine: AsyncEngine
 ) -> None:
-    who = await _principal(accounts, 10_000)
+    who = await new_principal(accounts, 10_000)
     ttl = 3.0
     dying = LedgerWriter(SqlLedgerStore(engine, owner="dead"), leases=LeasePolicy(ttl=ttl), owner="dead")
     await dying.start()
     answered = await dying.reserve(who, 200, "answered", "fake")
     await dying.reserve(who, 200, "in-flight", "fake")  # its process dies before it ends
-    assert await dying.settle(answered, Usage(output_tokens=1), _cost(150), "ok", "fake") == 150
+    assert await dying.settle(Settlement(answered, Usage(output_tokens=1), cost_of(150), "ok", "fake")) == 150
     extended = time.monotonic()
     # SIGKILL: the writer stops where it is; nothing is given back.
     for task in (dying._task, dying._tending):
@@ -195,14 +174,14 @@ async def test_a_killed_holder_s_lease_comes_back_after_expiry_and_only_once(
 
 
 async def test_a_live_holder_s_lease_is_not_taken_by_a_sweep(accounts: Accounts, engine: AsyncEngine) -> None:
-    who = await _principal(accounts, 10_000)
+    who = await new_principal(accounts, 10_000)
     policy = LeasePolicy(ttl=1.5, idle=60.0)  # extended every 0.5 s while held
     async with _writer(engine, "alive", policy) as holder, _writer(engine, "sweeper") as sweeper:
         hold = await holder.reserve(who, 200, "long", "fake")  # a long request: 3 s, twice the ttl
         for _ in range(3):
             await asyncio.sleep(1.0)
             await sweeper.release_stale(SWEEP)
-        assert await holder.settle(hold, Usage(output_tokens=1), _cost(120), "ok", "fake") == 120
+        assert await holder.settle(Settlement(hold, Usage(output_tokens=1), cost_of(120), "ok", "fake")) == 120
         assert [row.status for row in await _lease_rows(engine, who.account_id)] == ["held"]
     result = await audit(engine, who.account_id)
     assert_consistent(result, 10_000)
@@ -211,7 +190,7 @@ async def test_a_live_holder_s_lease_is_not_taken_by_a_sweep(accounts: Accounts,
 
 async def test_many_requests_at_once_on_one_lease_keep_exact_books(accounts: Accounts, engine: AsyncEngine) -> None:
     start = 20_000  # roughly a fifth of the 600 worst cases at once
-    who = await _principal(accounts, start)
+    who = await new_principal(accounts, start)
     rng = random.Random(7)
 
     async def spend(writer: LedgerWriter, i: int) -> tuple[str, int]:
@@ -222,19 +201,19 @@ async def test_many_requests_at_once_on_one_lease_keep_exact_books(accounts: Acc
             return "refused", 0
         await asyncio.sleep(rng.random() / 100)
         if rng.random() < 0.1:
-            return "failed", int(await writer.settle(hold, Usage(), _cost(0), "error", "fake"))
+            return "failed", int(await writer.settle(Settlement(hold, Usage(), cost_of(0), "error", "fake")))
         actual = rng.randint(1, worst)
-        return "ok", int(await writer.settle(hold, Usage(output_tokens=actual), _cost(actual), "ok", "fake"))
+        return "ok", int(
+            await writer.settle(Settlement(hold, Usage(output_tokens=actual), cost_of(actual), "ok", "fake"))
+        )
 
     async with _writer(engine, "p1") as writer:
-        commits, stop = _counting_commits(writer)
-        try:
-            outcomes = await asyncio.gather(*(spend(writer, i) for i in range(600)))
-        finally:
-            stop()
+        commits = Commits(writer)
+        outcomes = await asyncio.gather(*(spend(writer, i) for i in range(600)))
+        committed = commits()
     kinds = [kind for kind, _ in outcomes]
     assert kinds.count("ok") > 100 and kinds.count("refused") > 0, kinds
-    assert commits[0] < len(outcomes) - kinds.count("refused"), "settlements of concurrent requests share commits"
+    assert committed < len(outcomes) - kinds.count("refused"), "settlements of concurrent requests share commits"
     result = await audit(engine, who.account_id)
     assert_consistent(result, start)
     assert result.charges == sum(charged for _, charged in outcomes)
@@ -244,10 +223,10 @@ async def test_many_requests_at_once_on_one_lease_keep_exact_books(accounts: Acc
 async def test_a_disabled_account_or_a_lowered_limit_counts_at_once_under_a_lease(
     accounts: Accounts, engine: AsyncEngine
 ) -> None:
-    who = await _principal(accounts, 100_000, KeyLimit("no_reset", 0.05))  # 100,000 credits
+    who = await new_principal(accounts, 100_000, KeyLimit("no_reset", 0.05))  # 100,000 credits
     async with _writer(engine, "p1") as writer:
         hold = await writer.reserve(who, 100, "r0", "fake")  # a lease of 900: room for more in memory
-        await writer.settle(hold, Usage(output_tokens=1), _cost(100), "ok", "fake")
+        await writer.settle(Settlement(hold, Usage(output_tokens=1), cost_of(100), "ok", "fake"))
         prefix = who.prefix
         await accounts.update_key(prefix, who.account_id, {"limit": KeyLimit("no_reset", 0.0001)})  # 200
         with pytest.raises(InsufficientCredits) as over:
@@ -266,11 +245,11 @@ async def test_a_disabled_account_or_a_lowered_limit_counts_at_once_under_a_leas
 async def test_a_lease_charge_replayed_after_a_lost_commit_charges_once(
     accounts: Accounts, engine: AsyncEngine
 ) -> None:
-    who = await _principal(accounts, 10_000)
+    who = await new_principal(accounts, 10_000)
     async with _writer(engine, "p1") as writer:
         hold = await writer.reserve(who, 300, "req", "fake")
         lease_id = next(iter(writer.leases._open.values())).id  # type: ignore[union-attr]
-        charge = [LeaseCharge(lease_id, hold, Usage(output_tokens=1), _cost(200), "ok", "fake", SWEEP)]
+        charge = [LeaseCharge(lease_id, Settlement(hold, Usage(output_tokens=1), cost_of(200), "ok", "fake"), SWEEP)]
         for retry in (False, True):  # the commit went through, its answer was lost: replayed
             async with engine.begin() as conn:
                 assert await conn.run_sync(apply_batch, charge, "test", False, retry) == [200]

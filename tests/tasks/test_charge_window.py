@@ -201,3 +201,53 @@ async def test_killed_after_the_result_is_written_before_its_charge_the_result_r
     if after["holds"]:  # committed holds (credit leases off); with leases run 1 died in its lease
         assert after["holds"] == {run1: "released", run2: "settled"}
     assert after["usage"] == [(run2, outcome.cost.credits, "ok")] and after["charges"] == [outcome.cost.credits]
+
+
+async def test_a_streamed_result_whose_client_leaves_during_its_write_ahead_is_billed_once_and_kept(
+    data: tuple[Settings, str],
+) -> None:
+    """The client of a streamed task leaves while its result is being written ahead of the charge:
+    the answer was made, so it is billed as any stream a client leaves (``aborted``, its usage),
+    once, and the result it paid for is kept at that charge. Before the fix the hold closed
+    unbilled (``error``, 0 credits) and the result was dropped."""
+    settings, key = data
+    task = text_task(deliveryMethod="stream", messages=[{"role": "user", "content": "one two three"}])
+    writing = asyncio.Event()
+
+    class SlowStore(SqlTaskStore):
+        async def save(self, record: TaskRecord) -> None:
+            if record.charging and not writing.is_set():
+                writing.set()
+                await asyncio.Event().wait()  # the write-ahead is still on its way when the client goes
+            await super().save(record)
+
+    async with AsyncExitStack() as stack:
+        bundle = await stack.enter_async_context(open_platform(settings))
+        jobs = Jobs(_gateway(bundle, settings.model_cache), TaskApiCodec(), "only", store=SlowStore(bundle.store))
+        principal = await bundle.platform.authenticator.authenticate(key)
+        spec = spec_of(task)
+        run = await jobs.stream(spec, principal, UpstreamUnavailable("the client left", code="streamAborted"))
+        assert run.started
+
+        async def client() -> None:
+            async for _ in run.items:
+                pass
+
+        reading = asyncio.ensure_future(client())
+        await asyncio.wait_for(writing.wait(), 30)
+        reading.cancel()  # the client leaves
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        assert jobs.store is not None
+        record = await _finished(jobs.store, spec.key)
+        await bundle.platform.ledger.flush()  # the settlement of an abandoned run nobody waits for
+        books = await _books(bundle, spec.key)
+        await jobs.close()
+    run_id = request_id(spec.key, 0, 1)
+    (charged,) = books["charges"]
+    assert charged > 0
+    assert books["usage"] == [(run_id, charged, "aborted")]
+    outcome = record.outcomes[0]
+    assert outcome is not None and outcome.error is None, outcome
+    assert record.status == "success" and outcome.choice is not None and outcome.choice.text == "one two three"
+    assert outcome.cost is not None and outcome.cost.credits == charged
