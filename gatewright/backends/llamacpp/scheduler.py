@@ -2,10 +2,11 @@
 
 Each slot is a sequence id with its own KV stream. A step evaluates at most one prompt chunk (of the
 prompt with the fewest tokens left to read: ``next_to_read``) and then one batch holding the next
-token of every choice that is generating, whose logits rows each choice samples on its own. A request joins at the next step; its
-prompt goes in chunks (smaller while others are generating, so their streams keep moving); a choice
-that ends or whose caller left frees its slot at once. Fairness across keys comes from the queue:
-a free slot goes to the job the fair queue hands out next.
+token of every choice that is generating, whose logits rows each choice samples on its own. A
+request joins at the next step; its prompt goes in chunks (smaller while others are generating, so
+their streams keep moving); a choice that ends or whose caller left frees its slot at once.
+Fairness across keys comes from the queue: a free slot goes to the job the fair queue hands out
+next.
 
 Prompt reuse stays deterministic. llama.cpp's quantized matrix products work on a batch's rows in
 groups (4 on x86 with repacked Q4_K weights) and on the rows left over with another kernel, whose
