@@ -5,7 +5,9 @@ repetition.
 
 Measured:
 - aggregate output tokens/s at each concurrency (N streams of distinct prompts sent together;
-  output tokens / time from the first request sent to the last stream ended);
+  output tokens / time from the first request sent to the last stream ended), and the server's
+  CPU time per output token (all its threads, prompt included: its work, which a busy machine's
+  load changes far less than the wall-clock rate);
 - TTFT p50/p99 at concurrency 4 with mixed prompt lengths (short to 2,000 tokens);
 - inter-token latency of running streams while a 2,000-token prompt joins (the gaps between the
   content chunks of 3 streams from the moment the long request is sent until its first token);
@@ -135,7 +137,9 @@ async def together(url: str, prompts: list[Messages], max_tokens: int) -> list[d
 
 
 def throughput(peer: Peer, counter: Counter, code: str, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    cpu = peer.service.cpu_seconds()
     results = asyncio.run(together(peer.url, [rewrite_prompt(code) for _ in range(concurrency)], max_tokens))
+    cpu = peer.service.cpu_seconds() - cpu  # the server's work, whatever the machine's load
     begin = min(r["started"] for r in results)
     makespan = max(r["end"] for r in results) - begin
     tokens = [counter.count(r["text"]) for r in results]
@@ -143,6 +147,7 @@ def throughput(peer: Peer, counter: Counter, code: str, concurrency: int, max_to
         "output_tokens": tokens,
         "makespan_s": makespan,
         "aggregate_tps": sum(tokens) / makespan,
+        "cpu_s": cpu,
         "ttft_s": [r["times"][0] - r["started"] if r["times"] else None for r in results],
     }
 
@@ -288,8 +293,22 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 for r in rows
                 if r["part"] == "throughput" and r["c"] == concurrency and r["peer"] == peer
             ]
+            cpu = [
+                1000 * r["cpu_s"] / max(1, sum(r["output_tokens"]))
+                for r in rows
+                if r["part"] == "throughput" and r["c"] == concurrency and r["peer"] == peer and "cpu_s" in r
+            ]
             cell[peer] = (
-                {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+                {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                    # the server's CPU time per output token: its work, which the machine's load
+                    # changes far less than the wall-clock rate
+                    "cpu_ms_per_token": statistics.median(cpu) if cpu else None,
+                }
+                if values
+                else None
             )
         out["throughput"][concurrency] = cell
     for peer in peers:

@@ -28,8 +28,17 @@ from urllib.parse import urlsplit
 
 import httptools
 
-# A connection idle longer than this is not reused (servers close idle ones after 5–75 s).
-KEEPALIVE_SECONDS = 30.0
+# A connection idle longer than this is not reused, unless the pool says otherwise. Servers close
+# idle ones after 5–75 s, the ones in front of self-hosted models soonest: uvicorn (vLLM, SGLang,
+# LiteLLM's proxy), llama.cpp's server and Node all at 5 s. Reusing one just as its server closes it
+# loses the request (retried, see ``RETRY_WINDOW``); under 5 s that race cannot happen with them.
+KEEPALIVE_SECONDS = 4.0
+# A request that went out on a kept connection and met its close with no byte of answer is sent
+# again on a new one only if the close came this soon after the request was written: that is the
+# server closing the idle connection as the request crossed it (the request never reached it). A
+# close later than that may be a server that took the request and died: the router's retry policy
+# (the deployment's max_retries) decides about it, not a hidden second attempt.
+RETRY_WINDOW = 1.0
 # Reading pauses while this much of an answer waits unread (a caller reading slower than it comes).
 HIGH_WATER = 1 << 20
 # An answer read to its end by the caller whose last bytes (a chunked body's terminator) have not
@@ -41,12 +50,20 @@ DRAIN_BYTES = 1 << 16
 MAX_LINE = 16 << 20
 # An answer's status line and headers may be this long at most (httptools sets no limit).
 MAX_HEAD = 1 << 16
+# An answer read whole (``Response.read``: an error's body, an embeddings answer) may be this long at
+# most unless the pool says otherwise: an upstream sending a body without end would fill memory.
+# Large enough for OpenAI's largest embeddings answer (2048 inputs of 3072 floats as JSON, ~120 MiB).
+MAX_BODY = 128 << 20
 
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
 
 class UpstreamProtocolError(ConnectionError):
     """The upstream's answer was not valid HTTP/1.1, or the connection ended in the middle of it."""
+
+
+class AnswerTooLarge(UpstreamProtocolError):
+    """An answer read whole was longer than the pool allows (``max_body``); its connection is closed."""
 
 
 class _Connection(asyncio.Protocol):
@@ -273,9 +290,18 @@ class Response:
 
     async def read(self) -> bytes:
         connection = self._connection
-        while not connection.complete:
-            await connection.wait(self._read_timeout)
+        limit = connection.pool.max_body
+        declared = connection.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() and int(declared) > limit else 0  # refused before it comes
+        while True:
+            size += connection.buffered  # what came since the last look (as decompressed)
             connection.consumed()
+            if size > limit:
+                connection.close()  # never back to the pool: the rest of the answer is still coming
+                raise AnswerTooLarge(f"the upstream's answer is longer than {limit} bytes")
+            if connection.complete:
+                break
+            await connection.wait(self._read_timeout)
         data = b"".join(connection.body)
         connection.body.clear()
         return data
@@ -316,9 +342,17 @@ class Pool:
     body and then ``finish``es the response, which puts the connection back for the next request
     when the answer was read whole, or closes it (an answer abandoned in the middle)."""
 
-    def __init__(self, connect_timeout: float, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        tls: ssl.SSLContext | None = None,
+        max_body: int = MAX_BODY,
+        keepalive: float = KEEPALIVE_SECONDS,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.tls = tls
+        self.max_body = max_body
+        self.keepalive = keepalive
         self.idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bool, bytes]] = {}
         self._heads: dict[int, tuple[Mapping[str, str], bytes]] = {}
@@ -373,7 +407,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             connection = idle.pop()  # the most recently used first: the warmest
-            if not connection.closed and now - connection.idle_since <= KEEPALIVE_SECONDS:
+            if not connection.closed and now - connection.idle_since <= self.keepalive:
                 return connection
             connection.close()
         return None
@@ -386,12 +420,13 @@ class Pool:
         target = (host, port, tls)
         connection = self._reuse(target)
         if connection is not None:
+            sent = time.monotonic()
             try:
                 return await self._send(connection, head, body, read_timeout)
             except ConnectionError:
                 # A kept connection the server closed as the request went out (its close not read
                 # yet) had no answer at all: the request never reached it, so it goes once more.
-                if connection.received:
+                if connection.received or time.monotonic() - sent > RETRY_WINDOW:
                     raise
         connection = await self._connect(host, port, tls)
         connection.target = target

@@ -84,11 +84,13 @@ class Pool:
         self._silence = deployment.timeout
         self._client: http1.Pool | None = None
         self._connect_timeout = deployment.connect_timeout
+        self._max_body = deployment.max_answer_bytes
+        self._keepalive = deployment.keepalive
 
     @property
     def client(self) -> http1.Pool:
         if self._client is None:
-            self._client = http1.Pool(self._connect_timeout, _tls())
+            self._client = http1.Pool(self._connect_timeout, _tls(), self._max_body, self._keepalive)
         return self._client
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
@@ -117,17 +119,19 @@ class Pool:
             self._client = None
 
 
-# (event loop, base URL, timeouts) → pool: a connection belongs to the loop that made it, and
-# one process may run gateways on several loops (tests run apps in process beside their own loop).
-_POOLS: dict[tuple[int, str, float, float], Pool] = {}
+# (event loop, base URL, timeouts, answer limit, keep-alive) → pool: a connection belongs to the loop
+# that made it, and one process may run gateways on several loops (tests run apps in process beside
+# their own).
+_POOLS: dict[tuple[int, str, float, float, int, float], Pool] = {}
 
 
 def client_for(deployment: Deployment) -> Pool:
-    """One pool per (event loop, base URL, timeouts), shared by deployments that agree on them.
-
-    Called inside the event loop the pool belongs to (backends make theirs in ``start()``)."""
+    """One pool per (event loop, base URL, timeouts, answer limit, keep-alive), shared by deployments
+    that agree on them. Called inside the event loop the pool belongs to (backends make theirs in
+    ``start()``)."""
     loop = id(asyncio.get_running_loop())
-    key = (loop, deployment.base_url or "", deployment.timeout, deployment.connect_timeout)
+    d = deployment
+    key = (loop, d.base_url or "", d.timeout, d.connect_timeout, d.max_answer_bytes, d.keepalive)
     pool = _POOLS.get(key)
     if pool is None:
         pool = _POOLS[key] = Pool(deployment)
@@ -203,6 +207,11 @@ def mapped_errors(deployment: Deployment) -> Iterator[None]:
     """Transport failures → core errors, so the router can retry or fall back."""
     try:
         yield
+    except http1.AnswerTooLarge as error:  # a broken upstream's endless body: its fault, not a network's
+        raise errors.UpstreamError(
+            f"upstream {deployment.name} sent an answer too large to take ({error}; the deployment's max_answer_bytes)",
+            code="upstream_answer_too_large",
+        ) from None
     except TimeoutError as error:  # the client's silences and deadlines, and asyncio's
         raise errors.UpstreamTimeout(
             f"upstream {deployment.name} timed out after {deployment.timeout:g}s ({type(error).__name__})",

@@ -107,6 +107,12 @@ class Deployment(_Strict):
     # Seconds to wait for any read (the first byte, then each chunk); a hung upstream is retried.
     timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     connect_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    # The longest answer read whole (an error's body, an embeddings answer); a longer one is a 502.
+    max_answer_bytes: int = Field(default=128 << 20, ge=1024)
+    # Seconds a pooled connection may sit idle and still be reused: under the 5 s after which
+    # uvicorn (vLLM, SGLang), llama.cpp's server and Node close theirs. Longer suits an upstream
+    # known to keep connections longer (a remote provider reached over TLS).
+    keepalive: float = Field(default=4.0, ge=0, allow_inf_nan=False)
     max_retries: int = Field(default=2, ge=0, le=10)
     # The circuit breaker: after this many failures in a row, skip the deployment for the cooldown.
     breaker_failures: int = Field(default=3, ge=1)

@@ -30,7 +30,17 @@ async def charge(
     """Settle a finished request and wait until the charge is durable: the answer's last byte (the
     usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
     leaves an answer a client received unbilled. The cost the client is told is what was charged:
-    at most the hold (an upstream that reports more is capped there, and the excess logged)."""
+    at most the hold (an upstream that reports more is capped there, and the excess logged).
+
+    One exception, chosen: when the store stays unreachable through the writer's retries (about a
+    second), the answer ends anyway, reporting the price, with the charge not yet durable. It is
+    kept in memory and written when the store is back (``LedgerWriter`` retries it every few
+    seconds, and once more at a clean stop); only a process that dies before then loses it, and
+    then its hold is released at the restart: that answer is free. Failing the answer instead
+    would be worse for the caller: the generation is done and paid upstream, and a write whose
+    failure is ambiguous (a commit whose acknowledgement was lost) may have charged it anyway, so
+    the caller could pay for an answer it never got. So a store outage can cost the operator the
+    answers of a process that crashes during it; it never bills a caller twice or for nothing."""
     if cost.credits > hold.credits:
         log.warning(
             "request %s: the upstream reported %d credits of usage, above its hold of %d; charged the hold",
@@ -42,7 +52,8 @@ async def charge(
     try:
         charged = await asyncio.shield(settlement)
     except GatewrightError as error:
-        # The store is unreachable: the ledger keeps retrying this settlement in the background.
+        # The store is unreachable: the ledger keeps retrying this settlement in the background;
+        # not durable until then (see the docstring for why the answer ends all the same).
         log.error("settling %s failed for now (%s); reporting the price %d", hold.request_id, error, cost.credits)
         return cost
     return cost if charged == cost.credits else Cost(charged, credits_to_usd(charged))

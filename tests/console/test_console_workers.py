@@ -14,7 +14,7 @@ import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.support.app import FAKE_CATALOG
-from tests.support.procs import Gateway, running_gateway
+from tests.support.procs import Gateway, running_gateway, wait_log
 
 PROXY_OK = ("gatewright_requests_total", "/ui/api/{path:path}", "200")
 ROUNDS = 20  # at most this many rounds of BATCH requests until both workers have served some
@@ -50,6 +50,7 @@ async def test_a_session_works_on_every_worker_until_signed_out(tmp_path: Path) 
     metrics_dir.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with running_gateway(tmp_path / "gw", catalog=FAKE_CATALOG, env=env, args=["--workers", "2"]) as gw:
+        wait_log(gw, "Application startup complete.", 2)  # both workers, not only the one that answered first
         async with httpx.AsyncClient(base_url=gw.url, timeout=60) as client:
             signed = await client.post("/ui/session", json={"key": gw.management_key})
             assert signed.status_code == 200, signed.text

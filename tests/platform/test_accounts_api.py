@@ -5,6 +5,7 @@ accounts tried as an attacker would (guessed prefixes, ids and filters)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +113,17 @@ def test_disabling_refuses_billed_requests_even_with_a_cached_key(gw: AppGateway
     assert_error(refused, 403, "account_disabled")
 
 
+def _soon() -> int:
+    """An expiry (whole seconds) at least 2 s away: `int(time.time()) + 1` could be a few ms away, and
+    the request that sets it, slower than that on a loaded machine, was refused as "in the past"."""
+    return math.ceil(time.time()) + 2
+
+
+def _sleep_past(expires_at: int) -> None:
+    while time.time() <= expires_at:
+        time.sleep(expires_at - time.time() + 0.05)
+
+
 def _when_nothing_reserved(gw: AppGateway, account_id: int, within: float = 15.0) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
@@ -124,11 +136,15 @@ def _when_nothing_reserved(gw: AppGateway, account_id: int, within: float = 15.0
 def test_a_busy_account_cannot_be_deleted(gw: AppGateway) -> None:
     team = _new_account(gw, "busy")
     key = _api_key(gw, team["management_key"])["key"]
-    # A request in flight holds credits (a slow model streams for a while).
+    # A request in flight holds credits (a slow model streams for a while: 20 words at 0.2 s, long
+    # enough that the refused delete still meets it on a loaded machine; 3 words were 0.6 s).
     client = gw.async_http()
+    words = " ".join(["busy"] * 20)
 
     async def slow() -> httpx.Response:
-        return await client.post("/v1/chat/completions", json=chat_body(model="slow", max_tokens=40), headers=auth(key))
+        return await client.post(
+            "/v1/chat/completions", json=chat_body(words, model="slow", max_tokens=40), headers=auth(key)
+        )
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
         pending = asyncio.create_task(slow())
@@ -181,10 +197,11 @@ def test_a_code_pays_out_once_under_concurrent_redeemers(gw: AppGateway) -> None
         "/v1/billing/redeem", json={"code": "gwr-" + "0" * 32}, headers=auth(teams[0]["management_key"])
     )
     assert_error(unknown, 404, "code_not_found")
-    soon = gw.http.post(
-        "/v1/admin/codes", json={"credits": 5, "expires_at": int(time.time()) + 1}, headers=_op(gw)
-    ).json()["data"][0]["code"]
-    time.sleep(1.2)
+    expires_at = _soon()
+    soon = gw.http.post("/v1/admin/codes", json={"credits": 5, "expires_at": expires_at}, headers=_op(gw)).json()[
+        "data"
+    ][0]["code"]
+    _sleep_past(expires_at)
     expired = gw.http.post("/v1/billing/redeem", json={"code": soon}, headers=auth(teams[0]["management_key"]))
     assert_error(expired, 410, "code_expired")
     # An API key cannot redeem (management keys do), nor can the operator redeem into nothing.
@@ -223,9 +240,10 @@ def test_model_allow_list_and_expiry(gw: AppGateway) -> None:
 
     past = gw.http.post("/v1/keys", json={"expires_at": int(time.time()) - 10}, headers=auth(management))
     assert_error(past, 400, param="expires_at")
-    expiring = _api_key(gw, management, expires_at=int(time.time()) + 1)
+    expires_at = _soon()
+    expiring = _api_key(gw, management, expires_at=expires_at)
     assert expiring["expires_at"] is not None
-    time.sleep(1.2)
+    _sleep_past(expires_at)
     expired = gw.http.post("/v1/chat/completions", json=chat_body(), headers=auth(expiring["key"]))
     assert_error(expired, 401, "key_expired")
     # Existing keys (no policy) are unchanged.

@@ -74,10 +74,16 @@ async def test_sigterm_drains_then_cuts_and_bills_what_was_produced(tmp_path: Pa
             short = asyncio.create_task(_stream(client, "fake-slower", SHORT, short_started))
             await short_started.wait()
             gateway.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as fresh:  # a new connection
-                ready = await fresh.get("/health/ready")
-                live = await fresh.get("/health/live")
+            # The signal lands when the process next runs (later on a loaded machine): ask until it
+            # has, within the drain (2.5 s), each time on a new connection.
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while True:
+                async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as fresh:
+                    ready = await fresh.get("/health/ready")
+                    live = await fresh.get("/health/live")
+                if ready.status_code != 200 or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             assert ready.status_code == 503 and ready.json()["checks"]["draining"]["ok"] is False, ready.text
             assert live.status_code == 200
             short_rid, short_words, short_done = await short

@@ -4,6 +4,7 @@ where several limiter instances (gateway replicas) share one limit."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -82,10 +83,19 @@ async def test_requests_per_minute_refuses_with_retry_after_and_state(make_limit
 async def test_buckets_refill_continuously(make_limiter: Any) -> None:
     limiter: Limiter = make_limiter(NO_DEFAULTS)
     key = _key(rpm=120)  # one request back every 0.5 s
+    started = time.monotonic()
     for _ in range(120):
         await limiter.acquire(key, 0)
-    with pytest.raises(RateLimited):
-        await limiter.acquire(key, 0)
+    # On a loaded machine the 120 calls may take longer than 0.5 s, and what came back meanwhile
+    # is admitted too: a refusal comes after at most that many more.
+    extra = 0
+    while True:
+        try:
+            await limiter.acquire(key, 0)
+        except RateLimited:
+            break
+        extra += 1
+        assert extra <= (time.monotonic() - started) * 2 + 1, "the bucket does not run dry"
     await asyncio.sleep(0.6)
     assert (await limiter.acquire(key, 0)).requests_remaining is not None
 
@@ -93,11 +103,14 @@ async def test_buckets_refill_continuously(make_limiter: Any) -> None:
 async def test_tokens_per_minute_charges_prompt_then_output(make_limiter: Any) -> None:
     limiter: Limiter = make_limiter(NO_DEFAULTS)
     key = _key(tpm=1_000)
+    started = time.monotonic()
     first = await limiter.acquire(key, 300)
     assert (first.tokens_limit, first.tokens_remaining) == (1_000, 700)
     await limiter.record_tokens(key, 650)  # the output, charged when the request ends
     second = await limiter.acquire(key, 40)  # 50 left: a request may still start
-    assert second.tokens_remaining == 10
+    # 10 left, plus what refilled meanwhile (1000 a minute: one token per 60 ms of a loaded machine).
+    assert second.tokens_remaining is not None
+    assert 10 <= second.tokens_remaining <= 10 + (time.monotonic() - started) * 1_000 / 60
     await limiter.record_tokens(key, 100)  # now in debt: the next requests wait it out
     with pytest.raises(RateLimited) as refused:
         await limiter.acquire(key, 1)

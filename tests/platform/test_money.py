@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -49,14 +50,15 @@ async def _account(
 async def _traces(store: AsyncEngine, request_id: str) -> tuple[list[str], list[str]]:
     """The hold statuses and usage statuses a request left behind, once its hold is closed
     (settlements nobody waits for are written a moment after the response)."""
-    for _ in range(100):
+    deadline = time.monotonic() + 60  # a bound for a loaded machine, not a speed check
+    while True:
         async with store.connect() as conn:
             held = [r.status for r in await conn.execute(select(holds).where(holds.c.request_id == request_id))]
             used = [
                 r.status
                 for r in await conn.execute(select(usage_records).where(usage_records.c.request_id == request_id))
             ]
-        if "held" not in held:
+        if "held" not in held or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     return held, used

@@ -44,8 +44,11 @@ def test_spans_reach_an_otlp_receiver(tmp_path: Path) -> None:
             scraped = httpx.get(f"{gateway.url}/metrics", timeout=10).text
             for gauge in ("gatewright_engine_queue_depth", "gatewright_engine_active_sequences"):
                 assert f'{gauge}{{deployment="{MODEL}"}} 0.0' in scraped, scraped  # the engine is idle again
-            deadline = time.monotonic() + 30
-            while not any(s["name"] == "gatewright.settle" for s in _spans(out)):
+            # The settlement ends before the answer does (settle first), so the request's span can
+            # come in the next export: wait for both.
+            wanted = {"gatewright.settle", "POST /v1/chat/completions"}
+            deadline = time.monotonic() + 60
+            while not wanted <= {s["name"] for s in _spans(out)}:
                 assert time.monotonic() < deadline, f"no spans arrived: {_spans(out)}\n{gateway.log()}"
                 time.sleep(0.2)
     finally:

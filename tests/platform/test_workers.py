@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,10 @@ from gatewright.core.keys import key_prefix
 from gatewright.store.db import create_engine
 from tests.platform.audit import assert_consistent, wait_settled
 from tests.platform.conftest import UNLIMITED, sqlite_url
-from tests.support.procs import Gateway, running_gateway
+from tests.support.procs import Gateway, running_gateway, wait_log
 
 START = 2_000_000
+STARTED = "Application startup complete."  # logged by each worker
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, fake_catalog: Path) ->
         tmp_path_factory.mktemp("workers"), catalog=fake_catalog, env=env, args=["--workers", "2"]
     ) as gw:
         assert gw.api_key, gw.log()
+        wait_log(gw, STARTED, 2)  # the gateway answers once one worker has started; the other may lag far behind
         yield gw
 
 
@@ -147,11 +148,7 @@ async def test_metrics_add_up_every_worker(two_workers: Gateway) -> None:
     # A worker killed outright is replaced; what it counted stays in the totals.
     killed = _worker_pids(two_workers)[0]
     os.kill(killed, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while len(_worker_pids(two_workers)) < 3:
-        assert time.monotonic() < deadline, two_workers.log()
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.0)  # the replacement finishes starting
+    await asyncio.to_thread(wait_log, two_workers, STARTED, 3)  # the replacement has started
     await _traffic(two_workers, ok=10, failing=0)
     for after in (_scrape(two_workers) for _ in range(4)):
         assert _delta(after, before, CHAT) == ok + 10

@@ -41,6 +41,15 @@ def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen[str] | 
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def wait_log(gateway: Gateway, text: str, count: int, within: float = 120.0) -> None:
+    """Wait until the gateway's log holds ``text`` ``count`` times (e.g. each of ``--workers N``
+    reporting its startup complete: the gateway answers as soon as one worker has)."""
+    deadline = time.monotonic() + within
+    while gateway.log().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not {count} times in {within} s:\n{gateway.log()}"
+        time.sleep(0.1)
+
+
 @dataclass
 class Gateway:
     """A running `gatewright serve` process and what it printed on first start."""
@@ -85,6 +94,10 @@ class Gateway:
                 self.process.wait()
 
 
+class PortTaken(RuntimeError):
+    """The gateway could not bind its port: another process had it."""
+
+
 def start_gateway(
     data_dir: Path,
     *,
@@ -94,7 +107,15 @@ def start_gateway(
     port: int | None = None,
     timeout: float = 120.0,
 ) -> Gateway:
-    port = port or free_port()
+    if port is None:
+        # free_port() releases the port it found and the gateway binds it seconds later (after its
+        # imports): another process binding a port meanwhile can take it. Then start on another one.
+        for _ in range(2):
+            try:
+                return start_gateway(data_dir, catalog=catalog, env=env, args=args, port=free_port(), timeout=timeout)
+            except PortTaken:
+                pass
+        port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"gateway-{port}.log"
     full_env = {
@@ -119,6 +140,8 @@ def start_gateway(
         wait_http(f"{gateway.url}/health", timeout, process)
     except Exception:
         gateway.stop()
+        if "address already in use" in gateway.log().lower():
+            raise PortTaken(f"port {port} was taken before the gateway bound it:\n{gateway.log()}") from None
         raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
     # Standard output is a file here, not a terminal: the first start writes its keys to a file.
     gateway.api_key, gateway.management_key = read_first_start_keys(data_dir)

@@ -43,7 +43,7 @@ def charges_of(gw: Gateway | AppGateway | Path, task_uuid: str) -> list[sqlite3.
     )
 
 
-def billed(gw: Gateway | AppGateway | Path, task_uuid: str, runs: int, timeout: float = 15.0) -> list[sqlite3.Row]:
+def billed(gw: Gateway | AppGateway | Path, task_uuid: str, runs: int, timeout: float = 60.0) -> list[sqlite3.Row]:
     """The task's usage records once ``runs`` of them are written: the ledger commits a settlement
     right after the answer, not before it."""
     deadline = time.monotonic() + timeout

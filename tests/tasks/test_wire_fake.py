@@ -339,13 +339,14 @@ def test_failed_task_retried_runs_again_and_bills_once(fake_gateway: AppGateway)
 
 
 def test_async_ack_then_cumulative_polling(fake_gateway: AppGateway) -> None:
-    words = " ".join(f"w{i}" for i in range(8))  # 8 tokens at 0.2 s each
+    words = " ".join(f"w{i}" for i in range(20))  # 20 tokens at 0.2 s each: 4 s a result
     task = text_task(
         model="slow", deliveryMethod="async", numberResults=2, messages=[{"role": "user", "content": words}]
     )
     started = time.monotonic()
     response = post(fake_gateway, [task])
-    assert time.monotonic() - started < 1.0
+    # Sooner than one result takes (a loaded machine may well take more than a second to answer).
+    assert time.monotonic() - started < 20 * 0.2
     assert response.json() == {"data": [{"taskType": "textInference", "taskUUID": task["taskUUID"]}]}
     processing = poll(fake_gateway, task["taskUUID"], until="processing")
     for item in processing:

@@ -42,7 +42,7 @@ class Store:
             db.row_factory = sqlite3.Row
             return list(db.execute(sql, args))
 
-    def settled(self, timeout: float = 10.0) -> None:
+    def settled(self, timeout: float = 60.0) -> None:
         """Wait until no request holds credits: settlements commit after the response is sent."""
         deadline = time.monotonic() + timeout
         while self._query("SELECT 1 FROM holds WHERE status = 'held' LIMIT 1"):
@@ -66,7 +66,7 @@ class Store:
         )[0]["held"]
         return reserved - int(leased)
 
-    def usage(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    def usage(self, request_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """The usage row of a request, waiting for the ledger's writer to commit it."""
         deadline = time.monotonic() + timeout
         while True:
@@ -101,6 +101,7 @@ def fault_catalog(up: FaultyUpstream) -> list[dict[str, Any]]:
         model("resets", **openai_at("resets", max_retries=1)),
         model("fails-over", fallbacks=["backup"], **openai_at("fails-over", max_retries=1)),
         model("always-fails", **openai_at("always-fails", max_retries=1, breaker_failures=100)),
+        model("oversized", **openai_at("oversized", max_retries=0, max_answer_bytes=65536)),
         model("tiny-window", context_window=64, max_output=16, **openai_at("tiny-window")),
         model("rejects", **openai_at("rejects")),
         model("no-usage", **openai_at("no-usage")),

@@ -125,6 +125,24 @@ def test_every_attempt_failing_is_a_502_with_the_upstream_message_and_free(
     assert fault_store.reserved() == 0  # the hold was released
 
 
+def test_an_answer_too_large_is_a_502_in_the_dialects_format_and_free(
+    fault_client: openai.OpenAI, faulty: FaultyUpstream, fault_store: Store
+) -> None:
+    faulty.script("oversized", Fail(500, "x" * 200_000), default=Answer("small enough"))
+    before = fault_store.balance()
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(fault_client, "oversized")
+    error = caught.value
+    assert error.status_code == 502
+    assert error.body["type"] == "upstream_error"  # type: ignore[index]
+    assert error.body["code"] == "upstream_answer_too_large"  # type: ignore[index]
+    assert "longer than 65536 bytes" in error.message
+    assert fault_store.usage(error.response.headers["x-request-id"])["credits"] == 0
+    assert fault_store.balance() == before
+    completion, _ = ask(fault_client, "oversized")  # the next call, on a new connection, is served
+    assert completion.choices[0].message.content == "small enough"
+
+
 def test_upstream_400_is_the_callers_error_with_message_and_param(
     fault_client: openai.OpenAI, faulty: FaultyUpstream
 ) -> None:

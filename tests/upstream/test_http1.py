@@ -9,6 +9,7 @@ import datetime
 import gzip
 import ipaddress
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -158,7 +159,7 @@ async def test_idle_connection_closed_by_the_server_is_replaced(serve: Callable[
 async def test_silence_and_early_close_are_errors(serve: Callable[..., RawServer]) -> None:
     silent = await _listen(serve(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal"))
     pool = http1.Pool(5.0)
-    response = await pool.request(silent.url, b"{}", {}, 0.3)
+    response = await pool.request(silent.url, b"{}", {}, 2.0)  # the head must come within it too
     with pytest.raises(TimeoutError):
         await response.read()
     pool.finish(response)  # an answer not read whole: the connection is closed, not reused
@@ -252,10 +253,11 @@ async def test_https_upstream_is_verified_and_reused(serve: Callable[..., RawSer
 
 
 async def test_a_kept_connection_the_server_dropped_as_it_was_reused_is_retried_fresh(
-    serve: Callable[..., RawServer],
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server closes an idle connection just as the next request goes out on it (its FIN not
     # read yet): the request has had no answer at all, so it goes once more on a new connection.
+    monkeypatch.setattr(http1, "RETRY_WINDOW", 3600.0)  # however slowly a busy machine notices the drop
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     server = await _listen(serve(lambda n: ok))
     pool = http1.Pool(5.0)
@@ -304,5 +306,90 @@ async def test_informational_answers_before_the_final_one_are_skipped(serve: Cal
     pool = http1.Pool(5.0)
     assert await _get(pool, server.url) == (200, {"content-length": "2"}, b"ok")
     assert await _get(pool, server.url) == (200, {"content-length": "2"}, b"ok")
+    assert server.connections == 1
+    await pool.close()
+
+
+async def test_an_answer_longer_than_the_pool_allows_fails_and_is_not_kept(serve: Callable[..., RawServer]) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    declared = b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n" % (1 << 30)
+    chunk = b"x" * 8192
+    endless = [b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    endless += [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 64
+    answers = {1: ok, 2: declared, 3: ok, 4: endless, 5: ok}
+    server = await _listen(serve(lambda n: answers[n]))
+    pool = http1.Pool(5.0, max_body=1 << 16)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    # Declared longer than allowed: refused before any of it is read, and the connection closed.
+    with pytest.raises(http1.AnswerTooLarge, match="longer than 65536 bytes"):
+        await _get(pool, server.url)
+    assert not any(pool.idle.values())
+    assert (await _get(pool, server.url))[2] == b"ok"
+    # Chunked without end (half a MiB, never terminated): fails once past the limit, closed too.
+    with pytest.raises(http1.AnswerTooLarge):
+        await _get(pool, server.url)
+    assert not any(pool.idle.values())
+    assert (await _get(pool, server.url))[2] == b"ok"
+    assert server.connections == 3  # a fresh connection after each refused answer
+    await pool.close()
+
+
+async def test_a_stream_that_goes_silent_fails_after_the_silence(serve: Callable[..., RawServer]) -> None:
+    """No total deadline on a stream (a long generation that keeps sending is not cut), but a
+    silence between two chunks as long as the read timeout ends it, and its connection."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    event = b"data: {}\n\n"
+    server = await _listen(serve(lambda n: head + b"%x\r\n%s\r\n" % (len(event), event)))
+    pool = http1.Pool(5.0)
+    response = await pool.request(server.url, b"{}", {}, 2.0)  # 0.3 s: within reach of a loaded machine's stalls
+    seen: list[str] = []
+    with pytest.raises(TimeoutError):
+        async for line in response.lines():
+            seen.append(line)
+    pool.finish(response)
+    assert seen == ["data: {}", ""]
+    assert not any(pool.idle.values())
+    await pool.close()
+
+
+async def test_an_idle_connection_is_kept_less_long_than_servers_keep_theirs(
+    serve: Callable[..., RawServer],
+) -> None:
+    # uvicorn (vLLM, SGLang), llama.cpp's server and Node close idle connections after 5 s: a pool
+    # keeping them longer reuses some just as their server closes them.
+    assert http1.Pool(5.0).keepalive < 5.0
+    server = await _listen(serve(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    pool = http1.Pool(5.0, keepalive=0.05)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    (connection,) = pool.idle[next(iter(pool.idle))]
+    idle_until = connection.idle_since + 0.05
+    await _until(lambda: time.monotonic() > idle_until)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    assert server.connections == 2  # idle past the pool's keep-alive: not reused
+    assert connection.closed
+    await pool.close()
+
+
+async def test_a_kept_connection_dropped_long_after_the_request_went_out_is_not_sent_again(
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the retry window the drop may be a server that took the request and died: whether to
+    # send it again (a second generation upstream) is the router's retry policy, not the client's.
+    monkeypatch.setattr(http1, "RETRY_WINDOW", -1.0)  # every drop comes "late"
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = await _listen(serve(lambda n: ok))
+    pool = http1.Pool(5.0)
+    assert (await _get(pool, server.url))[2] == b"ok"
+    (connection,) = pool.idle[next(iter(pool.idle))]
+    server_writer = server.writers[0]
+    original = connection.send
+
+    def send_then_drop(head: bytes, body: bytes) -> None:
+        original(head, body)
+        server_writer.transport.abort()
+
+    connection.send = send_then_drop  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await _get(pool, server.url)
     assert server.connections == 1
     await pool.close()

@@ -1,11 +1,12 @@
 """Continuous batching: up to ``slots`` choices decode together, one llama.cpp batch per step.
 
-Each slot is a sequence id with its own KV stream. A step evaluates at most one prompt chunk (the
-oldest prefilling choice's) and then one batch holding the next token of every choice that is
-generating, whose logits rows each choice samples on its own. A request joins at the next step; its
-prompt goes in chunks (smaller while others are generating, so their streams keep moving); a choice
-that ends or whose caller left frees its slot at once. Fairness across keys comes from the queue:
-a free slot goes to the job the fair queue hands out next.
+Each slot is a sequence id with its own KV stream. A step evaluates at most one prompt chunk (of the
+prompt with the fewest tokens left to read: ``next_to_read``) and then one batch holding the next
+token of every choice that is generating, whose logits rows each choice samples on its own. A
+request joins at the next step; its prompt goes in chunks (smaller while others are generating, so
+their streams keep moving); a choice that ends or whose caller left frees its slot at once.
+Fairness across keys comes from the queue: a free slot goes to the job the fair queue hands out
+next.
 
 Prompt reuse stays deterministic. llama.cpp's quantized matrix products work on a batch's rows in
 groups (4 on x86 with repacked Q4_K weights) and on the rows left over with another kernel, whose
@@ -105,6 +106,7 @@ class Slot:
     pins: dict[int, float] = field(default_factory=dict)  # aligned prefix length to pin → its TTL
     next_token: int | None = None  # to evaluate in the next generation batch
     admitted: int = 0
+    passed_over: int = 0  # steps in which another prompt was read before this one's (``next_to_read``)
     used: int = 0  # when it last served (least recently used slots are reused first)
 
     @property
@@ -204,6 +206,7 @@ class Scheduler:
         slot.pins = pins
         slot.next_token = None
         slot.admitted = next(self._clock)
+        slot.passed_over = 0
         try:
             for at in sorted(at for at in pins if at <= reused):
                 self._pin(slot, at)  # held already (pinned again for its TTL), or exactly the slot's cells
@@ -306,7 +309,7 @@ class Scheduler:
         generating = [slot for slot in self.slots if slot.next_token is not None]
         prefilling = [slot for slot in self.slots if slot.prefilling]
         if prefilling:
-            slot = min(prefilling, key=lambda s: s.admitted)
+            slot = next_to_read(prefilling, len(self.slots))
             try:
                 row = self._prefill(slot, self.busy_chunk if generating else self.chunk)
             except Exception as error:
@@ -421,3 +424,19 @@ class Scheduler:
                     slot.choice.close()
                 slot.choice = None
                 slot.next_token = None
+
+
+def next_to_read(prefilling: Sequence[Slot], patience: int) -> Slot:
+    """Whose prompt the next chunk is read from: the one with the fewest tokens left to read, so a
+    short prompt that arrived beside a long one gets its first token after its own few chunks, not
+    after the long one's (the oldest first, when several have as many left). A prompt passed over
+    ``patience`` times is read next whatever its length, so a long prompt still advances while
+    shorter ones keep arriving: at least one chunk in every ``patience + 1`` steps."""
+    waited = max(prefilling, key=lambda s: (s.passed_over, -s.admitted))
+    if waited.passed_over >= patience:
+        chosen = waited
+    else:
+        chosen = min(prefilling, key=lambda s: (len(s.prompt) - len(s.cells), s.admitted))
+    for slot in prefilling:
+        slot.passed_over = 0 if slot is chosen else slot.passed_over + 1
+    return chosen
