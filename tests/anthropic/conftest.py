@@ -59,7 +59,7 @@ def reasoning_upstream() -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "tests.support.replay_upstream", str(port)], cwd=ROOT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/last", 30, process)
+        wait_http(f"{url}/last", 120, process)  # a bound for a loaded machine
         yield url
     finally:
         process.terminate()

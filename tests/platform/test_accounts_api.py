@@ -121,7 +121,7 @@ def _soon() -> int:
 
 def _sleep_past(expires_at: int) -> None:
     while time.time() <= expires_at:
-        time.sleep(expires_at - time.time() + 0.05)
+        time.sleep(max(0.0, expires_at - time.time()) + 0.05)
 
 
 def _when_nothing_reserved(gw: AppGateway, account_id: int, within: float = 15.0) -> dict[str, Any]:

@@ -175,11 +175,13 @@ async def test_a_killed_holder_s_lease_comes_back_after_expiry_and_only_once(
 
 async def test_a_live_holder_s_lease_is_not_taken_by_a_sweep(accounts: Accounts, engine: AsyncEngine) -> None:
     who = await new_principal(accounts, 10_000)
-    policy = LeasePolicy(ttl=1.5, idle=60.0)  # extended every 0.5 s while held
+    # Extended every 1 s while held (checked every 0.5 s): an extension may come 1.5 s late on a
+    # loaded machine before the lease expires under its holder (with ttl 1.5 s: 0.75 s).
+    policy = LeasePolicy(ttl=3.0, idle=60.0)
     async with _writer(engine, "alive", policy) as holder, _writer(engine, "sweeper") as sweeper:
-        hold = await holder.reserve(who, 200, "long", "fake")  # a long request: 3 s, twice the ttl
+        hold = await holder.reserve(who, 200, "long", "fake")  # a long request: 6 s, twice the ttl
         for _ in range(3):
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)
             await sweeper.release_stale(SWEEP)
         assert await holder.settle(Settlement(hold, Usage(output_tokens=1), cost_of(120), "ok", "fake")) == 120
         assert [row.status for row in await _lease_rows(engine, who.account_id)] == ["held"]

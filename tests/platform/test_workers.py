@@ -8,8 +8,10 @@ import asyncio
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -109,6 +111,18 @@ def _delta(after: Series, before: Series, key: tuple[str, tuple[tuple[str, str],
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
+async def _counted(gateway: Gateway, before: Series, expected: dict[Any, float], within: float = 30.0) -> None:
+    """Wait until a scrape shows ``expected``: a worker counts a request after its answer was sent
+    (the client may scrape the other worker before that worker has run again on a loaded machine)."""
+    deadline = time.monotonic() + within
+    while True:
+        after = _scrape(gateway)
+        seen = {key: _delta(after, before, key) for key in expected}
+        if seen == expected or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def test_metrics_add_up_every_worker(two_workers: Gateway) -> None:
     metrics_dir = Path(two_workers.env["PROMETHEUS_MULTIPROC_DIR"])
     assert not (metrics_dir / "counter_999999.db").exists(), "files of an earlier run are removed at start"
@@ -135,6 +149,7 @@ async def test_metrics_add_up_every_worker(two_workers: Gateway) -> None:
     # 7 prompt tokens (4 words + 3), 2 credits per prompt and 4 per output token; 3 failures.
     expected = {CHAT: ok, FAILED: 3, OUTPUT: 4 * ok, INPUT: 7 * ok, CREDITS: ok * (7 * 2 + 4 * 4)}
     expected |= {TTFT: ok, UPSTREAM_OK: ok, UPSTREAM_ERRORS: 3}
+    await _counted(two_workers, before, expected)
     scrapes = [_scrape(two_workers) for _ in range(6)]
     for after in scrapes:
         assert {key: _delta(after, before, key) for key in COUNTED} == expected
@@ -150,6 +165,7 @@ async def test_metrics_add_up_every_worker(two_workers: Gateway) -> None:
     os.kill(killed, signal.SIGKILL)
     await asyncio.to_thread(wait_log, two_workers, STARTED, 3)  # the replacement has started
     await _traffic(two_workers, ok=10, failing=0)
+    await _counted(two_workers, before, {CHAT: ok + 10, OUTPUT: 4 * (ok + 10)})
     for after in (_scrape(two_workers) for _ in range(4)):
         assert _delta(after, before, CHAT) == ok + 10
         assert _delta(after, before, OUTPUT) == 4 * (ok + 10)

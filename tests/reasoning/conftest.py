@@ -51,7 +51,7 @@ def replay_upstream() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/last", 30, process)
+        wait_http(f"{url}/last", 120, process)  # a bound for a loaded machine
         yield url
     finally:
         process.terminate()

@@ -330,7 +330,7 @@ def test_bare_gateway_keeps_responses_in_memory_for_the_retention(bare_gateway: 
     url = f"{bare_gateway.url}/v1/responses/{response.json()['id']}"
     assert bare_gateway.http.get(url).status_code == 200
     deadline = time.monotonic() + 30
-    while bare_gateway.http.get(url).status_code == 200:  # retention is 2 seconds
+    while bare_gateway.http.get(url).status_code == 200:  # retention is 6 seconds
         assert time.monotonic() < deadline, "a stored response outlived its retention"
         time.sleep(0.5)
     assert_error(bare_gateway.http.get(url), 404)

@@ -60,7 +60,8 @@ def test_killed_process_resumes_pending_tasks_on_the_real_model(tmp_path: Path) 
     try:
         # The engine serves one key's requests in order: the short task ends while the long one runs.
         short = text_task(model=MODEL, deliveryMethod="async", seed=1, settings={"maxTokens": 2})
-        long = text_task(model=MODEL, deliveryMethod="async", seed=2, settings={"maxTokens": 12, "temperature": 0})
+        # 48 tokens: the long task must still run when the poll that saw the short one done asks again.
+        long = text_task(model=MODEL, deliveryMethod="async", seed=2, settings={"maxTokens": 48, "temperature": 0})
         long["messages"] = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
         assert post(gw, [short]).status_code == 200
         assert post(gw, [long]).status_code == 200
