@@ -199,3 +199,31 @@ async def test_signature_ends_its_thinking_block_and_redacted_thinking_is_a_whol
         {"type": "thinking", "thinking": "Then the time.", "signature": "sig-2"},
         {"type": "text", "text": "Done."},
     ]
+
+
+class _Watched:
+    """Core events whose ``aclose`` says when it ran (the pipeline's, which settles the hold)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> Event:
+        return TextDelta(0, "hi")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_frames_closed_after_the_first_closes_the_events() -> None:
+    """The client can leave while the first frame (``message_start``) is being written: closing
+    the frames there (``EventStream`` does) must close the events too, not leave them (and the
+    request's hold) to the garbage collector."""
+    events = _Watched()
+    frames = render(events, MessageRenderer("msg_test", "m", input_tokens=12), "req_test")
+    first = await frames.__anext__()
+    assert b"message_start" in first
+    await frames.aclose()  # type: ignore[attr-defined]
+    assert events.closed

@@ -204,8 +204,8 @@ class MessageRenderer:
 
 
 async def render(events: AsyncIterator[Event], renderer: MessageRenderer, request_id: str) -> AsyncIterator[bytes]:
-    yield renderer.start()
     try:
+        yield renderer.start()  # inside: a client leaving during it closes the events (the hold) too
         async for event in events:
             for frame in renderer.render(event):
                 yield frame
