@@ -252,26 +252,32 @@ async def test_https_upstream_is_verified_and_reused(serve: Callable[..., RawSer
     await default.close()
 
 
-async def test_a_kept_connection_the_server_dropped_as_it_was_reused_is_retried_fresh(
-    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The server closes an idle connection just as the next request goes out on it (its FIN not
-    # read yet): the request has had no answer at all, so it goes once more on a new connection.
-    monkeypatch.setattr(http1, "RETRY_WINDOW", 3600.0)  # however slowly a busy machine notices the drop
+async def _kept_connection_dropped_at_next_send(serve: Callable[..., RawServer]) -> tuple[RawServer, http1.Pool]:
+    """A pool holding one kept connection to a server that answers "ok"; the server's side of that
+    connection goes away, without answering, as the next request is written on it."""
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     server = await _listen(serve(lambda n: ok))
     pool = http1.Pool(5.0)
     assert (await _get(pool, server.url))[2] == b"ok"
     (connection,) = pool.idle[next(iter(pool.idle))]
     server_writer = server.writers[0]
-
     original = connection.send
 
     def send_then_drop(head: bytes, body: bytes) -> None:
         original(head, body)
-        server_writer.transport.abort()  # the server's side goes away without answering
+        server_writer.transport.abort()
 
     connection.send = send_then_drop  # type: ignore[method-assign]
+    return server, pool
+
+
+async def test_a_kept_connection_the_server_dropped_as_it_was_reused_is_retried_fresh(
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server closes an idle connection just as the next request goes out on it (its FIN not
+    # read yet): the request has had no answer at all, so it goes once more on a new connection.
+    monkeypatch.setattr(http1, "RETRY_WINDOW", 3600.0)  # however slowly a busy machine notices the drop
+    server, pool = await _kept_connection_dropped_at_next_send(serve)
     assert (await _get(pool, server.url))[2] == b"ok"
     assert server.connections == 2
     await pool.close()
@@ -376,19 +382,7 @@ async def test_a_kept_connection_dropped_long_after_the_request_went_out_is_not_
     # Past the retry window the drop may be a server that took the request and died: whether to
     # send it again (a second generation upstream) is the router's retry policy, not the client's.
     monkeypatch.setattr(http1, "RETRY_WINDOW", -1.0)  # every drop comes "late"
-    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    server = await _listen(serve(lambda n: ok))
-    pool = http1.Pool(5.0)
-    assert (await _get(pool, server.url))[2] == b"ok"
-    (connection,) = pool.idle[next(iter(pool.idle))]
-    server_writer = server.writers[0]
-    original = connection.send
-
-    def send_then_drop(head: bytes, body: bytes) -> None:
-        original(head, body)
-        server_writer.transport.abort()
-
-    connection.send = send_then_drop  # type: ignore[method-assign]
+    server, pool = await _kept_connection_dropped_at_next_send(serve)
     with pytest.raises(ConnectionError):
         await _get(pool, server.url)
     assert server.connections == 1
