@@ -389,6 +389,8 @@ async def _before(
     except asyncio.CancelledError:
         if bill_abandoned:
             settle(platform, hold, usage, cost, "aborted", model, dialect, started)
+            _count(model, usage, cost)  # shown in /metrics, as any abandoned stream's billing is
+            _note_usage(model, usage, cost)
         else:
             settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
         raise

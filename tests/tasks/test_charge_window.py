@@ -28,6 +28,7 @@ from gatewright.core.errors import UpstreamUnavailable
 from gatewright.core.jobs import Jobs, TaskRecord, request_id
 from gatewright.core.ledger import LedgerWriter
 from gatewright.core.ledger_rules import LeaseCharge, Operation, Settlement
+from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Call, Gateway
 from gatewright.core.routing import Router
 from gatewright.settings import Settings
@@ -233,6 +234,7 @@ async def test_a_streamed_result_whose_client_leaves_during_its_write_ahead_is_b
             async for _ in run.items:
                 pass
 
+        counted = _credits_counted()
         reading = asyncio.ensure_future(client())
         await asyncio.wait_for(writing.wait(), 30)
         reading.cancel()  # the client leaves
@@ -251,3 +253,15 @@ async def test_a_streamed_result_whose_client_leaves_during_its_write_ahead_is_b
     assert outcome is not None and outcome.error is None, outcome
     assert record.status == "success" and outcome.choice is not None and outcome.choice.text == "one two three"
     assert outcome.cost is not None and outcome.cost.credits == charged
+    # What it is billed shows in /metrics too, as for any stream a client leaves.
+    assert _credits_counted() - counted == charged
+
+
+def _credits_counted() -> float:
+    """``gatewright_credits_total`` over every model, as /metrics reports it."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "gatewright_credits_total"
+    )
