@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import bindparam, column, func, insert, select, update
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.clock import utcnow
@@ -87,11 +87,6 @@ class SqlLedgerStore:
             self._blocking.dispose()
         if self._checkpointer is not None and self._started:
             await asyncio.to_thread(self._checkpointer.stop)
-
-    @property
-    def sql_engine(self) -> Engine:
-        """The engine whose connections run the ledger's statements (for events and tests)."""
-        return self._blocking if self._blocking is not None else self.engine.sync_engine
 
     async def apply(self, batch: Sequence[Operation], retry: bool) -> list[Any]:
         """One transaction: each operation's outcome (see ``ledger_rules.decide_batch``)."""
