@@ -146,22 +146,66 @@ class Direct(Job):
         self.finished.set()
 
 
-def test_a_cancelled_sequence_frees_its_slot_at_once() -> None:
-    path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
-    model = Model(str(path), n_ctx=2048, slots=1, n_threads=2, n_batch=512)
+def _direct_job(model: Model, text: str, max_tokens: int) -> Direct:
     template = ChatTemplate(model.metadata["tokenizer.chat_template"], "", model.token_text(model.token_eos()))
+    request = CoreRequest(
+        model="m",
+        messages=(Message("user", (TextPart(text),)),),
+        sampling=Sampling(max_tokens=max_tokens, temperature=0),
+    )
+    return Direct(request, model.tokenize(template.render(request)))
+
+
+def _model(slots: int) -> Model:
+    path = assemble("qwen2.5-coder-0.5b-instruct", Path.home() / ".cache" / "gatewright" / "models")
+    return Model(str(path), n_ctx=2048, slots=slots, n_threads=2, n_batch=512)
+
+
+class Recording(Scheduler):
+    """Notes how many choices each generation batch held."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.batch_sizes: list[int] = []
+
+    def _generate(self, slots: list[Any]) -> None:
+        self.batch_sizes.append(len(slots))
+        super()._generate(slots)
+
+
+def test_prompts_that_arrive_together_start_generating_together() -> None:
+    model = _model(4)
+    scheduler = Recording(Context(model), 4, 16, 512, 128)
+    queue = FairQueue(8)
+    jobs = [_direct_job(model, f"Write one sentence about {topic}.", 6) for topic in TOPICS]
+    for n, job in enumerate(jobs):
+        queue.put(str(n), job)  # all four wait before the engine starts
+    worker = threading.Thread(target=scheduler.run, args=(queue,), daemon=True)
+    worker.start()
+    try:
+        for job in jobs:
+            assert job.finished.wait(600) and job.error is None
+        # All four prompts (~30 tokens each, 512 a step) are read in the first step: every choice
+        # is in the first generation batch, and the batches hold all four until one ends.
+        assert sum(len(job.tokens) for job in jobs) < 512
+        assert scheduler.batch_sizes[0] == 4, scheduler.batch_sizes
+        shortest = min(job.usage.output_tokens for job in jobs)
+        assert scheduler.batch_sizes[: shortest - 1] == [4] * (shortest - 1), scheduler.batch_sizes
+    finally:
+        queue.put("", None)
+        worker.join(60)
+        model.close()
+
+
+def test_a_cancelled_sequence_frees_its_slot_at_once() -> None:
+    model = _model(1)
     scheduler = Scheduler(Context(model), 1, 16, 512, 128)
     queue = FairQueue(8)
     worker = threading.Thread(target=scheduler.run, args=(queue,), daemon=True)
     worker.start()
 
     def job(text: str, max_tokens: int) -> Direct:
-        request = CoreRequest(
-            model="m",
-            messages=(Message("user", (TextPart(text),)),),
-            sampling=Sampling(max_tokens=max_tokens, temperature=0),
-        )
-        return Direct(request, model.tokenize(template.render(request)))
+        return _direct_job(model, text, max_tokens)
 
     try:
         # One slot: the second job can start only once the first has let go of it.
