@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         first = asyncio.run(bootstrap(settings))
         if first is not None:  # where `gatewright serve` writes them, so bench.procs finds the key
             write_first_start_keys(settings.data_dir, first.api_key.key, first.management_key.key)
-    app = create_app(settings)
+    app = create_app(settings, serving=True)  # as `gatewright serve` builds it
     server = uvicorn.Server(
         uvicorn.Config(
             app,

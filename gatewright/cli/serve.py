@@ -201,7 +201,7 @@ def serve(
         typer.echo(warning, err=True)
     banner = _banner(settings, api_key, management_key, operator_key)
     if settings.workers == 1:
-        app = create_app(settings, catalog=model_catalog)
+        app = create_app(settings, catalog=model_catalog, serving=True)
         typer.echo(banner)
         with multiprocess_metrics(needed=False):  # only an operator's PROMETHEUS_MULTIPROC_DIR, emptied
             uvicorn.run(app, **server)  # type: ignore[arg-type]

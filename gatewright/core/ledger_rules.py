@@ -203,9 +203,13 @@ class KeyRow:
     month_spent: int
     touched: bool = False
     used: bool = False  # a request of the key was reserved or settled: its last use is now
+    rolled_at: datetime | None = None  # a batch's operations share one ``now``: roll once for it
 
     def roll(self, now: datetime) -> None:
         """Start a new spending period (and month) when ``now`` is past the current one."""
+        if now is self.rolled_at:
+            return
+        self.rolled_at = now
         start = period_start(self.retention, now)
         current = aware(self.period_start)
         if current is None or current < start:

@@ -442,8 +442,12 @@ def _write(conn: Connection, locked: Locked, changes: Changes, owner: str) -> No
 def _days(usage_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The batch's usage summed by day (UTC), account, model and key."""
     days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    names: dict[datetime, str] = {}  # a batch's rows share one ``now``
     for row in usage_rows:
-        day = row["created_at"].astimezone(UTC).strftime("%Y-%m-%d")
+        stamp = row["created_at"]
+        day = names.get(stamp)
+        if day is None:
+            day = names[stamp] = stamp.astimezone(UTC).strftime("%Y-%m-%d")
         group = (row["account_id"], day, row["model"], row["key_prefix"])
         summed = days.get(group)
         if summed is None:

@@ -61,7 +61,10 @@ def execute_many(conn: Connection, statement: Executable, rows: Sequence[dict[st
     stamps = [key for key, value in rows[0].items() if value is None or isinstance(value, datetime)]
     params: Sequence[dict[str, Any]] = rows
     if stamps and _to_text is not None:
-        params = [_stamped(row, stamps) for row in rows]
+        # A batch's rows share their stamps (its one ``now``): each object is converted once
+        # (by identity: equal instants in other zones would be written as they are).
+        texts: dict[int, str] = {}
+        params = [_stamped(row, stamps, texts) for row in rows]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(sql_of(statement, keys), params)
@@ -69,11 +72,14 @@ def execute_many(conn: Connection, statement: Executable, rows: Sequence[dict[st
         cursor.close()
 
 
-def _stamped(row: dict[str, Any], stamps: list[str]) -> dict[str, Any]:
+def _stamped(row: dict[str, Any], stamps: list[str], texts: dict[int, str]) -> dict[str, Any]:
     assert _to_text is not None
     row = dict(row)
     for key in stamps:
         value = row[key]
         if isinstance(value, datetime):
-            row[key] = _to_text(value)
+            text = texts.get(id(value))
+            if text is None:
+                text = texts[id(value)] = _to_text(value)
+            row[key] = text
     return row
