@@ -306,21 +306,32 @@ class Response:
         connection.body.clear()
         return data
 
-    async def line_batches(self) -> AsyncIterator[deque[bytes]]:
+    async def line_batches(self, limit: int | None = None) -> AsyncIterator[deque[bytes]]:
         """The body's lines (``\\n`` removed; a ``\\r`` before it kept) in the batches they arrived
-        in; the caller empties each batch before asking for the next."""
+        in; the caller empties each batch before asking for the next. ``limit``: the most bytes
+        the whole body may have (a caller that keeps it all), else ``AnswerTooLarge``."""
         connection = self._connection
         lines = connection.lines
+        taken = 0
+
+        def took() -> None:
+            nonlocal taken
+            taken += connection.buffered  # what came since the last look (as decompressed)
+            connection.consumed()
+            if limit is not None and taken > limit:
+                connection.close()  # never back to the pool: the rest of the answer is still coming
+                raise AnswerTooLarge(f"the upstream's answer is longer than {limit} bytes")
+
         while True:
             if connection.body:
                 connection.split()
             if lines:
                 yield lines
-                connection.consumed()
+                took()
                 continue
             if len(connection.pending) > MAX_LINE:
                 raise UpstreamProtocolError(f"an answer's line is longer than {MAX_LINE} bytes")
-            connection.consumed()  # only part of a line came: read on even past HIGH_WATER
+            took()  # only part of a line came: read on even past HIGH_WATER
             if connection.complete:
                 if connection.pending:
                     lines.append(connection.pending)

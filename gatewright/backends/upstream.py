@@ -52,12 +52,13 @@ class Answer:
 class Streaming:
     """An upstream answer being received: status and headers now, the body as lines."""
 
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_response", "headers", "limit", "status")
 
     def __init__(self, response: http1.Response) -> None:
         self._response = response
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
+        self.limit: int | None = None  # the most bytes of body to take (an answer kept whole)
 
     async def read(self) -> bytes:
         return await self._response.read()
@@ -68,7 +69,7 @@ class Streaming:
         return self._response.lines()
 
     def line_batches(self) -> AsyncIterator[deque[bytes]]:
-        return self._response.line_batches()
+        return self._response.line_batches(self.limit)
 
 
 class Pool:
@@ -341,6 +342,8 @@ class HttpUpstream:
                     if streaming.status >= 400:
                         raw = await streaming.read()
                         raise status_error(self.deployment, streaming.status, streaming.headers, raw)
+                    if not request.stream:  # collected whole: as bounded as an answer read whole
+                        streaming.limit = self.deployment.max_answer_bytes
                     async for event in self.streamed(streaming, ctx, request):
                         yield event
         finally:

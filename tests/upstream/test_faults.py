@@ -143,6 +143,28 @@ def test_an_answer_too_large_is_a_502_in_the_dialects_format_and_free(
     assert completion.choices[0].message.content == "small enough"
 
 
+def test_a_collected_stream_too_large_is_a_502_and_free_and_a_stream_of_it_is_not_cut(
+    fault_client: openai.OpenAI, faulty: FaultyUpstream, fault_store: Store
+) -> None:
+    # A caller waiting for the whole answer has it collected from the upstream's stream: held in
+    # memory, so bounded like an answer read whole (65,536 bytes on this deployment).
+    endless = Answer(" ".join(["word"] * 5_000))  # 5,000 chunks, ~0.7 MB of events
+    faulty.script("oversized", endless, endless)
+    before = fault_store.balance()
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(fault_client, "oversized")
+    error = caught.value
+    assert error.status_code == 502
+    assert error.body["code"] == "upstream_answer_too_large"  # type: ignore[index]
+    assert "longer than 65536 bytes" in error.message
+    assert fault_store.usage(error.response.headers["x-request-id"])["credits"] == 0
+    assert fault_store.balance() == before
+    # Streamed on to the caller, nothing is held: the same answer passes whole.
+    stream = fault_client.chat.completions.create(model="oversized", messages=HI, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == endless.text
+
+
 def test_upstream_400_is_the_callers_error_with_message_and_param(
     fault_client: openai.OpenAI, faulty: FaultyUpstream
 ) -> None:
