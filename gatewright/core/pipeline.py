@@ -380,6 +380,7 @@ async def _before(
     dialect: Dialect | None,
     started: float,
     bill_abandoned: bool,
+    principal: Principal | None,
 ) -> None:
     """The caller's hook before a charge; when it fails the hold closes unbilled. Cancelled (the
     client left while the hook wrote), the answer was made all the same: it is billed as any stream
@@ -391,12 +392,23 @@ async def _before(
             settle(platform, hold, usage, cost, "aborted", model, dialect, started)
             _count(model, usage, cost)  # shown in /metrics, as any abandoned stream's billing is
             _note_usage(model, usage, cost)
+            if principal is not None:  # and in the key's token limit
+                _record_tokens_later(platform, principal, usage.output_tokens)
         else:
             settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
         raise
     except BaseException:
         settle(platform, hold, Usage(), _ZERO, "error", model, dialect, started)
         raise
+
+
+def _record_tokens_later(platform: Platform, principal: Principal, tokens: int) -> None:
+    """Count a settled answer's tokens in its key's rate limit, off the path of a request that is
+    being torn down (its task is cancelled, or it already answered)."""
+    if tokens:
+        task = asyncio.ensure_future(platform.limiter.record_tokens(principal, tokens))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
 
 _NOT_TOKENS = (ChoiceEnd, UsageReport)  # a tuple, built once: a `|` union is rebuilt per event
@@ -442,7 +454,16 @@ async def _metered(
                     settled = True
                     if before_charge is not None:
                         await _before(
-                            before_charge, platform, hold, event.usage, cost, entry.id, dialect, started, bill_abandoned
+                            before_charge,
+                            platform,
+                            hold,
+                            event.usage,
+                            cost,
+                            entry.id,
+                            dialect,
+                            started,
+                            bill_abandoned,
+                            principal,
                         )
                     cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
@@ -468,14 +489,21 @@ async def _metered(
                 if status == "ok":
                     if before_charge is not None:
                         await _before(
-                            before_charge, platform, hold, usage, cost, entry.id, dialect, started, bill_abandoned
+                            before_charge,
+                            platform,
+                            hold,
+                            usage,
+                            cost,
+                            entry.id,
+                            dialect,
+                            started,
+                            bill_abandoned,
+                            principal,
                         )
                     cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
                 else:
                     settle(platform, hold, usage, cost, status, entry.id, dialect, started)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too
                 _note_usage(entry.id, usage, cost)
-                if usage.output_tokens and principal is not None:
-                    task = asyncio.ensure_future(platform.limiter.record_tokens(principal, usage.output_tokens))
-                    _background.add(task)
-                    task.add_done_callback(_background.discard)
+                if principal is not None:
+                    _record_tokens_later(platform, principal, usage.output_tokens)

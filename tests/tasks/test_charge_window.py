@@ -30,6 +30,7 @@ from gatewright.core.ledger import LedgerWriter
 from gatewright.core.ledger_rules import LeaseCharge, Operation, Settlement
 from gatewright.core.metrics import REGISTRY
 from gatewright.core.pipeline import Call, Gateway
+from gatewright.core.platform import Principal
 from gatewright.core.routing import Router
 from gatewright.settings import Settings
 from gatewright.store.tables import holds, ledger, usage_records
@@ -226,6 +227,15 @@ async def test_a_streamed_result_whose_client_leaves_during_its_write_ahead_is_b
         bundle = await stack.enter_async_context(open_platform(settings))
         jobs = Jobs(_gateway(bundle, settings.model_cache), TaskApiCodec(), "only", store=SlowStore(bundle.store))
         principal = await bundle.platform.authenticator.authenticate(key)
+        limiter = bundle.platform.limiter
+        recorded: list[tuple[int, int]] = []  # (key id, tokens) counted against the key's token limit
+        record_tokens = limiter.record_tokens
+
+        async def counting(who: Principal, tokens: int) -> None:
+            recorded.append((who.key_id, tokens))
+            await record_tokens(who, tokens)
+
+        limiter.record_tokens = counting  # type: ignore[method-assign]
         spec = spec_of(task)
         run = await jobs.stream(spec, principal, UpstreamUnavailable("the client left", code="streamAborted"))
         assert run.started
@@ -253,8 +263,10 @@ async def test_a_streamed_result_whose_client_leaves_during_its_write_ahead_is_b
     assert outcome is not None and outcome.error is None, outcome
     assert record.status == "success" and outcome.choice is not None and outcome.choice.text == "one two three"
     assert outcome.cost is not None and outcome.cost.credits == charged
-    # What it is billed shows in /metrics too, as for any stream a client leaves.
+    # What it is billed shows in /metrics too, and its tokens count in the key's token limit, as
+    # for any stream a client leaves.
     assert _credits_counted() - counted == charged
+    assert recorded == [(principal.key_id, outcome.usage.output_tokens)] and outcome.usage.output_tokens > 0
 
 
 def _credits_counted() -> float:
