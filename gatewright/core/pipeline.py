@@ -435,6 +435,16 @@ async def _metered(
     settled = False
     status: SettleStatus = "aborted"
     first_token = 0.0
+
+    async def charged(usage: Usage, cost: Cost) -> Cost:
+        """The caller's hook before the charge (if any), then the charge; what was charged."""
+        assert platform is not None and hold is not None
+        if before_charge is not None:
+            await _before(
+                before_charge, platform, hold, usage, cost, entry.id, dialect, started, bill_abandoned, principal
+            )
+        return await charge(platform, hold, usage, cost, entry.id, dialect, started)
+
     try:
         yield None
         if first is not None:
@@ -452,20 +462,7 @@ async def _metered(
                 cost = price(event.usage, entry.prices)
                 if platform is not None and hold is not None and principal is not None:
                     settled = True
-                    if before_charge is not None:
-                        await _before(
-                            before_charge,
-                            platform,
-                            hold,
-                            event.usage,
-                            cost,
-                            entry.id,
-                            dialect,
-                            started,
-                            bill_abandoned,
-                            principal,
-                        )
-                    cost = await charge(platform, hold, event.usage, cost, entry.id, dialect, started)
+                    cost = await charged(event.usage, cost)
                     await platform.limiter.record_tokens(principal, event.usage.output_tokens)
                 event = UsageReport(event.usage, cost)
                 _count(entry.id, event.usage, cost)
@@ -487,20 +484,7 @@ async def _metered(
                 usage = ctx.usage if billed else Usage()
                 cost = price(usage, entry.prices) if usage.total_tokens else _ZERO
                 if status == "ok":
-                    if before_charge is not None:
-                        await _before(
-                            before_charge,
-                            platform,
-                            hold,
-                            usage,
-                            cost,
-                            entry.id,
-                            dialect,
-                            started,
-                            bill_abandoned,
-                            principal,
-                        )
-                    cost = await charge(platform, hold, usage, cost, entry.id, dialect, started)
+                    cost = await charged(usage, cost)
                 else:
                     settle(platform, hold, usage, cost, status, entry.id, dialect, started)
                 _count(entry.id, usage, cost)  # what an abandoned stream is billed shows in /metrics too

@@ -125,20 +125,26 @@ def test_every_attempt_failing_is_a_502_with_the_upstream_message_and_free(
     assert fault_store.reserved() == 0  # the hold was released
 
 
-def test_an_answer_too_large_is_a_502_in_the_dialects_format_and_free(
-    fault_client: openai.OpenAI, faulty: FaultyUpstream, fault_store: Store
-) -> None:
-    faulty.script("oversized", Fail(500, "x" * 200_000), default=Answer("small enough"))
-    before = fault_store.balance()
+def assert_too_large_and_free(client: openai.OpenAI, store: Store) -> None:
+    """The "oversized" deployment (max_answer_bytes 65,536) answers a 502 in OpenAI's format and
+    bills nothing."""
+    before = store.balance()
     with pytest.raises(openai.InternalServerError) as caught:
-        ask(fault_client, "oversized")
+        ask(client, "oversized")
     error = caught.value
     assert error.status_code == 502
     assert error.body["type"] == "upstream_error"  # type: ignore[index]
     assert error.body["code"] == "upstream_answer_too_large"  # type: ignore[index]
     assert "longer than 65536 bytes" in error.message
-    assert fault_store.usage(error.response.headers["x-request-id"])["credits"] == 0
-    assert fault_store.balance() == before
+    assert store.usage(error.response.headers["x-request-id"])["credits"] == 0
+    assert store.balance() == before
+
+
+def test_an_answer_too_large_is_a_502_in_the_dialects_format_and_free(
+    fault_client: openai.OpenAI, faulty: FaultyUpstream, fault_store: Store
+) -> None:
+    faulty.script("oversized", Fail(500, "x" * 200_000), default=Answer("small enough"))
+    assert_too_large_and_free(fault_client, fault_store)
     completion, _ = ask(fault_client, "oversized")  # the next call, on a new connection, is served
     assert completion.choices[0].message.content == "small enough"
 
@@ -150,15 +156,7 @@ def test_a_collected_stream_too_large_is_a_502_and_free_and_a_stream_of_it_is_no
     # memory, so bounded like an answer read whole (65,536 bytes on this deployment).
     endless = Answer(" ".join(["word"] * 5_000))  # 5,000 chunks, ~0.7 MB of events
     faulty.script("oversized", endless, endless)
-    before = fault_store.balance()
-    with pytest.raises(openai.InternalServerError) as caught:
-        ask(fault_client, "oversized")
-    error = caught.value
-    assert error.status_code == 502
-    assert error.body["code"] == "upstream_answer_too_large"  # type: ignore[index]
-    assert "longer than 65536 bytes" in error.message
-    assert fault_store.usage(error.response.headers["x-request-id"])["credits"] == 0
-    assert fault_store.balance() == before
+    assert_too_large_and_free(fault_client, fault_store)
     # Streamed on to the caller, nothing is held: the same answer passes whole.
     stream = fault_client.chat.completions.create(model="oversized", messages=HI, stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
