@@ -239,14 +239,24 @@ def start_gatewright(
     env["PYTHONPATH"] = str(checkout)
     service = spawn(name, argv, port=port, health="/health", env=env, timeout=300, cwd=checkout)
     if platform:
-        service.api_key, _ = read_first_start_keys(data_dir)  # stdout is a file: the keys are in one
-        if service.api_key is None:  # a checkout from before the keys file (a --baseline) prints them
-            found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
-            service.api_key = found.group(1) if found else None
-        if service.api_key is None:
+        try:
+            service.api_key = first_start_api_key(service, data_dir)
+        except RuntimeError:
             service.stop()
-            raise RuntimeError(f"{name}: no API key written on first start:\n{service.log()[-2000:]}")
+            raise
     return service
+
+
+def first_start_api_key(service: Service, data_dir: Path) -> str:
+    """The API key a platform gateway made on its first start: from the keys file it writes when
+    stdout is not a terminal, or printed in its log (a checkout from before the keys file)."""
+    api_key, _ = read_first_start_keys(data_dir)
+    if api_key is None:
+        found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
+        api_key = found.group(1) if found else None
+    if api_key is None:
+        raise RuntimeError(f"{service.name}: no API key written on first start:\n{service.log()[-2000:]}")
+    return api_key
 
 
 def start_litellm(venv: Path, mock_url: str, workers: int) -> Service:

@@ -18,7 +18,6 @@ from typing import Any
 
 from bench import procs
 from bench.load import Target, request_body, run_wrk
-from gatewright.cli.serve import read_first_start_keys
 
 log = logging.getLogger("bench.profile")
 
@@ -146,12 +145,7 @@ def cprofile_gateway(name: str, catalog: Path, platform: bool, seconds: float, c
     service = procs.spawn(f"cprofile-{name.replace(' ', '-')}", argv, port=port, health="/health", env=env)
     try:
         if platform:  # the runner writes the first start's keys where `gatewright serve` does
-            service.api_key, _ = read_first_start_keys(procs.TMP / f"cprofile-{port}-data")
-            if service.api_key is None:  # an older checkout's runner printed them
-                found = re.search(r"API key \(calls models\):\s+(\S+)", service.log())
-                service.api_key = found.group(1) if found else None
-            if service.api_key is None:
-                raise RuntimeError(f"{name}: no API key written on first start:\n{service.log()[-2000:]}")
+            service.api_key = procs.first_start_api_key(service, procs.TMP / f"cprofile-{port}-data")
         body = procs.TMP / "body-profile.json"
         body.write_bytes(request_body(False, 16))
         target = Target(name, service)
