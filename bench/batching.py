@@ -52,6 +52,8 @@ class BatchingConfig:
     threads: int = 2
     n_ctx: int = 4096  # per sequence
     parts: tuple[str, ...] = ("throughput", "mixed", "join", "cache")
+    baseline: str | None = None  # another checkout: its gatewright runs beside this one, interleaved
+    baseline_label: str = "before"
 
 
 class Counter:
@@ -118,6 +120,10 @@ def start_peers(config: BatchingConfig, model: Path) -> list[Peer]:
         )
         gateway = procs.start_gatewright("gatewright-batching", catalog, platform=False)
         peers.append(Peer("gatewright", gateway, True))
+        if config.baseline is not None:
+            checkout = Path(config.baseline)
+            before = procs.start_gatewright("gatewright-batching-before", catalog, platform=False, checkout=checkout)
+            peers.append(Peer(f"gatewright @{config.baseline_label}", before, True))
         binary = envs.llama_server()
         server = procs.start_llama_server(binary, model, config.threads, config.n_ctx, config.parallel)
         peers.append(Peer(f"llama-server -np {config.parallel}", server, True))
@@ -338,7 +344,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     import argparse
 
-    from bench.run import model_path
+    from bench.run import baseline_worktree, model_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -347,6 +353,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads of every peer")
     parser.add_argument("--parts", default="throughput,mixed,join,cache")
     parser.add_argument("--out", type=Path, default=procs.ROOT / "bench" / "results" / "batching.json")
+    parser.add_argument("--baseline-commit", help="a commit whose gatewright runs beside this one (a git worktree)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -356,6 +363,8 @@ def main() -> None:
         max_tokens=args.max_tokens,
         threads=args.threads,
         parts=tuple(args.parts.split(",")),
+        baseline=str(baseline_worktree(args.baseline_commit)) if args.baseline_commit else None,
+        baseline_label=args.baseline_commit or "before",
     )
     result = run_batching(config, model_path())
     result["summary"] = summary(result)
