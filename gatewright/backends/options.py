@@ -44,6 +44,7 @@ class LlamaCppOptions(BackendOptions):
     n_batch: int | None = Field(default=None, ge=1)
     parallel: int | None = Field(default=None, ge=1, le=64)  # sequences decoded together
     prefill_chunk_busy: int | None = Field(default=None, ge=16)
+    prefill_budget_idle: int | None = Field(default=None, ge=16)
     reuse_granularity: int | None = Field(default=None, ge=1)
     prefix_cache_mb: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     prefix_cache_min_tokens: int | None = Field(default=None, ge=0)

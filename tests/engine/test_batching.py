@@ -173,18 +173,27 @@ class Recording(Scheduler):
         super()._generate(slots)
 
 
-def test_prompts_that_arrive_together_start_generating_together() -> None:
-    model = _model(4)
-    scheduler = Recording(Context(model), 4, 16, 512, 128)
+def _run_queued(scheduler: Recording, jobs: list[Direct]) -> None:
+    """Queue every job before the engine starts, run them all to the end."""
     queue = FairQueue(8)
-    jobs = [_direct_job(model, f"Write one sentence about {topic}.", 6) for topic in TOPICS]
     for n, job in enumerate(jobs):
-        queue.put(str(n), job)  # all four wait before the engine starts
+        queue.put(str(n), job)
     worker = threading.Thread(target=scheduler.run, args=(queue,), daemon=True)
     worker.start()
     try:
         for job in jobs:
             assert job.finished.wait(600) and job.error is None
+    finally:
+        queue.put("", None)
+        worker.join(60)
+
+
+def test_prompts_that_arrive_together_start_generating_together() -> None:
+    model = _model(4)
+    try:
+        scheduler = Recording(Context(model), 4, 16, 512, 128)
+        jobs = [_direct_job(model, f"Write one sentence about {topic}.", 6) for topic in TOPICS]
+        _run_queued(scheduler, jobs)
         # All four prompts (~30 tokens each, 512 a step) are read in the first step: every choice
         # is in the first generation batch, and the batches hold all four until one ends.
         assert sum(len(job.tokens) for job in jobs) < 512
@@ -192,8 +201,35 @@ def test_prompts_that_arrive_together_start_generating_together() -> None:
         shortest = min(job.usage.output_tokens for job in jobs)
         assert scheduler.batch_sizes[: shortest - 1] == [4] * (shortest - 1), scheduler.batch_sizes
     finally:
-        queue.put("", None)
-        worker.join(60)
+        model.close()
+
+
+def test_a_burst_larger_than_a_chunk_still_starts_together() -> None:
+    model = _model(4)
+    try:
+        scheduler = Recording(Context(model), 4, 16, 48, 48)  # calls of 48 tokens at most
+        jobs = [_direct_job(model, f"Write one sentence about {topic}.", 6) for topic in TOPICS]
+        assert sum(len(job.tokens) for job in jobs) > scheduler.chunk  # a step of one chunk: a ramp
+        assert max(len(job.tokens) for job in jobs) <= scheduler.busy_chunk
+        _run_queued(scheduler, jobs)
+        assert scheduler.batch_sizes[0] == 4, scheduler.batch_sizes
+    finally:
+        model.close()
+
+
+def test_a_long_prompt_in_a_burst_does_not_hold_back_a_short_ones_second_token() -> None:
+    model = _model(4)
+    try:
+        scheduler = Recording(Context(model), 4, 16, 48, 48)
+        short = _direct_job(model, "Write one sentence about rivers.", 24)
+        long = _direct_job(model, "Describe the copper mines of the valley. " * 40, 2)
+        assert len(long.tokens) > 5 * scheduler.busy_chunk
+        _run_queued(scheduler, [short, long])
+        assert short.usage.output_tokens > len(long.tokens) // scheduler.busy_chunk + 1  # still running
+        # The short prompt starts alone; the long one is read a share a step beside it.
+        assert scheduler.batch_sizes[0] == 1, scheduler.batch_sizes
+        assert 2 in scheduler.batch_sizes, scheduler.batch_sizes
+    finally:
         model.close()
 
 

@@ -178,6 +178,8 @@ class LlamaCppBackend:
         self.parallel = int(options.get("parallel", _default_parallel()))
         # Prompt chunk while other requests are generating: their next token waits for it.
         self.busy_chunk = int(options.get("prefill_chunk_busy", 256))
+        # Prompt tokens read before generating when nothing else is: a burst starts together.
+        self.idle_budget = int(options.get("prefill_budget_idle", 2048))
         # Prompt reuse is in multiples of this many tokens (see scheduler on why).
         self.granularity = int(options.get("reuse_granularity", 16))
         # Snapshots of long prompt prefixes (a system prompt shared by interleaved conversations).
@@ -230,7 +232,9 @@ class LlamaCppBackend:
         cache = PrefixCache(
             self.prefix_cache_bytes, max(self.prefix_cache_min_tokens, self.granularity), self.prefix_cache_pin_bytes
         )
-        scheduler = Scheduler(Context(model), self.parallel, self.granularity, self.n_batch, self.busy_chunk, cache)
+        scheduler = Scheduler(
+            Context(model), self.parallel, self.granularity, self.n_batch, self.busy_chunk, cache, self.idle_budget
+        )
         self.model, self.scheduler = model, scheduler
         self.guide = Guide(lambda: llguidance_tokenizer(model))
         self._thread = threading.Thread(

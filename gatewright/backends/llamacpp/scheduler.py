@@ -125,12 +125,17 @@ class Scheduler:
         chunk: int,
         busy_chunk: int,
         cache: PrefixCache | None = None,
+        idle_budget: int = 2048,
     ) -> None:
         self.ctx = ctx
         self.model: Model = ctx.model
         self.granularity = granularity
         self.chunk = max(2 * granularity, chunk // granularity * granularity)
         self.busy_chunk = max(2 * granularity, min(busy_chunk, self.chunk) // granularity * granularity)
+        # Prompt tokens a step reads before its generation batch when nothing was generating
+        # (several chunks: every prompt of a burst starts together, as in llama-server's and
+        # vLLM's default of 2,048 batched tokens); ``busy_chunk`` while something is.
+        self.idle_budget = max(self.chunk, idle_budget)
         self.cache = cache
         self.slots = [Slot(i) for i in range(slots)]
         self.batch = Batch(max(self.chunk, slots))
@@ -311,14 +316,17 @@ class Scheduler:
                 self._release(slot)
         self._compact()
         generating = [slot for slot in self.slots if slot.next_token is not None]
-        self._read_prompts(source, self.busy_chunk if generating else self.chunk)
+        if generating:
+            self._read_prompts(source, self.busy_chunk)
+        else:
+            self._read_prompts(source, self.idle_budget, idle=True)
         if generating:
             try:
                 self._generate(generating)
             except Exception as error:
                 self._fail_slots(generating, error)
 
-    def _read_prompts(self, source: Source, budget: int) -> None:
+    def _read_prompts(self, source: Source, budget: int, idle: bool = False) -> None:
         """Read waiting prompts, a call at a time, until ``budget`` tokens are read this step. Prompts
         that arrive together are all read before the step's generation batch, so their choices
         start generating together and their batches stay full, where reading one prompt per step
@@ -326,17 +334,24 @@ class Scheduler:
         the most per row (one thread here: 1 row 20 ms, 3 rows 95 ms, 8 rows 145 ms). Each call
         stays a batch of its own (the module doc: a prompt's cells do not depend on what else is
         read). Requests that arrived during a call are admitted before the next one, so they are
-        read in this step too."""
+        read in this step too.
+
+        ``idle``: nothing was generating when the step began, and its budget spans several chunks
+        so that a burst of prompts starts together. Once one of them has its first token, a prompt
+        with more than ``busy_chunk`` tokens left waits for the next step, as it would beside any
+        running stream: a long prompt does not hold back a short one's second token."""
         read = 0
         while read < budget:
             if read and self.busy and not self._admit(source):  # polls: something is running
                 return
             prefilling = [slot for slot in self.slots if slot.prefilling]
+            if idle and any(slot.next_token is not None for slot in self.slots):
+                prefilling = [slot for slot in prefilling if len(slot.prompt) - len(slot.cells) <= self.busy_chunk]
             if not prefilling:
                 return
             slot = next_to_read(prefilling, len(self.slots))
             before = len(slot.cells)
-            chunk = max(self.granularity, (budget - read) // self.granularity * self.granularity)
+            chunk = min(self.chunk, max(self.granularity, (budget - read) // self.granularity * self.granularity))
             try:
                 row = self._prefill(slot, chunk)
             except Exception as error:
