@@ -316,15 +316,14 @@ class Scheduler:
                 self._release(slot)
         self._compact()
         generating = [slot for slot in self.slots if slot.next_token is not None]
-        if generating:
-            self._read_prompts(source, self.busy_chunk)
-        else:
+        if not generating:
             self._read_prompts(source, self.idle_budget, idle=True)
-        if generating:
-            try:
-                self._generate(generating)
-            except Exception as error:
-                self._fail_slots(generating, error)
+            return
+        self._read_prompts(source, self.busy_chunk)
+        try:
+            self._generate(generating)
+        except Exception as error:
+            self._fail_slots(generating, error)
 
     def _read_prompts(self, source: Source, budget: int, idle: bool = False) -> None:
         """Read waiting prompts, a call at a time, until ``budget`` tokens are read this step. Prompts
