@@ -13,7 +13,7 @@ import numpy as np
 from gatewright.backends.llamacpp._internals import Model
 from gatewright.backends.llamacpp.engine import Context
 from gatewright.backends.llamacpp.prefix_cache import PrefixCache
-from gatewright.backends.llamacpp.scheduler import Scheduler, Slot
+from gatewright.backends.llamacpp.scheduler import WHOLE_TAIL, Scheduler, Slot
 
 GRANULARITY = 16
 BUSY: Any = object()  # stands for a choice occupying a slot
@@ -23,6 +23,19 @@ def scheduler(model: Model, cache: PrefixCache | None = None) -> Scheduler:
     for seq in range(2):
         model.forget(seq)
     return Scheduler(Context(model), 2, GRANULARITY, 512, 128, cache)
+
+
+def counting_calls(engine: Scheduler) -> list[int]:
+    """The rows of each prompt call the engine makes from now on."""
+    calls: list[int] = []
+    evaluate = engine._evaluate
+
+    def counted(slot: Slot, tokens: Sequence[int], logits: bool) -> int:
+        calls.append(len(tokens))
+        return evaluate(slot, tokens, logits)
+
+    engine._evaluate = counted  # type: ignore[method-assign]
+    return calls
 
 
 def prompt_logits(
@@ -104,3 +117,30 @@ def test_a_busy_slot_moved_down_to_close_a_gap_keeps_its_cells(model: Model) -> 
     high.choice = None
     reused, logits = prompt_logits(engine, prompt)  # the rest of the prompt, read in its new seq
     assert reused == 64 and np.array_equal(logits, reference)
+
+
+def test_a_prompt_read_in_one_call_gives_the_bits_of_one_read_in_two(model: Model) -> None:
+    """Past the reuse boundary by 8 tokens or more (``WHOLE_TAIL``), a prompt that fits in a chunk is
+    read in one call; its last logits, and the cells a longer prompt then reuses, are the bits of the
+    two-call reading (a chunk to the boundary, then the rest)."""
+    text = model.tokenize("Silver gulls circled the quarry while tin bells rang in the kelp market. " * 12)
+    for length in (136, 139, 143, 145):  # 8, 11, 15 and 17 tokens past the boundary at 128
+        prompt = text[:length]
+        assert len(prompt) - (len(prompt) - 2) // GRANULARITY * GRANULARITY >= WHOLE_TAIL
+        engine = scheduler(model)
+        calls = counting_calls(engine)
+        one_call = prompt_logits(engine, prompt)[1]
+        assert calls == [length]
+        assert np.array_equal(one_call, prompt_logits(scheduler(model), prompt, chunk=32)[1]), length
+        longer = text[: length + 40]
+        reference = prompt_logits(scheduler(model), longer, chunk=32)[1]
+        reused, logits = prompt_logits(engine, longer)  # reuses the cells the one call wrote
+        assert reused >= 128 and np.array_equal(logits, reference), length
+
+
+def test_a_short_tail_keeps_its_own_call(model: Model) -> None:
+    prompt = model.tokenize("Kelp and tin, gulls and bells, the quarry road at noon. " * 12)[:133]  # 5 past 128
+    engine = scheduler(model)
+    calls = counting_calls(engine)
+    prompt_logits(engine, prompt)
+    assert calls == [128, 5]

@@ -12,17 +12,22 @@ Prompt reuse stays deterministic. llama.cpp's quantized matrix products work on 
 groups (4 on x86 with repacked Q4_K weights) and on the rows left over with another kernel, whose
 rounding differs; and its attention products take another kernel for a call of one row than for
 two or more (``llamafile_sgemm`` is for prompts). So a token's hidden state depends on where the
-chunk it was evaluated in began and on whether it was alone. Chunks that start at multiples of 4,
-end at a multiple of 4 or at the prompt's end, and have two rows or more give bit-identical rows.
-A prompt is therefore reused only up to a multiple of ``granularity`` (16) short of its last two
-tokens, evaluated from there in chunks whose sizes are multiples of it, the last call taking all
-the rest (two tokens at least, the last one included), always in a batch of its own; so the KV
-cells of a prompt and the logits of its last token are the same bits whether computed fresh, kept
-in a slot, copied from another slot or restored from a snapshot, in whatever chunk size, and
-whatever else was running. The last call starts at that reuse boundary whether the prompt is read
-fresh or reused (read whole in one call, a fresh prompt's seeded text changed once its prefix was
-reused: a repeated request then reads its tail in a smaller call), so a prompt costs two calls when
-it fits in a chunk and a cached prefix one call for its new tokens. The generated tokens
+chunk it was evaluated in began and on how many rows the call had. Measured on x86 (AVX2): chunks
+that start at multiples of 8 and have 8 rows or more give bit-identical rows, in calls of any
+larger size; calls of 2-7 rows take small-batch kernels and differ (reuse at granularity 4, whose
+chunks can be 4 rows, changed the logits in 16 of 60 random cases; at 8 and 16 in none). A prompt
+is therefore reused only up to a multiple of ``granularity`` (16) short of its last two tokens,
+evaluated from there in chunks whose sizes are multiples of it, the last call taking all the rest
+(two tokens at least, the last one included), always in a batch of its own; so the KV cells of a
+prompt and the logits of its last token are the same bits whether computed fresh, kept in a slot,
+copied from another slot or restored from a snapshot, in whatever chunk size, and whatever else
+was running. When the rest past that reuse boundary is 2-7 tokens, the last call starts at the
+boundary whether the prompt is read fresh or reused (read whole in one call, a fresh prompt's
+seeded text changed once its prefix was reused: a repeated request then reads its tail in a
+smaller call); when it is ``WHOLE_TAIL`` (8) or more, the rest of the prompt goes in one call if it
+fits in the chunk, its rows the same bits as a reused prompt's last call from the boundary. So a
+prompt that fits in a chunk costs one call (two when its tail is short), and a cached prefix one
+call for its new tokens. The generated tokens
 go in the shared generation batch: alone there (one request at a time) a seed gives the same text
 every time; next to other choices the logits can differ in their lowest bits (the rows are grouped
 differently), so a seeded request that ran batched may pick another token where two were nearly
@@ -56,6 +61,13 @@ from gatewright.backends.llamacpp.prefix_cache import PrefixCache, common_prefix
 from gatewright.core.errors import InternalError
 from gatewright.core.events import Event, UsageReport
 from gatewright.core.types import CoreRequest, Usage
+
+# Rows past the reuse boundary from which the rest of a prompt is read in one call rather than as a
+# chunk and a last call of its own: a call of 8 rows or more computes each row as a larger call does
+# (measured on x86 with AVX2: the last logits and the cells the same bits in 80 random prompts and
+# extensions; with 2-7 rows past the boundary they differed, as they do in llama.cpp's small-batch
+# kernels). One call fewer saves its fixed cost, ~50-110 ms on one thread (``bench.prefill_calls``).
+WHOLE_TAIL = 8
 
 
 class Work(Protocol):
@@ -363,15 +375,19 @@ class Scheduler:
     def _prefill(self, slot: Slot, chunk: int) -> int | None:
         """One more piece of the prompt: an aligned chunk up to the reuse boundary, then the rest in
         one call, whose last row (the last token's logits) it returns for the choice to draw its
-        first token from. The last call always has at least two rows (see ``_place``)."""
+        first token from. The last call always has at least two rows (see ``_place``); when the
+        rows past the boundary are at least ``WHOLE_TAIL``, the rest of the prompt goes in one call
+        if it fits in the chunk."""
         prompt, step = slot.prompt, self.granularity
         position = len(slot.cells)  # a multiple of the granularity until the last call
         # The last call starts where any later request sharing this prompt would start reading
         # (``_place``: aligned, two tokens short of the end), so the cells it writes are the same
-        # bits whether the prompt was read fresh or reused: the last call's rows depend on its size.
+        # bits whether the prompt was read fresh or reused: the last call's rows depend on its size
+        # below ``WHOLE_TAIL`` rows (llama.cpp's small-batch kernels), not above it.
         boundary = (len(prompt) - 2) // step * step
         stops = [at for at in slot.pins if at > position]  # pins end short of the last two tokens
-        if position < boundary:
+        whole = len(prompt) - boundary >= WHOLE_TAIL and len(prompt) - position <= chunk and not stops
+        if position < boundary and not whole:
             end = min([position + chunk, boundary, *stops])
             self._evaluate(slot, prompt[position:end], False)
             if end in slot.pins:
