@@ -479,6 +479,10 @@ def reproduce_notes() -> str:
             "python -m bench.stream_load --url http://127.0.0.1:8000/v1/chat/completions --body body.json \\",
             "    --concurrency 16 --duration 10 [--key KEY]                 # streaming load (TTFB and total)",
             "python -m bench.run --only overhead --reps 5 --duration 10     # one part",
+            "python -m bench.lease_latency --reps 5 --duration 5            # credit leases: c=1 latency, "
+            "×2 workers c=64 vs LiteLLM",
+            "python -m bench.prefill_calls --reps 3                         # the embedded engine's llama.cpp "
+            "calls: cost by rows",
             "python -m bench.report bench/results/<stamp>.json               # re-render this page",
             "```",
             "",
