@@ -27,11 +27,10 @@ seeded text changed once its prefix was reused: a repeated request then reads it
 smaller call); when it is ``WHOLE_TAIL`` (8) or more, the rest of the prompt goes in one call if it
 fits in the chunk, its rows the same bits as a reused prompt's last call from the boundary. So a
 prompt that fits in a chunk costs one call (two when its tail is short), and a cached prefix one
-call for its new tokens. The generated tokens
-go in the shared generation batch: alone there (one request at a time) a seed gives the same text
-every time; next to other choices the logits can differ in their lowest bits (the rows are grouped
-differently), so a seeded request that ran batched may pick another token where two were nearly
-tied.
+call for its new tokens. The generated tokens go in the shared generation batch: alone there (one
+request at a time) a seed gives the same text every time; next to other choices the logits can
+differ in their lowest bits (the rows are grouped differently), so a seeded request that ran
+batched may pick another token where two were nearly tied.
 
 Busy slots are kept on consecutive sequence ids from 0 (``_compact``): with one KV stream per
 sequence, llama.cpp evaluates a batch's sequences in one pass only while their ids run
