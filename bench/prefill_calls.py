@@ -2,18 +2,25 @@
 alone: no gateway, no scheduler, one thread, thread CPU per ``llama_decode``.
 
 python -m bench.prefill_calls [--reps 3] [--json out.json]
+python -m bench.prefill_calls --exact 40 [--min-tail 8] [--seed 5] [--threads 2]
 
 1. One sequence, a call of n rows (the last with logits, as a prompt's last call), at position 128.
 2. Eight 144-token prompts read as the engine read them up to 6ea51a5 (a 128-token chunk to the
    reuse boundary, then the last 16 tokens, each a call of its own), each in one call (the engine
    since, for 8 tokens or more past the boundary), and with the pieces of several prompts in one
    call: the CPU of the whole reading, and whether every prompt's last logits stayed the same bits.
+
+``--exact N`` instead checks the engine's one-call read (``WHOLE_TAIL``) on N random prompts:
+each read in one call when it ends ``--min-tail`` tokens or more past its reuse boundary, against
+the two-call reading, and a longer prompt reusing the cells one call wrote against reading it
+fresh; with ``--min-tail 2`` the short tails show how they differ.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -100,13 +107,58 @@ class Probe:
         return cpu, logits
 
 
+def read_prompt(probe: Probe, seq: int, prompt: list[int], start: int, chunk: int, min_tail: int) -> np.ndarray:
+    """Read as the engine does from an aligned ``start`` (granularity 16): chunks to the reuse
+    boundary, then the last call; the rest in one call when it fits in the chunk and ends
+    ``min_tail`` tokens or more past the boundary. The last token's logits."""
+    boundary, position = (len(prompt) - 2) // 16 * 16, start
+    while position < boundary and not (len(prompt) - boundary >= min_tail and len(prompt) - position <= chunk):
+        end = min(position + chunk, boundary)
+        probe.decode([(prompt[position:end], position, seq, False)])
+        position = end
+    _, rows = probe.decode([(prompt[position:], position, seq, True)])
+    return probe.model.logits(rows[0]).copy()
+
+
+def exactness(probe: Probe, cases: int, min_tail: int, seed: int) -> None:
+    rng, same = random.Random(seed), 0
+    text = probe.base * 2
+    for _ in range(cases):
+        length = rng.randint(20, 300)
+        while (length - 2) % 16 + 2 < min_tail:
+            length += 1
+        prompt, longer = text[:length], text[: length + rng.randint(3, 60)]
+        probe.model.forget(0)
+        apart = read_prompt(probe, 0, prompt, 0, rng.choice([16, 48, 128, 512]), min_tail=1 << 30)
+        probe.model.forget(0)
+        together = read_prompt(probe, 0, prompt, 0, rng.choice([32, 64, 512]), min_tail)
+        reused = min(length, len(longer) - 2) // 16 * 16  # the longer prompt reuses these cells
+        probe.model.forget(0, reused)
+        extended = read_prompt(probe, 0, longer, reused, 512, min_tail)
+        probe.model.forget(1)
+        fresh = read_prompt(probe, 1, longer, 0, rng.choice([16, 128, 512]), min_tail)
+        checks = {len(prompt): np.array_equal(apart, together), len(longer): np.array_equal(extended, fresh)}
+        same += all(checks.values())
+        for tokens, ok in checks.items():
+            if not ok:
+                print(f"  differs: a prompt of {tokens} tokens, {tokens - (tokens - 2) // 16 * 16} past its boundary")
+    print(f"one-call read at {min_tail}+ tokens past the boundary: {same} of {cases} the same bits")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--exact", type=int, metavar="N", help="check the one-call read on N random prompts")
+    parser.add_argument("--min-tail", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     probe = Probe(args.threads)
+    if args.exact:
+        exactness(probe, args.exact, args.min_tail, args.seed)
+        probe.model.close()
+        return
     costs = {rows: min(probe.call_cost(rows) for _ in range(3)) * 1000 for rows in ROWS}
     print("one sequence, a call of n rows (ms, thread CPU, best of 3):")
     for rows, ms in costs.items():

@@ -63,9 +63,10 @@ from gatewright.core.types import CoreRequest, Usage
 
 # Rows past the reuse boundary from which the rest of a prompt is read in one call rather than as a
 # chunk and a last call of its own: a call of 8 rows or more computes each row as a larger call does
-# (measured on x86 with AVX2: the last logits and the cells the same bits in 80 random prompts and
-# extensions; with 2-7 rows past the boundary they differed, as they do in llama.cpp's small-batch
-# kernels). One call fewer saves its fixed cost, ~50-110 ms on one thread (``bench.prefill_calls``).
+# (measured on x86 with AVX2, one and two threads: the last logits, and the cells as a longer prompt
+# reuses them, the same bits in 150 random prompts, ``bench.prefill_calls --exact``; with 2-7 rows
+# past the boundary they differed, as they do in llama.cpp's small-batch kernels). One call fewer
+# saves its fixed cost, ~50-110 ms on one thread (``bench.prefill_calls``).
 WHOLE_TAIL = 8
 
 
