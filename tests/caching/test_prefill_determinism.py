@@ -125,17 +125,18 @@ def test_a_prompt_read_in_one_call_gives_the_bits_of_one_read_in_two(model: Mode
     two-call reading (a chunk to the boundary, then the rest)."""
     text = model.tokenize("Silver gulls circled the quarry while tin bells rang in the kelp market. " * 12)
     for length in (136, 139, 143, 145):  # 8, 11, 15 and 17 tokens past the boundary at 128
-        prompt = text[:length]
+        prompt, longer = text[:length], text[: length + 40]
         assert len(prompt) - (len(prompt) - 2) // GRANULARITY * GRANULARITY >= WHOLE_TAIL
-        engine = scheduler(model)
+        two_calls = prompt_logits(scheduler(model), prompt, chunk=32)[1]  # chunks of 32, then the rest
+        reference = prompt_logits(scheduler(model), longer, chunk=32)[1]
+        engine = scheduler(model)  # (clears what the references left in the model)
         calls = counting_calls(engine)
         one_call = prompt_logits(engine, prompt)[1]
         assert calls == [length]
-        assert np.array_equal(one_call, prompt_logits(scheduler(model), prompt, chunk=32)[1]), length
-        longer = text[: length + 40]
-        reference = prompt_logits(scheduler(model), longer, chunk=32)[1]
-        reused, logits = prompt_logits(engine, longer)  # reuses the cells the one call wrote
-        assert reused >= 128 and np.array_equal(logits, reference), length
+        assert np.array_equal(one_call, two_calls), length
+        reused, logits = prompt_logits(engine, longer)  # reuses cells the one call wrote
+        assert reused == min(length, len(longer) - 2) // GRANULARITY * GRANULARITY
+        assert np.array_equal(logits, reference), length
 
 
 def test_a_short_tail_keeps_its_own_call(model: Model) -> None:
