@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # Each process holds credits of a key in bulk and reserves against them in memory, so a
     # request commits only its settlement (core.ledger_leases); off: a committed hold per request.
     credit_leases: bool = True
+    # With credit leases: a finished request's charge is written to a journal file in data_dir
+    # before its answer ends and committed to the store in groups after (store.journal); off:
+    # the answer waits for its charge's commit.
+    settlement_journal: bool = True
     starting_credits: int = Field(default=20_000_000, ge=0)  # 10 USD, for the account made on first start
     low_balance_threshold: int = Field(default=10_000, ge=0)
     default_requests_per_minute: int | None = Field(default=600, ge=1)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -52,6 +53,7 @@ from gatewright.settings import Settings
 from gatewright.store.accounts import SqlAccountStore
 from gatewright.store.console_sessions import SqlSessionStore
 from gatewright.store.db import create_engine, migrate
+from gatewright.store.journal import SettlementJournal
 from gatewright.store.keys import SqlKeyStore
 from gatewright.store.ledger import SqlLedgerStore
 from gatewright.store.redis_limits import RedisLimiter
@@ -114,9 +116,13 @@ async def open_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
         yield engine
 
 
-def ledger_writer(engine: AsyncEngine, owner: str, leases: LeasePolicy | None = None) -> LedgerWriter:
-    """The one writer of balances, over the store (started by whoever batches requests through it)."""
-    return LedgerWriter(SqlLedgerStore(engine, owner), leases=leases, owner=owner)
+def ledger_writer(
+    engine: AsyncEngine, owner: str, leases: LeasePolicy | None = None, journal: Path | None = None
+) -> LedgerWriter:
+    """The one writer of balances, over the store (started by whoever batches requests through it);
+    ``journal``: the directory of the settlement journals (a serving process's, with leases)."""
+    journaled = SettlementJournal(journal, owner) if journal is not None and leases is not None else None
+    return LedgerWriter(SqlLedgerStore(engine, owner), leases=leases, owner=owner, journal=journaled)
 
 
 @contextlib.asynccontextmanager
@@ -167,7 +173,12 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def open_platform(settings: Settings, catalog: Catalog | None = None) -> AsyncIterator[PlatformServices]:
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_store(settings))
-        ledger = ledger_writer(engine, owner=random_hex(8), leases=LeasePolicy() if settings.credit_leases else None)
+        ledger = ledger_writer(
+            engine,
+            owner=random_hex(8),
+            leases=LeasePolicy() if settings.credit_leases else None,
+            journal=settings.data_dir / "journal" if settings.settlement_journal else None,
+        )
         stack.push_async_callback(ledger.close)
         # A store used by this process alone: every open hold is from a run that ended.
         await ledger.release_stale(None if settings.single_process else HOLD_TTL)

@@ -11,15 +11,18 @@ are safe against other writers and other gateway replicas, and it picks the data
 A batch that fails (a deadlock between replicas, a dropped connection) is tried again; both kinds
 of operation are idempotent per request id, so a retry after a commit whose answer was lost
 changes nothing twice. Settlements that still cannot be written are retried in the background
-until they are, because a settlement must never be lost. A finished request waits for its
-settlement's commit before its answer ends (``core.settling.charge``): an answer a client received
-is billed even if the process dies the next instant.
+until they are, because a settlement must never be lost. A finished request's settlement is
+durable before its answer ends (``core.settling.charge``): an answer a client received is billed
+even if the process dies the next instant.
 
 With credit leases (``core.ledger_leases``, the default of a serving gateway) a request's
 reservation is made in memory against credits its process holds in the store in bulk, and its
-settlement is charged against them: one commit per request, the settlement, still durable
-before the answer's last byte; the lease grows (a commit the request waits for) only when its
-unused part does not cover the request's worst case.
+settlement is charged against them; the lease grows (a commit the request waits for) only when
+its unused part does not cover the request's worst case. With a ``Journal`` as well (the default
+of a serving gateway, ``store.journal``) the settlement is written to a local append-only file
+before the answer ends and committed after it, in groups: no request waits for a commit at all.
+Whoever starts next applies what a dead process's journal holds (``apply_journals``, before any
+expired lease is closed), once per request id.
 
 Guarantees, each tested: a request is settled at most once (holds change state from ``held``
 exactly once); a charge never exceeds its hold, so neither the balance (never below zero) nor a
@@ -98,6 +101,37 @@ class LedgerStore(Protocol):
         ...
 
 
+class AdoptedJournal(Protocol):
+    """What a process that is gone left in its journal, held by this process until finished."""
+
+    charges: list[LeaseCharge]
+
+    def finish(self) -> None:
+        """Applied: the journal goes."""
+
+    def leave(self) -> None:
+        """Not applied: the next sweep tries again."""
+
+
+class Journal(Protocol):
+    """Where a lease charge is durable before its commit (``store.journal.SettlementJournal``)."""
+
+    def append(self, charge: LeaseCharge) -> object:
+        """Write the charge; returns a ticket for ``committed``. Raises ``OSError`` when it could
+        not be written (then the request waits for the commit instead)."""
+        ...
+
+    def committed(self, ticket: object) -> None:
+        """The charge of ``ticket`` is in the store."""
+
+    def close(self) -> None:
+        """At stop, after the writer's last commit."""
+
+    def adopt(self) -> Sequence[AdoptedJournal]:
+        """Journals of processes that are gone."""
+        ...
+
+
 class _Barrier:
     """Resolves once everything queued before it is written (``LedgerWriter.flush``)."""
 
@@ -106,20 +140,22 @@ _BARRIER = _Barrier()
 Work = Reservation | Settlement | LeaseGrow | LeaseCharge | LeaseReturn | _Barrier
 
 
-def _waited(work: Work) -> bool:
-    """What a caller waits on: a batch holding one is committed without lingering for company.
-    A finished request's settlement ("ok") is waited on: its answer's last byte goes out only
-    once it is durable. Settlements of failed or abandoned requests nobody waits for, nor the
-    upkeep of leases."""
-    if isinstance(work, Settlement | LeaseCharge):
-        return work.status == "ok"
-    return not isinstance(work, LeaseReturn)
-
-
 @dataclass(slots=True)
 class _Op:
     work: Work
     future: asyncio.Future[Any]
+    ticket: object = None  # its line in the journal, until committed
+
+
+def _waited(op: _Op) -> bool:
+    """What a caller waits on: a batch holding one is committed without lingering for company.
+    A finished request's settlement ("ok") is waited on unless the journal holds it: its answer's
+    last byte goes out only once it is durable. Settlements of failed or abandoned requests nobody
+    waits for, nor the upkeep of leases."""
+    work = op.work
+    if isinstance(work, Settlement | LeaseCharge):
+        return work.status == "ok" and op.ticket is None
+    return not isinstance(work, LeaseReturn)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -141,12 +177,14 @@ class LedgerWriter:
         linger: float = SETTLEMENT_LINGER,
         leases: LeasePolicy | None = None,
         owner: str = "gateway",
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.retry_delays = retry_delays
         self.background_retry = background_retry
         self.linger = linger
+        self.journal = journal
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[asyncio.TimerHandle, Callable[[], None]] = {}
@@ -182,14 +220,27 @@ class LedgerWriter:
                     await self.store.apply(returns, retry=False)
                 except Exception as failure:  # they expire instead: any replica's sweep closes them
                     log.warning("giving back %d credit leases at stop failed: %r", len(returns), failure)
+        if self.journal is not None:
+            self.journal.close()
         await self.store.close()
 
-    def _submit(self, work: Operation) -> asyncio.Future[Any]:
+    def _submit(self, work: Operation, ticket: object = None) -> asyncio.Future[Any]:
         """Queue an operation for the writer (the lease book's way in); resolves to its outcome."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
-        self._queue.put_nowait(_Op(cast(Work, work), future))
+        self._queue.put_nowait(_Op(cast(Work, work), future, ticket))
         return future
+
+    def _journaled(self, charge: LeaseCharge) -> object:
+        """The charge's ticket in the journal; None without one, or when writing it failed."""
+        if self.journal is None:
+            return None
+        try:
+            return self.journal.append(charge)
+        except OSError as failure:
+            request_id = charge.hold.request_id
+            log.error("journaling settlement %s failed; it waits for its commit: %r", request_id, failure)
+            return None
 
     async def give_back_idle(self, account_id: int) -> None:
         """Close this process's credit leases of the account that no request uses now (written
@@ -252,7 +303,17 @@ class LedgerWriter:
         self._unsettled.discard(request_id)
         self._settled_one.set()
         if self.leases is not None and self.leases.owns(request_id):
-            return self.leases.settle(settlement)
+            charge, on_commit = self.leases.charge(settlement)
+            ticket = self._journaled(charge)
+            committed = self._submit(charge, ticket)
+            committed.add_done_callback(on_commit)
+            if ticket is None:
+                return committed
+            # Durable in the journal: the caller need not wait for the commit. The store charges
+            # the same (at most the hold, taken from the lease that holds it).
+            told: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            told.set_result(max(0, min(settlement.cost.credits, settlement.hold.credits)))
+            return told
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         self._queue.put_nowait(_Op(settlement, future))
@@ -286,7 +347,10 @@ class LedgerWriter:
 
         ``older_than=None`` releases every open hold: right for a single-node store at start-up.
         Replicas sharing PostgreSQL release only holds older than the longest possible request.
-        Released holds are not billed: the tokens their requests produced are unknown."""
+        Released holds are not billed: the tokens their requests produced are unknown.
+        Charges a stopped process left in its journal are applied first, so their leases still
+        hold them."""
+        await self.apply_journals()
         stale = await self.store.open_holds(older_than)
         released = sum(await self.store.apply(stale, retry=False)) if stale else 0
         if released:
@@ -299,6 +363,23 @@ class LedgerWriter:
             log.warning("closed expired credit leases of stopped processes (%d credits back)", given_back)
         return int(released)
 
+    async def apply_journals(self) -> int:
+        """Apply the charges stopped processes left in their journals (each at most once: a line
+        applied before, by them or by another adopter, finds its request billed). Returns how many."""
+        applied = 0
+        for adopted in self.journal.adopt() if self.journal is not None else ():
+            try:
+                for start in range(0, len(adopted.charges), self.max_batch):
+                    await self.store.apply(adopted.charges[start : start + self.max_batch], retry=True)
+            except BaseException:
+                adopted.leave()
+                raise
+            adopted.finish()
+            applied += len(adopted.charges)
+        if applied:
+            log.warning("applied %d settlements a stopped process left in its journal", applied)
+        return applied
+
     # -- the writer ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -309,7 +390,7 @@ class LedgerWriter:
                 return
             batch: list[_Op] = [op]
             stop = self._drain(batch)
-            if not stop and not any(_waited(o.work) for o in batch):
+            if not stop and not any(_waited(o) for o in batch):
                 stop = await self._linger(batch)
             await self._commit(batch)
 
@@ -337,7 +418,7 @@ class LedgerWriter:
             if more is None:
                 return True
             batch.append(more)
-            if _waited(more.work):
+            if _waited(more):
                 return self._drain(batch)
         return False
 
@@ -353,6 +434,9 @@ class LedgerWriter:
                 log.warning("ledger commit of %d operations failed (attempt %d): %r", len(batch), attempt + 1, failure)
                 continue
             for op, outcome in zip(batch, outcomes, strict=True):
+                if op.ticket is not None and self.journal is not None:
+                    self.journal.committed(op.ticket)
+                    op.ticket = None
                 if op.future.done():
                     continue
                 if isinstance(outcome, GatewrightError):
@@ -363,18 +447,18 @@ class LedgerWriter:
         log.error("ledger commit of %d operations failed for good: %r", len(batch), error)
         for op in batch:
             if isinstance(op.work, Settlement | LeaseCharge):
-                self._retry_later(op.work)
+                self._retry_later(op.work, op.ticket)
             if not op.future.done():
                 op.future.set_exception(InternalError(f"The billing store is unavailable: {error!r}"))
 
-    def _retry_later(self, work: Settlement | LeaseCharge) -> None:
+    def _retry_later(self, work: Settlement | LeaseCharge, ticket: object = None) -> None:
         loop = asyncio.get_running_loop()
 
         def again() -> None:
             self._retrying.pop(handle, None)
             future = loop.create_future()
             future.add_done_callback(_consume)
-            self._queue.put_nowait(_Op(work, future))
+            self._queue.put_nowait(_Op(work, future, ticket))
 
         handle = loop.call_later(self.background_retry, again)
         self._retrying[handle] = again

@@ -10,7 +10,8 @@ replicas together never pass a balance or a key's limit. This module keeps the h
   lease grows first (a commit, waited on: the request starts only once its worst case is held).
 * Memory never counts more than the store holds: a grow is counted once committed, a charge as
   soon as it is queued (at most the hold; what the store charged less is counted back).
-* A settlement is still one durable commit before the answer's last byte (``LeaseCharge``).
+* A settlement is durable before the answer's last byte (``LeaseCharge``): in the settlement
+  journal when the writer has one (``core.ledger.Journal``), else in its commit.
 * The store confirms a lease at most ``confirm`` seconds before it is used (still held, account
   not disabled, the key's limit the one it was taken under); whoever disables an account or
   changes a limit waits that long (``LedgerWriter.fence``), so the change counts at once everywhere.
@@ -229,7 +230,9 @@ class LeaseBook:
     def owns(self, request_id: str) -> bool:
         return request_id in self._open
 
-    def settle(self, settlement: Settlement) -> asyncio.Future[Any]:
+    def charge(self, settlement: Settlement) -> tuple[LeaseCharge, Callable[[asyncio.Future[Any]], None]]:
+        """The request's charge against its lease, counted in memory now, and what to run on its
+        commit's outcome (the writer queues the one and hooks the other to it)."""
         hold = settlement.hold
         lease = self._open.pop(hold.request_id)
         lease.used -= hold.credits
@@ -240,15 +243,13 @@ class LeaseBook:
         close = lease.lost and not lease.open
         if close:
             self._draining.discard(lease)
-        future = self._submit(LeaseCharge(lease.id, settlement, self._ttl, close))
 
         def charged(done: asyncio.Future[Any]) -> None:
             if done.cancelled() or done.exception() is not None or lease.lost:
                 return
             lease.size += expected - int(done.result())  # the store charged less (capped): usable again
 
-        future.add_done_callback(charged)
-        return future
+        return LeaseCharge(lease.id, settlement, self._ttl, close), charged
 
     # -- upkeep -------------------------------------------------------------------------------------
 

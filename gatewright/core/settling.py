@@ -1,6 +1,6 @@
 """Closing a request's hold, shared by every pipeline (chat, embeddings): the settlement as the
 ledger's one writer applies it, with its trace span, and the wait that makes a delivered answer's
-charge durable before its last byte goes out."""
+charge durable (journaled or committed) before its last byte goes out."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ async def charge(
     dialect: str | None = None,
     started: float | None = None,
 ) -> Cost:
-    """Settle a finished request and wait until the charge is durable: the answer's last byte (the
+    """Settle a finished request and wait until the charge is durable (in the ledger's journal, or
+    committed when it has none; ``core.ledger``): the answer's last byte (the
     usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
     leaves an answer a client received unbilled. The cost the client is told is what was charged:
     at most the hold (an upstream that reports more is capped there, and the excess logged).

@@ -75,7 +75,7 @@ async def test_a_request_is_charged_its_price_exactly_once(http: httpx.AsyncClie
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (fake_prompt_tokens("one two three four"), 3)
     expected = usage["prompt_tokens"] * IN_CREDITS + usage["completion_tokens"] * OUT_CREDITS
     assert body["meta"]["usage"] == {"credits_used": expected, "usd_spent": expected / 2_000_000}
-    result = await wait_settled(store, account_id)
+    result = await wait_settled(store, account_id, requests=[request_id])
     assert_consistent(result, START)
     assert result.charge_rows == {request_id: expected} and result.balance == START - expected
     record = result.usage[request_id]
@@ -96,7 +96,7 @@ async def test_streams_report_what_they_were_charged(
     assert result.credits_used == expected
     if include_usage:
         assert result.events[-1]["choices"] == [] and result.events[-1]["usage"]["completion_tokens"] == 3
-    books = await wait_settled(store, account_id)
+    books = await wait_settled(store, account_id, requests=[result.request_id])
     assert_consistent(books, START)
     assert books.charge_rows == {result.request_id: expected}
 

@@ -1,8 +1,10 @@
 """A finished request's charge is durable before its answer ends, and a task's result is stored
 only after its charge: with the real ledger on SQLite whose commits of settlements are held at a
-gate, the usage event (and so ``[DONE]`` or the JSON body) and the stored task result wait for it.
-A crash at any instant therefore never leaves an answer a client received, or a result stored as
-done, without its charge (the chaos test, test_chaos.py, kills processes to show the sums)."""
+gate, the usage event (and so ``[DONE]`` or the JSON body) and the stored task result wait for
+the commit, or, with the settlement journal (the default), for the charge's line in the journal,
+which the next start applies (test_journal.py kills a gateway to show it). A crash at any instant
+therefore never leaves an answer a client received, or a result stored as done, without its
+charge (the chaos test, test_chaos.py, kills processes to show the sums)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from gatewright.core.platform import Principal
 from gatewright.core.routing import Router
 from gatewright.core.types import CoreRequest, Message, TextPart
 from gatewright.settings import Settings
+from gatewright.store.journal import SUFFIX, read_lines
 from gatewright.store.tables import usage_records
 from gatewright.wiring import PlatformServices, bootstrap, open_platform
 from tests.support.app import FAKE_CATALOG
@@ -51,9 +54,14 @@ class Gate:
         store.apply = gated  # type: ignore[method-assign]
 
 
+@pytest.fixture(params=[False, True], ids=["commit", "journal"])
+def journal(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[tuple[PlatformServices, Gateway, Principal, Gate]]:
-    settings = Settings(data_dir=tmp_path, model_cache=tmp_path)
+async def platform(tmp_path: Path, journal: bool) -> AsyncIterator[tuple[PlatformServices, Gateway, Principal, Gate]]:
+    settings = Settings(data_dir=tmp_path, model_cache=tmp_path, settlement_journal=journal)
     first = await bootstrap(settings)
     assert first is not None
     catalog = parse_catalog(tomllib.loads(FAKE_CATALOG.read_text()), "test", REQUIRED_FIELDS)
@@ -74,8 +82,17 @@ async def _usage_rows(bundle: PlatformServices) -> int:
         return len(list(await conn.execute(select(usage_records))))
 
 
+def _journaled(data_dir: Path) -> list[str]:
+    """The request ids of the charges in the data directory's journals, as a restart reads them."""
+    return [
+        charge.hold.request_id
+        for path in sorted((data_dir / "journal").glob(f"*{SUFFIX}"))
+        for charge in read_lines(path.read_bytes(), path)
+    ]
+
+
 async def test_the_usage_event_waits_for_the_charge_to_commit(
-    platform: tuple[PlatformServices, Gateway, Principal, Gate],
+    platform: tuple[PlatformServices, Gateway, Principal, Gate], journal: bool, tmp_path: Path
 ) -> None:
     bundle, gateway, principal, gate = platform
     request = CoreRequest("echo", (Message("user", (TextPart("one two three"),)),), stream=True)
@@ -85,17 +102,38 @@ async def test_the_usage_event_waits_for_the_charge_to_commit(
         before.append(event)
         if len(before) == 4:  # the three words: only the choice's end and the usage remain
             break
-    rest = asyncio.ensure_future(_drain(call.events))
-    await gate.arrived.wait()  # the settlement is being committed, and held there
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert not rest.done(), "the answer ended before its charge was durable"
-    assert await _usage_rows(bundle) == 0
+    assert _journaled(tmp_path) == []
+    if journal:
+        # The answer ends without the commit, its charge in the journal before its last event.
+        usage_seen: list[list[str]] = []
+
+        async def watch() -> list[Any]:
+            events = []
+            async for event in call.events:
+                if isinstance(event, UsageReport):
+                    usage_seen.append(_journaled(tmp_path))
+                events.append(event)
+            return events
+
+        events = await asyncio.wait_for(watch(), 30)
+        assert usage_seen == [["req-settle-first"]], "the usage event went out before the journal held its charge"
+        await gate.arrived.wait()  # the commit is under way, held at the gate
+        assert await _usage_rows(bundle) == 0
+    else:
+        rest = asyncio.ensure_future(_drain(call.events))
+        await gate.arrived.wait()  # the settlement is being committed, and held there
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not rest.done(), "the answer ended before its charge was durable"
+        assert await _usage_rows(bundle) == 0
     gate.open.set()
-    events = await rest
+    if not journal:
+        events = await rest
     usage = [e for e in events if isinstance(e, UsageReport)]
     assert len(usage) == 1 and usage[0].cost is not None and usage[0].cost.credits > 0
+    await bundle.platform.ledger.flush()
     assert await _usage_rows(bundle) == 1
+    assert _journaled(tmp_path) == []  # committed: its line is gone
 
 
 async def _drain(events: AsyncIterator[Any]) -> list[Any]:
@@ -103,7 +141,7 @@ async def _drain(events: AsyncIterator[Any]) -> list[Any]:
 
 
 async def test_a_task_result_is_stored_only_after_its_charge(
-    platform: tuple[PlatformServices, Gateway, Principal, Gate],
+    platform: tuple[PlatformServices, Gateway, Principal, Gate], journal: bool, tmp_path: Path
 ) -> None:
     bundle, gateway, principal, gate = platform
     jobs = Jobs(gateway, TaskApiCodec(), "node")
@@ -111,12 +149,17 @@ async def test_a_task_result_is_stored_only_after_its_charge(
     job, started = await jobs.submit(spec, principal)
     assert started
     await gate.arrived.wait()
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert job.outcomes == [None], "the result was stored before its charge was durable"
+    if journal:
+        await asyncio.wait_for(job.done.wait(), 30)  # the commit is still held at the gate
+        assert job.outcomes[0] is not None and len(_journaled(tmp_path)) == 1
+    else:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert job.outcomes == [None], "the result was stored before its charge was durable"
     gate.open.set()
     await asyncio.wait_for(job.done.wait(), 30)
     outcome = job.outcomes[0]
     assert outcome is not None and outcome.cost is not None and outcome.cost.credits > 0
+    await bundle.platform.ledger.flush()
     assert await _usage_rows(bundle) == 1
     await jobs.close()

@@ -53,7 +53,7 @@ async def test_two_workers_bill_exactly_once(two_workers: Gateway) -> None:
         first = (await client.get("/v1/key")).json()["data"]  # the key works wherever it lands
     engine: AsyncEngine = create_engine(sqlite_url(two_workers))
     try:
-        result = await wait_settled(engine, account_id=1)
+        result = await wait_settled(engine, account_id=1, requests=[a.headers["x-request-id"] for a in answers])
     finally:
         await engine.dispose()
     assert_consistent(result, START)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -92,6 +93,16 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def journaled(data_dir: Path) -> bool:
+    """Whether a gateway's settlement journal holds charges not yet committed to its store
+    (committed lines are emptied out: store.journal)."""
+    for path in (data_dir / "journal").glob("*.journal"):
+        with contextlib.suppress(FileNotFoundError):  # a full one deleted once committed
+            if path.stat().st_size:
+                return True
+    return False
 
 
 class PortTaken(RuntimeError):

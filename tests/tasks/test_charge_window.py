@@ -165,6 +165,7 @@ async def test_killed_after_the_charge_commits_the_result_stands_at_what_was_cha
         await second.jobs.start()
         assert second.jobs.store is not None
         record = await _finished(second.jobs.store, task_key)
+        await second.bundle.platform.ledger.flush()  # its charges committed
         after = await _books(second.bundle, task_key)
         await second.jobs.close()
         await first.jobs.close()
@@ -194,6 +195,7 @@ async def test_killed_after_the_result_is_written_before_its_charge_the_result_r
         await second.jobs.start()
         assert second.jobs.store is not None
         record = await _finished(second.jobs.store, task_key)
+        await second.bundle.platform.ledger.flush()  # its charges committed
         after = await _books(second.bundle, task_key)
         await second.jobs.close()
         await first.jobs.close()

@@ -115,6 +115,7 @@ async def test_a_dead_nodes_tasks_are_taken_over_after_the_lease(cluster: tuple[
             if row.status != "processing" or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.1)
+        await b.bundle.platform.ledger.flush()  # b's queued charges committed
         async with b.bundle.store.connect() as conn:
             charged = [r.request_id for r in await conn.execute(select(ledger).where(ledger.c.kind == "charge"))]
             usage = {r.request_id: r.status for r in await conn.execute(select(usage_records))}

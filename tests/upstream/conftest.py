@@ -18,7 +18,7 @@ from tests.support.app import AppGateway, app_gateway
 from tests.support.catalogs import catalog_toml, toml_value  # noqa: F401  (re-exported for the tests here)
 from tests.support.faulty_upstream import FaultyUpstream, running_faulty_upstream
 from tests.support.llama_server import LLAMA_PRICES  # noqa: F401  (re-exported)
-from tests.support.procs import Gateway
+from tests.support.procs import Gateway, journaled
 
 PRICES = {"input": 1.0, "output": 2.0}
 BACKUP_PRICES = {"input": 3.0, "output": 5.0}
@@ -43,9 +43,10 @@ class Store:
             return list(db.execute(sql, args))
 
     def settled(self, timeout: float = 60.0) -> None:
-        """Wait until no request holds credits: settlements commit after the response is sent."""
+        """Wait until no request holds credits and the gateway's settlement journal holds no charge
+        it has not committed: settlements commit after the response is sent."""
         deadline = time.monotonic() + timeout
-        while self._query("SELECT 1 FROM holds WHERE status = 'held' LIMIT 1"):
+        while self._query("SELECT 1 FROM holds WHERE status = 'held' LIMIT 1") or journaled(self.path.parent):
             if time.monotonic() > deadline:
                 raise AssertionError("holds still open")
             time.sleep(0.05)
@@ -78,6 +79,7 @@ class Store:
             time.sleep(0.05)
 
     def charges(self, request_id: str) -> list[int]:
+        self.settled()
         return [int(r["credits"]) for r in self._query("SELECT credits FROM ledger WHERE request_id = ?", request_id)]
 
 

@@ -1,0 +1,173 @@
+"""The settlement journal (store.journal): a finished request's charge is in a local file before its
+answer ends and committed in groups after. A gateway killed between the two loses nothing: the next
+start applies what the journal holds, once, before it serves; lines already committed, or applied
+by another adopter, charge nothing twice; a live process's journal is never adopted; a torn or
+foreign line is skipped; the files stay small."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatewright.core.accounts import Accounts
+from gatewright.core.ledger import LedgerWriter
+from gatewright.core.ledger_leases import LeasePolicy
+from gatewright.core.ledger_rules import LeaseCharge
+from gatewright.core.platform import Hold, Settlement
+from gatewright.core.types import Usage
+from gatewright.store.db import create_engine
+from gatewright.store.journal import SUFFIX, SettlementJournal, encode, read_lines
+from gatewright.store.ledger import SqlLedgerStore
+from tests.platform.audit import assert_consistent, audit
+from tests.platform.conftest import UNLIMITED, sqlite_url
+from tests.platform.ledger_support import cost_of, new_principal
+from tests.support.app import FAKE_CATALOG
+from tests.support.procs import start_gateway
+
+START = 20_000_000  # the first start's credits (the default)
+TTL = timedelta(seconds=30)
+BODY = {"model": "fake", "messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 4}
+
+
+def _journaled(directory: Path) -> list[str]:
+    return [
+        charge.hold.request_id
+        for path in sorted(directory.glob(f"*{SUFFIX}"))
+        for charge in read_lines(path.read_bytes(), path)
+    ]
+
+
+def _usage_credits(db: Path, request_id: str) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT credits FROM usage_records WHERE request_id = ?", (request_id,))]
+
+
+async def _until(check: Callable[[], object], within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_gateway_killed_before_its_commit_loses_no_charge(tmp_path: Path) -> None:
+    data = tmp_path / "gateway"
+    db = data / "gatewright.db"
+    gateway = start_gateway(data, catalog=FAKE_CATALOG, env=UNLIMITED)
+    try:
+        headers = {"authorization": f"Bearer {gateway.api_key}"}
+        first = gateway.http.post("/v1/chat/completions", json=BODY, headers=headers)
+        assert first.status_code == 200, first.text  # its lease grew: the second needs no commit to start
+        await _until(lambda: _usage_credits(db, first.headers["x-request-id"]))
+        # Another connection holds the store's write lock: the gateway's writer cannot commit.
+        lock = sqlite3.connect(db, isolation_level=None, timeout=30)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            second = gateway.http.post("/v1/chat/completions", json=BODY, headers=headers)
+            assert second.status_code == 200, second.text
+            request_id = second.headers["x-request-id"]
+            told = second.json()["meta"]["usage"]["credits_used"]
+            assert told > 0
+            assert _usage_credits(db, request_id) == [], "not committed: the lock holds the writer"
+            assert request_id in _journaled(data / "journal"), "answered, so in the journal"
+            gateway.stop(signal.SIGKILL)
+        finally:
+            lock.rollback()
+            lock.close()
+        assert _usage_credits(db, request_id) == []
+    finally:
+        gateway.stop()
+
+    again = start_gateway(data, catalog=FAKE_CATALOG, env=UNLIMITED)
+    try:
+        # Applied before the restarted gateway answered its first health check.
+        assert _usage_credits(db, request_id) == [told]
+        assert _journaled(data / "journal") == []
+        engine = create_engine(sqlite_url(again))
+        try:
+            books = await audit(engine, 1)
+        finally:
+            await engine.dispose()
+        assert_consistent(books, START)
+        assert START - books.balance == told + first.json()["meta"]["usage"]["credits_used"]
+        assert "applied 1 settlements a stopped process left in its journal" in again.log()
+    finally:
+        again.stop()
+
+
+@asynccontextmanager
+async def _journaled_writer(engine: AsyncEngine, directory: Path, owner: str) -> AsyncIterator[LedgerWriter]:
+    writer = LedgerWriter(
+        SqlLedgerStore(engine, owner=owner),
+        leases=LeasePolicy(idle=60.0),
+        owner=owner,
+        journal=SettlementJournal(directory, owner),
+    )
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+
+
+async def test_lines_applied_before_charge_once(accounts: Accounts, engine: AsyncEngine, tmp_path: Path) -> None:
+    """A process killed after its commit and before its journal was emptied, and two adopters of
+    one journal: every line finds its request billed and charges nothing more."""
+    who = await new_principal(accounts, 10_000)
+    journal = tmp_path / "journal"
+    async with _journaled_writer(engine, journal, "p1") as writer:
+        held = [await writer.reserve(who, 100, f"r{i}", "fake") for i in range(3)]
+        settlements = [Settlement(hold, Usage(output_tokens=1), cost_of(70), "ok", "fake") for hold in held]
+        for settlement in settlements:
+            assert await writer.settle(settlement) == 70  # told at once: the journal holds it
+        await writer.flush()
+        assert _journaled(journal) == [], "committed lines are emptied out"
+    # What a process killed between its commit and the emptying would have left, twice over.
+    lines = [encode(LeaseCharge(f"p1-{who.key_id}-1", settlement, TTL)) for settlement in settlements]
+    (journal / f"dead-000001{SUFFIX}").write_bytes(b"".join(lines))
+    (journal / f"dead-000002{SUFFIX}").write_bytes(b"".join(lines[:2]) + lines[2][:-9])  # torn at the end
+    async with _journaled_writer(engine, journal, "p2") as adopter:
+        assert await adopter.apply_journals() == 5
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 10_000)
+    assert result.charge_rows == {"r0": 70, "r1": 70, "r2": 70}
+    assert _journaled(journal) == []
+
+
+async def test_a_live_process_s_journal_is_not_adopted(accounts: Accounts, engine: AsyncEngine, tmp_path: Path) -> None:
+    who = await new_principal(accounts, 10_000)
+    journal = tmp_path / "journal"
+    async with _journaled_writer(engine, journal, "live") as live:
+        hold = await live.reserve(who, 100, "r-live", "fake")
+        live_journal = live.journal
+        assert isinstance(live_journal, SettlementJournal)
+        # Its line, written as a settlement would be, stays uncommitted while another process sweeps.
+        live_journal.append(LeaseCharge("x", Settlement(hold, Usage(), cost_of(10), "ok", "fake"), TTL))
+        async with _journaled_writer(engine, journal, "other") as other:
+            assert await other.apply_journals() == 0, "its holder lives: its lock says so"
+        assert _journaled(journal) == ["r-live"]
+
+
+def test_a_segment_is_emptied_once_committed_and_a_full_one_sealed(tmp_path: Path) -> None:
+    journal = SettlementJournal(tmp_path, "p", segment_bytes=400)
+    settlement = Settlement(
+        Hold("r", 1, 1, "gw-", 100, "m"), Usage(input_tokens=3, output_tokens=2), cost_of(50), "ok", "m"
+    )
+    charge = LeaseCharge("lease", settlement, TTL)
+    assert 134 <= len(encode(charge)) < 200  # so three lines pass 400 bytes, two do not
+    tickets = [journal.append(charge) for _ in range(4)]
+    segments = sorted(tmp_path.glob(f"*{SUFFIX}"))
+    assert len(segments) == 2, "the first segment passed 400 bytes and was sealed"
+    for ticket in tickets:
+        journal.committed(ticket)
+    assert sorted(tmp_path.glob(f"*{SUFFIX}")) == [segments[1]], "the sealed one went once all was committed"
+    assert segments[1].read_bytes() == b""
+    journal.close()
+    assert list(tmp_path.glob(f"*{SUFFIX}")) == []
