@@ -1,8 +1,10 @@
 """Credit leases (issue 24): the latency a billed request adds at concurrency 1, and two workers'
 throughput at concurrency 64, in one run with interleaved repetitions so a busy machine's drift
 hits every target alike. Targets: the mock upstream direct; gatewright bare; gatewright with the
-platform on, with credit leases (the default) and with a committed hold per request (leases off,
-the behaviour before them); LiteLLM proxy (2 workers). Non-streaming requests, wrk as the client.
+platform on, with credit leases and the settlement journal (the defaults), with leases whose
+settlement commit is waited on before the last byte (the journal off, the behaviour before it),
+and with a committed hold per request (leases off, the behaviour before them); LiteLLM proxy (2
+workers). Non-streaming requests, wrk as the client.
 
 python -m bench.lease_latency [--reps 5] [--duration 5] [--no-litellm] [--json PATH]
 
@@ -31,10 +33,14 @@ from gatewright.cli.serve import read_first_start_keys
 
 log = logging.getLogger("bench.lease_latency")
 TOKENS = 16
+WAITED = "platform, leases, commit waited"  # the settlement journal off
 
 
-def start_gateway(name: str, catalog: Path, *, platform: bool, leases: bool = True, workers: int = 1) -> procs.Service:
-    """``gatewright serve`` from this checkout (``procs.start_gatewright`` with the lease switch)."""
+def start_gateway(
+    name: str, catalog: Path, *, platform: bool, leases: bool = True, journal: bool = True, workers: int = 1
+) -> procs.Service:
+    """``gatewright serve`` from this checkout (``procs.start_gatewright`` with the lease and
+    journal switches)."""
     port = procs.free_port()
     data_dir = procs.TMP / f"{name}-{port}-data"
     env = {
@@ -43,6 +49,7 @@ def start_gateway(name: str, catalog: Path, *, platform: bool, leases: bool = Tr
         "GATEWRIGHT_PORT": str(port),
         "GATEWRIGHT_LOG_LEVEL": "info",
         "GATEWRIGHT_CREDIT_LEASES": "true" if leases else "false",
+        "GATEWRIGHT_SETTLEMENT_JOURNAL": "true" if journal else "false",
         "PYTHONPATH": str(procs.ROOT),
         **(procs.PLATFORM_ENV if platform else {}),
     }
@@ -85,11 +92,13 @@ def run(reps: int, duration: float, litellm: bool) -> dict[str, Any]:
             Target("mock (direct)", mock),
             gateway("bare", platform=False),
             gateway("platform, leases", platform=True),
+            gateway(WAITED, platform=True, journal=False),
             gateway("platform, hold per request", platform=True, leases=False),
         ]
         c64 = [
             gateway("bare ×2", platform=False, workers=2),
             gateway("platform, leases ×2", platform=True, workers=2),
+            gateway(f"{WAITED} ×2", platform=True, journal=False, workers=2),
             gateway("platform, hold per request ×2", platform=True, leases=False, workers=2),
         ]
         if litellm:
@@ -157,10 +166,11 @@ def summarize(result: dict[str, Any]) -> str:
         "| concurrency 1 | p50 ms | added over the mock, ms |",
         "|---|---|---|",
     ]
-    for name in ("mock (direct)", "bare", "platform, leases", "platform, hold per request"):
+    platforms = [name for name in ("platform, leases", WAITED, "platform, hold per request") if name in p50]
+    for name in ("mock (direct)", "bare", *platforms):
         lines.append(f"| {name} | {p50[name]:.3f} | {p50[name] - mock:.3f} |")
     bare_added = p50["bare"] - mock
-    for name in ("platform, leases", "platform, hold per request"):
+    for name in platforms:
         lines.append(f"| {name}: added ÷ bare's added | {(p50[name] - mock) / bare_added:.2f}× | |")
     lines += ["", "| concurrency 64 | requests/s | ÷ LiteLLM |", "|---|---|---|"]
     litellm = rps.get("LiteLLM (2 workers)")
