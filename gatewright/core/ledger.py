@@ -158,6 +158,11 @@ def _waited(op: _Op) -> bool:
     return not isinstance(work, LeaseReturn)
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _consume(future: asyncio.Future[Any]) -> None:
     # Failures are logged by the writer; a caller that did not wait must not trigger
     # "exception was never retrieved".
@@ -186,6 +191,7 @@ class LedgerWriter:
         self.linger = linger
         self.journal = journal
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._hurry: asyncio.Future[None] | None = None  # while the writer lingers (see _linger)
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[asyncio.TimerHandle, Callable[[], None]] = {}
         # Request ids of holds this process made and has not yet settled (see wait_settled).
@@ -212,7 +218,7 @@ class LedgerWriter:
             handle.cancel()
             again()
         if self._task is not None:
-            self._queue.put_nowait(None)
+            self._put(None)
             await self._task
             self._task = None
             if self.leases is not None and (returns := self.leases.closing()):
@@ -228,7 +234,7 @@ class LedgerWriter:
         """Queue an operation for the writer (the lease book's way in); resolves to its outcome."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
-        self._queue.put_nowait(_Op(cast(Work, work), future, ticket))
+        self._put(_Op(cast(Work, work), future, ticket))
         return future
 
     def _journaled(self, charge: LeaseCharge) -> object:
@@ -260,7 +266,7 @@ class LedgerWriter:
         """Wait until everything queued so far is written: reads after it see every settlement
         this process has started (the billing API reads the balance this way)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(_BARRIER, future))
+        self._put(_Op(_BARRIER, future))
         with contextlib.suppress(GatewrightError):  # a failed batch: read what is there
             await future
 
@@ -272,7 +278,7 @@ class LedgerWriter:
             self._unsettled.add(request_id)
             return leased
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(Reservation(principal, credits, request_id, model), future))
+        self._put(_Op(Reservation(principal, credits, request_id, model), future))
         try:
             hold: Hold = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -316,7 +322,7 @@ class LedgerWriter:
             return told
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
-        self._queue.put_nowait(_Op(settlement, future))
+        self._put(_Op(settlement, future))
         return future
 
     async def charged(self, request_ids: Sequence[str]) -> int:
@@ -403,24 +409,24 @@ class LedgerWriter:
             batch.append(more)
         return False
 
+    def _put(self, op: _Op | None) -> None:
+        self._queue.put_nowait(op)
+        if self._hurry is not None and not self._hurry.done() and (op is None or _waited(op)):
+            self._hurry.set_result(None)  # someone waits for this one: the lingering batch commits now
+
     async def _linger(self, batch: list[_Op]) -> bool:
-        """Settlements nobody waits on (aborted, failed) wait a moment for company: sharing the
-        next waited operation's commit saves the writer a commit of their own."""
-        deadline = asyncio.get_running_loop().time() + self.linger
-        while len(batch) < self.max_batch:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            try:
-                more = await asyncio.wait_for(self._queue.get(), left)
-            except TimeoutError:
-                return False
-            if more is None:
-                return True
-            batch.append(more)
-            if _waited(more):
-                return self._drain(batch)
-        return False
+        """Settlements nobody waits on (journaled, aborted, failed) wait a moment for company:
+        those queued meanwhile share one commit. The wait ends early when an operation somebody
+        waits for is queued (one timer a batch, not one per operation: this runs per request)."""
+        loop = asyncio.get_running_loop()
+        hurry = self._hurry = loop.create_future()
+        timer = loop.call_later(self.linger, _wake, hurry)
+        try:
+            await hurry
+        finally:
+            timer.cancel()
+            self._hurry = None
+        return self._drain(batch)
 
     async def _commit(self, batch: list[_Op]) -> None:
         error: Exception | None = None
@@ -458,7 +464,7 @@ class LedgerWriter:
             self._retrying.pop(handle, None)
             future = loop.create_future()
             future.add_done_callback(_consume)
-            self._queue.put_nowait(_Op(work, future, ticket))
+            self._put(_Op(work, future, ticket))
 
         handle = loop.call_later(self.background_retry, again)
         self._retrying[handle] = again
