@@ -373,12 +373,14 @@ class LedgerWriter:
         """Apply the charges stopped processes left in their journals (each at most once: a line
         applied before, by them or by another adopter, finds its request billed). Returns how many."""
         applied = 0
-        for adopted in self.journal.adopt() if self.journal is not None else ():
+        journals = list(self.journal.adopt()) if self.journal is not None else []
+        for number, adopted in enumerate(journals):
             try:
                 for start in range(0, len(adopted.charges), self.max_batch):
                     await self.store.apply(adopted.charges[start : start + self.max_batch], retry=True)
             except BaseException:
-                adopted.leave()
+                for left in journals[number:]:  # unlocked: the next sweep, here or elsewhere, tries again
+                    left.leave()
                 raise
             adopted.finish()
             applied += len(adopted.charges)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts
@@ -171,3 +172,31 @@ def test_a_segment_is_emptied_once_committed_and_a_full_one_sealed(tmp_path: Pat
     assert segments[1].read_bytes() == b""
     journal.close()
     assert list(tmp_path.glob(f"*{SUFFIX}")) == []
+
+
+async def test_journals_whose_apply_fails_are_left_for_the_next_sweep(
+    accounts: Accounts, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    who = await new_principal(accounts, 10_000)
+    journal = tmp_path / "journal"
+    hold = Hold("r-left", who.account_id, who.key_id, who.prefix, 100, "fake")
+    line = encode(LeaseCharge("gone", Settlement(hold, Usage(output_tokens=1), cost_of(40), "ok", "fake"), TTL))
+    for name in ("dead-a", "dead-b"):
+        (journal / f"{name}-000001{SUFFIX}").parent.mkdir(exist_ok=True)
+        (journal / f"{name}-000001{SUFFIX}").write_bytes(line)
+    async with _journaled_writer(engine, journal, "failing") as failing:
+        apply = failing.store.apply
+
+        async def down(*args: object, **kwargs: object) -> list[object]:
+            raise ConnectionError("the store is down")
+
+        failing.store.apply = down  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError):
+            await failing.apply_journals()
+        failing.store.apply = apply  # type: ignore[method-assign]
+        # Both files stay, and neither is locked by the failed adopter: another process takes them.
+        async with _journaled_writer(engine, journal, "next") as following:
+            assert await following.apply_journals() == 2
+    result = await audit(engine, who.account_id)
+    assert result.charge_rows == {"r-left": 40}, "two lines of one request charge it once"
+    assert _journaled(journal) == []
