@@ -54,6 +54,7 @@ from gatewright.core.ledger_rules import (
     Redemption,
     Release,
     Reservation,
+    lease_charge,
 )
 from gatewright.core.metrics import record_ledger_commit
 from gatewright.core.platform import Hold, Principal, Settlement
@@ -318,7 +319,7 @@ class LedgerWriter:
             # Durable in the journal: the caller need not wait for the commit. The store charges
             # the same (at most the hold, taken from the lease that holds it).
             told: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            told.set_result(max(0, min(settlement.cost.credits, settlement.hold.credits)))
+            told.set_result(lease_charge(settlement))
             return told
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)

@@ -33,7 +33,7 @@ from datetime import timedelta
 from typing import Any
 
 from gatewright.core.errors import GatewrightError, InternalError
-from gatewright.core.ledger_rules import LeaseCharge, LeaseGone, LeaseGrow, LeaseReturn, Operation
+from gatewright.core.ledger_rules import LeaseCharge, LeaseGone, LeaseGrow, LeaseReturn, Operation, lease_charge
 from gatewright.core.platform import Hold, Principal, Settlement
 
 log = logging.getLogger("gatewright.ledger")
@@ -238,7 +238,7 @@ class LeaseBook:
         lease.used -= hold.credits
         lease.open -= 1
         lease.last_active = asyncio.get_running_loop().time()
-        expected = max(0, min(settlement.cost.credits, hold.credits))
+        expected = lease_charge(settlement)
         lease.size -= expected  # counted as charged now: memory never counts more than the store holds
         close = lease.lost and not lease.open
         if close:

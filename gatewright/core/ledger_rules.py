@@ -547,6 +547,12 @@ def decide_lease_grow(
     return added, key.threshold
 
 
+def lease_charge(settlement: Settlement) -> int:
+    """What a settlement against a held lease charges: its price, at most its hold (the lease
+    holds the hold for it). Its holder counts it in memory and tells the client this much."""
+    return max(0, min(settlement.cost.credits, settlement.hold.credits))
+
+
 def decide_lease_charge(op: LeaseCharge, locked: Locked, changes: Changes) -> int:
     """Charge a request against its lease; returns the credits charged."""
     settlement = op.settlement
@@ -558,7 +564,7 @@ def decide_lease_charge(op: LeaseCharge, locked: Locked, changes: Changes) -> in
     key = locked.keys[hold.key_id]
     key.roll(changes.now)
     lease = locked.leases.get(op.lease_id)
-    wanted = max(0, min(settlement.cost.credits, hold.credits))
+    wanted = lease_charge(settlement)
     if lease is not None and lease.status == "held":
         # The lease's credits are held for this request's worst case (and its siblings'): taking
         # the charge from them passes neither the balance nor the key's limit.

@@ -30,7 +30,7 @@ async def charge(
     """Settle a finished request and wait until the charge is durable (in the ledger's journal, or
     committed when it has none; ``core.ledger``): the answer's last byte (the
     usage event, ``[DONE]``, the JSON body) goes out only after it, so a crash at any instant never
-    leaves an answer a client received unbilled. The cost the client is told is what was charged:
+    leaves an answer a client received unbilled. The cost the client is told is what is charged:
     at most the hold (an upstream that reports more is capped there, and the excess logged).
 
     One exception, chosen: when the store stays unreachable through the writer's retries (about a

@@ -24,25 +24,17 @@ from gatewright.core.ledger_rules import LeaseCharge
 from gatewright.core.platform import Hold, Settlement
 from gatewright.core.types import Usage
 from gatewright.store.db import create_engine
-from gatewright.store.journal import SUFFIX, SettlementJournal, encode, read_lines
+from gatewright.store.journal import SUFFIX, SettlementJournal, encode
 from gatewright.store.ledger import SqlLedgerStore
 from tests.platform.audit import assert_consistent, audit
 from tests.platform.conftest import UNLIMITED, sqlite_url
 from tests.platform.ledger_support import cost_of, new_principal
 from tests.support.app import FAKE_CATALOG
-from tests.support.procs import start_gateway
+from tests.support.procs import journal_request_ids, start_gateway
 
 START = 20_000_000  # the first start's credits (the default)
 TTL = timedelta(seconds=30)
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 4}
-
-
-def _journaled(directory: Path) -> list[str]:
-    return [
-        charge.hold.request_id
-        for path in sorted(directory.glob(f"*{SUFFIX}"))
-        for charge in read_lines(path.read_bytes(), path)
-    ]
 
 
 def _usage_credits(db: Path, request_id: str) -> list[int]:
@@ -77,7 +69,7 @@ async def test_a_gateway_killed_before_its_commit_loses_no_charge(tmp_path: Path
             told = second.json()["meta"]["usage"]["credits_used"]
             assert told > 0
             assert _usage_credits(db, request_id) == [], "not committed: the lock holds the writer"
-            assert request_id in _journaled(data / "journal"), "answered, so in the journal"
+            assert request_id in journal_request_ids(data), "answered, so in the journal"
             gateway.stop(signal.SIGKILL)
         finally:
             lock.rollback()
@@ -90,7 +82,7 @@ async def test_a_gateway_killed_before_its_commit_loses_no_charge(tmp_path: Path
     try:
         # Applied before the restarted gateway answered its first health check.
         assert _usage_credits(db, request_id) == [told]
-        assert _journaled(data / "journal") == []
+        assert journal_request_ids(data) == []
         engine = create_engine(sqlite_url(again))
         try:
             books = await audit(engine, 1)
@@ -129,7 +121,7 @@ async def test_lines_applied_before_charge_once(accounts: Accounts, engine: Asyn
         for settlement in settlements:
             assert await writer.settle(settlement) == 70  # told at once: the journal holds it
         await writer.flush()
-        assert _journaled(journal) == [], "committed lines are emptied out"
+        assert journal_request_ids(tmp_path) == [], "committed lines are emptied out"
     # What a process killed between its commit and the emptying would have left, twice over.
     lines = [encode(LeaseCharge(f"p1-{who.key_id}-1", settlement, TTL)) for settlement in settlements]
     (journal / f"dead-000001{SUFFIX}").write_bytes(b"".join(lines))
@@ -139,7 +131,7 @@ async def test_lines_applied_before_charge_once(accounts: Accounts, engine: Asyn
     result = await audit(engine, who.account_id)
     assert_consistent(result, 10_000)
     assert result.charge_rows == {"r0": 70, "r1": 70, "r2": 70}
-    assert _journaled(journal) == []
+    assert journal_request_ids(tmp_path) == []
 
 
 async def test_a_live_process_s_journal_is_not_adopted(accounts: Accounts, engine: AsyncEngine, tmp_path: Path) -> None:
@@ -153,7 +145,7 @@ async def test_a_live_process_s_journal_is_not_adopted(accounts: Accounts, engin
         live_journal.append(LeaseCharge("x", Settlement(hold, Usage(), cost_of(10), "ok", "fake"), TTL))
         async with _journaled_writer(engine, journal, "other") as other:
             assert await other.apply_journals() == 0, "its holder lives: its lock says so"
-        assert _journaled(journal) == ["r-live"]
+        assert journal_request_ids(tmp_path) == ["r-live"]
 
 
 def test_a_segment_is_emptied_once_committed_and_a_full_one_sealed(tmp_path: Path) -> None:
@@ -181,8 +173,8 @@ async def test_journals_whose_apply_fails_are_left_for_the_next_sweep(
     journal = tmp_path / "journal"
     hold = Hold("r-left", who.account_id, who.key_id, who.prefix, 100, "fake")
     line = encode(LeaseCharge("gone", Settlement(hold, Usage(output_tokens=1), cost_of(40), "ok", "fake"), TTL))
+    journal.mkdir()
     for name in ("dead-a", "dead-b"):
-        (journal / f"{name}-000001{SUFFIX}").parent.mkdir(exist_ok=True)
         (journal / f"{name}-000001{SUFFIX}").write_bytes(line)
     async with _journaled_writer(engine, journal, "failing") as failing:
         apply = failing.store.apply
@@ -199,4 +191,4 @@ async def test_journals_whose_apply_fails_are_left_for_the_next_sweep(
             assert await following.apply_journals() == 2
     result = await audit(engine, who.account_id)
     assert result.charge_rows == {"r-left": 40}, "two lines of one request charge it once"
-    assert _journaled(journal) == []
+    assert journal_request_ids(tmp_path) == []

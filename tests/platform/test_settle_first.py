@@ -29,10 +29,10 @@ from gatewright.core.platform import Principal
 from gatewright.core.routing import Router
 from gatewright.core.types import CoreRequest, Message, TextPart
 from gatewright.settings import Settings
-from gatewright.store.journal import SUFFIX, read_lines
 from gatewright.store.tables import usage_records
 from gatewright.wiring import PlatformServices, bootstrap, open_platform
 from tests.support.app import FAKE_CATALOG
+from tests.support.procs import journal_request_ids
 from tests.tasks.conftest import text_task
 
 
@@ -82,15 +82,6 @@ async def _usage_rows(bundle: PlatformServices) -> int:
         return len(list(await conn.execute(select(usage_records))))
 
 
-def _journaled(data_dir: Path) -> list[str]:
-    """The request ids of the charges in the data directory's journals, as a restart reads them."""
-    return [
-        charge.hold.request_id
-        for path in sorted((data_dir / "journal").glob(f"*{SUFFIX}"))
-        for charge in read_lines(path.read_bytes(), path)
-    ]
-
-
 async def test_the_usage_event_waits_for_the_charge_to_commit(
     platform: tuple[PlatformServices, Gateway, Principal, Gate], journal: bool, tmp_path: Path
 ) -> None:
@@ -102,7 +93,7 @@ async def test_the_usage_event_waits_for_the_charge_to_commit(
         before.append(event)
         if len(before) == 4:  # the three words: only the choice's end and the usage remain
             break
-    assert _journaled(tmp_path) == []
+    assert journal_request_ids(tmp_path) == []
     if journal:
         # The answer ends without the commit, its charge in the journal before its last event.
         usage_seen: list[list[str]] = []
@@ -111,7 +102,7 @@ async def test_the_usage_event_waits_for_the_charge_to_commit(
             events = []
             async for event in call.events:
                 if isinstance(event, UsageReport):
-                    usage_seen.append(_journaled(tmp_path))
+                    usage_seen.append(journal_request_ids(tmp_path))
                 events.append(event)
             return events
 
@@ -133,7 +124,7 @@ async def test_the_usage_event_waits_for_the_charge_to_commit(
     assert len(usage) == 1 and usage[0].cost is not None and usage[0].cost.credits > 0
     await bundle.platform.ledger.flush()
     assert await _usage_rows(bundle) == 1
-    assert _journaled(tmp_path) == []  # committed: its line is gone
+    assert journal_request_ids(tmp_path) == []  # committed: its line is gone
 
 
 async def _drain(events: AsyncIterator[Any]) -> list[Any]:
@@ -151,7 +142,7 @@ async def test_a_task_result_is_stored_only_after_its_charge(
     await gate.arrived.wait()
     if journal:
         await asyncio.wait_for(job.done.wait(), 30)  # the commit is still held at the gate
-        assert job.outcomes[0] is not None and len(_journaled(tmp_path)) == 1
+        assert job.outcomes[0] is not None and len(journal_request_ids(tmp_path)) == 1
     else:
         for _ in range(20):
             await asyncio.sleep(0)

@@ -20,6 +20,7 @@ import httpx
 import openai
 
 from gatewright.cli.serve import read_first_start_keys, read_operator_key
+from gatewright.store.journal import SUFFIX, read_lines
 
 
 def free_port() -> int:
@@ -98,11 +99,21 @@ class Gateway:
 def journaled(data_dir: Path) -> bool:
     """Whether a gateway's settlement journal holds charges not yet committed to its store
     (committed lines are emptied out: store.journal)."""
-    for path in (data_dir / "journal").glob("*.journal"):
+    for path in (data_dir / "journal").glob(f"*{SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):  # a full one deleted once committed
             if path.stat().st_size:
                 return True
     return False
+
+
+def journal_request_ids(data_dir: Path) -> list[str]:
+    """The request ids of the charges in a data directory's settlement journals, as the next start
+    reads them."""
+    return [
+        charge.hold.request_id
+        for path in sorted((data_dir / "journal").glob(f"*{SUFFIX}"))
+        for charge in read_lines(path.read_bytes(), path)
+    ]
 
 
 class PortTaken(RuntimeError):
