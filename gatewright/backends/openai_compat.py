@@ -1,8 +1,9 @@
 """Any OpenAI-compatible server as an upstream: vLLM, SGLang, llama.cpp, GLM's own API, ...
 
-Every request is sent streaming, with ``include_usage`` so billing uses the upstream's own counts;
-a non-streaming answer is that stream collected (one parser for both). Tool-call deltas are
-re-framed: whatever the upstream repeats, the caller sees one start per call and then argument
+A streaming caller's request is sent streaming, with ``include_usage`` so billing uses the upstream's
+own counts; a caller who waits is answered from the upstream's whole answer, read by the same code
+as one chunk of a stream whose ``delta`` is the ``message`` (``_Reframer.chunk``). Tool-call deltas
+are re-framed: whatever the upstream repeats, the caller sees one start per call and then argument
 fragments. Deployment options (``OpenAIOptions``): ``reasoning_style``, and ``cache_control`` to
 forward Anthropic-style cache breakpoints to servers that accept them.
 """
@@ -128,7 +129,7 @@ def wire_messages(messages: tuple[Message, ...], caching: bool = False) -> list[
 
 
 def wire_request(request: CoreRequest, upstream_model: str, options: OpenAIOptions = DEFAULTS) -> dict[str, Any]:
-    """The upstream request; always streaming (the non-streaming answer is collected from it)."""
+    """The upstream request: streaming, with its usage, when the caller streams; else whole."""
     s = request.sampling
     caching = options.cache_control
     body: dict[str, Any] = {"model": upstream_model, "messages": wire_messages(request.messages, caching)}
@@ -181,8 +182,9 @@ def wire_request(request: CoreRequest, upstream_model: str, options: OpenAIOptio
         }
     if request.reasoning is not None:
         body.update(REASONING_STYLES[options.reasoning_style](request.reasoning))
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    body["stream"] = request.stream
+    if request.stream:
+        body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -213,10 +215,12 @@ class _Reframer:
     index, then argument fragments only.
     """
 
-    __slots__ = ("calls", "chars", "ctx", "ended", "pieces", "seen")
+    __slots__ = ("calls", "chars", "ctx", "deployment", "ended", "pieces", "reported", "seen")
 
-    def __init__(self, ctx: CallContext) -> None:
+    def __init__(self, ctx: CallContext, deployment: Deployment) -> None:
         self.ctx = ctx
+        self.deployment = deployment
+        self.reported: dict[str, Any] | None = None  # the upstream's usage, once it came
         self.calls: dict[tuple[int, int], int] = {}  # (choice, upstream index) → our dense index
         self.ended: set[int] = set()
         self.seen: set[int] = set()
@@ -266,6 +270,30 @@ class _Reframer:
         if events:
             self.pieces += 1
             self.ctx.usage.output_tokens += 1
+        return events
+
+    def chunk(self, chunk: dict[str, Any]) -> list[Event]:
+        """Any chunk the read of a stream has no short way for, or a whole answer (its choices
+        carry a ``message`` where a chunk's carry a ``delta``)."""
+        if "error" in chunk and not chunk.get("choices"):
+            raise stream_error(self.deployment, chunk)
+        if chunk.get("usage"):
+            self.reported = chunk["usage"]
+        events: list[Event] = []
+        for choice in chunk.get("choices") or ():
+            index = int(choice.get("index", 0))
+            # A server that answers a stream with whole messages (``message``) is read the same way.
+            delta = choice.get("delta") or choice.get("message") or {}
+            events.extend(self.delta(index, delta, choice.get("logprobs")))
+            if choice.get("finish_reason"):
+                events.extend(self.finish(index, choice["finish_reason"]))
+        return events
+
+    def end(self) -> list[Event]:
+        """The choices the upstream began and did not finish, finished (the first one at least)."""
+        events: list[Event] = []
+        for choice in sorted(self.seen - self.ended) or ([] if self.ended else [0]):
+            events.extend(self.finish(choice, "stop"))
         return events
 
     def finish(self, choice: int, reason: str | None) -> list[Event]:
@@ -341,6 +369,7 @@ class TextTemplate:
 class OpenAICompatBackend(HttpUpstream):
     path = "/chat/completions"
     kind = "openai"
+    whole_answers = True
     template_learns = 4  # TextTemplate's relearns a stream (0: every chunk read the general way)
 
     def __init__(self, deployment: Deployment, entry: ModelEntry, env: BackendEnv | None = None) -> None:
@@ -360,8 +389,7 @@ class OpenAICompatBackend(HttpUpstream):
         return openai_embeddings.estimate(request)
 
     async def streamed(self, response: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
-        framer = _Reframer(ctx)
-        reported: dict[str, Any] | None = None
+        framer = _Reframer(ctx, self.deployment)
         done = False
         # A caller that waits for the whole answer never sees how it was cut: the tokens of one
         # network read are joined into one event (same text, same count), and the per-event cost
@@ -394,12 +422,8 @@ class OpenAICompatBackend(HttpUpstream):
                     continue
                 if not isinstance(chunk, dict):
                     continue
-                if "error" in chunk and not chunk.get("choices"):
-                    raise stream_error(self.deployment, chunk)
-                if chunk.get("usage"):
-                    reported = chunk["usage"]
                 choices = chunk.get("choices")
-                if choices and len(choices) == 1:
+                if choices and len(choices) == 1 and not chunk.get("usage"):
                     choice = choices[0]
                     delta = choice.get("delta")
                     if (
@@ -421,15 +445,8 @@ class OpenAICompatBackend(HttpUpstream):
                 if joined:
                     yield TextDelta(0, "".join(joined))
                     joined.clear()
-                for choice in choices or ():
-                    index = int(choice.get("index", 0))
-                    # A server that answers a stream with whole messages (``message``) is read the same way.
-                    delta = choice.get("delta") or choice.get("message") or {}
-                    events = framer.delta(index, delta, choice.get("logprobs"))
-                    if choice.get("finish_reason"):
-                        events.extend(framer.finish(index, choice["finish_reason"]))
-                    for event in events:
-                        yield event
+                for event in framer.chunk(chunk):
+                    yield event
             if joined:
                 yield TextDelta(0, "".join(joined))
                 joined.clear()
@@ -438,15 +455,29 @@ class OpenAICompatBackend(HttpUpstream):
         if not done and not framer.ended:
             # The connection closed cleanly but the answer never finished: do not pass it off as whole.
             raise UpstreamError(f"upstream {self.deployment.name} ended its stream before the answer finished")
-        for choice in sorted(framer.seen - framer.ended) or ([] if framer.ended else [0]):
-            for event in framer.finish(choice, "stop"):
-                yield event
-        yield UsageReport(self._usage(reported, ctx, framer, request))
+        for event in framer.end():
+            yield event
+        yield UsageReport(self._usage(framer, ctx, request))
 
-    def _usage(
-        self, reported: dict[str, Any] | None, ctx: CallContext, framer: _Reframer, request: CoreRequest
-    ) -> Usage:
-        usage = openai_usage(reported)
+    async def whole(self, body: bytes, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or not ("choices" in answer or "error" in answer):
+            raise UpstreamError(
+                f"upstream {self.deployment.name} answered 200 with a body that is not a chat completion: "
+                f"{body[:200].decode('utf-8', 'replace')!r}"
+            )
+        framer = _Reframer(ctx, self.deployment)
+        for event in framer.chunk(answer):
+            yield event
+        for event in framer.end():
+            yield event
+        yield UsageReport(self._usage(framer, ctx, request))
+
+    def _usage(self, framer: _Reframer, ctx: CallContext, request: CoreRequest) -> Usage:
+        usage = openai_usage(framer.reported)
         if usage is None:
             # The upstream reported nothing (llama_cpp.server streaming): bill our estimate, marked.
             prompt = ctx.usage.input_tokens or self.estimate(request)

@@ -240,6 +240,10 @@ async def sse_data(response: Streaming) -> AsyncIterator[tuple[str | None, str]]
                 event = raw[6:].strip().decode()
 
 
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", "").lstrip().lower().startswith("text/event-stream")
+
+
 def estimate_tokens(text: str) -> int:
     """~4 characters per token: used only where an upstream reports no usage of its own."""
     return max(1, (len(text) + 3) // 4)
@@ -276,9 +280,17 @@ def estimate_prompt(
 
 class HttpUpstream:
     """What backends that call an HTTP upstream share: the pooled client, the in-flight count,
-    and one request path. Every request streams from the upstream, so each upstream has one parser
-    (``streamed``), and a non-streaming answer is that stream collected, as for every backend.
-    Subclasses say where to send, how to encode a request and how to read the stream."""
+    and one request path. Each upstream has one parser of its answers (``streamed``), and a
+    non-streaming answer is the backend's events collected, as for every backend. Subclasses say
+    where to send, how to encode a request and how to read the stream.
+
+    ``whole_answers``: a caller who waits for the whole answer is answered from the upstream's
+    whole answer (the request says ``stream: false``), read by ``whole``. A whole answer is one
+    JSON body where a stream is a few dozen events: a fraction of the gateway's CPU and none of its
+    per-event work (docs/benchmarks.md, "Whole answers"). An upstream that streams anyway
+    (``text/event-stream``) is read as a stream."""
+
+    whole_answers: ClassVar[bool] = False
 
     path = ""  # appended to the deployment's base URL
     kind = "http"  # named in configuration errors
@@ -319,10 +331,15 @@ class HttpUpstream:
         return self.estimate(request)
 
     def encode(self, request: CoreRequest) -> bytes:
-        """The upstream request body, asking for a stream."""
+        """The upstream request body: asking for a stream, or for a whole answer where
+        ``whole_answers`` and the caller does not stream."""
         raise NotImplementedError
 
     def streamed(self, streaming: Streaming, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
+        raise NotImplementedError
+
+    def whole(self, body: bytes, ctx: CallContext, request: CoreRequest) -> AsyncIterator[Event]:
+        """The events of a whole (non-streamed) answer; only where ``whole_answers``."""
         raise NotImplementedError
 
     async def stream(self, request: CoreRequest, ctx: CallContext) -> AsyncIterator[Event]:
@@ -344,7 +361,11 @@ class HttpUpstream:
                         raise status_error(self.deployment, streaming.status, streaming.headers, raw)
                     if not request.stream:  # collected whole: as bounded as an answer read whole
                         streaming.limit = self.deployment.max_answer_bytes
-                    async for event in self.streamed(streaming, ctx, request):
+                    if request.stream or not self.whole_answers or is_event_stream(streaming.headers):
+                        events = self.streamed(streaming, ctx, request)
+                    else:
+                        events = self.whole(await streaming.read(), ctx, request)
+                    async for event in events:
                         yield event
         finally:
             self._in_flight -= 1

@@ -18,7 +18,7 @@ from gatewright.core.catalog import Prices
 from gatewright.core.types import Usage
 from tests.support.anthropic_sse import anthropic_stream
 from tests.support.app import AppGateway
-from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Reset, sse
+from tests.support.faulty_upstream import Answer, Fail, FaultyUpstream, Hang, Reset, sse, stream_frames
 from tests.upstream.conftest import BACKUP_PRICES, BREAKER_COOLDOWN, PRICES, UPSTREAM_KEY, Store
 
 HI = [{"role": "user", "content": "Say hi"}]
@@ -149,18 +149,28 @@ def test_an_answer_too_large_is_a_502_in_the_dialects_format_and_free(
     assert completion.choices[0].message.content == "small enough"
 
 
-def test_a_collected_stream_too_large_is_a_502_and_free_and_a_stream_of_it_is_not_cut(
+def test_a_whole_answer_too_large_is_a_502_and_free_and_a_stream_of_it_is_not_cut(
     fault_client: openai.OpenAI, faulty: FaultyUpstream, fault_store: Store
 ) -> None:
-    # A caller waiting for the whole answer has it collected from the upstream's stream: held in
-    # memory, so bounded like an answer read whole (65,536 bytes on this deployment).
-    endless = Answer(" ".join(["word"] * 5_000))  # 5,000 chunks, ~0.7 MB of events
+    # A caller waiting for the whole answer gets the upstream's whole answer: held in memory, so
+    # bounded (65,536 bytes on this deployment).
+    endless = Answer(" ".join(["w" * 40] * 2_000))  # ~82 KB as one body, 2,000 chunks as a stream
     faulty.script("oversized", endless, endless)
     assert_too_large_and_free(fault_client, fault_store)
     # Streamed on to the caller, nothing is held: the same answer passes whole.
     stream = fault_client.chat.completions.create(model="oversized", messages=HI, stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == endless.text
+
+
+def test_a_stream_collected_for_a_waiting_caller_is_bounded_the_same(
+    fault_client: openai.OpenAI, faulty: FaultyUpstream, fault_store: Store
+) -> None:
+    # An upstream that streams although asked for a whole answer is read as a stream and collected:
+    # counted as its event bytes (5,000 chunks, ~0.7 MB), against the same bound.
+    frames = stream_frames(Answer(" ".join(["word"] * 5_000)), "oversized", include_usage=True)
+    faulty.script("oversized", sse(b"".join(frames), pieces=50))
+    assert_too_large_and_free(fault_client, fault_store)
 
 
 def test_upstream_400_is_the_callers_error_with_message_and_param(

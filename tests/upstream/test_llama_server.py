@@ -36,7 +36,7 @@ def billed(usage: Usage) -> int:
     return price(usage, Prices(**LLAMA_PRICES)).credits
 
 
-def test_non_streaming_is_the_upstream_stream_collected_and_billed_as_marked(
+def test_non_streaming_is_the_upstreams_whole_answer_billed_by_its_own_counts(
     llama_client: openai.OpenAI, llama_server: str, llama_store: Store
 ) -> None:
     before = llama_store.balance()
@@ -47,19 +47,22 @@ def test_non_streaming_is_the_upstream_stream_collected_and_billed_as_marked(
     assert OUR_COMPLETION_ID.match(completion.id)  # our id, not the upstream's
     assert completion.model == "served-qwen" and raw.headers["x-gatewright-deployment"] == "served-qwen"
     assert completion.choices[0].finish_reason in ("stop", "length")
-    # The same request straight at the upstream, non-streaming: the gateway asked for a stream and
-    # collected it, and the text is the server's own whole answer, piece for piece.
+    # The same request straight at the upstream: the gateway asked for the whole answer, and passes
+    # on the server's text and the server's own counts (which its stream does not report).
     direct = httpx.post(
         f"{llama_server}/v1/chat/completions",
         json={"model": "x", "messages": HELLO, "max_tokens": 6, "seed": 1, "temperature": 0},
         timeout=120,
     ).json()
     assert completion.choices[0].message.content == direct["choices"][0]["message"]["content"]
-    # llama_cpp.server reports no usage on a stream: the counts are the gateway's, and say so.
     usage = completion.usage
-    assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        direct["usage"]["prompt_tokens"],
+        direct["usage"]["completion_tokens"],
+    )
     record = llama_store.usage(raw.headers["x-request-id"])
-    assert record["estimated"] and raw.headers["x-gatewright-usage"] == "estimated"
+    assert not record["estimated"] and "x-gatewright-usage" not in raw.headers
     expected = billed(Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens))
     assert record["credits"] == expected == completion.model_extra["meta"]["usage"]["credits_used"]
     assert llama_store.balance() == before - expected
@@ -118,16 +121,22 @@ def test_upstream_refusal_inside_its_stream_fails_cleanly_and_costs_nothing(
     llama_client: openai.OpenAI, llama_store: Store
 ) -> None:
     # Our estimate fits the catalog's (wrong) 32k window; the server's 2048-token context does not.
-    # llama_cpp.server checks that only once it streams: it answers 200, logs the error and closes
-    # the stream empty. The gateway (which always streams from upstreams) must not pass that off as
-    # an answer: the caller gets a 502 that says so, and pays nothing.
+    # Streaming, llama_cpp.server checks that only once it streams: it answers 200, logs the error
+    # and closes the stream empty. The gateway must not pass that off as an answer: the caller gets
+    # a 502 that says so, and pays nothing.
     long_prompt = [{"role": "user", "content": "word " * 2500}]
     before = llama_store.balance()
-    with pytest.raises(openai.InternalServerError) as caught:
+    with pytest.raises(openai.APIError) as streamed:
+        stream = llama_client.chat.completions.create(
+            model="served-qwen-wide", messages=long_prompt, max_tokens=4, stream=True
+        )
+        list(stream)
+    assert "ended its stream before the answer finished" in streamed.value.message
+    # Asked for a whole answer, the server says what is wrong: the caller's 400, with its words.
+    with pytest.raises(openai.BadRequestError) as whole:
         llama_client.chat.completions.create(model="served-qwen-wide", messages=long_prompt, max_tokens=4)
-    error = caught.value
-    assert error.status_code == 502 and "ended its stream before the answer finished" in error.message
-    record = llama_store.usage(error.response.headers["x-request-id"])
+    assert "maximum context length is 2048 tokens" in whole.value.message
+    record = llama_store.usage(whole.value.response.headers["x-request-id"])
     assert (record["status"], record["credits"]) == ("error", 0)
     assert llama_store.balance() == before
 

@@ -32,7 +32,7 @@ from gatewright.core.types import (
     ToolSpec,
     Usage,
 )
-from tests.support.faulty_upstream import Answer, FaultyUpstream, sse
+from tests.support.faulty_upstream import Answer, FaultyUpstream, Raw, sse
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "llama_cpp_server"
 WEATHER = ToolSpec(
@@ -92,16 +92,47 @@ async def test_streamed_tool_call_repeating_id_and_name_is_reframed(faulty: Faul
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
-async def test_non_streaming_request_is_the_upstream_stream_collected(faulty: FaultyUpstream) -> None:
+async def test_non_streaming_request_is_the_upstreams_whole_answer(faulty: FaultyUpstream) -> None:
+    faulty.script("rec-whole", Raw((RECORDED / "tool_call.response.json").read_bytes()))
+    events, ctx = await run(backend_for(faulty.base_url("rec-whole")), tool_request(stream=False))
+    start, delta, end, report = events
+    assert isinstance(start, ToolCallStart) and (start.name, start.index) == ("get_weather", 0)
+    assert start.id == "call__0_get_weather_cmpl-1e902aa3-6809-45ca-a534-896f0dd7c693"
+    assert isinstance(delta, ToolCallDelta) and orjson.loads(delta.arguments) == {"city": "Paris"}
+    assert end == ChoiceEnd(0, "tool_calls")
+    # A whole answer carries the server's own counts (its stream does not).
+    assert isinstance(report, UsageReport) and report.usage == Usage(169, 6) and ctx.usage is report.usage
+    sent = faulty.seen("rec-whole")[-1].body
+    assert sent["stream"] is False and "stream_options" not in sent
+
+
+async def test_an_upstream_that_streams_to_a_waiting_caller_is_read_as_its_stream(faulty: FaultyUpstream) -> None:
     faulty.script("rec-tool", sse((RECORDED / "tool_call.stream.sse").read_bytes(), pieces=13))
     events, _ = await run(backend_for(faulty.base_url("rec-tool")), tool_request(stream=False))
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "ToolCallStart" and kinds[-2:] == ["ChoiceEnd", "UsageReport"]
     arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
     assert orjson.loads(arguments) == {"city": "Paris"}
-    sent = faulty.seen("rec-tool")[-1].body
-    # One parser: the upstream is always asked for a stream, with its usage.
-    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert faulty.seen("rec-tool")[-1].body["stream"] is False
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>502 Bad Gateway</html>", b"[]", b'{"object": "list", "data": []}', b'{"choices": [']
+)
+async def test_a_whole_answer_that_is_not_a_completion_is_an_upstream_error(
+    faulty: FaultyUpstream, body: bytes
+) -> None:
+    faulty.script("not-chat", Raw(body))
+    with pytest.raises(UpstreamError, match="not a chat completion") as caught:
+        await run(backend_for(faulty.base_url("not-chat")), tool_request(stream=False))
+    assert caught.value.status == 502
+
+
+async def test_a_whole_answer_with_an_error_object_is_an_upstream_error(faulty: FaultyUpstream) -> None:
+    faulty.script("whole-error", Raw(b'{"error": {"message": "the model crashed", "code": "engine_error"}}'))
+    with pytest.raises(UpstreamError, match="the model crashed") as caught:
+        await run(backend_for(faulty.base_url("whole-error")), tool_request(stream=False))
+    assert caught.value.code == "engine_error"
 
 
 async def test_recorded_text_stream_keeps_every_piece(faulty: FaultyUpstream) -> None:
@@ -198,7 +229,7 @@ def test_wire_request_maps_history_tools_and_options() -> None:
     assert body["messages"][3] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
     assert (body["temperature"], body["seed"], body["max_tokens"], body["stop"]) == (0.2, 3, 9, ["END"])
     assert body["tool_choice"] == "auto" and body["parallel_tool_calls"] is False
-    assert body["stream"] is True
+    assert body["stream"] is False and "stream_options" not in body  # a caller who waits: a whole answer
 
 
 @pytest.mark.parametrize(
