@@ -364,6 +364,7 @@ class HttpUpstream:
                     if request.stream or not self.whole_answers or is_event_stream(streaming.headers):
                         events = self.streamed(streaming, ctx, request)
                     else:
+                        ctx.whole = True
                         events = self.whole(await streaming.read(), ctx, request)
                     async for event in events:
                         yield event

@@ -29,6 +29,9 @@ class CallContext:
     # The prompt's size as the pipeline already counted it (``count_prompt_tokens``): a backend
     # streams from that preparation instead of counting again.
     prompt_tokens: int | None = None
+    # The answer came whole, not streamed (an upstream asked for a whole answer): its first token
+    # came with its last, so neither the time to it nor the decoding speed can be timed.
+    whole: bool = False
 
 
 class Backend(Protocol):

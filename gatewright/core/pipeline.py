@@ -448,12 +448,12 @@ async def _metered(
     try:
         yield None
         if first is not None:
-            if not isinstance(first, _NOT_TOKENS):
+            if not isinstance(first, _NOT_TOKENS) and not ctx.whole:
                 first_token = time.perf_counter()
                 record_first_token(entry.id, first_token - started)
             yield first
         async for event in events:
-            if not first_token and not isinstance(event, _NOT_TOKENS):
+            if not first_token and not isinstance(event, _NOT_TOKENS) and not ctx.whole:
                 first_token = time.perf_counter()
                 record_first_token(entry.id, first_token - started)
             if isinstance(event, UsageReport):

@@ -15,6 +15,7 @@ import pytest
 
 from gatewright.core.billing import price
 from gatewright.core.catalog import Prices
+from gatewright.core.metrics import REGISTRY
 from gatewright.core.types import Usage
 from tests.support.anthropic_sse import anthropic_stream
 from tests.support.app import AppGateway
@@ -353,3 +354,21 @@ def test_upstream_errors_reach_an_anthropic_caller_in_its_dialect(
         client.messages.create(model="always-fails", max_tokens=10, messages=hello)
     assert "engine is warming up" in failed.value.message
     assert failed.value.body["type"] == "error"  # type: ignore[index]
+
+
+def test_a_whole_answer_is_not_timed_as_a_first_token_and_a_stream_is(
+    fault_client: openai.OpenAI, faulty: FaultyUpstream
+) -> None:
+    # A caller who waits gets the upstream's whole answer: its first token came with its last, so
+    # it is not counted as a time to first token (nor as a decoding speed); a stream's is.
+    def timed() -> float:
+        labels = {"gen_ai_request_model": "backup"}
+        return REGISTRY.get_sample_value("gen_ai_server_time_to_first_token_seconds_count", labels) or 0.0
+
+    faulty.script("backup", Answer("one two three"), Answer("one two three"))
+    before = timed()
+    completion, _ = ask(fault_client, "backup")
+    assert completion.choices[0].message.content == "one two three" and timed() == before
+    stream = fault_client.chat.completions.create(model="backup", messages=HI, stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "one two three"
+    assert timed() == before + 1
