@@ -23,6 +23,7 @@ import time
 import uvicorn
 
 from gatewright.app import create_app
+from gatewright.cli.http_protocol import CorkedHttpToolsProtocol
 from gatewright.cli.serve import write_first_start_keys
 from gatewright.settings import Settings
 from gatewright.wiring import bootstrap
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=CorkedHttpToolsProtocol,
             log_level=settings.log_level,
             access_log=False,
         )

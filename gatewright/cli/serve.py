@@ -19,6 +19,7 @@ import typer
 import uvicorn
 
 from gatewright.cli.config import settings_or_exit, shown_url, tracing_or_exit
+from gatewright.cli.http_protocol import CorkedHttpToolsProtocol
 from gatewright.settings import Settings, configure_logging
 
 # Where the first start's keys go when standard output is not a terminal (a service, a log file).
@@ -189,7 +190,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=CorkedHttpToolsProtocol,  # uvicorn's httptools protocol, one write a loop turn
         log_level=settings.log_level,
         log_config=None,  # uvicorn's records go through gatewright's handler (text or JSON)
         timeout_keep_alive=settings.keep_alive_seconds,
