@@ -6,8 +6,8 @@ uvicorn writes a response's status line and headers as soon as the app sends
 writes, and a stream one per event, although the app produced them one right after the other.
 Each write is a system call and, on the other end, a wakeup. Here a connection's writes are
 gathered while the code that makes them runs and go out together at the loop's next turn (as
-Node's HTTP server corks a socket until its next tick): the same bytes in the same order, fewer
-calls. A stream whose events arrive one at a time still sends each as it comes; a burst of them
+Node's HTTP server corks a socket until its next tick), or at once when the response is complete:
+the same bytes in the same order, fewer calls. A stream whose events arrive one at a time still sends each as it comes; a burst of them
 (an upstream's read that held several) goes out as one write. Measured in docs/benchmarks.md,
 "One write a turn".
 """
@@ -66,3 +66,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         # Every write of this connection, the protocol's own (a 400, a 503) and each response's,
         # goes through the one wrapper, so bytes keep their order. Flow control keeps the real one.
         self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def on_response_complete(self) -> None:
+        # A whole response goes out now, not a turn later: nothing more of it can come to join it.
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().on_response_complete()
