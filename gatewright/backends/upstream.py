@@ -287,8 +287,8 @@ class HttpUpstream:
     ``whole_answers``: a caller who waits for the whole answer is answered from the upstream's
     whole answer (the request says ``stream: false``), read by ``whole``. A whole answer is one
     JSON body where a stream is a few dozen events: a fraction of the gateway's CPU and none of its
-    per-event work (docs/benchmarks.md, "Whole answers"). An upstream that streams anyway
-    (``text/event-stream``) is read as a stream."""
+    per-event work (docs/benchmarks.md, "Whole answers, and one write a turn"). An upstream that
+    streams anyway (``text/event-stream``) is read as a stream."""
 
     whole_answers: ClassVar[bool] = False
 

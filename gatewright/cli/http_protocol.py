@@ -7,9 +7,9 @@ writes, and a stream one per event, although the app produced them one right aft
 Each write is a system call and, on the other end, a wakeup. Here a connection's writes are
 gathered while the code that makes them runs and go out together at the loop's next turn (as
 Node's HTTP server corks a socket until its next tick), or at once when the response is complete:
-the same bytes in the same order, fewer calls. A stream whose events arrive one at a time still sends each as it comes; a burst of them
-(an upstream's read that held several) goes out as one write. Measured in docs/benchmarks.md,
-"One write a turn".
+the same bytes in the same order, fewer calls. A stream whose events arrive one at a time still
+sends each as it comes; a burst of them (an upstream's read that held several) goes out as one
+write. Measured in docs/benchmarks.md, "Whole answers, and one write a turn".
 """
 
 from __future__ import annotations
