@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatewright.core.accounts import Accounts, KeyLimit, UsageFilter
 from gatewright.core.clock import utcnow
 from gatewright.core.errors import InsufficientCredits, InternalError, InvalidRequest
+from gatewright.core.ids import request_id
 from gatewright.core.ledger import LedgerWriter
 from gatewright.core.ledger_rules import AccountRow, Changes, HoldRow, Locked, Reservation, decide_reserve
 from gatewright.core.platform import Hold, Principal, Settlement
@@ -26,7 +27,8 @@ from gatewright.core.types import Usage
 from gatewright.store import ledger as ledger_store
 from gatewright.store.db import create_engine, is_sqlite
 from gatewright.store.ledger import SqlLedgerStore, apply_batch
-from gatewright.store.tables import api_keys, holds
+from gatewright.store.sqlite_raw import ROWS_PER_INSERT
+from gatewright.store.tables import api_keys, holds, usage_days
 from tests.platform.audit import assert_consistent, audit, wait_settled
 from tests.platform.ledger_support import Commits, cost_of, new_principal
 
@@ -384,3 +386,41 @@ async def test_rows_the_ledger_writes_read_back_like_any_other(accounts: Account
         assert len(formats) == 1, formats
     around_now = UsageFilter(since=utcnow() - timedelta(minutes=1), until=utcnow() + timedelta(minutes=1))
     assert [r.request_id for r in await accounts.usage(who.account_id, around_now)] == ["req"]
+
+
+async def test_a_batch_of_every_statement_size_writes_each_row_once(accounts: Accounts, engine: AsyncEngine) -> None:
+    # On SQLite a batch's rows go in as multi-row INSERTs of 64, 16, 4 and 1 rows (store.sqlite_raw):
+    # 87 settlements take each size, and two models give the day upsert two rows in one statement.
+    who = await new_principal(accounts, 1_000_000)
+    count = sum(ROWS_PER_INSERT) + 2
+    models = ["fake", "fake-2"]
+    ids = [request_id() for _ in range(count)]
+    store = SqlLedgerStore(engine, owner="test")
+    store.start()
+    try:
+        reservations = [Reservation(who, 100, rid, models[i % 2]) for i, rid in enumerate(ids)]
+        held = await store.apply(reservations, retry=False)
+        settlements = [
+            Settlement(hold, Usage(input_tokens=i, output_tokens=2 * i), cost_of(i + 1), "ok", models[i % 2])
+            for i, hold in enumerate(held)
+        ]
+        charged = await store.apply(settlements, retry=False)
+        await store.apply(settlements, retry=True)  # a replay of the same batch charges nothing twice
+    finally:
+        await store.close()
+    assert charged == [i + 1 for i in range(count)]
+    result = await audit(engine, who.account_id)
+    assert_consistent(result, 1_000_000)
+    assert result.charge_rows == {rid: i + 1 for i, rid in enumerate(ids)}
+    assert {rid: (r.input_tokens, r.output_tokens, r.model) for rid, r in result.usage.items()} == {
+        rid: (i, 2 * i, models[i % 2]) for i, rid in enumerate(ids)
+    }
+    async with engine.connect() as conn:
+        days = {r.model: r for r in await conn.execute(select(usage_days))}
+    for parity, model in enumerate(models):
+        mine = range(parity, count, 2)
+        assert (days[model].requests, days[model].input_tokens, days[model].credits) == (
+            len(mine),
+            sum(mine),
+            sum(i + 1 for i in mine),
+        )
