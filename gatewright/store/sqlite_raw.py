@@ -33,6 +33,7 @@ _DATETIME = DateTime(timezone=True).dialect_impl(_NAMED)
 _to_text = _DATETIME.bind_processor(_NAMED)
 _from_text = _DATETIME.result_processor(_NAMED, None)
 _compiled: dict[tuple[Executable, tuple[str, ...]], str] = {}
+_compiled_rows: dict[tuple[Executable, tuple[str, ...], int], str] = {}
 
 
 def serves(conn: Connection) -> bool:
@@ -59,13 +60,13 @@ def sql_of(statement: Executable, keys: tuple[str, ...] = ()) -> str:
 
 def insert_sql(statement: Insert, keys: tuple[str, ...], rows: int) -> str:
     """``statement`` for ``rows`` rows of ``keys`` at once, with ``?`` parameters in row-major order."""
-    sql = _compiled.get((statement, (*keys, rows)))
+    sql = _compiled_rows.get((statement, keys, rows))
     if sql is None:
-        values = [{key: bindparam(f"{key}_{row}") for key in keys} for row in range(rows)]
+        values: list[dict[str, Any]] = [{key: bindparam(f"{key}_{row}") for key in keys} for row in range(rows)]
         compiled = statement.values(values).compile(dialect=_QMARK)
         # The values go in by position: the compiled order must be each row's keys in turn.
         assert compiled.positiontup == [f"{key}_{row}" for row in range(rows) for key in keys]
-        sql = _compiled[(statement, (*keys, rows))] = str(compiled)
+        sql = _compiled_rows[(statement, keys, rows)] = str(compiled)
     return sql
 
 
