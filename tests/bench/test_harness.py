@@ -3,7 +3,10 @@ target with the mock of the same repetition."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +14,12 @@ import pytest
 
 from bench import procs
 from bench.analyze import engine_ratio, overhead_table
+from bench.ledger_rows import statement_per_row
 from bench.load import Target, request_body, run_stream, run_wrk
 from bench.profile import digest
 from bench.report import render
 from bench.stats import percentile, spread
+from gatewright.store import sqlite_raw
 
 
 def body_file(tmp_path: Path, stream: bool) -> Path:
@@ -131,3 +136,26 @@ def test_profile_digest_counts_self_and_inclusive_time() -> None:
     assert out["self"][0] == {"frame": "post (httpx/_client.py:3)", "pct": 60.0}
     assert out["inclusive_gatewright"] == [{"frame": "handle (gatewright/api/x.py:2)", "pct": 80.0}]
     assert {p["frame"]: p["pct"] for p in out["packages"]} == {"httpx": 60.0, "gatewright": 20.0, "logging": 20.0}
+
+
+def test_ledger_rows_measures_every_combination_and_leaves_the_store_code_as_it_was(tmp_path: Path) -> None:
+    original = sqlite_raw._insert_rows
+    with statement_per_row():
+        assert sqlite_raw._insert_rows is not original
+    assert sqlite_raw._insert_rows is original
+
+    out = tmp_path / "rows.json"
+    argv = ["--rows", "0,40", "--batch", "6", "--batches", "2", "--reps", "1", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ledger_rows", *argv],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(out.read_text())["runs"]
+    cells = {(r["rows"], r["loop"], r["ids"], r["writes"]) for r in runs}
+    assert len(runs) == len(cells) == 2 * 2 * 2 * 2
+    assert all(r["cpu_us_per_settlement"] >= 0 and r["wall_ms_per_batch"] > 0 for r in runs)
+    assert done.stdout.count("| 40 |") == 8
