@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 
@@ -25,3 +26,14 @@ def test_random_hex_has_the_width_it_was_asked_for() -> None:
     widths = {len(random_hex(n)) for n in (1, 4, 8, 12, 24) for _ in range(200)}
     assert widths == {2, 8, 16, 24, 48}
     assert len({random_hex(12) for _ in range(10_000)}) == 10_000
+
+
+def test_ids_do_not_follow_the_global_random_seed() -> None:
+    state = random.getstate()
+    try:
+        random.seed(7)
+        first = [random_hex(8), request_id()[16:]]
+        random.seed(7)
+        assert [random_hex(8), request_id()[16:]] != first
+    finally:
+        random.setstate(state)
