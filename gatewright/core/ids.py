@@ -30,7 +30,7 @@ def request_id() -> str:
     spent 2.7 times the CPU on a store of a million rows (docs/benchmarks.md, "Request ids in time
     order, rows in one INSERT").
     """
-    return f"req_{time.time_ns() // 1_000_000:012x}{_bits.getrandbits(64):016x}"
+    return f"req_{time.time_ns() // 1_000_000:012x}{random_hex(8)}"
 
 
 def tool_call_id() -> str:
