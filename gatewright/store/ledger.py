@@ -3,10 +3,19 @@
 
 Every write of ``accounts.balance``/``reserved`` in gatewright is made by ``apply_batch``.
 
-The driver is chosen here, not by the caller: on a SQLite file a whole batch runs in one worker
-thread on a blocking connection (one thread hop per commit instead of one per statement), on the
-raw ``sqlite3`` cursor (``store.sqlite_raw``: SQLAlchemy spent more CPU per statement than SQLite);
-on PostgreSQL it runs on the async driver with rows locked ``FOR UPDATE``.
+The driver is chosen here, not by the caller: on a SQLite file a whole batch runs as one
+transaction on a blocking connection, on the raw ``sqlite3`` cursor (``store.sqlite_raw``:
+SQLAlchemy spent more CPU per statement than SQLite); on PostgreSQL it runs on the async driver with
+rows locked ``FOR UPDATE``.
+
+On SQLite a batch is first tried on the event loop's own thread, without waiting for the file's
+write lock: a commit in WAL mode with ``synchronous=NORMAL`` is CPU work and writes to the page
+cache (no sync; the checkpoint has a thread of its own), a few microseconds a row. Handing it to a
+worker thread cost more than the work: each ``sqlite3`` call gives up the GIL, and on a busy
+gateway every give-up is a hand-over between the two threads (docs/benchmarks.md, "Commits on the
+event loop's thread"). When another writer holds the lock (another worker process, the
+checkpoint's RESTART, a CLI grant) the batch goes to the worker thread, which waits for it there,
+not on the loop; so do the rare batches written with SQLAlchemy's statements.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -58,6 +68,21 @@ from gatewright.store.tables import (
 log = logging.getLogger("gatewright.ledger")
 
 
+# The worker thread's wait for the write lock: the engine's own (``store.db``, ``timeout=30``).
+BUSY_TIMEOUT_MS = 30_000
+# SQLite's primary result codes for a lock held by another connection (extended codes keep them
+# in the low byte): SQLITE_BUSY, SQLITE_LOCKED.
+_LOCK_CODES = (5, 6)
+
+
+def _lock_taken(error: BaseException) -> bool:
+    """Whether ``error`` (the driver's, or SQLAlchemy's wrapping it) says another connection holds
+    the lock: nothing was written, and the batch may go to the thread to wait for it."""
+    cause = getattr(error, "orig", error)
+    code = getattr(cause, "sqlite_errorcode", None)
+    return isinstance(cause, sqlite3.OperationalError) and code is not None and code & 0xFF in _LOCK_CODES
+
+
 class SqlLedgerStore:
     """``core.ledger.LedgerStore`` on SQLAlchemy; ``owner`` names this process on the holds it writes."""
 
@@ -70,8 +95,11 @@ class SqlLedgerStore:
         self._checkpointer = WalCheckpointer.for_engine(engine) if self._blocking is not None else None
         self._thread = ThreadPoolExecutor(1, "ledger") if self._blocking is not None else None
         self._started = False
-        self._conn: Connection | None = None  # the ledger thread's own, on SQLite
+        self._conn: Connection | None = None  # the one connection of the raw path, on SQLite
+        self._waits_for_lock: bool | None = None  # its busy timeout now: 30 s (True) or none (False)
+        self._queued = 0  # batches handed to the thread and not finished: the loop leaves the connection to it
         self.commits = 0  # transactions committed (for tests)
+        self.commits_on_loop = 0  # of them, on the event loop's thread (for tests)
 
     def start(self) -> None:
         if self._checkpointer is not None and not self._started:
@@ -91,30 +119,54 @@ class SqlLedgerStore:
     async def apply(self, batch: Sequence[Operation], retry: bool) -> list[Any]:
         """One transaction: each operation's outcome (see ``ledger_rules.decide_batch``)."""
         if self._blocking is not None and self._thread is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._blocking_transaction, batch, retry)
+            ids = involved(batch, retry)
+            raw_path = not (ids.code_hashes or ids.billed_ids)
+            # The loop takes a batch when the connection is open (opening it begins a transaction
+            # that waits for the lock) and no batch of ours is on the thread (one user at a time).
+            if raw_path and not self._queued and self._conn is not None:
+                try:
+                    outcomes = self._blocking_transaction(batch, retry, ids, wait=False)
+                except Exception as error:
+                    if not _lock_taken(error):
+                        raise
+                else:
+                    self.commits_on_loop += 1
+                    return outcomes
+            # Another writer holds the file, or the connection is to be opened, or a batch of ours
+            # is on the thread already: the thread waits for the lock, in order behind what it has.
+            self._queued += 1
+            try:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._thread, self._blocking_transaction, batch, retry, ids, True)
+            finally:
+                self._queued -= 1
         async with self.engine.begin() as conn:
             outcomes = await conn.run_sync(apply_batch, batch, self.owner, self._lock_rows, retry)
         self.commits += 1
         return outcomes
 
-    def _blocking_transaction(self, batch: Sequence[Operation], retry: bool) -> list[Any]:
+    def _blocking_transaction(self, batch: Sequence[Operation], retry: bool, ids: Involved, wait: bool) -> list[Any]:
+        """``wait``: for the write lock, as long as the connection's busy timeout allows (on the
+        worker thread); else a lock held elsewhere fails at once (on the event loop)."""
         assert self._blocking is not None
-        ids = involved(batch, retry)
         if ids.code_hashes or ids.billed_ids:  # rare (redemptions, retries): statements of SQLAlchemy's
             with self._blocking.begin() as conn:
                 outcomes = apply_batch(conn, batch, self.owner, self._lock_rows, retry, ids)
             self.commits += 1
             return outcomes
         # Everything else runs on the raw cursor (store.sqlite_raw), so the transaction is the
-        # driver's too: one connection kept for the thread, BEGIN IMMEDIATE and COMMIT sent
-        # straight, without SQLAlchemy's pool checkout, events and reset per commit.
+        # driver's too: one connection kept, BEGIN IMMEDIATE and COMMIT sent straight, without
+        # SQLAlchemy's pool checkout, events and reset per commit.
         if self._conn is None:
             self._conn = self._blocking.connect()
             self._conn.exec_driver_sql("SELECT 1")  # connected (and its pragmas set) now
             self._conn.commit()
+            self._waits_for_lock = True  # the engine's connect_args: a 30 s busy timeout
         raw = self._conn.connection.driver_connection
         assert raw is not None
+        if self._waits_for_lock != wait:  # only when the path changes: the loop's path is the usual one
+            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}")
+            self._waits_for_lock = wait
         raw.execute("BEGIN IMMEDIATE")
         try:
             outcomes = apply_batch(self._conn, batch, self.owner, self._lock_rows, retry, ids)
