@@ -10,12 +10,13 @@ rows locked ``FOR UPDATE``.
 
 On SQLite a batch is first tried on the event loop's own thread, without waiting for the file's
 write lock: a commit in WAL mode with ``synchronous=NORMAL`` is CPU work and writes to the page
-cache (no sync; the checkpoint has a thread of its own), a few microseconds a row. Handing it to a
-worker thread cost more than the work: each ``sqlite3`` call gives up the GIL, and on a busy
-gateway every give-up is a hand-over between the two threads (docs/benchmarks.md, "Commits on the
-event loop's thread"). When another writer holds the lock (another worker process, the
-checkpoint's RESTART, a CLI grant) the batch goes to the worker thread, which waits for it there,
-not on the loop; so do the rare batches written with SQLAlchemy's statements.
+cache (no sync; the checkpoint has a thread of its own), about 11 µs a settlement
+(``bench.ledger_rows``). Handing it to a worker thread cost more than the work: each ``sqlite3``
+call gives up the GIL, and on a busy gateway every give-up is a hand-over between the two threads
+(docs/benchmarks.md, "Commits on the event loop's thread"). When another writer holds the lock
+(another worker process, the checkpoint's RESTART, a CLI grant) the batch goes to the worker
+thread, which waits for it there, not on the loop; so do the rare batches written with
+SQLAlchemy's statements.
 """
 
 from __future__ import annotations
