@@ -64,7 +64,7 @@ class LockHolder:
     a thread of its own, until ``release`` or ``hold_at_most`` seconds, whichever comes first: a
     ledger that waited for it on the event loop would hold the loop that long, not hang the test."""
 
-    def __init__(self, path: Path, hold_at_most: float = 5.0) -> None:
+    def __init__(self, path: Path, hold_at_most: float = 20.0) -> None:
         self.path, self.hold_at_most = path, hold_at_most
         self.locked, self._release = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._hold, daemon=True)
@@ -81,12 +81,12 @@ class LockHolder:
 
     def __enter__(self) -> LockHolder:
         self._thread.start()
-        assert self.locked.wait(5)
+        assert self.locked.wait(30)
         return self
 
     def release(self) -> None:
         self._release.set()
-        self._thread.join(10)
+        self._thread.join(30)
 
     def __exit__(self, *_: object) -> None:
         self.release()
