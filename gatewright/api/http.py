@@ -149,12 +149,17 @@ def request_id(request: Request) -> str:
     return request.scope.get("gatewright.request_id") or new_request_id()
 
 
-def _reset(seconds: float) -> str:
-    # Go-duration style, as OpenAI sends it ("1s", "6m0s").
-    if seconds < 60:
-        return f"{max(seconds, 0):.3g}s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest}s"
+def reset_text(seconds: float) -> str:
+    """A reset as Go-duration text, as OpenAI sends it ("20ms", "8.64s", "6m0s"): what clients parse
+    with Go's ``time.ParseDuration`` or its ports, so never exponent notation ("6e-05s")."""
+    if seconds >= 60:
+        minutes, rest = divmod(int(seconds), 60)
+        return f"{minutes}m{rest}s"
+    if seconds >= 1:
+        return f"{seconds:.3g}s"  # below 60: at most two digits before the point, so no exponent
+    if seconds <= 0:
+        return "0s"
+    return f"{max(1, round(seconds * 1000))}ms"  # under a millisecond reads as one
 
 
 def limit_headers(state: LimitState | None) -> dict[str, str]:
@@ -164,11 +169,11 @@ def limit_headers(state: LimitState | None) -> dict[str, str]:
     if state.requests_limit is not None:
         headers["x-ratelimit-limit-requests"] = str(state.requests_limit)
         headers["x-ratelimit-remaining-requests"] = str(state.requests_remaining)
-        headers["x-ratelimit-reset-requests"] = _reset(state.requests_reset)
+        headers["x-ratelimit-reset-requests"] = reset_text(state.requests_reset)
     if state.tokens_limit is not None:
         headers["x-ratelimit-limit-tokens"] = str(state.tokens_limit)
         headers["x-ratelimit-remaining-tokens"] = str(state.tokens_remaining)
-        headers["x-ratelimit-reset-tokens"] = _reset(state.tokens_reset)
+        headers["x-ratelimit-reset-tokens"] = reset_text(state.tokens_reset)
     return headers
 
 
