@@ -15,17 +15,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts
-from gatewright.core.keys import Authenticator
 from gatewright.core.ledger_rules import Reservation
 from gatewright.core.platform import Principal, Settlement
 from gatewright.core.types import Usage
 from gatewright.store import ledger as ledger_store
-from gatewright.store.db import create_engine, migrate
-from gatewright.store.keys import SqlKeyStore
 from gatewright.store.ledger import SqlLedgerStore
 from tests.platform.audit import assert_consistent, audit
 from tests.platform.ledger_support import cost_of, new_principal
-from tests.support.accounts import accounts_on
 
 
 @pytest.fixture
@@ -34,19 +30,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def engine(db_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{db_path}")
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def accounts(engine: AsyncEngine) -> AsyncIterator[Accounts]:
-    async with accounts_on(engine, Authenticator(SqlKeyStore(engine), ttl=60.0)) as made:
-        yield made
+def store_url(db_path: Path) -> str:
+    """SQLite only (the conftest's ``engine`` and ``accounts`` open it): its file lock is the subject."""
+    return f"sqlite+aiosqlite:///{db_path}"
 
 
 @pytest.fixture
