@@ -4,10 +4,15 @@ random (as before), and a batch's rows written as multi-row INSERTs (``store.sql
 statement run per row (as before). The real ``SqlLedgerStore.apply`` commits batches of credit-lease
 charges, as the gateway's writer does under load, on a fresh copy of a filled store for each run.
 
-Per settlement: the writer thread's CPU time and its voluntary context switches (``/proc``), and
-wall time per batch. Each runs twice: with the event loop idle while it waits, and with the event
-loop busy running Python (as a gateway under load is), where every time the writer's thread gives
-up the GIL (each statement run does) it must wait to get it back. The combinations alternate
+Per settlement: the CPU time of the commits and their threads' voluntary context switches, and
+wall time per batch. A batch commits on the event loop's thread when the file's write lock is free
+(``store.ledger``; measured there with ``time.thread_time`` around each commit, during which
+nothing else runs on that thread), else on the ledger's worker thread (measured from ``/proc``).
+Each runs twice: with the event loop idle while it waits, and with the event loop busy running
+Python (as a gateway under load is). The busy loop mattered while every commit ran on the worker
+thread: each time that thread gave up the GIL (each statement run does) it had to wait to get it
+back. Runs made before commits moved to the loop (``ledger-rows-20261204.json``) measured the
+worker thread alone. The combinations alternate
 within each repetition, so a busy machine's drift reaches them alike. The two ways of writing are
 two functions of the running code: "a statement per row" runs ``executemany`` of the one-row
 INSERT, which is what ``sqlite_raw.execute_many`` did before.
@@ -139,9 +144,8 @@ def charges(principal: Principal, size: int, new_id: Callable[[], str]) -> list[
     return out
 
 
-def thread_counters(name_prefix: str) -> tuple[float, int]:
-    """CPU seconds and voluntary context switches of this process's thread named ``name_prefix``…"""
-    thread = next(t for t in threading.enumerate() if t.name.startswith(name_prefix))
+def thread_counters(thread: threading.Thread) -> tuple[float, int]:
+    """CPU seconds and voluntary context switches of one of this process's threads."""
     task = Path(f"/proc/self/task/{thread.native_id}")
     fields = (task / "stat").read_text().rpartition(")")[2].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -167,10 +171,17 @@ async def run_one(
         await store.apply(charges(principal, batch, new_id), retry=False)  # connected, statements cached
         work = [charges(principal, batch, new_id) for _ in range(batches)]
         spinner = asyncio.create_task(busy_loop(stop)) if busy else None
-        (cpu, switches), wall = thread_counters("ledger"), time.perf_counter()
+        worker = next(t for t in threading.enumerate() if t.name.startswith("ledger"))
+        loop_thread, on_loop_cpu, on_loop_switches = threading.current_thread(), 0.0, 0
+        (cpu, switches), wall = thread_counters(worker), time.perf_counter()
         for ops in work:
+            committed_on_loop, (_, loop_switches) = store.commits_on_loop, thread_counters(loop_thread)
+            began = time.thread_time()
             await store.apply(ops, retry=False)
-        (cpu_after, switches_after), wall = thread_counters("ledger"), time.perf_counter() - wall
+            if store.commits_on_loop > committed_on_loop:  # committed right here, nothing else in between
+                on_loop_cpu += time.thread_time() - began
+                on_loop_switches += thread_counters(loop_thread)[1] - loop_switches
+        (cpu_after, switches_after), wall = thread_counters(worker), time.perf_counter() - wall
         stop.set()
         if spinner is not None:
             await spinner
@@ -179,8 +190,8 @@ async def run_one(
         await engine.dispose()
     settled = batch * batches
     return {
-        "cpu_us_per_settlement": 1e6 * (cpu_after - cpu) / settled,
-        "switches_per_settlement": (switches_after - switches) / settled,
+        "cpu_us_per_settlement": 1e6 * (cpu_after - cpu + on_loop_cpu) / settled,
+        "switches_per_settlement": (switches_after - switches + on_loop_switches) / settled,
         "wall_ms_per_batch": 1e3 * wall / batches,
     }
 
@@ -221,7 +232,7 @@ async def main() -> None:
                                 f"{got['wall_ms_per_batch']:6.2f} ms a batch",
                                 flush=True,
                             )
-    print(f"\nmedians ({args.reps} repetitions, batches of {args.batch}), the writer thread's:")
+    print(f"\nmedians ({args.reps} repetitions, batches of {args.batch}), the commits':")
     print("| rows already stored | event loop | request ids | rows written as | CPU µs a settlement |")
     print("|---|---|---|---|---|")
     cells = {(r["rows"], r["loop"], r["ids"], r["writes"]) for r in results}

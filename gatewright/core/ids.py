@@ -3,9 +3,9 @@
 They name things and are never secrets (keys, webhook secrets and console sessions come from
 ``secrets``), so their random bits come from a generator of their own, seeded from the OS at import
 and again in a forked child (a caller's ``random.seed`` cannot make them repeat). ``os.urandom`` is
-a system call that gives up the GIL, and on a busy gateway the ledger's writer thread took it each
-time: the two a request cost the event loop about six times what they cost with no writer
-waiting (docs/benchmarks.md, "Request ids in time order, rows in one INSERT").
+a system call that gives up the GIL, and on a busy gateway another thread (then the ledger's
+writer) took it each time: the two a request cost the event loop about six times what they cost
+with no writer waiting (docs/benchmarks.md, "Request ids in time order, rows in one INSERT").
 """
 
 from __future__ import annotations

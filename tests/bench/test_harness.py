@@ -157,5 +157,6 @@ def test_ledger_rows_measures_every_combination_and_leaves_the_store_code_as_it_
     runs = json.loads(out.read_text())["runs"]
     cells = {(r["rows"], r["loop"], r["ids"], r["writes"]) for r in runs}
     assert len(runs) == len(cells) == 2 * 2 * 2 * 2
-    assert all(r["cpu_us_per_settlement"] >= 0 and r["wall_ms_per_batch"] > 0 for r in runs)
+    # Every commit's CPU is counted, on whichever thread it ran (the loop's, with the lock free).
+    assert all(r["cpu_us_per_settlement"] > 0 and r["wall_ms_per_batch"] > 0 for r in runs)
     assert done.stdout.count("| 40 |") == 8

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+
 # The app first (it loads no llama.cpp), then the engine's backends as the registry loads them.
 PROBE = (
     "import os, gatewright.app\n"
@@ -26,7 +28,6 @@ def probe(**extra: str) -> list[str]:
     return done.stdout.split()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 def test_the_spin_count_is_set_before_libgomp_loads() -> None:
     assert probe() == ["False", "1000", "True"]
 
