@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -97,6 +97,10 @@ class LedgerStore(Protocol):
         """Leases still held that expired before ``before`` (None: all), as expiries."""
         ...
 
+    async def held_leases(self, owners: Collection[str]) -> list[LeaseExpiry]:
+        """Leases these processes still hold, as expiries that close them now (``before`` None)."""
+        ...
+
     async def lease_states(self, lease_ids: Sequence[str]) -> dict[str, LeaseState]:
         """Each lease as the store has it (see ``LeaseState``)."""
         ...
@@ -106,6 +110,11 @@ class AdoptedJournal(Protocol):
     """What a process that is gone left in its journal, held by this process until finished."""
 
     charges: list[LeaseCharge]
+
+    @property
+    def owner(self) -> str:
+        """The process that wrote it (the owner its leases are held under)."""
+        ...
 
     def finish(self) -> None:
         """Applied: the journal goes."""
@@ -130,6 +139,10 @@ class Journal(Protocol):
 
     def adopt(self) -> Sequence[AdoptedJournal]:
         """Journals of processes that are gone."""
+        ...
+
+    def has_segments(self, owner: str) -> bool:
+        """Whether a journal of ``owner`` is still there (its own, or another adopter's)."""
         ...
 
 
@@ -372,9 +385,17 @@ class LedgerWriter:
 
     async def apply_journals(self) -> int:
         """Apply the charges stopped processes left in their journals (each at most once: a line
-        applied before, by them or by another adopter, finds its request billed). Returns how many."""
+        applied before, by them or by another adopter, finds its request billed). Returns how many.
+
+        Then close the credit leases of those processes, once none of their journal is left (so
+        every charge they journaled came out of its lease first): a journal nobody holds locked is
+        a process that is gone, so nothing will reserve against them again, and their credits
+        come back now instead of when the leases expire (``LeasePolicy.ttl`` and the sweep after
+        it). A worker that dies is replaced, and its replacement does this as it starts."""
+        if self.journal is None:
+            return 0
         applied = 0
-        journals = list(self.journal.adopt()) if self.journal is not None else []
+        journals = list(self.journal.adopt())
         for number, adopted in enumerate(journals):
             try:
                 for start in range(0, len(adopted.charges), self.max_batch):
@@ -387,6 +408,11 @@ class LedgerWriter:
             applied += len(adopted.charges)
         if applied:
             log.warning("applied %d settlements a stopped process left in its journal", applied)
+        gone = {adopted.owner for adopted in journals if not self.journal.has_segments(adopted.owner)}
+        leases = await self.store.held_leases(sorted(gone)) if gone else []
+        if leases:
+            given_back = sum(await self.store.apply(leases, retry=False))
+            log.warning("closed %d credit leases of stopped processes (%d credits back)", len(leases), given_back)
         return applied
 
     # -- the writer ------------------------------------------------------------------------------

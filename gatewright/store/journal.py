@@ -114,6 +114,10 @@ class _Segment:
         os.close(self.fd)
 
 
+def owner_of(path: Path) -> str:
+    return path.name[: -len(SUFFIX)].rsplit("-", 1)[0]
+
+
 @dataclass
 class Adopted:
     """A dead process's segment, locked by its adopter until ``finish`` (applied: deleted) or
@@ -122,6 +126,11 @@ class Adopted:
     path: Path
     fd: int
     charges: list[LeaseCharge]
+
+    @property
+    def owner(self) -> str:
+        """The process that wrote it (segments are named ``<owner>-<serial>``)."""
+        return owner_of(self.path)
 
     def finish(self) -> None:
         os.unlink(self.path)
@@ -197,6 +206,11 @@ class SettlementJournal:
             else:
                 segment.drop()
         self._segments.clear()
+
+    def has_segments(self, owner: str) -> bool:
+        """Whether a segment of ``owner`` is still here: its own while it lives, or one another
+        adopter has not finished yet."""
+        return any(owner_of(path) == owner for path in self.directory.glob(f"{owner}-*{SUFFIX}"))
 
     def adopt(self) -> list[Adopted]:
         """The segments of processes that are gone (nobody holds their lock), each locked for

@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -201,6 +201,16 @@ class SqlLedgerStore:
         async with self.engine.connect() as conn:
             rows = list(await conn.execute(query.order_by(leases.c.id)))
         return [LeaseExpiry(r.id, int(r.account_id), int(r.key_id), before) for r in rows]
+
+    async def held_leases(self, owners: Collection[str]) -> list[LeaseExpiry]:
+        """Leases these processes still hold, as expiries that close them now (each re-checked
+        under lock: one closed meanwhile gives back nothing twice)."""
+        query = select(leases.c.id, leases.c.account_id, leases.c.key_id).where(
+            leases.c.status == "held", leases.c.owner.in_(list(owners))
+        )
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(query.order_by(leases.c.id)))
+        return [LeaseExpiry(r.id, int(r.account_id), int(r.key_id), None) for r in rows]
 
     async def lease_states(self, lease_ids: Sequence[str]) -> dict[str, LeaseState]:
         """What a lease's holder must confirm before reserving against it in memory: still held,

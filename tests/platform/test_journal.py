@@ -1,12 +1,14 @@
 """The settlement journal (store.journal): a finished request's charge is in a local file before its
 answer ends and committed in groups after. A gateway killed between the two loses nothing: the next
-start applies what the journal holds, once, before it serves; lines already committed, or applied
-by another adopter, charge nothing twice; a live process's journal is never adopted; a torn or
-foreign line is skipped; the files stay small."""
+start applies what the journal holds, once, before it serves, and gives back the dead process's
+credit leases; lines already committed, or applied by another adopter, charge nothing twice; a
+live process's journal is never adopted; a torn or foreign line is skipped; the files stay small."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatewright.core.accounts import Accounts
@@ -26,6 +29,8 @@ from gatewright.core.types import Usage
 from gatewright.store.db import create_engine
 from gatewright.store.journal import SUFFIX, SettlementJournal, encode
 from gatewright.store.ledger import SqlLedgerStore
+from gatewright.store.tables import accounts
+from gatewright.wiring import HOLD_TTL
 from tests.platform.audit import assert_consistent, audit
 from tests.platform.conftest import UNLIMITED, sqlite_url
 from tests.platform.ledger_support import cost_of, new_principal
@@ -95,6 +100,41 @@ async def test_a_gateway_killed_before_its_commit_loses_no_charge(tmp_path: Path
         again.stop()
 
 
+async def test_a_killed_process_s_leases_come_back_as_its_journal_is_adopted(tmp_path: Path) -> None:
+    """A gateway process killed with credits leased, its charges committed (its journal empty).
+    The process that adopts the journal (a worker that replaces it, as it starts; another one's
+    sweep) closes the dead process's leases at once: their credits do not stay reserved until the
+    leases expire. (A lease with a charge in the journal expires as the charge is applied.)"""
+    data = tmp_path / "gateway"
+    db = data / "gatewright.db"
+    gateway = start_gateway(data, catalog=FAKE_CATALOG, env=UNLIMITED)
+    try:
+        headers = {"authorization": f"Bearer {gateway.api_key}"}
+        answer = gateway.http.post("/v1/chat/completions", json=BODY, headers=headers)
+        assert answer.status_code == 200, answer.text
+        await _until(lambda: _usage_credits(db, answer.headers["x-request-id"]))
+        await _until(lambda: journal_request_ids(data) == [])
+        gateway.stop(signal.SIGKILL)
+    finally:
+        gateway.stop()
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        async with engine.connect() as conn:
+            account_id = (await conn.execute(select(accounts.c.id).where(accounts.c.name == "default"))).scalar_one()
+        before = await audit(engine, account_id)
+        assert before.leased > 0 and before.reserved == before.leased, "the killed gateway's lease holds credits"
+        # As a worker of a gateway of several processes starts (other processes' holds may be live).
+        async with _journaled_writer(engine, data / "journal", "replacement") as replacement:
+            await replacement.release_stale(HOLD_TTL)
+        after = await audit(engine, account_id)
+    finally:
+        await engine.dispose()
+    assert after.leased == 0 and after.reserved == 0, "given back now, not when the lease expires"
+    assert_consistent(after, START)
+    assert START - after.balance == answer.json()["meta"]["usage"]["credits_used"]
+    assert list((data / "journal").glob(f"*{SUFFIX}")) == [], "the dead process's journal went"
+
+
 @asynccontextmanager
 async def _journaled_writer(engine: AsyncEngine, directory: Path, owner: str) -> AsyncIterator[LedgerWriter]:
     writer = LedgerWriter(
@@ -145,7 +185,31 @@ async def test_a_live_process_s_journal_is_not_adopted(accounts: Accounts, engin
         live_journal.append(LeaseCharge("x", Settlement(hold, Usage(), cost_of(10), "ok", "fake"), TTL))
         async with _journaled_writer(engine, journal, "other") as other:
             assert await other.apply_journals() == 0, "its holder lives: its lock says so"
+            assert (await audit(engine, who.account_id)).leased > 0, "and its lease stays held"
         assert journal_request_ids(tmp_path) == ["r-live"]
+
+
+def test_a_process_s_leases_wait_for_its_last_segment(tmp_path: Path) -> None:
+    """Segments are named after their process; its leases are closed only once no segment of it is
+    left (another adopter may still be applying one), and another owner's name never matches."""
+    for name in ("dead-000001", "dead-000002", "dead-x-000001", "deadbeef-000001"):
+        (tmp_path / f"{name}{SUFFIX}").write_bytes(b"")
+    journal = SettlementJournal(tmp_path, "adopter")
+    other_adopter = os.open(tmp_path / f"dead-000002{SUFFIX}", os.O_RDONLY)
+    fcntl.flock(other_adopter, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        adopted = journal.adopt()
+        assert sorted(a.owner for a in adopted) == ["dead", "dead-x", "deadbeef"]
+        for segment in adopted:
+            segment.finish()
+        assert journal.has_segments("dead"), "its second segment is still another adopter's"
+        assert not journal.has_segments("dead-x") and not journal.has_segments("deadbeef")
+        assert journal.has_segments("adopter"), "a live process has its own"
+    finally:
+        os.close(other_adopter)
+    (tmp_path / f"dead-000002{SUFFIX}").unlink()  # that adopter finished
+    assert not journal.has_segments("dead")
+    journal.close()
 
 
 def test_a_segment_is_emptied_once_committed_and_a_full_one_sealed(tmp_path: Path) -> None:
