@@ -15,6 +15,7 @@ are all committed is emptied (or, once full and sealed, deleted), so the files s
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -98,12 +99,18 @@ class _Segment:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # Made under another name, locked, then renamed into place: an adopter never sees a
+        # segment of a live process unlocked (it would take the segment, and the process's leases).
+        unseen = path.with_name(path.name + ".new")
+        self.fd = os.open(unseen, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             # Held while this process lives (released by the kernel when it dies, however it dies).
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(unseen, path)
         except BaseException:
             os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(unseen)
             raise
         self.pending = 0  # lines written and not yet committed
         self.size = 0

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -256,3 +257,27 @@ async def test_journals_whose_apply_fails_are_left_for_the_next_sweep(
     result = await audit(engine, who.account_id)
     assert result.charge_rows == {"r-left": 40}, "two lines of one request charge it once"
     assert journal_request_ids(tmp_path) == []
+
+
+def test_a_new_segment_is_never_seen_unlocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's sweep at the worst instant (just after a segment's file is made) finds
+    nothing to adopt: a live process's segment is locked before it has its name."""
+    adopter = SettlementJournal(tmp_path, "adopter")
+    adopted = []
+    real_open = os.open
+
+    def open_then_sweep(path: Any, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        if flags & os.O_CREAT:
+            adopted.extend(adopter.adopt())
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_sweep)
+    journal = SettlementJournal(tmp_path, "new", segment_bytes=100)
+    hold = Hold("r", 1, 1, "gw-", 100, "m")
+    journal.append(LeaseCharge("lease", Settlement(hold, Usage(), cost_of(5), "ok", "m"), TTL))  # seals it: a second
+    assert adopted == []
+    assert journal.has_segments("new") and len(list(tmp_path.glob(f"new-*{SUFFIX}"))) == 2
+    monkeypatch.undo()
+    journal.close()
+    adopter.close()
