@@ -22,7 +22,7 @@ its unused part does not cover the request's worst case. With a ``Journal`` as w
 of a serving gateway, ``store.journal``) the settlement is written to a local append-only file
 before the answer ends and committed after it, in groups: no request waits for a commit at all.
 Whoever starts next applies what a dead process's journal holds (``apply_journals``, before any
-expired lease is closed), once per request id.
+lease is closed), once per request id, then closes that process's leases.
 
 Guarantees, each tested: a request is settled at most once (holds change state from ``held``
 exactly once); a charge never exceeds its hold, so neither the balance (never below zero) nor a

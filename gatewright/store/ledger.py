@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, column, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, column, func, insert, select, update
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
@@ -195,22 +195,20 @@ class SqlLedgerStore:
     async def expired_leases(self, before: datetime | None) -> list[LeaseExpiry]:
         """Leases still held that expired before ``before`` (None: every one), as the expiries that
         would close them (each re-checked under lock: a holder may extend it meanwhile)."""
-        query = select(leases.c.id, leases.c.account_id, leases.c.key_id).where(leases.c.status == "held")
-        if before is not None:
-            query = query.where(leases.c.expires_at < before)
-        async with self.engine.connect() as conn:
-            rows = list(await conn.execute(query.order_by(leases.c.id)))
-        return [LeaseExpiry(r.id, int(r.account_id), int(r.key_id), before) for r in rows]
+        return await self._held(None if before is None else leases.c.expires_at < before, before)
 
     async def held_leases(self, owners: Collection[str]) -> list[LeaseExpiry]:
         """Leases these processes still hold, as expiries that close them now (each re-checked
         under lock: one closed meanwhile gives back nothing twice)."""
-        query = select(leases.c.id, leases.c.account_id, leases.c.key_id).where(
-            leases.c.status == "held", leases.c.owner.in_(list(owners))
-        )
+        return await self._held(leases.c.owner.in_(list(owners)), None)
+
+    async def _held(self, which: ColumnElement[bool] | None, before: datetime | None) -> list[LeaseExpiry]:
+        query = select(leases.c.id, leases.c.account_id, leases.c.key_id).where(leases.c.status == "held")
+        if which is not None:
+            query = query.where(which)
         async with self.engine.connect() as conn:
             rows = list(await conn.execute(query.order_by(leases.c.id)))
-        return [LeaseExpiry(r.id, int(r.account_id), int(r.key_id), None) for r in rows]
+        return [LeaseExpiry(r.id, int(r.account_id), int(r.key_id), before) for r in rows]
 
     async def lease_states(self, lease_ids: Sequence[str]) -> dict[str, LeaseState]:
         """What a lease's holder must confirm before reserving against it in memory: still held,
