@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +37,7 @@ from tests.platform.audit import assert_consistent, audit
 from tests.platform.conftest import UNLIMITED, sqlite_url
 from tests.platform.ledger_support import cost_of, new_principal
 from tests.support.app import FAKE_CATALOG
-from tests.support.procs import journal_request_ids, start_gateway
+from tests.support.procs import Gateway, journal_request_ids, start_gateway
 
 START = 20_000_000  # the first start's credits (the default)
 TTL = timedelta(seconds=30)
@@ -56,15 +57,22 @@ async def _until(check: Callable[[], object], within: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _answered_and_committed(gateway: Gateway, db: Path) -> httpx.Response:
+    """One request answered, and its charge in the store (its lease taken)."""
+    headers = {"authorization": f"Bearer {gateway.api_key}"}
+    answer = gateway.http.post("/v1/chat/completions", json=BODY, headers=headers)
+    assert answer.status_code == 200, answer.text
+    await _until(lambda: _usage_credits(db, answer.headers["x-request-id"]))
+    return answer
+
+
 async def test_a_gateway_killed_before_its_commit_loses_no_charge(tmp_path: Path) -> None:
     data = tmp_path / "gateway"
     db = data / "gatewright.db"
     gateway = start_gateway(data, catalog=FAKE_CATALOG, env=UNLIMITED)
     try:
         headers = {"authorization": f"Bearer {gateway.api_key}"}
-        first = gateway.http.post("/v1/chat/completions", json=BODY, headers=headers)
-        assert first.status_code == 200, first.text  # its lease grew: the second needs no commit to start
-        await _until(lambda: _usage_credits(db, first.headers["x-request-id"]))
+        first = await _answered_and_committed(gateway, db)  # its lease grew: the second needs no commit to start
         # Another connection holds the store's write lock: the gateway's writer cannot commit.
         lock = sqlite3.connect(db, isolation_level=None, timeout=30)
         try:
@@ -110,10 +118,7 @@ async def test_a_killed_process_s_leases_come_back_as_its_journal_is_adopted(tmp
     db = data / "gatewright.db"
     gateway = start_gateway(data, catalog=FAKE_CATALOG, env=UNLIMITED)
     try:
-        headers = {"authorization": f"Bearer {gateway.api_key}"}
-        answer = gateway.http.post("/v1/chat/completions", json=BODY, headers=headers)
-        assert answer.status_code == 200, answer.text
-        await _until(lambda: _usage_credits(db, answer.headers["x-request-id"]))
+        answer = await _answered_and_committed(gateway, db)
         await _until(lambda: journal_request_ids(data) == [])
         gateway.stop(signal.SIGKILL)
     finally:
