@@ -39,6 +39,10 @@ def _sqlite_file(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+# How long a connection waits for another connection's write lock before SQLite says BUSY.
+BUSY_TIMEOUT_S = 30
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -48,7 +52,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -61,7 +65,7 @@ def create_engine(url: str) -> AsyncEngine:
         path = _sqlite_file(url)
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         _sqlite_setup(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -78,7 +82,7 @@ def create_blocking_twin(engine: AsyncEngine, *, autocheckpoint: bool = True) ->
     path = _sqlite_file(str(engine.url))
     if path is None:
         return None
-    twin = sa_create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+    twin = sa_create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
     _sqlite_setup(twin)
     if not autocheckpoint:
 

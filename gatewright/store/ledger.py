@@ -54,7 +54,7 @@ from gatewright.core.ledger_rules import (
     involved,
 )
 from gatewright.store import sqlite_raw
-from gatewright.store.db import WalCheckpointer, create_blocking_twin
+from gatewright.store.db import BUSY_TIMEOUT_S, WalCheckpointer, create_blocking_twin
 from gatewright.store.tables import (
     accounts,
     api_keys,
@@ -69,8 +69,6 @@ from gatewright.store.tables import (
 log = logging.getLogger("gatewright.ledger")
 
 
-# The worker thread's wait for the write lock: the engine's own (``store.db``, ``timeout=30``).
-BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes for a lock held by another connection (extended codes keep them
 # in the low byte): SQLITE_BUSY, SQLITE_LOCKED.
 _LOCK_CODES = (5, 6)
@@ -166,7 +164,7 @@ class SqlLedgerStore:
         raw = self._conn.connection.driver_connection
         assert raw is not None
         if self._waits_for_lock != wait:  # only when the path changes: the loop's path is the usual one
-            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}")
+            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000 if wait else 0}")  # the engine's own, or none
             self._waits_for_lock = wait
         raw.execute("BEGIN IMMEDIATE")
         try:
