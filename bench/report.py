@@ -481,6 +481,10 @@ def reproduce_notes() -> str:
             "python -m bench.run --only overhead --reps 5 --duration 10     # one part",
             "python -m bench.lease_latency --reps 5 --duration 5            # credit leases: c=1 latency, "
             "×2 workers c=64 vs LiteLLM",
+            "python -m bench.ledger_rows --reps 3                           # a ledger commit's CPU a settlement: "
+            "ids, INSERTs, GIL",
+            "python -m bench.floor --baseline-commit c465a88                # the floor under the gateway: "
+            "server, client, kernel",
             "python -m bench.prefill_calls --reps 3                         # the embedded engine's llama.cpp "
             "calls: cost by rows",
             "python -m bench.report bench/results/<stamp>.json               # re-render this page",
