@@ -72,9 +72,8 @@ def run(reps: int, duration: float, concurrency: int, baseline: Path | None, pla
     body.write_bytes(request_body(False, TOKENS))
     services: list[procs.Service] = []
     try:
-        mock = procs.start_mock(TOKENS)
+        mock, catalog = procs.start_mock_with_catalog(TOKENS, "floor")
         services.append(mock)
-        catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-floor-{mock.port}.toml")
         targets: list[Target] = []
 
         def add(name: str, service: procs.Service) -> None:

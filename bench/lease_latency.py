@@ -79,9 +79,8 @@ def run(reps: int, duration: float, litellm: bool) -> dict[str, Any]:
     body.write_bytes(request_body(False, TOKENS))
     services: list[procs.Service] = []
     try:
-        mock = procs.start_mock(TOKENS)
+        mock, catalog = procs.start_mock_with_catalog(TOKENS, "lease")
         services.append(mock)
-        catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-lease-{mock.port}.toml")
 
         def gateway(name: str, **kw: Any) -> Target:
             service = start_gateway(re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), catalog, **kw)

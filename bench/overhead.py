@@ -54,9 +54,8 @@ def _check(target: Target, body: bytes) -> None:
 def start_targets(config: OverheadConfig, litellm_venv: Path) -> list[Target]:
     services: list[procs.Service] = []
     try:
-        mock = procs.start_mock(config.tokens)
+        mock, catalog = procs.start_mock_with_catalog(config.tokens, "mock")
         services.append(mock)
-        catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-mock-{mock.port}.toml")
         level = config.gatewright_log_level
         targets = [Target("mock (direct)", mock)]
         checkouts = [("", procs.ROOT)]

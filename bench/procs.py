@@ -173,6 +173,16 @@ def start_mock(tokens: int) -> Service:
     return spawn("mock", argv, port=port, health="/health")
 
 
+def start_mock_with_catalog(tokens: int, label: str) -> tuple[Service, Path]:
+    """The mock, and a catalog serving it (``mock_catalog``) named after the benchmark."""
+    mock = start_mock(tokens)
+    try:
+        return mock, mock_catalog(mock.url, TMP / f"catalog-{label}-{mock.port}.toml")
+    except BaseException:
+        mock.stop()
+        raise
+
+
 def mock_catalog(mock_url: str, path: Path) -> Path:
     """A catalog with one model served by the mock through gatewright's ``openai`` backend."""
     path.write_text(

@@ -159,10 +159,9 @@ def cprofile_gateway(name: str, catalog: Path, platform: bool, seconds: float, c
 
 
 def run_profile(py_spy: Path, seconds: float, concurrency: int) -> dict[str, Any]:
-    mock = procs.start_mock(16)
+    mock, catalog = procs.start_mock_with_catalog(16, "profile")
     services = [mock]
     try:
-        catalog = procs.mock_catalog(mock.url, procs.TMP / f"catalog-profile-{mock.port}.toml")
         body = procs.TMP / "body-profile.json"
         body.write_bytes(request_body(False, 16))
         results: dict[str, Any] = {"seconds": seconds, "concurrency": concurrency}
